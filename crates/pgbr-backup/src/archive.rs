@@ -1,0 +1,256 @@
+//! `archive-push` and `archive-get`: PostgreSQL's `archive_command` and `restore_command`.
+//!
+//! A WAL file is stored as `archive/<stanza>/<pg>-<db-id>/<TTTTTTTTLLLLLLLL>/<name>-<blake3><ext>`
+//! (history files directly under `<pg>-<db-id>/`). The checksum in the name is of the plaintext, so a
+//! second push of the same file is recognised whatever the cipher, and a read is verified against it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pgbr_manifest::ArchiveInfo;
+use pgbr_storage::{CompressType, ObjectInfo};
+use pgbr_wal::WalFileName;
+
+use crate::config::ArchivePushOptions;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+
+/// What `archive-push` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file was stored.
+    Stored {
+        /// Bytes written to the repository.
+        stored_bytes: u64,
+    },
+    /// The same file (same checksum) was already in the archive; nothing was written.
+    AlreadyArchived,
+}
+
+/// What `archive-get` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GetOutcome {
+    /// The file was written to the destination.
+    Found,
+    /// The archive does not hold the file (normal at the end of recovery).
+    NotFound,
+}
+
+/// A WAL file as it sits in the repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedWal {
+    /// Object path.
+    pub path: String,
+    /// BLAKE3 hex of the plaintext.
+    pub checksum: String,
+    /// Codec of the stored bytes.
+    pub compress_type: CompressType,
+    /// Stored size.
+    pub size: u64,
+}
+
+fn classify(name: &str) -> Result<WalFileName> {
+    pgbr_wal::classify(name).ok_or_else(|| {
+        Error::config(format!(
+            "'{name}' is not a WAL segment, partial segment, backup history or timeline history file name"
+        ))
+    })
+}
+
+/// The directory (under the archive id) a WAL file lives in.
+fn wal_dir(repo: &Repository, archive_id: &str, name: &str) -> Result<String> {
+    let base = format!("archive/{}/{archive_id}", repo.stanza());
+    Ok(match classify(name)? {
+        WalFileName::History(_) => base,
+        _ => format!("{base}/{}", &name[..16]),
+    })
+}
+
+/// Splits `<name>-<checksum><ext>` into checksum and codec.
+pub(crate) fn parse_stored_name(
+    object_name: &str,
+    wal_name: &str,
+) -> Option<(String, CompressType)> {
+    let rest = object_name.strip_prefix(wal_name)?.strip_prefix('-')?;
+    let (checksum, ext) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
+    if checksum.len() != 64 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let kind = [
+        CompressType::None,
+        CompressType::Zst,
+        CompressType::Gz,
+        CompressType::Lz4,
+    ]
+    .into_iter()
+    .find(|k| k.extension() == ext)?;
+    Some((checksum.to_string(), kind))
+}
+
+/// Finds `wal_name` in the archive, newest archive id first.
+pub async fn find(repo: &Repository, wal_name: &str) -> Result<Option<ArchivedWal>> {
+    let mut dbs = repo.archive_info().db_history.clone();
+    dbs.sort_by_key(|d| std::cmp::Reverse(d.db_id));
+    for db in dbs {
+        let dir = wal_dir(repo, &ArchiveInfo::archive_id(&db), wal_name)?;
+        let (_, objects) = repo.storage().list_dir(&dir).await?;
+        if let Some(found) = pick(&objects, wal_name) {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+fn pick(objects: &[ObjectInfo], wal_name: &str) -> Option<ArchivedWal> {
+    objects.iter().find_map(|o| {
+        let file = o.path.rsplit('/').next()?;
+        let (checksum, compress_type) = parse_stored_name(file, wal_name)?;
+        Some(ArchivedWal {
+            path: o.path.clone(),
+            checksum,
+            compress_type,
+            size: o.size,
+        })
+    })
+}
+
+/// Pushes the WAL file at `wal_path` (relative paths resolve against `opts.pg_path`).
+///
+/// Segments are checked first: the page header must carry this stanza's system identifier and
+/// PostgreSQL version. A file already archived with the same checksum succeeds without writing; one
+/// archived with other contents is an error, and nothing is overwritten.
+pub async fn push(
+    repo: &Repository,
+    wal_path: &Path,
+    opts: &ArchivePushOptions,
+) -> Result<PushOutcome> {
+    let path: PathBuf = match (&opts.pg_path, wal_path.is_relative()) {
+        (Some(pg), true) => pg.join(wal_path),
+        _ => wal_path.to_path_buf(),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::config(format!("'{}' does not name a WAL file", path.display())))?
+        .to_string();
+    let kind = classify(&name)?;
+    let data = std::fs::read(&path).map_err(|e| Error::io("unable to read WAL file", &path, e))?;
+    let db = repo.current_db()?.clone();
+    if matches!(kind, WalFileName::Segment(_) | WalFileName::Partial(_)) {
+        pgbr_wal::validate_segment(&data, db.system_id, db.pg_version).map_err(|source| {
+            Error::Wal {
+                context: format!(
+                    "{} cannot be archived in stanza '{}' (system {}, PostgreSQL {})",
+                    path.display(),
+                    repo.stanza(),
+                    db.system_id,
+                    db.pg_version
+                ),
+                source,
+            }
+        })?;
+    }
+    let checksum = blake3::hash(&data).to_hex().to_string();
+    let archive_id = ArchiveInfo::archive_id(&db);
+    let dir = wal_dir(repo, &archive_id, &name)?;
+    let (_, objects) = repo.storage().list_dir(&dir).await?;
+    if let Some(existing) = pick(&objects, &name) {
+        if existing.checksum == checksum {
+            return Ok(PushOutcome::AlreadyArchived);
+        }
+        return Err(Error::ArchiveDuplicate(format!(
+            "WAL file {name} is already in {} with different contents (checksum {}, this file {checksum}); nothing was overwritten. Check that no other cluster archives to stanza '{}'",
+            repo.name(),
+            existing.checksum,
+            repo.stanza()
+        )));
+    }
+    let compressed =
+        pgbr_storage::compress_to_vec(opts.compress.compress_type, opts.compress.level, &data)
+            .map_err(|e| Error::io("unable to compress WAL file", &path, e))?;
+    drop(data);
+    let sealed = pgbr_crypto::encrypt_to_vec(repo.cipher(), repo.key(), &compressed)
+        .map_err(|e| Error::Internal(format!("encrypting {name}: {e}")))?;
+    drop(compressed);
+    let stored_bytes = sealed.len() as u64;
+    let object = format!(
+        "{dir}/{name}-{checksum}{}",
+        opts.compress.compress_type.extension()
+    );
+    repo.storage().put(&object, Bytes::from(sealed)).await?;
+    Ok(PushOutcome::Stored { stored_bytes })
+}
+
+/// Reads an archived WAL file, decrypted, decompressed and verified against its checksum.
+pub async fn read(repo: &Repository, wal: &ArchivedWal) -> Result<Vec<u8>> {
+    let raw = repo.storage().get(&wal.path).await?;
+    let compressed = repo.unseal(&raw, &wal.path)?;
+    let plain = pgbr_storage::decompress_to_vec(wal.compress_type, &compressed).map_err(|e| {
+        Error::Corrupt(format!(
+            "{}: {} cannot be decompressed: {e}",
+            repo.name(),
+            wal.path
+        ))
+    })?;
+    let actual = blake3::hash(&plain).to_hex().to_string();
+    if actual != wal.checksum {
+        return Err(Error::Corrupt(format!(
+            "{}: {} does not match its checksum (found {actual}); the archived file is damaged",
+            repo.name(),
+            wal.path
+        )));
+    }
+    Ok(plain)
+}
+
+/// Fetches `wal_name` into `dest` (written to a temporary name, then renamed).
+pub async fn get(repo: &Repository, wal_name: &str, dest: &Path) -> Result<GetOutcome> {
+    let Some(wal) = find(repo, wal_name).await? else {
+        return Ok(GetOutcome::NotFound);
+    };
+    let plain = read(repo, &wal).await?;
+    write_atomic(dest, &plain)?;
+    Ok(GetOutcome::Found)
+}
+
+fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".pgbr.tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("unable to write", dest, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_parse() {
+        let sum = "a".repeat(64);
+        let wal = "000000010000000000000003";
+        assert_eq!(
+            parse_stored_name(&format!("{wal}-{sum}.zst"), wal),
+            Some((sum.clone(), CompressType::Zst))
+        );
+        assert_eq!(
+            parse_stored_name(&format!("{wal}-{sum}"), wal),
+            Some((sum.clone(), CompressType::None))
+        );
+        assert_eq!(
+            parse_stored_name(&format!("{wal}.partial-{sum}.gz"), wal),
+            None
+        );
+        assert_eq!(parse_stored_name(&format!("{wal}-{sum}.bad"), wal), None);
+        assert_eq!(parse_stored_name(&format!("{wal}-abc.zst"), wal), None);
+    }
+}

@@ -1,0 +1,868 @@
+//! Configuration: the INI file, `PGBR_*` environment variables and command-line flags, merged the way
+//! pgBackRest merges them, checked against the [option registry](crate::options) and turned into the
+//! typed option structs the commands take.
+//!
+//! Precedence, lowest first: `[global]`, `[global:<command>]`, `[<stanza>]`, `[<stanza>:<command>]`,
+//! then `PGBR_<OPTION>` variables, then flags. Embedders and the CLI call [`Config::load`] so both read
+//! the same file the same way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgbr_crypto::CipherType;
+use pgbr_manifest::BackupType;
+use pgbr_storage::CompressType;
+
+use crate::error::Error;
+use crate::options::{self, Command, OptionDef, OptionKind, OptionName, Scope};
+
+/// Where a value came from, for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A section of the configuration file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The section, e.g. `global` or `main:backup`.
+        section: String,
+    },
+    /// A `PGBR_*` environment variable.
+    Env(String),
+    /// A command-line flag.
+    CommandLine,
+    /// The option's default.
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File { path, section } => write!(f, "{} [{section}]", path.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::CommandLine => f.write_str("command line"),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// The raw, validated option values of one invocation (before they become typed structs).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    values: BTreeMap<String, (Vec<String>, Source)>,
+    /// Warnings met while loading (e.g. an unknown `PGBR_*` variable); the caller should log them.
+    pub warnings: Vec<String>,
+}
+
+/// Checks one value against its option's kind; the error names the option and where it came from.
+pub(crate) fn check_value(def: &OptionDef, name: &str, value: &str) -> Result<(), String> {
+    let bad = |what: &str| {
+        Err(format!(
+            "invalid value '{value}' for option '{name}': {what}"
+        ))
+    };
+    match def.kind {
+        OptionKind::Bool => match value {
+            "y" | "n" => Ok(()),
+            _ => bad("must be y or n"),
+        },
+        OptionKind::Int { min, max } => match value.parse::<i64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            _ => bad(&format!("must be a whole number from {min} to {max}")),
+        },
+        OptionKind::Seconds { min, max } => match value.parse::<f64>() {
+            Ok(v) if v >= min && v <= max => Ok(()),
+            _ => bad(&format!("must be a number of seconds from {min} to {max}")),
+        },
+        OptionKind::Path => {
+            if value.starts_with('/') {
+                Ok(())
+            } else {
+                bad("must be an absolute path")
+            }
+        }
+        OptionKind::Choice(choices) => {
+            if choices.contains(&value) {
+                Ok(())
+            } else {
+                bad(&format!("must be one of {}", choices.join(", ")))
+            }
+        }
+        OptionKind::Text | OptionKind::List => {
+            if value.is_empty() {
+                bad("must not be empty")
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn applies(def: &OptionDef, command: Command) -> bool {
+    def.commands.is_empty() || def.commands.contains(&command)
+}
+
+impl Options {
+    /// Merges the configuration file, `env` (pass `std::env::vars()`) and `flags` (name without
+    /// `--`, value; booleans as `y`/`n`) for `command`.
+    ///
+    /// Unknown options and bad values in flags or in the file are errors naming the option and its
+    /// source; flags that do not apply to `command` are errors; file and environment options that
+    /// do not apply to `command` are ignored (a `[global]` section serves every command).
+    pub fn load(
+        command: Command,
+        flags: &[(String, String)],
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Options, Error> {
+        let mut opts = Options::default();
+        let mut env_values: Vec<(String, String, String)> = Vec::new();
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("PGBR_") else {
+                continue;
+            };
+            let name = rest.to_ascii_lowercase().replace('_', "-");
+            match OptionName::parse(&name) {
+                Some(n) => {
+                    check_value(n.def, &name, &value).map_err(|m| {
+                        Error::config(format!("{m} (from environment variable {var})"))
+                    })?;
+                    if applies(n.def, command) {
+                        env_values.push((name, value, var));
+                    }
+                }
+                None => opts.warnings.push(format!(
+                    "environment variable {var} is not a pgbr option; ignored"
+                )),
+            }
+        }
+        let mut flag_values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, value) in flags {
+            let n = OptionName::parse(name)
+                .ok_or_else(|| Error::config(format!("unknown option '--{name}'")))?;
+            if !applies(n.def, command) {
+                return Err(Error::config(format!(
+                    "option '--{name}' is not valid for command '{command}'"
+                )));
+            }
+            check_value(n.def, name, value).map_err(Error::config)?;
+            flag_values
+                .entry(name.clone())
+                .or_default()
+                .push(value.clone());
+        }
+
+        let lookup = |name: &str| -> Option<String> {
+            flag_values
+                .get(name)
+                .and_then(|v| v.last().cloned())
+                .or_else(|| {
+                    env_values
+                        .iter()
+                        .rev()
+                        .find(|e| e.0 == name)
+                        .map(|e| e.1.clone())
+                })
+        };
+        let stanza = lookup("stanza");
+        let (config_path, explicit) = match lookup("config") {
+            Some(p) => (PathBuf::from(p), true),
+            None => (PathBuf::from("/etc/pgbr/pgbr.conf"), false),
+        };
+        if config_path.exists() || explicit {
+            opts.load_file(&config_path, command, stanza.as_deref())?;
+            opts.values.insert(
+                "config".into(),
+                (
+                    vec![config_path.display().to_string()],
+                    if explicit {
+                        Source::CommandLine
+                    } else {
+                        Source::Default
+                    },
+                ),
+            );
+        }
+        for (name, value, var) in env_values {
+            let entry = opts
+                .values
+                .entry(name)
+                .or_insert((Vec::new(), Source::Default));
+            if !matches!(entry.1, Source::Env(_)) {
+                entry.0.clear();
+            }
+            entry.0.push(value);
+            entry.1 = Source::Env(var);
+        }
+        for (name, values) in flag_values {
+            opts.values.insert(name, (values, Source::CommandLine));
+        }
+        Ok(opts)
+    }
+
+    fn load_file(
+        &mut self,
+        path: &Path,
+        command: Command,
+        stanza: Option<&str>,
+    ) -> Result<(), Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!(
+                "unable to read configuration file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let ini = ini::Ini::load_from_str_noescape(&text).map_err(|e| {
+            Error::config(format!(
+                "configuration file {} is not valid INI: {e}",
+                path.display()
+            ))
+        })?;
+        // Sections that apply, lowest precedence first.
+        let mut wanted = vec!["global".to_string(), format!("global:{command}")];
+        if let Some(s) = stanza {
+            wanted.push(s.to_string());
+            wanted.push(format!("{s}:{command}"));
+        }
+        let mut layered: Vec<(usize, String, String, String)> = Vec::new();
+        for (section, props) in ini.iter() {
+            let Some(section) = section else {
+                if props.iter().next().is_some() {
+                    return Err(Error::config(format!(
+                        "configuration file {} has options before the first [section]; put them under [global]",
+                        path.display()
+                    )));
+                }
+                continue;
+            };
+            if let Some((_, cmd)) = section.split_once(':') {
+                if Command::from_name(cmd).is_none() {
+                    return Err(Error::config(format!(
+                        "configuration file {} section [{section}]: '{cmd}' is not a pgbr command",
+                        path.display()
+                    )));
+                }
+            }
+            let rank = wanted.iter().position(|w| w == section);
+            for (key, value) in props.iter() {
+                let n = OptionName::parse(key).ok_or_else(|| {
+                    Error::config(format!(
+                        "configuration file {} section [{section}]: unknown option '{key}'",
+                        path.display()
+                    ))
+                })?;
+                if n.def.scope == Scope::CommandLine {
+                    return Err(Error::config(format!(
+                        "configuration file {} section [{section}]: option '{key}' is only accepted on the command line or in the environment",
+                        path.display()
+                    )));
+                }
+                check_value(n.def, key, value).map_err(|m| {
+                    Error::config(format!("{m} (in {} section [{section}])", path.display()))
+                })?;
+                if let Some(rank) = rank {
+                    if applies(n.def, command) {
+                        layered.push((
+                            rank,
+                            section.to_string(),
+                            key.to_string(),
+                            value.to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        layered.sort_by_key(|l| l.0);
+        for (_, section, key, value) in layered {
+            let source = Source::File {
+                path: path.to_path_buf(),
+                section,
+            };
+            let entry = self
+                .values
+                .entry(key)
+                .or_insert((Vec::new(), source.clone()));
+            if entry.1 != source {
+                entry.0.clear();
+                entry.1 = source;
+            }
+            entry.0.push(value);
+        }
+        Ok(())
+    }
+
+    /// The value of option `name` (full name, e.g. `repo1-path`), or its default.
+    pub fn get(&self, name: &str) -> Option<String> {
+        if let Some((v, _)) = self.values.get(name) {
+            return v.last().cloned();
+        }
+        OptionName::parse(name).and_then(|n| n.def.default.map(str::to_string))
+    }
+
+    /// Whether option `name` was given anywhere (not just defaulted).
+    pub fn is_set(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    /// Where the value of `name` came from.
+    pub fn source(&self, name: &str) -> Source {
+        self.values
+            .get(name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or(Source::Default)
+    }
+
+    /// Every value of a repeatable option.
+    pub fn get_list(&self, name: &str) -> Vec<String> {
+        self.values
+            .get(name)
+            .map(|(v, _)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// The value of `name`, or an error saying it is required.
+    pub fn require(&self, name: &str, command: Command) -> Result<String, Error> {
+        self.get(name).ok_or_else(|| {
+            Error::config(format!(
+                "command '{command}' requires option '{name}': set it in the configuration file, as PGBR_{}, or as --{name}",
+                name.to_ascii_uppercase().replace('-', "_")
+            ))
+        })
+    }
+
+    /// A boolean option (`y`/`n`, already validated).
+    pub fn get_bool(&self, name: &str) -> bool {
+        self.get(name).as_deref() == Some("y")
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        self.get(name).and_then(|v| v.parse().ok())
+    }
+}
+
+/// How to reach the PostgreSQL cluster being backed up (the `pg1-*` options).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Data directory.
+    pub path: PathBuf,
+    /// Port.
+    pub port: u16,
+    /// Unix socket directory.
+    pub socket_path: PathBuf,
+    /// User to connect as.
+    pub user: String,
+    /// Database to connect to.
+    pub database: String,
+}
+
+impl PgOptions {
+    /// Options for a cluster in `path` with every connection option at its default.
+    pub fn new(path: impl Into<PathBuf>) -> PgOptions {
+        PgOptions {
+            path: path.into(),
+            port: 5432,
+            socket_path: PathBuf::from("/var/run/postgresql"),
+            user: "postgres".into(),
+            database: "postgres".into(),
+        }
+    }
+}
+
+/// The kind of storage behind a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoType {
+    /// A local (or mounted) filesystem.
+    Posix,
+}
+
+/// A passphrase that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a passphrase.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The passphrase's bytes, for key derivation only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// One repository (the `repo<N>-*` options).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoOptions {
+    /// The N of `repo<N>`.
+    pub index: u32,
+    /// Storage type.
+    pub repo_type: RepoType,
+    /// Path (prefix for object stores).
+    pub path: String,
+    /// Encryption.
+    pub cipher_type: CipherType,
+    /// Passphrase; required when `cipher_type` is not `None`.
+    pub cipher_pass: Option<Secret>,
+}
+
+impl RepoOptions {
+    /// An unencrypted posix repository at `path`.
+    pub fn posix(path: impl Into<String>) -> RepoOptions {
+        RepoOptions {
+            index: 1,
+            repo_type: RepoType::Posix,
+            path: path.into(),
+            cipher_type: CipherType::None,
+            cipher_pass: None,
+        }
+    }
+
+    /// The same repository, encrypted with `cipher` under `passphrase`.
+    pub fn with_cipher(mut self, cipher: CipherType, passphrase: impl Into<String>) -> RepoOptions {
+        self.cipher_type = cipher;
+        self.cipher_pass = Some(Secret::new(passphrase));
+        self
+    }
+
+    /// `repo1`, `repo2`, ... for messages.
+    pub fn name(&self) -> String {
+        format!("repo{}", self.index)
+    }
+}
+
+/// Compression settings for stored files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompressOptions {
+    /// Codec.
+    pub compress_type: CompressType,
+    /// Level.
+    pub level: i32,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            compress_type: CompressType::Zst,
+            level: CompressType::Zst.default_level(),
+        }
+    }
+}
+
+/// Options of the `backup` command.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupOptions {
+    /// full, diff or incr.
+    pub backup_type: BackupType,
+    /// Compression.
+    pub compress: CompressOptions,
+    /// Parallel workers.
+    pub process_max: usize,
+    /// Ask PostgreSQL for an immediate checkpoint.
+    pub start_fast: bool,
+    /// Wait until the WAL the backup needs is in the archive.
+    pub archive_check: bool,
+    /// Also store that WAL inside the backup.
+    pub archive_copy: bool,
+    /// How long to wait for the WAL.
+    pub archive_timeout: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            backup_type: BackupType::Full,
+            compress: CompressOptions::default(),
+            process_max: 1,
+            start_fast: false,
+            archive_check: true,
+            archive_copy: false,
+            archive_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Options of the `restore` command.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RestoreOptions {
+    /// Where to restore the data directory.
+    pub pg_path: PathBuf,
+    /// The backup to restore; `None` picks the latest.
+    pub set: Option<String>,
+    /// Rewrite only files that differ from the backup (size and checksum).
+    pub delta: bool,
+    /// Restore over a non-empty directory, rewriting every file.
+    pub force: bool,
+    /// Tablespace destinations by OID or name.
+    pub tablespace_map: BTreeMap<String, PathBuf>,
+    /// Parallel workers.
+    pub process_max: usize,
+    /// Command line that `restore_command` runs, with `%f` and `%p` left for PostgreSQL.
+    pub restore_command: Option<String>,
+}
+
+/// Options of `archive-push`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ArchivePushOptions {
+    /// Compression.
+    pub compress: CompressOptions,
+    /// The data directory relative WAL paths are resolved against (PostgreSQL passes `pg_wal/...`).
+    pub pg_path: Option<PathBuf>,
+}
+
+/// The typed configuration of one invocation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The command.
+    pub command: Command,
+    /// The stanza, when given.
+    pub stanza: Option<String>,
+    /// The raw option values, for anything the typed fields do not cover.
+    pub options: Options,
+    /// `log-level-console`.
+    pub log_level: String,
+}
+
+impl Config {
+    /// Loads and merges every source (see the module docs) for `command`.
+    pub fn load(
+        command: Command,
+        flags: &[(String, String)],
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
+        let options = Options::load(command, flags, env)?;
+        let stanza = options.get("stanza");
+        if command.needs_stanza() && stanza.is_none() {
+            return Err(Error::config(format!(
+                "command '{command}' requires option 'stanza': pass --stanza=NAME"
+            )));
+        }
+        if let Some(s) = &stanza {
+            if s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                || s.starts_with('.')
+            {
+                return Err(Error::config(format!(
+                    "invalid stanza name '{s}': use letters, digits, '-', '_' and '.'"
+                )));
+            }
+        }
+        let log_level = options
+            .get("log-level-console")
+            .unwrap_or_else(|| "warn".into());
+        Ok(Config {
+            command,
+            stanza,
+            options,
+            log_level,
+        })
+    }
+
+    /// The stanza (commands that need one are refused at load without it).
+    pub fn stanza(&self) -> Result<&str, Error> {
+        self.stanza
+            .as_deref()
+            .ok_or_else(|| Error::config("option 'stanza' is required: pass --stanza=NAME".into()))
+    }
+
+    /// `pg1-*`, with `pg1-path` required.
+    pub fn pg(&self) -> Result<PgOptions, Error> {
+        let o = &self.options;
+        Ok(PgOptions {
+            path: PathBuf::from(o.require("pg1-path", self.command)?),
+            port: o.parsed("pg1-port").unwrap_or(5432),
+            socket_path: PathBuf::from(
+                o.get("pg1-socket-path")
+                    .unwrap_or_else(|| "/var/run/postgresql".into()),
+            ),
+            user: o.get("pg1-user").unwrap_or_else(|| "postgres".into()),
+            database: o.get("pg1-database").unwrap_or_else(|| "postgres".into()),
+        })
+    }
+
+    /// `repo<index>-*`.
+    pub fn repo(&self, index: u32) -> Result<RepoOptions, Error> {
+        let o = &self.options;
+        let name = |s: &str| format!("repo{index}-{s}");
+        let cipher_type: CipherType = o
+            .get(&name("cipher-type"))
+            .unwrap_or_else(|| "none".into())
+            .parse()
+            .map_err(|_| {
+                Error::config(format!(
+                    "invalid value for option '{}'",
+                    name("cipher-type")
+                ))
+            })?;
+        let cipher_pass = o.get(&name("cipher-pass")).map(Secret::new);
+        if cipher_type != CipherType::None && cipher_pass.is_none() {
+            return Err(Error::config(format!(
+                "option '{}' is required when '{}' is {cipher_type}: set it in the configuration file or as PGBR_REPO{index}_CIPHER_PASS",
+                name("cipher-pass"),
+                name("cipher-type")
+            )));
+        }
+        Ok(RepoOptions {
+            index,
+            repo_type: RepoType::Posix,
+            path: o
+                .get(&name("path"))
+                .unwrap_or_else(|| "/var/lib/pgbr".into()),
+            cipher_type,
+            cipher_pass,
+        })
+    }
+
+    /// `compress-type` and `compress-level`.
+    pub fn compress(&self) -> Result<CompressOptions, Error> {
+        let o = &self.options;
+        let compress_type: CompressType = o
+            .get("compress-type")
+            .unwrap_or_else(|| "zst".into())
+            .parse()
+            .map_err(|_| Error::config("invalid value for option 'compress-type'".into()))?;
+        let level = match o.parsed::<i32>("compress-level") {
+            None => compress_type.default_level(),
+            Some(l) => {
+                let max = match compress_type {
+                    CompressType::Zst => 19,
+                    CompressType::Gz => 9,
+                    CompressType::Lz4 | CompressType::None => 0,
+                };
+                if l > max {
+                    return Err(Error::config(format!(
+                        "invalid value '{l}' for option 'compress-level': compress-type={compress_type} takes 0 to {max}"
+                    )));
+                }
+                l
+            }
+        };
+        Ok(CompressOptions {
+            compress_type,
+            level,
+        })
+    }
+
+    fn process_max(&self) -> usize {
+        self.options.parsed("process-max").unwrap_or(1)
+    }
+
+    /// The `backup` command's options.
+    pub fn backup(&self) -> Result<BackupOptions, Error> {
+        let o = &self.options;
+        let backup_type = match o.get("type") {
+            None => BackupType::Full,
+            Some(t) => t.parse().map_err(|_| {
+                Error::config(format!(
+                    "invalid value '{t}' for option 'type': backup takes full, diff or incr"
+                ))
+            })?,
+        };
+        let secs: f64 = o.parsed("archive-timeout").unwrap_or(60.0);
+        Ok(BackupOptions {
+            backup_type,
+            compress: self.compress()?,
+            process_max: self.process_max(),
+            start_fast: o.get_bool("start-fast"),
+            archive_check: o.get_bool("archive-check"),
+            archive_copy: o.get_bool("archive-copy"),
+            archive_timeout: Duration::from_secs_f64(secs),
+        })
+    }
+
+    /// The `restore` command's options; `restore_command` is left for the caller to fill in.
+    pub fn restore(&self) -> Result<RestoreOptions, Error> {
+        let o = &self.options;
+        if let Some(t) = o.get("type") {
+            if t != "default" {
+                return Err(Error::config(format!(
+                    "invalid value '{t}' for option 'type': restore takes default"
+                )));
+            }
+        }
+        let mut tablespace_map = BTreeMap::new();
+        for entry in o.get_list("tablespace-map") {
+            let (key, path) = entry.split_once('=').ok_or_else(|| {
+                Error::config(format!(
+                    "invalid value '{entry}' for option 'tablespace-map': use OID=PATH or NAME=PATH"
+                ))
+            })?;
+            if key.is_empty() || !path.starts_with('/') {
+                return Err(Error::config(format!(
+                    "invalid value '{entry}' for option 'tablespace-map': use OID=PATH or NAME=PATH with an absolute PATH"
+                )));
+            }
+            tablespace_map.insert(key.to_string(), PathBuf::from(path));
+        }
+        Ok(RestoreOptions {
+            pg_path: PathBuf::from(o.require("pg1-path", self.command)?),
+            set: o.get("set"),
+            delta: o.get_bool("delta"),
+            force: o.get_bool("force"),
+            tablespace_map,
+            process_max: self.process_max(),
+            restore_command: None,
+        })
+    }
+
+    /// The `archive-push` command's options.
+    pub fn archive_push(&self) -> Result<ArchivePushOptions, Error> {
+        Ok(ArchivePushOptions {
+            compress: self.compress()?,
+            pg_path: self.options.get("pg1-path").map(PathBuf::from),
+        })
+    }
+
+    /// The options that must be repeated on `restore_command` for `archive-get` to find the same
+    /// repository: the configuration file and any repository option that did not come from it.
+    pub fn archive_get_flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = self.options.get("config") {
+            if self.options.source("config") == Source::CommandLine {
+                out.push(format!("--config={c}"));
+            }
+        }
+        for (name, def) in options::all_full_names() {
+            if def.indexed != options::Indexed::Repo || def.secret {
+                continue;
+            }
+            if matches!(
+                self.options.source(&name),
+                Source::CommandLine | Source::Env(_)
+            ) {
+                if let Some(v) = self.options.get(&name) {
+                    out.push(format!("--{name}={v}"));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_conf(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pgbr.conf");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
+    }
+
+    fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_file_then_env_then_flags() {
+        let (_d, path) = write_conf(
+            "[global]\nrepo1-path=/g\nprocess-max=2\ncompress-type=gz\n[global:backup]\nprocess-max=3\n[main]\nrepo1-path=/s\n[main:backup]\nstart-fast=y\n",
+        );
+        let p = path.display().to_string();
+        let c = Config::load(
+            Command::Backup,
+            &flags(&[("config", &p), ("stanza", "main"), ("compress-type", "lz4")]),
+            vec![("PGBR_PROCESS_MAX".into(), "4".into())],
+        )
+        .expect("load");
+        assert_eq!(c.options.get("repo1-path").as_deref(), Some("/s"));
+        assert_eq!(c.options.get("process-max").as_deref(), Some("4"));
+        assert_eq!(c.options.get("compress-type").as_deref(), Some("lz4"));
+        assert!(c.options.get_bool("start-fast"));
+        // another command does not see [main:backup]
+        let r = Config::load(
+            Command::Restore,
+            &flags(&[("config", &p), ("stanza", "main")]),
+            vec![],
+        )
+        .expect("load");
+        assert!(!r.options.is_set("start-fast"));
+        assert_eq!(r.options.get("process-max").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn unknown_and_bad_options_name_themselves() {
+        let (_d, path) = write_conf("[global]\nrepo1-pth=/x\n");
+        let p = path.display().to_string();
+        let e = Config::load(
+            Command::Backup,
+            &flags(&[("config", &p), ("stanza", "main")]),
+            vec![],
+        )
+        .expect_err("unknown");
+        assert!(e.to_string().contains("repo1-pth"), "{e}");
+        let e = Config::load(
+            Command::Backup,
+            &flags(&[("stanza", "main"), ("process-max", "0")]),
+            vec![],
+        )
+        .expect_err("bad");
+        assert!(e.to_string().contains("process-max"), "{e}");
+        let e = Config::load(
+            Command::Backup,
+            &flags(&[("stanza", "main"), ("delta", "y")]),
+            vec![],
+        )
+        .expect_err("wrong command");
+        assert!(e.to_string().contains("delta"), "{e}");
+        let e = Config::load(Command::Backup, &flags(&[]), vec![]).expect_err("no stanza");
+        assert!(e.to_string().contains("stanza"), "{e}");
+        let e = Config::load(
+            Command::Backup,
+            &flags(&[("stanza", "main"), ("config", "/nonexistent/pgbr.conf")]),
+            vec![],
+        )
+        .expect_err("missing config");
+        assert!(e.to_string().contains("/nonexistent/pgbr.conf"), "{e}");
+    }
+
+    #[test]
+    fn missing_pg_path_and_cipher_pass_are_named() {
+        let c = Config::load(
+            Command::Backup,
+            &flags(&[("stanza", "main"), ("repo1-cipher-type", "aes-256-gcm")]),
+            vec![],
+        )
+        .expect("load");
+        let e = c.pg().expect_err("pg1-path");
+        assert!(e.to_string().contains("pg1-path"), "{e}");
+        let e = c.repo(1).expect_err("pass");
+        assert!(e.to_string().contains("repo1-cipher-pass"), "{e}");
+        let c = Config::load(
+            Command::Backup,
+            &flags(&[("stanza", "main"), ("repo1-cipher-type", "aes-256-gcm")]),
+            vec![("PGBR_REPO1_CIPHER_PASS".into(), "s3cret".into())],
+        )
+        .expect("load");
+        let r = c.repo(1).expect("repo");
+        assert!(!format!("{r:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn tablespace_map_is_repeatable() {
+        let c = Config::load(
+            Command::Restore,
+            &flags(&[
+                ("stanza", "main"),
+                ("pg1-path", "/restore"),
+                ("tablespace-map", "16385=/ts1"),
+                ("tablespace-map", "big=/ts2"),
+            ]),
+            vec![],
+        )
+        .expect("load");
+        let r = c.restore().expect("restore");
+        assert_eq!(r.tablespace_map.len(), 2);
+        assert_eq!(r.tablespace_map["big"], PathBuf::from("/ts2"));
+    }
+}

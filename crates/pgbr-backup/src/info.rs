@@ -1,0 +1,144 @@
+//! `info`: what a repository holds for each stanza: the cluster, the backups and the WAL archive's
+//! range per archive id and timeline. Returns data; the caller renders it (text or JSON).
+
+use serde::Serialize;
+
+use pgbr_manifest::{ArchiveInfo, BackupSummary, DbHistory};
+
+use crate::config::RepoOptions;
+use crate::error::{Error, Result};
+use crate::repo::{self, Repository};
+
+/// The archive's extent for one archive id and timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArchiveRange {
+    /// `<pg-version>-<db-id>`.
+    pub archive_id: String,
+    /// Timeline.
+    pub timeline: u32,
+    /// First segment held.
+    pub min: String,
+    /// Last segment held.
+    pub max: String,
+    /// Segments held.
+    pub count: u64,
+}
+
+/// One stanza's state.
+#[derive(Clone, Debug, Serialize)]
+pub struct StanzaReport {
+    /// Stanza name.
+    pub name: String,
+    /// The repository it was read from.
+    pub repo: String,
+    /// `ok`, or `error` with `message`.
+    pub status: String,
+    /// Why the stanza could not be read.
+    pub message: Option<String>,
+    /// Encryption.
+    pub cipher: String,
+    /// Cluster history (the last is the current one).
+    pub db: Vec<DbHistory>,
+    /// WAL held, per archive id and timeline.
+    pub archive: Vec<ArchiveRange>,
+    /// Backups, oldest first.
+    pub backups: Vec<BackupSummary>,
+}
+
+/// Reports on `stanza`, or on every stanza in the repository.
+pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<StanzaReport>> {
+    let storage = repo::open_storage(opts)?;
+    let repo_name = repo::describe(opts, &storage);
+    let names: Vec<String> = match stanza {
+        Some(s) => vec![s.to_string()],
+        None => {
+            let (dirs, _) = storage.list_dir("backup/").await?;
+            dirs.into_iter()
+                .map(|d| {
+                    d.trim_end_matches('/')
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .filter(|d| !d.is_empty())
+                .collect()
+        }
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let report = match Repository::open_with(storage.clone(), opts, &name).await {
+            Ok(r) => StanzaReport {
+                name: name.clone(),
+                repo: repo_name.clone(),
+                status: "ok".into(),
+                message: None,
+                cipher: r.cipher().to_string(),
+                db: r.archive_info().db_history.clone(),
+                archive: archive_ranges(&r).await?,
+                backups: {
+                    let mut b = r.backup_info().backups.clone();
+                    b.sort_by(|x, y| x.label.cmp(&y.label));
+                    b
+                },
+            },
+            Err(e @ Error::StanzaMissing { .. }) if stanza.is_some() => return Err(e),
+            Err(e) => StanzaReport {
+                name: name.clone(),
+                repo: repo_name.clone(),
+                status: "error".into(),
+                message: Some(e.to_string()),
+                cipher: opts.cipher_type.to_string(),
+                db: Vec::new(),
+                archive: Vec::new(),
+                backups: Vec::new(),
+            },
+        };
+        out.push(report);
+    }
+    Ok(out)
+}
+
+async fn archive_ranges(repo: &Repository) -> Result<Vec<ArchiveRange>> {
+    let mut out = Vec::new();
+    for db in &repo.archive_info().db_history {
+        let archive_id = ArchiveInfo::archive_id(db);
+        let objects = repo
+            .storage()
+            .list(&format!("archive/{}/{archive_id}/", repo.stanza()))
+            .await?;
+        let mut per_tli: std::collections::BTreeMap<u32, (String, String, u64)> =
+            Default::default();
+        for o in objects {
+            let file = o.path.rsplit('/').next().unwrap_or_default();
+            let Some(seg) = file.get(..24) else { continue };
+            if file.as_bytes().get(24) != Some(&b'-') || !seg.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                continue;
+            }
+            let Ok(tli) = u32::from_str_radix(&seg[..8], 16) else {
+                continue;
+            };
+            let e = per_tli
+                .entry(tli)
+                .or_insert_with(|| (seg.to_string(), seg.to_string(), 0));
+            if seg < e.0.as_str() {
+                e.0 = seg.to_string();
+            }
+            if seg > e.1.as_str() {
+                e.1 = seg.to_string();
+            }
+            e.2 += 1;
+        }
+        for (timeline, (min, max, count)) in per_tli {
+            out.push(ArchiveRange {
+                archive_id: archive_id.clone(),
+                timeline,
+                min,
+                max,
+                count,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,47 @@
+//! The pgbr engine: every pgbr command is a function here, composed from the lower crates
+//! (`pgbr-manifest`, `pgbr-storage`, `pgbr-crypto`, `pgbr-wal`).
+//!
+//! The modules read as the command list: [`stanza`] (`stanza-create`), [`backup`], [`restore`],
+//! [`archive`] (`archive-push`, `archive-get`) and [`info`]. [`config`] reads pgBackRest-style
+//! configuration (INI file, `PGBR_*` environment, flags) into the typed option structs those
+//! functions take, so an embedder reads the same file the same way the CLI does. Long commands
+//! report through a [`Progress`] the caller implements; the library never prints.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use pgbr_backup::{backup, config::{BackupOptions, PgOptions, RepoOptions}, NoProgress, Repository};
+//!
+//! # async fn run() -> Result<(), pgbr_backup::Error> {
+//! let repo_opts = RepoOptions::posix("/var/lib/pgbr");
+//! let mut repo = Repository::open(&repo_opts, "main").await?;
+//! let mut pg = PgOptions::new("/var/lib/postgresql/15/main");
+//! pg.port = 5432;
+//! let report = backup::run(&mut repo, &pg, &BackupOptions::default(), Arc::new(NoProgress)).await?;
+//! println!("backup {} stored {} bytes", report.label, report.size_stored);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod backup;
+pub mod config;
+mod error;
+mod exclude;
+pub mod info;
+pub mod options;
+mod pg;
+mod pipeline;
+mod progress;
+mod repo;
+pub mod restore;
+pub mod stanza;
+
+pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress};
+pub use repo::{open_storage, Repository};
+
+/// The re-exported lower crates, so embedders use the same versions.
+pub use pgbr_crypto as crypto;
+pub use pgbr_manifest as manifest;
+pub use pgbr_storage as storage;
+pub use pgbr_wal as wal;

@@ -1,0 +1,511 @@
+//! The option registry: every option pgbr knows, its kind, default and which commands take it.
+//!
+//! Names follow pgBackRest where the concept is the same, so a pgBackRest user's configuration reads
+//! the same here. Indexed options (`repo1-path`, `pg2-port`) are registered once under their
+//! un-indexed name (`repo-path`, `pg-port`) and resolved with [`OptionName::parse`].
+
+use std::fmt;
+
+/// The commands pgbr runs; options declare which of them they apply to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Command {
+    /// Record the cluster's identity in the repository.
+    StanzaCreate,
+    /// Archive one WAL file (PostgreSQL's `archive_command`).
+    ArchivePush,
+    /// Fetch one WAL file (PostgreSQL's `restore_command`).
+    ArchiveGet,
+    /// Take a backup.
+    Backup,
+    /// Restore a backup.
+    Restore,
+    /// Describe stanzas, backups and the archive.
+    Info,
+    /// Print the version.
+    Version,
+}
+
+impl Command {
+    /// Every command, in the order help lists them.
+    pub const ALL: [Command; 7] = [
+        Command::StanzaCreate,
+        Command::ArchivePush,
+        Command::ArchiveGet,
+        Command::Backup,
+        Command::Restore,
+        Command::Info,
+        Command::Version,
+    ];
+
+    /// The command's name on the command line and in `[global:<command>]` sections.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::StanzaCreate => "stanza-create",
+            Command::ArchivePush => "archive-push",
+            Command::ArchiveGet => "archive-get",
+            Command::Backup => "backup",
+            Command::Restore => "restore",
+            Command::Info => "info",
+            Command::Version => "version",
+        }
+    }
+
+    /// The command named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Command> {
+        Command::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether the command needs `--stanza`.
+    pub fn needs_stanza(self) -> bool {
+        !matches!(self, Command::Info | Command::Version)
+    }
+
+    /// One line of help for the command.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Command::StanzaCreate => "record the cluster's identity in the repository",
+            Command::ArchivePush => "archive a WAL file (use in archive_command)",
+            Command::ArchiveGet => "fetch a WAL file from the archive (use in restore_command)",
+            Command::Backup => "back up a running cluster",
+            Command::Restore => "restore a backup into a data directory",
+            Command::Info => "show stanzas, backups and the WAL archive",
+            Command::Version => "print the version",
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What values an option takes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptionKind {
+    /// `y`/`n` in files and the environment; `--name` / `--no-name` on the command line.
+    Bool,
+    /// A whole number within the bounds.
+    Int {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+    },
+    /// A number of seconds, fractions allowed, within the bounds.
+    Seconds {
+        /// Smallest accepted value.
+        min: f64,
+        /// Largest accepted value.
+        max: f64,
+    },
+    /// Free text.
+    Text,
+    /// An absolute path.
+    Path,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// Free text, given any number of times.
+    List,
+}
+
+/// Which family of indexed options an option belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indexed {
+    /// Not indexed.
+    No,
+    /// `repo<N>-...`, N in 1..=[`MAX_REPO`].
+    Repo,
+    /// `pg<N>-...`, N in 1..=[`MAX_PG`].
+    Pg,
+}
+
+/// Highest repository index accepted (`repo1`..`repo4`).
+pub const MAX_REPO: u32 = 4;
+/// Highest PostgreSQL host index accepted (`pg1`..`pg8`).
+pub const MAX_PG: u32 = 8;
+
+/// Where an option may be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// In the configuration file, the environment and on the command line.
+    Anywhere,
+    /// Only in the environment and on the command line (e.g. `--config`, `--stanza`).
+    CommandLine,
+}
+
+/// The definition of one option.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionDef {
+    /// Un-indexed name, e.g. `repo-path` for `repo1-path`.
+    pub name: &'static str,
+    /// Accepted values.
+    pub kind: OptionKind,
+    /// Value when none is given, if any.
+    pub default: Option<&'static str>,
+    /// Indexed family.
+    pub indexed: Indexed,
+    /// Where it may be given.
+    pub scope: Scope,
+    /// Never printed (passphrases, keys).
+    pub secret: bool,
+    /// Commands that take it; empty means every command.
+    pub commands: &'static [Command],
+    /// One line of help.
+    pub help: &'static str,
+}
+
+const REPO_COMMANDS: &[Command] = &[
+    Command::StanzaCreate,
+    Command::ArchivePush,
+    Command::ArchiveGet,
+    Command::Backup,
+    Command::Restore,
+    Command::Info,
+];
+const PG_CONNECT_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup];
+const PG_PATH_COMMANDS: &[Command] = &[
+    Command::StanzaCreate,
+    Command::ArchivePush,
+    Command::Backup,
+    Command::Restore,
+];
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "detail", "debug", "trace"];
+
+const fn def(
+    name: &'static str,
+    kind: OptionKind,
+    default: Option<&'static str>,
+    commands: &'static [Command],
+    help: &'static str,
+) -> OptionDef {
+    OptionDef {
+        name,
+        kind,
+        default,
+        indexed: Indexed::No,
+        scope: Scope::Anywhere,
+        secret: false,
+        commands,
+        help,
+    }
+}
+
+const fn indexed(mut d: OptionDef, family: Indexed) -> OptionDef {
+    d.indexed = family;
+    d
+}
+
+const fn command_line(mut d: OptionDef) -> OptionDef {
+    d.scope = Scope::CommandLine;
+    d
+}
+
+const fn secret(mut d: OptionDef) -> OptionDef {
+    d.secret = true;
+    d
+}
+
+/// Every option pgbr knows.
+pub const OPTIONS: &[OptionDef] = &[
+    command_line(def(
+        "config",
+        OptionKind::Path,
+        Some("/etc/pgbr/pgbr.conf"),
+        &[],
+        "configuration file",
+    )),
+    command_line(def(
+        "stanza",
+        OptionKind::Text,
+        None,
+        &[],
+        "the stanza (one cluster's backups) to act on",
+    )),
+    def(
+        "log-level-console",
+        OptionKind::Choice(LEVELS),
+        Some("warn"),
+        &[],
+        "how much to log on stderr",
+    ),
+    indexed(
+        def(
+            "pg-path",
+            OptionKind::Path,
+            None,
+            PG_PATH_COMMANDS,
+            "PostgreSQL data directory",
+        ),
+        Indexed::Pg,
+    ),
+    indexed(
+        def(
+            "pg-port",
+            OptionKind::Int { min: 1, max: 65535 },
+            Some("5432"),
+            PG_CONNECT_COMMANDS,
+            "PostgreSQL port",
+        ),
+        Indexed::Pg,
+    ),
+    indexed(
+        def(
+            "pg-socket-path",
+            OptionKind::Path,
+            Some("/var/run/postgresql"),
+            PG_CONNECT_COMMANDS,
+            "PostgreSQL unix socket directory",
+        ),
+        Indexed::Pg,
+    ),
+    indexed(
+        def(
+            "pg-user",
+            OptionKind::Text,
+            Some("postgres"),
+            PG_CONNECT_COMMANDS,
+            "PostgreSQL user to connect as",
+        ),
+        Indexed::Pg,
+    ),
+    indexed(
+        def(
+            "pg-database",
+            OptionKind::Text,
+            Some("postgres"),
+            PG_CONNECT_COMMANDS,
+            "PostgreSQL database to connect to",
+        ),
+        Indexed::Pg,
+    ),
+    indexed(
+        def(
+            "repo-path",
+            OptionKind::Path,
+            Some("/var/lib/pgbr"),
+            REPO_COMMANDS,
+            "repository path (the prefix inside a bucket for object stores)",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-type",
+            OptionKind::Choice(&["posix"]),
+            Some("posix"),
+            REPO_COMMANDS,
+            "repository storage type",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-cipher-type",
+            OptionKind::Choice(&["none", "aes-256-gcm", "aes-256-cbc"]),
+            Some("none"),
+            REPO_COMMANDS,
+            "encryption of the repository",
+        ),
+        Indexed::Repo,
+    ),
+    secret(indexed(
+        def(
+            "repo-cipher-pass",
+            OptionKind::Text,
+            None,
+            REPO_COMMANDS,
+            "repository passphrase",
+        ),
+        Indexed::Repo,
+    )),
+    def(
+        "compress-type",
+        OptionKind::Choice(&["none", "zst", "gz", "lz4"]),
+        Some("zst"),
+        &[Command::ArchivePush, Command::Backup],
+        "compression of stored files",
+    ),
+    def(
+        "compress-level",
+        OptionKind::Int { min: 0, max: 22 },
+        None,
+        &[Command::ArchivePush, Command::Backup],
+        "compression level (default: zst 3, gz 6)",
+    ),
+    def(
+        "process-max",
+        OptionKind::Int { min: 1, max: 256 },
+        Some("1"),
+        &[Command::Backup, Command::Restore],
+        "parallel workers",
+    ),
+    def(
+        "start-fast",
+        OptionKind::Bool,
+        Some("n"),
+        &[Command::Backup],
+        "force a checkpoint to start the backup at once",
+    ),
+    def(
+        "archive-timeout",
+        OptionKind::Seconds {
+            min: 0.1,
+            max: 86400.0,
+        },
+        Some("60"),
+        &[Command::Backup],
+        "seconds to wait for WAL to reach the archive",
+    ),
+    def(
+        "archive-check",
+        OptionKind::Bool,
+        Some("y"),
+        &[Command::Backup],
+        "wait until the backup's WAL is archived",
+    ),
+    def(
+        "archive-copy",
+        OptionKind::Bool,
+        Some("n"),
+        &[Command::Backup],
+        "also store the backup's WAL inside the backup",
+    ),
+    def(
+        "type",
+        OptionKind::Text,
+        None,
+        &[Command::Backup, Command::Restore],
+        "backup: full; restore: default",
+    ),
+    def(
+        "set",
+        OptionKind::Text,
+        None,
+        &[Command::Restore, Command::Info],
+        "backup label to restore or show (default: latest)",
+    ),
+    def(
+        "delta",
+        OptionKind::Bool,
+        Some("n"),
+        &[Command::Restore],
+        "restore over an existing directory, rewriting only files that differ",
+    ),
+    def(
+        "force",
+        OptionKind::Bool,
+        Some("n"),
+        &[Command::Restore],
+        "restore over an existing directory, rewriting every file",
+    ),
+    def(
+        "tablespace-map",
+        OptionKind::List,
+        None,
+        &[Command::Restore],
+        "restore a tablespace elsewhere: OID=PATH or NAME=PATH (repeatable)",
+    ),
+    def(
+        "output",
+        OptionKind::Choice(&["text", "json"]),
+        Some("text"),
+        &[Command::Info],
+        "output format",
+    ),
+];
+
+/// An option name as written, split into its definition and index.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionName {
+    /// The option's definition.
+    pub def: &'static OptionDef,
+    /// The index for `repo<N>-`/`pg<N>-` options; 0 otherwise.
+    pub index: u32,
+}
+
+impl OptionName {
+    /// Looks `name` up (`repo2-path`, `compress-type`); `None` when pgbr has no such option.
+    pub fn parse(name: &str) -> Option<OptionName> {
+        for family in [
+            ("repo", Indexed::Repo, MAX_REPO),
+            ("pg", Indexed::Pg, MAX_PG),
+        ] {
+            let (prefix, kind, max) = family;
+            if let Some(rest) = name.strip_prefix(prefix) {
+                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                if digits.is_empty() || digits.starts_with('0') {
+                    continue;
+                }
+                let index: u32 = digits.parse().ok()?;
+                if index > max {
+                    return None;
+                }
+                let base = format!("{prefix}{}", &rest[digits.len()..]);
+                return OPTIONS
+                    .iter()
+                    .find(|d| d.indexed == kind && d.name == base)
+                    .map(|def| OptionName { def, index });
+            }
+        }
+        OPTIONS
+            .iter()
+            .find(|d| d.indexed == Indexed::No && d.name == name)
+            .map(|def| OptionName { def, index: 0 })
+    }
+
+    /// The name as written (`repo1-path`).
+    pub fn full_name(&self) -> String {
+        full_name(self.def, self.index)
+    }
+}
+
+/// The written name of `def` at `index` (`repo-path`, 2 -> `repo2-path`).
+pub fn full_name(def: &OptionDef, index: u32) -> String {
+    match def.indexed {
+        Indexed::No => def.name.to_string(),
+        Indexed::Repo => format!("repo{index}{}", &def.name["repo".len()..]),
+        Indexed::Pg => format!("pg{index}{}", &def.name["pg".len()..]),
+    }
+}
+
+/// Every option name a command line may carry, indexed ones expanded (`repo1-path` .. `repo4-path`).
+pub fn all_full_names() -> Vec<(String, &'static OptionDef)> {
+    let mut out = Vec::new();
+    for d in OPTIONS {
+        match d.indexed {
+            Indexed::No => out.push((d.name.to_string(), d)),
+            Indexed::Repo => (1..=MAX_REPO).for_each(|i| out.push((full_name(d, i), d))),
+            Indexed::Pg => (1..=MAX_PG).for_each(|i| out.push((full_name(d, i), d))),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexed_names_resolve() {
+        let n = OptionName::parse("repo2-cipher-pass").expect("known");
+        assert_eq!(n.def.name, "repo-cipher-pass");
+        assert_eq!(n.index, 2);
+        assert_eq!(n.full_name(), "repo2-cipher-pass");
+        assert!(OptionName::parse("repo0-path").is_none());
+        assert!(OptionName::parse("repo9-path").is_none());
+        assert!(OptionName::parse("repo-path").is_none());
+        assert!(OptionName::parse("pg1-path").is_some());
+        assert!(OptionName::parse("compress-type").is_some());
+        assert!(OptionName::parse("no-such-option").is_none());
+    }
+
+    #[test]
+    fn every_default_is_valid_for_its_kind() {
+        for d in OPTIONS {
+            if let Some(v) = d.default {
+                crate::config::check_value(d, &full_name(d, 1), v).expect(d.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Talking to PostgreSQL: one tokio-postgres session, the cluster's identity, and the non-exclusive
+//! `pg_backup_start`/`pg_backup_stop` pair, which must run on the same session.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgbr_wal::{ControlFile, Lsn};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::PgOptions;
+use crate::error::{Error, Result};
+
+/// An open session to the cluster being backed up.
+pub(crate) struct PgSession {
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+    where_: String,
+}
+
+/// What the server says about itself.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerIdentity {
+    pub system_id: u64,
+    pub version_num: u32,
+    pub data_directory: PathBuf,
+}
+
+impl ServerIdentity {
+    pub fn major(&self) -> u32 {
+        self.version_num / 10000
+    }
+}
+
+/// What `pg_backup_stop` returns.
+pub(crate) struct BackupStop {
+    pub lsn: Lsn,
+    pub label_file: String,
+    pub tablespace_map: Option<String>,
+}
+
+/// A tablespace as the catalog lists it.
+#[derive(Clone, Debug)]
+pub(crate) struct Tablespace {
+    pub oid: u32,
+    pub name: String,
+}
+
+impl PgSession {
+    pub async fn connect(pg: &PgOptions) -> Result<PgSession> {
+        let where_ = format!(
+            "PostgreSQL at {} port {} (pg1-socket-path, pg1-port)",
+            pg.socket_path.display(),
+            pg.port
+        );
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(&pg.socket_path)
+            .port(pg.port)
+            .user(&pg.user)
+            .dbname(&pg.database)
+            .application_name("pgbr")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg
+            .connect(NoTls)
+            .await
+            .map_err(|e| Error::pg(format!("unable to connect to {where_}"), e))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!("PostgreSQL connection closed: {e}");
+            }
+        });
+        Ok(PgSession {
+            client,
+            task,
+            where_,
+        })
+    }
+
+    fn fail(&self, what: &str, e: tokio_postgres::Error) -> Error {
+        Error::pg(format!("{what} on {}", self.where_), e)
+    }
+
+    pub async fn identity(&self) -> Result<ServerIdentity> {
+        let row = self
+            .client
+            .query_one(
+                "select (select system_identifier from pg_control_system())::text, \
+                 current_setting('server_version_num')::int4, current_setting('data_directory')",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("unable to read the cluster's identity", e))?;
+        let sysid: String = row.get(0);
+        let version: i32 = row.get(1);
+        let dir: String = row.get(2);
+        Ok(ServerIdentity {
+            system_id: sysid.parse().map_err(|_| Error::Postgres {
+                context: self.where_.clone(),
+                message: format!("unexpected system identifier '{sysid}'"),
+            })?,
+            version_num: version as u32,
+            data_directory: PathBuf::from(dir),
+        })
+    }
+
+    pub async fn setting(&self, name: &str) -> Result<String> {
+        let row = self
+            .client
+            .query_one("select current_setting($1)", &[&name])
+            .await
+            .map_err(|e| self.fail(&format!("unable to read setting {name}"), e))?;
+        Ok(row.get(0))
+    }
+
+    /// `pg_backup_start(label, fast)`: the start LSN and its WAL file name.
+    pub async fn backup_start(&self, label: &str, fast: bool) -> Result<(Lsn, String, u32)> {
+        let row = self
+            .client
+            .query_one(
+                "select lsn::text, pg_walfile_name(lsn) from pg_backup_start($1, $2) as lsn",
+                &[&label, &fast],
+            )
+            .await
+            .map_err(|e| self.fail("pg_backup_start failed", e))?;
+        let lsn: String = row.get(0);
+        let wal: String = row.get(1);
+        let lsn = parse_lsn(&lsn)?;
+        let timeline = u32::from_str_radix(wal.get(0..8).unwrap_or("1"), 16).unwrap_or(1);
+        Ok((lsn, wal, timeline))
+    }
+
+    /// `pg_backup_stop(false)`: pgbr waits for the archive itself, with a timeout.
+    pub async fn backup_stop(&self) -> Result<BackupStop> {
+        let row = self
+            .client
+            .query_one(
+                "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("pg_backup_stop failed", e))?;
+        let lsn: String = row.get(0);
+        let spc: Option<String> = row.get(2);
+        Ok(BackupStop {
+            lsn: parse_lsn(&lsn)?,
+            label_file: row.get(1),
+            tablespace_map: spc.filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// The WAL file holding `lsn` (the one before it, at a segment boundary).
+    pub async fn walfile_name(&self, lsn: Lsn) -> Result<String> {
+        let row = self
+            .client
+            .query_one(
+                "select pg_walfile_name($1::text::pg_lsn)",
+                &[&lsn.to_string()],
+            )
+            .await
+            .map_err(|e| self.fail("pg_walfile_name failed", e))?;
+        Ok(row.get(0))
+    }
+
+    pub async fn tablespaces(&self) -> Result<Vec<Tablespace>> {
+        let rows = self
+            .client
+            .query(
+                "select oid::int8, spcname::text from pg_tablespace \
+                 where spcname not in ('pg_default', 'pg_global') order by oid",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("unable to list tablespaces", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Tablespace {
+                oid: r.get::<_, i64>(0) as u32,
+                name: r.get(1),
+            })
+            .collect())
+    }
+
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = self.task.await;
+    }
+}
+
+fn parse_lsn(s: &str) -> Result<Lsn> {
+    s.parse().map_err(|_| Error::Postgres {
+        context: "PostgreSQL".into(),
+        message: format!("unexpected LSN '{s}'"),
+    })
+}
+
+/// Reads and checks `global/pg_control` under `data_dir`.
+pub(crate) fn read_control(data_dir: &Path) -> Result<ControlFile> {
+    let path = data_dir.join("global/pg_control");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::io(
+            "unable to read the control file (is pg1-path a PostgreSQL data directory?)",
+            &path,
+            e,
+        )
+    })?;
+    ControlFile::parse(&bytes).map_err(|source| Error::Wal {
+        context: format!("{}", path.display()),
+        source,
+    })
+}
+
+/// Connects, and checks that the server and `pg1-path` are the same cluster.
+pub(crate) async fn connect_checked(
+    pg: &PgOptions,
+) -> Result<(PgSession, ServerIdentity, ControlFile)> {
+    let control = read_control(&pg.path)?;
+    let session = PgSession::connect(pg).await?;
+    let ident = session.identity().await?;
+    if ident.system_id != control.system_identifier {
+        return Err(Error::ClusterMismatch(format!(
+            "pg1-path {} holds database system {} but the server at port {} is system {}: pg1-path and pg1-port must name the same cluster",
+            pg.path.display(),
+            control.system_identifier,
+            pg.port,
+            ident.system_id
+        )));
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canon(&ident.data_directory) != canon(&pg.path) {
+        return Err(Error::ClusterMismatch(format!(
+            "pg1-path is {} but the server at port {} runs from {}",
+            pg.path.display(),
+            pg.port,
+            ident.data_directory.display()
+        )));
+    }
+    Ok((session, ident, control))
+}

@@ -1,0 +1,306 @@
+//! An opened repository: its storage, the stanza's info files and the unlocked data key.
+//!
+//! Layout (docs/format.md): `archive/<stanza>/archive.info`, `archive/<stanza>/<pg>-<db-id>/...`,
+//! `backup/<stanza>/backup.info`, `backup/<stanza>/<label>/backup.manifest` and the backup's files.
+//! Every info file and manifest is written twice (`name`, then `name.copy`); readers take the first
+//! copy that verifies.
+
+use bytes::Bytes;
+use pgbr_crypto::{CipherType, DataKey, WrappedKey};
+use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory, Manifest};
+use pgbr_storage::Storage;
+
+use crate::config::{RepoOptions, RepoType};
+use crate::error::{Error, Result};
+
+/// Suffix of the second copy of every critical metadata file.
+pub const COPY_SUFFIX: &str = ".copy";
+/// File name of a backup's manifest.
+pub const MANIFEST_FILE: &str = "backup.manifest";
+
+/// Opens the storage behind `opts` (creating a posix repository's directory if needed).
+pub fn open_storage(opts: &RepoOptions) -> Result<Storage> {
+    match opts.repo_type {
+        RepoType::Posix => {
+            if !opts.path.starts_with('/') {
+                return Err(Error::config(format!(
+                    "option '{}-path' must be an absolute path, not '{}'",
+                    opts.name(),
+                    opts.path
+                )));
+            }
+            Ok(Storage::local(std::path::Path::new(&opts.path))?)
+        }
+    }
+}
+
+/// Describes a repository for messages: `repo1 (posix:/var/lib/pgbr)`.
+pub(crate) fn describe(opts: &RepoOptions, storage: &Storage) -> String {
+    format!("{} ({})", opts.name(), storage.description())
+}
+
+/// Reads `path`, falling back to `path.copy`; `parse` decides whether a copy verifies.
+/// `Ok(None)` when neither exists; an error when copies exist but none verifies.
+pub(crate) async fn load_twice<T>(
+    storage: &Storage,
+    path: &str,
+    mut parse: impl FnMut(&[u8]) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut first_error = None;
+    let mut found_any = false;
+    for candidate in [path.to_string(), format!("{path}{COPY_SUFFIX}")] {
+        match storage.get_opt(&candidate).await? {
+            None => continue,
+            Some(bytes) => {
+                found_any = true;
+                match parse(&bytes) {
+                    Ok(v) => return Ok(Some(v)),
+                    Err(e) => {
+                        if first_error.is_none() {
+                            first_error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) if found_any => Err(e),
+        _ => Ok(None),
+    }
+}
+
+/// Writes `path` and then `path.copy`.
+pub(crate) async fn save_twice(storage: &Storage, path: &str, bytes: Vec<u8>) -> Result<()> {
+    let bytes = Bytes::from(bytes);
+    storage.put(path, bytes.clone()).await?;
+    storage.put(&format!("{path}{COPY_SUFFIX}"), bytes).await?;
+    Ok(())
+}
+
+/// A repository opened for one stanza, with its key unlocked.
+#[derive(Debug)]
+pub struct Repository {
+    pub(crate) storage: Storage,
+    pub(crate) opts: RepoOptions,
+    pub(crate) stanza: String,
+    pub(crate) key: Option<DataKey>,
+    pub(crate) backup_info: BackupInfo,
+    pub(crate) archive_info: ArchiveInfo,
+}
+
+impl Repository {
+    /// Opens `stanza` in the repository `opts` describes: reads both info files and unlocks the
+    /// data key with the passphrase.
+    pub async fn open(opts: &RepoOptions, stanza: &str) -> Result<Repository> {
+        let storage = open_storage(opts)?;
+        Self::open_with(storage, opts, stanza).await
+    }
+
+    /// As [`Repository::open`], on storage the caller built (an object store, a test double).
+    pub async fn open_with(
+        storage: Storage,
+        opts: &RepoOptions,
+        stanza: &str,
+    ) -> Result<Repository> {
+        let repo_name = describe(opts, &storage);
+        let backup_info = load_twice(&storage, &backup_info_path(stanza), |b| {
+            BackupInfo::from_bytes(b).map_err(|source| Error::Manifest {
+                context: format!("{repo_name}: backup.info of stanza '{stanza}'"),
+                source,
+            })
+        })
+        .await?;
+        let archive_info = load_twice(&storage, &archive_info_path(stanza), |b| {
+            ArchiveInfo::from_bytes(b).map_err(|source| Error::Manifest {
+                context: format!("{repo_name}: archive.info of stanza '{stanza}'"),
+                source,
+            })
+        })
+        .await?;
+        let (Some(backup_info), Some(archive_info)) = (backup_info, archive_info) else {
+            return Err(Error::StanzaMissing {
+                stanza: stanza.to_string(),
+                repo: repo_name,
+            });
+        };
+        let key = unlock(opts, &repo_name, &archive_info.cipher)?;
+        Ok(Repository {
+            storage,
+            opts: opts.clone(),
+            stanza: stanza.to_string(),
+            key,
+            backup_info,
+            archive_info,
+        })
+    }
+
+    /// The storage behind the repository.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The stanza.
+    pub fn stanza(&self) -> &str {
+        &self.stanza
+    }
+
+    /// The stanza's backup list and cluster history.
+    pub fn backup_info(&self) -> &BackupInfo {
+        &self.backup_info
+    }
+
+    /// The stanza's archive identity.
+    pub fn archive_info(&self) -> &ArchiveInfo {
+        &self.archive_info
+    }
+
+    /// `repo1 (posix:/path)`, for messages.
+    pub fn name(&self) -> String {
+        describe(&self.opts, &self.storage)
+    }
+
+    /// The repository's cipher.
+    pub fn cipher(&self) -> CipherType {
+        self.opts.cipher_type
+    }
+
+    pub(crate) fn key(&self) -> Option<&DataKey> {
+        self.key.as_ref()
+    }
+
+    /// The cluster the stanza currently backs up.
+    pub fn current_db(&self) -> Result<&DbHistory> {
+        self.archive_info.current_db().ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: archive.info of stanza '{}' lists no database",
+                self.name(),
+                self.stanza
+            ))
+        })
+    }
+
+    /// Encrypts small metadata with the repository's cipher.
+    pub(crate) fn seal(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        pgbr_crypto::encrypt_to_vec(self.cipher(), self.key(), plain)
+            .map_err(|e| Error::Internal(format!("encrypting metadata: {e}")))
+    }
+
+    /// Decrypts small metadata; `what` names the object in the error.
+    pub(crate) fn unseal(&self, data: &[u8], what: &str) -> Result<Vec<u8>> {
+        pgbr_crypto::decrypt_to_vec(self.cipher(), self.key(), data).map_err(|e| {
+            Error::Corrupt(format!("{}: {what} cannot be decrypted: {e}", self.name()))
+        })
+    }
+
+    /// The directory of backup `label`.
+    pub fn backup_path(&self, label: &str) -> String {
+        format!("backup/{}/{label}", self.stanza)
+    }
+
+    /// Loads and verifies the manifest of backup `label` (first copy that verifies).
+    pub async fn load_manifest(&self, label: &str) -> Result<Manifest> {
+        let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
+        let name = self.name();
+        let m = load_twice(&self.storage, &path, |raw| {
+            let plain = self.unseal(raw, &format!("manifest of backup {label}"))?;
+            Manifest::from_bytes(&plain).map_err(|source| Error::Manifest {
+                context: format!("{name}: manifest of backup {label}"),
+                source,
+            })
+        })
+        .await?;
+        m.ok_or_else(|| {
+            Error::BackupMissing(format!(
+                "{name}: backup {label} has no manifest (it is not a complete backup)"
+            ))
+        })
+    }
+
+    /// Writes `manifest` for backup `label`: this commits the backup.
+    pub(crate) async fn save_manifest(&self, label: &str, manifest: &Manifest) -> Result<u64> {
+        let plain = manifest.to_bytes().map_err(|source| Error::Manifest {
+            context: format!("manifest of backup {label}"),
+            source,
+        })?;
+        let sealed = self.seal(&plain)?;
+        let len = sealed.len() as u64;
+        let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
+        save_twice(&self.storage, &path, sealed).await?;
+        Ok(len * 2)
+    }
+
+    /// Writes backup.info.
+    pub(crate) async fn save_backup_info(&self) -> Result<()> {
+        let bytes = self
+            .backup_info
+            .to_bytes()
+            .map_err(|source| Error::Manifest {
+                context: "backup.info".into(),
+                source,
+            })?;
+        save_twice(&self.storage, &backup_info_path(&self.stanza), bytes).await
+    }
+}
+
+/// `backup/<stanza>/backup.info`.
+pub fn backup_info_path(stanza: &str) -> String {
+    format!("backup/{stanza}/backup.info")
+}
+
+/// `archive/<stanza>/archive.info`.
+pub fn archive_info_path(stanza: &str) -> String {
+    format!("archive/{stanza}/archive.info")
+}
+
+/// Unlocks the stanza's data key with the repository passphrase.
+pub(crate) fn unlock(
+    opts: &RepoOptions,
+    repo_name: &str,
+    cipher: &CipherInfo,
+) -> Result<Option<DataKey>> {
+    let stored: CipherType = cipher.cipher_type.parse().map_err(|_| {
+        Error::Corrupt(format!(
+            "{repo_name}: unknown cipher '{}' in the stanza's info files",
+            cipher.cipher_type
+        ))
+    })?;
+    if stored != opts.cipher_type {
+        return Err(Error::config(format!(
+            "{repo_name}: option '{}-cipher-type' is {} but the stanza was created with {stored}",
+            opts.name(),
+            opts.cipher_type
+        )));
+    }
+    if stored == CipherType::None {
+        return Ok(None);
+    }
+    let pass = opts.cipher_pass.as_ref().ok_or_else(|| {
+        Error::config(format!(
+            "option '{}-cipher-pass' is required: {repo_name} is encrypted",
+            opts.name()
+        ))
+    })?;
+    let wrapped: WrappedKey = cipher
+        .wrapped_key
+        .clone()
+        .ok_or_else(|| Error::Corrupt(format!("{repo_name}: the stanza's info files hold no key")))
+        .and_then(|v| {
+            serde_json::from_value(v).map_err(|e| {
+                Error::Corrupt(format!(
+                    "{repo_name}: the stanza's wrapped key is invalid: {e}"
+                ))
+            })
+        })?;
+    match wrapped.unwrap(pass.expose()) {
+        Ok(k) => Ok(Some(k)),
+        Err(pgbr_crypto::Error::WrongPassphrase) => Err(Error::WrongPassphrase {
+            repo: repo_name.to_string(),
+            index: opts.index,
+        }),
+        Err(source) => Err(Error::Crypto {
+            context: format!("{repo_name}: unlocking the stanza's key"),
+            source,
+        }),
+    }
+}

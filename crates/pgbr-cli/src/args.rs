@@ -1,0 +1,200 @@
+//! Command-line parsing: clap, built from the engine's option registry so every option the engine
+//! knows is accepted (`--repo2-path`, `--no-start-fast`) and nothing else is.
+
+use std::ffi::OsString;
+
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches};
+use pgbr_backup::options::{all_full_names, Command, Indexed, OptionKind};
+
+/// A parsed command line.
+pub struct Parsed {
+    pub command: Command,
+    /// `(option, value)` for every flag given; booleans as `y`/`n`.
+    pub flags: Vec<(String, String)>,
+    pub positional: Vec<String>,
+}
+
+fn build() -> clap::Command {
+    let mut cmd = clap::Command::new("pgbr")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("PostgreSQL backup and restore")
+        .after_help("Options may also be set in the configuration file ([global], [global:<command>], [<stanza>], [<stanza>:<command>]) or as PGBR_<OPTION> environment variables.")
+        .subcommand_required(true)
+        .arg_required_else_help(true);
+    for (name, def) in all_full_names() {
+        let first_of_family = match def.indexed {
+            Indexed::No => true,
+            _ => name.starts_with("repo1-") || name.starts_with("pg1-"),
+        };
+        let arg = Arg::new(name.clone())
+            .long(name.clone())
+            .global(true)
+            .help(def.help)
+            .hide(!first_of_family);
+        let arg = match def.kind {
+            OptionKind::Bool => arg
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("y")
+                .value_parser(["y", "n"]),
+            OptionKind::List => arg.action(ArgAction::Append).value_name("VALUE"),
+            _ => arg.num_args(1).value_name("VALUE"),
+        };
+        cmd = cmd.arg(arg);
+        if def.kind == OptionKind::Bool {
+            let no = format!("no-{name}");
+            cmd = cmd.arg(
+                Arg::new(no.clone())
+                    .long(no)
+                    .global(true)
+                    .action(ArgAction::SetTrue)
+                    .hide(true)
+                    .conflicts_with(name),
+            );
+        }
+    }
+    for c in Command::ALL {
+        let mut sub = clap::Command::new(c.name()).about(c.summary());
+        match c {
+            Command::ArchivePush => {
+                sub = sub.arg(
+                    Arg::new("wal-path")
+                        .required(true)
+                        .help("WAL file to archive (%p)"),
+                );
+            }
+            Command::ArchiveGet => {
+                sub = sub
+                    .arg(
+                        Arg::new("wal-name")
+                            .required(true)
+                            .help("WAL file name (%f)"),
+                    )
+                    .arg(
+                        Arg::new("destination")
+                            .required(true)
+                            .help("where to write it (%p)"),
+                    );
+            }
+            _ => {}
+        }
+        cmd = cmd.subcommand(sub);
+    }
+    cmd
+}
+
+/// Parses `args` (including the program name).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::Error> {
+    let matches = build().try_get_matches_from(args)?;
+    let Some((name, sub)) = matches.subcommand() else {
+        return Err(clap::Error::new(clap::error::ErrorKind::MissingSubcommand));
+    };
+    let command = Command::from_name(name)
+        .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
+    let mut flags = Vec::new();
+    for (opt, def) in all_full_names() {
+        collect(sub, &opt, def.kind, &mut flags);
+        if def.kind == OptionKind::Bool {
+            let no = format!("no-{opt}");
+            if sub.value_source(&no) == Some(ValueSource::CommandLine) && sub.get_flag(&no) {
+                flags.push((opt.clone(), "n".into()));
+            }
+        }
+    }
+    let positional = match command {
+        Command::ArchivePush => vec![value(sub, "wal-path")],
+        Command::ArchiveGet => vec![value(sub, "wal-name"), value(sub, "destination")],
+        _ => Vec::new(),
+    };
+    Ok(Parsed {
+        command,
+        flags,
+        positional,
+    })
+}
+
+fn value(m: &ArgMatches, id: &str) -> String {
+    m.get_one::<String>(id).cloned().unwrap_or_default()
+}
+
+fn collect(m: &ArgMatches, id: &str, _kind: OptionKind, out: &mut Vec<(String, String)>) {
+    if m.value_source(id) != Some(ValueSource::CommandLine) {
+        return;
+    }
+    if let Some(values) = m.get_many::<String>(id) {
+        for v in values {
+            out.push((id.to_string(), v.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Parsed, clap::Error> {
+        parse(
+            std::iter::once("pgbr")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+    }
+
+    #[test]
+    fn options_before_and_after_the_command() {
+        let r = p(&[
+            "--stanza=main",
+            "backup",
+            "--type",
+            "full",
+            "--start-fast",
+            "--repo2-path=/r2",
+        ])
+        .expect("parse");
+        assert_eq!(r.command, Command::Backup);
+        assert!(r.flags.contains(&("stanza".into(), "main".into())));
+        assert!(r.flags.contains(&("type".into(), "full".into())));
+        assert!(r.flags.contains(&("start-fast".into(), "y".into())));
+        assert!(r.flags.contains(&("repo2-path".into(), "/r2".into())));
+    }
+
+    #[test]
+    fn negated_booleans_and_positionals() {
+        let r = p(&[
+            "--stanza=main",
+            "--no-archive-check",
+            "archive-get",
+            "000000010000000000000001",
+            "pg_wal/RECOVERYXLOG",
+        ])
+        .expect("parse");
+        assert_eq!(r.command, Command::ArchiveGet);
+        assert!(r.flags.contains(&("archive-check".into(), "n".into())));
+        assert_eq!(
+            r.positional,
+            vec!["000000010000000000000001", "pg_wal/RECOVERYXLOG"]
+        );
+    }
+
+    #[test]
+    fn unknown_option_is_refused() {
+        let e = p(&["--stanza=main", "backup", "--repo1-pth=/x"])
+            .err()
+            .expect("error");
+        assert!(e.to_string().contains("repo1-pth"), "{e}");
+    }
+
+    #[test]
+    fn repeated_list_option() {
+        let r = p(&[
+            "restore",
+            "--tablespace-map=1=/a",
+            "--tablespace-map",
+            "2=/b",
+        ])
+        .expect("parse");
+        let maps: Vec<_> = r.flags.iter().filter(|f| f.0 == "tablespace-map").collect();
+        assert_eq!(maps.len(), 2);
+    }
+}

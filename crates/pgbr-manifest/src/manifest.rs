@@ -1,0 +1,534 @@
+//! The backup manifest: everything one backup holds and where its bytes live.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope;
+use crate::label::{full_part, parse_label};
+use crate::{BackupType, Error};
+
+/// Version of the manifest format this build reads and writes.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The manifest of one backup. It is written last: a backup exists once its
+/// manifest is in the repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Metadata of the backup as a whole.
+    pub backup: BackupMeta,
+    /// The directory trees backed up: `pg_data` and one per tablespace.
+    pub targets: Vec<Target>,
+    /// Directories, relative to their target.
+    pub paths: Vec<PathEntry>,
+    /// Symbolic links, relative to their target.
+    pub links: Vec<LinkEntry>,
+    /// Regular files, relative to their target.
+    pub files: Vec<FileEntry>,
+}
+
+/// Metadata of a backup as a whole.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BackupMeta {
+    /// The backup label, e.g. `20261125-211630F` (see [`crate::new_label`]).
+    pub label: String,
+    /// Full, diff or incr; must agree with the label's last letter.
+    pub backup_type: BackupType,
+    /// Label of the backup this one is based on (`None` for a full backup,
+    /// required for diff and incr).
+    pub prior: Option<String>,
+    /// Labels of earlier backups whose files or blocks this backup references.
+    pub references: Vec<String>,
+    /// Start time, unix seconds.
+    pub timestamp_start: i64,
+    /// Stop time, unix seconds.
+    pub timestamp_stop: i64,
+    /// Backup start LSN, e.g. `0/2000028`.
+    pub lsn_start: String,
+    /// Backup stop LSN.
+    pub lsn_stop: String,
+    /// WAL segment holding the start LSN.
+    pub wal_start: String,
+    /// WAL segment holding the stop LSN.
+    pub wal_stop: String,
+    /// Timeline the backup was taken on.
+    pub timeline: u32,
+    /// PostgreSQL major version, e.g. 15.
+    pub pg_version: u32,
+    /// The cluster's system identifier.
+    pub system_id: u64,
+    /// The stanza's database id (see [`crate::DbHistory`]).
+    pub db_id: u32,
+    /// Whether the cluster has data page checksums enabled.
+    pub checksums_enabled: bool,
+    /// Compression used for stored files (`zst`, `gz`, `lz4`, `none`).
+    pub compress_type: String,
+    /// Compression level used.
+    pub compress_level: i32,
+    /// Cipher used for stored files (`none`, ...).
+    pub cipher_type: String,
+    /// Whether the WAL needed for consistency was copied into the backup.
+    pub archive_copy: bool,
+    /// Contents of `backup_label` as returned by `pg_backup_stop`.
+    pub backup_label: String,
+    /// Contents of `tablespace_map` as returned by `pg_backup_stop`, if any.
+    pub tablespace_map: Option<String>,
+    /// Total size of the files backed up.
+    pub size_original: u64,
+    /// Total size of what this backup stored in the repository.
+    pub size_stored: u64,
+    /// Version of pgbr that wrote the backup.
+    pub pgbr_version: String,
+}
+
+/// A directory tree backed up: `pg_data` or a tablespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `pg_data` or `pg_tblspc/<oid>`.
+    pub name: String,
+    /// Absolute path on the database host at backup time.
+    pub path: String,
+    /// Tablespace oid (tablespace targets only; must agree with the name).
+    pub tablespace_oid: Option<u32>,
+    /// Tablespace name (tablespace targets only).
+    pub tablespace_name: Option<String>,
+}
+
+/// A directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PathEntry {
+    /// Name of the target it belongs to.
+    pub target: String,
+    /// Name relative to the target root; `""` is the root itself.
+    pub name: String,
+    /// Permission bits, e.g. `0o700`.
+    pub mode: u32,
+}
+
+/// A symbolic link.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkEntry {
+    /// Name of the target it belongs to.
+    pub target: String,
+    /// Name relative to the target root.
+    pub name: String,
+    /// The link's destination, as read with `readlink`.
+    pub destination: String,
+}
+
+/// A regular file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Name of the target it belongs to.
+    pub target: String,
+    /// Name relative to the target root.
+    pub name: String,
+    /// Size of the plaintext in bytes.
+    pub size: u64,
+    /// Modification time, unix seconds.
+    pub mtime: i64,
+    /// Permission bits, e.g. `0o600`.
+    pub mode: u32,
+    /// BLAKE3 of the plaintext, 64 lowercase hex digits.
+    pub checksum: String,
+    /// Label of the backup that holds the bytes; `None` means this backup.
+    pub reference: Option<String>,
+    /// Size of the stored (compressed, encrypted) bytes.
+    pub stored_size: u64,
+    /// Where the bytes are if the file is packed in a bundle.
+    pub bundle: Option<BundleRef>,
+    /// The file's blocks, if it was stored as independently compressed blocks.
+    pub block_map: Option<BlockMapRef>,
+    /// Block numbers whose page checksum failed during the backup.
+    pub page_errors: Vec<u32>,
+}
+
+/// Location of a file inside a bundle object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRef {
+    /// Bundle number within the backup.
+    pub id: u64,
+    /// Offset of the file's stored bytes in the bundle.
+    pub offset: u64,
+    /// Length of the file's stored bytes.
+    pub length: u64,
+}
+
+/// A file stored as independently compressed blocks.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockMapRef {
+    /// Plaintext size of every block but the last.
+    pub block_size: u32,
+    /// One entry per block, in file order: `ceil(size / block_size)` of them.
+    pub blocks: Vec<BlockRef>,
+}
+
+/// One block of a block-mapped file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRef {
+    /// Hex of a 128-bit BLAKE3 prefix of the block plaintext ([`crate::block_hash`]).
+    pub hash: String,
+    /// Label of the backup holding the block; `None` means this backup.
+    pub reference: Option<String>,
+    /// Where the block's stored bytes start in that backup's object for this file.
+    pub offset: u64,
+    /// Length of the block's stored bytes.
+    pub length: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Path,
+    Link,
+    File,
+}
+
+fn is_sorted<T>(items: &[T], key: impl Fn(&T) -> (&str, &str)) -> bool {
+    items.windows(2).all(|w| key(&w[0]) <= key(&w[1]))
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Manifest {
+    /// Sorts targets by name and paths, links and files by `(target, name)`:
+    /// the order [`Manifest::to_bytes`] writes.
+    pub fn sort(&mut self) {
+        self.targets.sort_by(|a, b| a.name.cmp(&b.name));
+        self.paths
+            .sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
+        self.links
+            .sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
+        self.files
+            .sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
+    }
+
+    fn is_sorted(&self) -> bool {
+        self.targets.windows(2).all(|w| w[0].name <= w[1].name)
+            && is_sorted(&self.paths, |e| (&e.target, &e.name))
+            && is_sorted(&self.links, |e| (&e.target, &e.name))
+            && is_sorted(&self.files, |e| (&e.target, &e.name))
+    }
+
+    /// Serializes to the manifest file format: pretty JSON
+    /// `{"format":1,"manifest":{...},"checksum":"<blake3 hex>"}`, with the
+    /// entries in sorted order (see [`Manifest::sort`]; `self` is not
+    /// changed). The output depends only on the manifest's content.
+    ///
+    /// It does not validate; call [`Manifest::validate`] first to be sure the
+    /// result will load.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        let sorted: Cow<'_, Manifest> = if self.is_sorted() {
+            Cow::Borrowed(self)
+        } else {
+            let mut copy = self.clone();
+            copy.sort();
+            Cow::Owned(copy)
+        };
+        envelope::write_manifest(MANIFEST_FORMAT, sorted.as_ref())
+    }
+
+    /// Loads a manifest written by [`Manifest::to_bytes`]: checks the format
+    /// version, the self-checksum, then [`Manifest::validate`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, Error> {
+        let manifest: Manifest = envelope::read_manifest(bytes, MANIFEST_FORMAT)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Finds a file by target and name.
+    pub fn file(&self, target: &str, name: &str) -> Option<&FileEntry> {
+        // Fast path for sorted manifests (all loaded ones), then a scan.
+        match self
+            .files
+            .binary_search_by(|f| (f.target.as_str(), f.name.as_str()).cmp(&(target, name)))
+        {
+            Ok(i) => self.files.get(i),
+            Err(_) => self
+                .files
+                .iter()
+                .find(|f| f.target == target && f.name == name),
+        }
+    }
+
+    /// Checks that the manifest is safe to restore and self-consistent:
+    ///
+    /// - the label is valid and agrees with `backup_type`; a full backup has
+    ///   no prior, a diff/incr has a prior from the same full backup chain;
+    ///   `references` are valid labels other than this backup's;
+    /// - there is a `pg_data` target; target names are `pg_data` or
+    ///   `pg_tblspc/<oid>` (matching `tablespace_oid`), listed once, with
+    ///   absolute paths;
+    /// - every path, link and file name passes [`validate_relative_name`]
+    ///   (only a path may be `""`, the target root), names an existing
+    ///   target, appears once per target across paths, links and files, and
+    ///   does not lie below a file or a link;
+    /// - file checksums are 64 lowercase hex digits, block hashes 32; block
+    ///   maps have `ceil(size / block_size)` blocks; every `reference` is
+    ///   listed in `references`.
+    pub fn validate(&self) -> Result<(), Error> {
+        let b = &self.backup;
+        let (label_type, _) = parse_label(&b.label)?;
+        if label_type != b.backup_type {
+            return Err(Error::invalid(
+                format!("backup {}", b.label),
+                format!(
+                    "the label says {label_type} but backup_type is {}",
+                    b.backup_type
+                ),
+            ));
+        }
+        match (&b.prior, b.backup_type) {
+            (Some(prior), BackupType::Full) => {
+                return Err(Error::invalid(
+                    format!("backup {}", b.label),
+                    format!("a full backup cannot have a prior backup (found {prior})"),
+                ))
+            }
+            (None, BackupType::Diff | BackupType::Incr) => {
+                return Err(Error::invalid(
+                    format!("backup {}", b.label),
+                    format!("a {} backup needs a prior backup", b.backup_type),
+                ))
+            }
+            (Some(prior), _) => {
+                parse_label(prior)?;
+                if full_part(prior) != full_part(&b.label) {
+                    return Err(Error::invalid(
+                        format!("backup {}", b.label),
+                        format!("prior backup {prior} belongs to another full backup"),
+                    ));
+                }
+            }
+            (None, BackupType::Full) => {}
+        }
+        let mut references = HashSet::new();
+        for r in &b.references {
+            parse_label(r)?;
+            if *r == b.label {
+                return Err(Error::invalid(
+                    format!("backup {}", b.label),
+                    "references lists the backup itself",
+                ));
+            }
+            if !references.insert(r.as_str()) {
+                return Err(Error::invalid(
+                    format!("backup {}", b.label),
+                    format!("references lists {r} twice"),
+                ));
+            }
+        }
+
+        let mut targets = HashSet::new();
+        for t in &self.targets {
+            validate_target(t)?;
+            if !targets.insert(t.name.as_str()) {
+                return Err(Error::BadTarget {
+                    name: t.name.clone(),
+                    reason: "listed more than once",
+                });
+            }
+        }
+        if !targets.contains("pg_data") {
+            return Err(Error::BadTarget {
+                name: "pg_data".to_string(),
+                reason: "the manifest has no pg_data target",
+            });
+        }
+
+        let mut kinds: HashMap<(&str, &str), Kind> =
+            HashMap::with_capacity(self.paths.len() + self.links.len() + self.files.len());
+        let check_entry = |target: &'_ str, name: &'_ str, kind: Kind| -> Result<(), Error> {
+            if !targets.contains(target) {
+                return Err(Error::UnknownTarget {
+                    name: target.to_string(),
+                });
+            }
+            if !(kind == Kind::Path && name.is_empty()) {
+                validate_relative_name(name)?;
+            }
+            Ok(())
+        };
+        for p in &self.paths {
+            check_entry(&p.target, &p.name, Kind::Path)?;
+        }
+        for l in &self.links {
+            check_entry(&l.target, &l.name, Kind::Link)?;
+            if l.destination.is_empty() || l.destination.contains('\0') {
+                return Err(Error::invalid(
+                    format!("link {:?} in target {:?}", l.name, l.target),
+                    "destination is empty or contains NUL",
+                ));
+            }
+        }
+        for f in &self.files {
+            check_entry(&f.target, &f.name, Kind::File)?;
+            self.validate_file(f, &references)?;
+        }
+
+        let entries = self
+            .paths
+            .iter()
+            .map(|p| (p.target.as_str(), p.name.as_str(), Kind::Path))
+            .chain(
+                self.links
+                    .iter()
+                    .map(|l| (l.target.as_str(), l.name.as_str(), Kind::Link)),
+            )
+            .chain(
+                self.files
+                    .iter()
+                    .map(|f| (f.target.as_str(), f.name.as_str(), Kind::File)),
+            );
+        for (target, name, kind) in entries.clone() {
+            if kinds.insert((target, name), kind).is_some() {
+                return Err(Error::Duplicate {
+                    target: target.to_string(),
+                    name: name.to_string(),
+                });
+            }
+        }
+        for (target, name, _) in entries {
+            for (i, _) in name.match_indices('/') {
+                let parent = &name[..i];
+                if matches!(kinds.get(&(target, parent)), Some(Kind::File | Kind::Link)) {
+                    return Err(Error::NotADirectory {
+                        target: target.to_string(),
+                        name: name.to_string(),
+                        parent: parent.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_file(&self, f: &FileEntry, references: &HashSet<&str>) -> Result<(), Error> {
+        let what = || format!("file {:?} in target {:?}", f.name, f.target);
+        if !is_lower_hex(&f.checksum, 64) {
+            return Err(Error::invalid(
+                what(),
+                format!("checksum {:?} is not 64 lowercase hex digits", f.checksum),
+            ));
+        }
+        let check_ref = |r: &Option<String>| -> Result<(), Error> {
+            match r {
+                Some(r) if !references.contains(r.as_str()) => Err(Error::UnknownReference {
+                    target: f.target.clone(),
+                    name: f.name.clone(),
+                    reference: r.clone(),
+                }),
+                _ => Ok(()),
+            }
+        };
+        check_ref(&f.reference)?;
+        if let Some(map) = &f.block_map {
+            if map.block_size == 0 {
+                return Err(Error::invalid(what(), "block map has block_size 0"));
+            }
+            let expected = f.size.div_ceil(u64::from(map.block_size));
+            if map.blocks.len() as u64 != expected {
+                return Err(Error::invalid(
+                    what(),
+                    format!(
+                        "block map has {} blocks but size {} needs {expected}",
+                        map.blocks.len(),
+                        f.size
+                    ),
+                ));
+            }
+            for (i, block) in map.blocks.iter().enumerate() {
+                if !is_lower_hex(&block.hash, 32) {
+                    return Err(Error::invalid(
+                        what(),
+                        format!(
+                            "block {i} hash {:?} is not 32 lowercase hex digits",
+                            block.hash
+                        ),
+                    ));
+                }
+                check_ref(&block.reference)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_target(t: &Target) -> Result<(), Error> {
+    let bad = |reason| Error::BadTarget {
+        name: t.name.clone(),
+        reason,
+    };
+    if t.name == "pg_data" {
+        if t.tablespace_oid.is_some() {
+            return Err(bad("pg_data cannot have a tablespace oid"));
+        }
+    } else if let Some(digits) = t.name.strip_prefix("pg_tblspc/") {
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad("name must be pg_data or pg_tblspc/<oid>"));
+        }
+        let oid: u32 = digits
+            .parse()
+            .map_err(|_| bad("tablespace oid does not fit in 32 bits"))?;
+        if digits.len() > 1 && digits.starts_with('0') {
+            return Err(bad("tablespace oid has a leading zero"));
+        }
+        if t.tablespace_oid.is_some_and(|o| o != oid) {
+            return Err(bad("tablespace_oid does not match the target name"));
+        }
+    } else {
+        return Err(bad("name must be pg_data or pg_tblspc/<oid>"));
+    }
+    if !t.path.starts_with('/') {
+        return Err(bad("path is not absolute"));
+    }
+    if t.path.contains('\0') {
+        return Err(bad("path contains NUL"));
+    }
+    Ok(())
+}
+
+/// Checks that `name` is a safe name relative to a target directory: not
+/// empty, no leading `/`, no NUL or backslash, and no empty, `.` or `..`
+/// component (so no `//` and no trailing `/`).
+///
+/// The empty name is refused here; a [`PathEntry`] may use `""` for its
+/// target's root, which [`Manifest::validate`] allows separately.
+pub fn validate_relative_name(name: &str) -> Result<(), Error> {
+    let bad = |reason| Error::UnsafeName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("name is empty"));
+    }
+    if name.starts_with('/') {
+        return Err(bad("name is absolute"));
+    }
+    if name.contains('\0') {
+        return Err(bad("name contains NUL"));
+    }
+    if name.contains('\\') {
+        return Err(bad("name contains a backslash"));
+    }
+    for component in name.split('/') {
+        match component {
+            "" => return Err(bad("name has an empty component")),
+            "." => return Err(bad("name has a '.' component")),
+            ".." => return Err(bad("name has a '..' component")),
+            _ => {}
+        }
+    }
+    Ok(())
+}

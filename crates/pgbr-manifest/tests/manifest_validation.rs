@@ -1,0 +1,341 @@
+//! Example-based tests of the manifest and info file rules.
+
+use pgbr_manifest::*;
+
+fn sum(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+fn file(target: &str, name: &str) -> FileEntry {
+    FileEntry {
+        target: target.into(),
+        name: name.into(),
+        size: 3,
+        mtime: 1,
+        mode: 0o600,
+        checksum: sum(b"abc"),
+        reference: None,
+        stored_size: 3,
+        bundle: None,
+        block_map: None,
+        page_errors: vec![],
+    }
+}
+
+fn manifest() -> Manifest {
+    let full = new_label(BackupType::Full, None, 1_795_641_390);
+    Manifest {
+        backup: BackupMeta {
+            label: new_label(BackupType::Incr, Some(&full), 1_795_645_800),
+            backup_type: BackupType::Incr,
+            prior: Some(full.clone()),
+            references: vec![full],
+            pg_version: 15,
+            db_id: 1,
+            ..BackupMeta::default()
+        },
+        targets: vec![
+            Target {
+                name: "pg_data".into(),
+                path: "/var/lib/postgresql/15/main".into(),
+                tablespace_oid: None,
+                tablespace_name: None,
+            },
+            Target {
+                name: "pg_tblspc/16384".into(),
+                path: "/srv/ts1".into(),
+                tablespace_oid: Some(16384),
+                tablespace_name: Some("ts1".into()),
+            },
+        ],
+        paths: vec![
+            PathEntry {
+                target: "pg_data".into(),
+                name: "".into(),
+                mode: 0o700,
+            },
+            PathEntry {
+                target: "pg_data".into(),
+                name: "base".into(),
+                mode: 0o700,
+            },
+        ],
+        links: vec![LinkEntry {
+            target: "pg_data".into(),
+            name: "pg_tblspc/16384".into(),
+            destination: "/srv/ts1".into(),
+        }],
+        files: vec![
+            file("pg_data", "base/1/1259"),
+            file("pg_tblspc/16384", "PG_15_202209061/5/16385"),
+        ],
+    }
+}
+
+fn reload(m: &Manifest) -> Result<Manifest, Error> {
+    Manifest::from_bytes(&m.to_bytes()?)
+}
+
+#[test]
+fn valid_manifest_round_trips() {
+    let mut m = manifest();
+    m.validate().unwrap();
+    let mut with_refs = m.clone();
+    with_refs.files[0].reference = Some(m.backup.prior.clone().unwrap());
+    with_refs.files[1].block_map = Some(BlockMapRef {
+        block_size: 2,
+        blocks: vec![
+            BlockRef {
+                hash: block_hash(b"ab"),
+                reference: m.backup.prior.clone(),
+                offset: 0,
+                length: 5,
+            },
+            BlockRef {
+                hash: block_hash(b"c"),
+                reference: None,
+                offset: 0,
+                length: 4,
+            },
+        ],
+    });
+    with_refs.files[1].bundle = Some(BundleRef {
+        id: 1,
+        offset: 10,
+        length: 9,
+    });
+    assert_eq!(reload(&with_refs).unwrap(), with_refs);
+    m.sort();
+    assert_eq!(reload(&m).unwrap(), m);
+    assert!(m.file("pg_data", "base/1/1259").is_some());
+    assert!(m.file("pg_data", "base/1/1260").is_none());
+}
+
+#[test]
+fn restore_refuses_manifest_path_outside_target() {
+    for bad in [
+        "../etc/passwd",
+        "/etc/passwd",
+        "base/../../x",
+        "a//b",
+        "a/",
+        "./a",
+        "a\\b",
+        "a\0b",
+        "",
+    ] {
+        let mut m = manifest();
+        m.files[0].name = bad.into();
+        let err = reload(&m).unwrap_err();
+        assert!(matches!(err, Error::UnsafeName { .. }), "{bad:?}: {err}");
+        assert!(validate_relative_name(bad).is_err());
+    }
+    // links too, and paths (where only "" is allowed)
+    let mut m = manifest();
+    m.links[0].name = "../x".into();
+    assert!(matches!(reload(&m), Err(Error::UnsafeName { .. })));
+    let mut m = manifest();
+    m.paths[1].name = "/base".into();
+    assert!(matches!(reload(&m), Err(Error::UnsafeName { .. })));
+}
+
+#[test]
+fn refuses_entries_below_links_and_files() {
+    let mut m = manifest();
+    m.files.push(file("pg_data", "pg_tblspc/16384/evil"));
+    assert!(matches!(reload(&m), Err(Error::NotADirectory { .. })));
+    let mut m = manifest();
+    m.files.push(file("pg_data", "base/1/1259/x"));
+    assert!(matches!(reload(&m), Err(Error::NotADirectory { .. })));
+}
+
+#[test]
+fn refuses_duplicates_and_unknown_targets() {
+    let mut m = manifest();
+    m.files.push(file("pg_data", "base/1/1259"));
+    assert!(matches!(reload(&m), Err(Error::Duplicate { .. })));
+    let mut m = manifest();
+    m.paths.push(PathEntry {
+        target: "pg_data".into(),
+        name: "base/1/1259".into(),
+        mode: 0o700,
+    });
+    assert!(matches!(reload(&m), Err(Error::Duplicate { .. })));
+    let mut m = manifest();
+    m.files.push(file("pg_tblspc/1", "x"));
+    assert!(matches!(reload(&m), Err(Error::UnknownTarget { .. })));
+}
+
+#[test]
+fn refuses_bad_targets() {
+    for (name, path, oid) in [
+        ("pg_tblspc/x", "/a", None),
+        ("pg_tblspc/", "/a", None),
+        ("pg_tblspc/99999999999", "/a", None),
+        ("pg_tblspc/16384", "/a", Some(1)),
+        ("pg_tblspc/16384", "relative", None),
+        ("base", "/a", None),
+        ("pg_data", "/dup", None),
+    ] {
+        let mut m = manifest();
+        m.targets.push(Target {
+            name: name.into(),
+            path: path.into(),
+            tablespace_oid: oid,
+            tablespace_name: None,
+        });
+        if name != "pg_data" {
+            m.targets
+                .retain(|t| t.name != "pg_tblspc/16384" || t.path != "/srv/ts1");
+            m.files.retain(|f| f.target == "pg_data");
+        }
+        assert!(
+            matches!(reload(&m), Err(Error::BadTarget { .. })),
+            "{name} {path}"
+        );
+    }
+    let mut m = manifest();
+    m.targets.retain(|t| t.name != "pg_data");
+    m.paths.clear();
+    m.links.clear();
+    m.files.clear();
+    assert!(matches!(reload(&m), Err(Error::BadTarget { .. })));
+}
+
+#[test]
+fn refuses_bad_labels_and_references() {
+    let mut m = manifest();
+    m.backup.label = "yesterday".into();
+    assert!(matches!(reload(&m), Err(Error::BadLabel { .. })));
+    let mut m = manifest();
+    m.backup.backup_type = BackupType::Diff;
+    assert!(matches!(reload(&m), Err(Error::Invalid { .. })));
+    let mut m = manifest();
+    m.backup.prior = None;
+    assert!(matches!(reload(&m), Err(Error::Invalid { .. })));
+    let mut m = manifest();
+    m.backup.prior = Some("20250101-000000F".into());
+    assert!(matches!(reload(&m), Err(Error::Invalid { .. })));
+    let mut m = manifest();
+    m.files[0].reference = Some("20250101-000000F".into());
+    assert!(matches!(reload(&m), Err(Error::UnknownReference { .. })));
+    let mut m = manifest();
+    m.files[0].checksum = "ABC".into();
+    assert!(matches!(reload(&m), Err(Error::Invalid { .. })));
+    let mut m = manifest();
+    m.files[0].block_map = Some(BlockMapRef {
+        block_size: 1,
+        blocks: vec![],
+    });
+    assert!(matches!(reload(&m), Err(Error::Invalid { .. })));
+}
+
+#[test]
+fn envelope_checks_format_checksum_and_kind() {
+    let m = manifest();
+    let text = String::from_utf8(m.to_bytes().unwrap()).unwrap();
+    assert!(text.starts_with("{\n  \"format\": 1,\n  \"manifest\": {"));
+    let newer = text.replacen("\"format\": 1", "\"format\": 2", 1);
+    assert!(matches!(
+        Manifest::from_bytes(newer.as_bytes()),
+        Err(Error::UnsupportedFormat {
+            found: 2,
+            supported: 1
+        })
+    ));
+    let edited = text.replacen("\"mode\": 448", "\"mode\": 511", 1);
+    assert_ne!(edited, text);
+    assert!(matches!(
+        Manifest::from_bytes(edited.as_bytes()),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert!(matches!(
+        Manifest::from_bytes(b"not json"),
+        Err(Error::Json(_))
+    ));
+
+    let info = ArchiveInfo {
+        stanza: "main".into(),
+        db_history: vec![DbHistory {
+            db_id: 1,
+            system_id: 7,
+            pg_version: 15,
+        }],
+        cipher: CipherInfo {
+            cipher_type: "none".into(),
+            wrapped_key: None,
+        },
+    };
+    let bytes = info.to_bytes().unwrap();
+    assert_eq!(ArchiveInfo::from_bytes(&bytes).unwrap(), info);
+    assert!(matches!(
+        BackupInfo::from_bytes(&bytes),
+        Err(Error::WrongKind { .. })
+    ));
+    assert!(matches!(
+        Manifest::from_bytes(&bytes),
+        Err(Error::WrongKind { .. })
+    ));
+    assert!(matches!(
+        ArchiveInfo::from_bytes(&m.to_bytes().unwrap()),
+        Err(Error::WrongKind { .. })
+    ));
+    assert_eq!(ArchiveInfo::archive_id(info.current_db().unwrap()), "15-1");
+}
+
+#[test]
+fn backup_info_rules() {
+    let m = manifest();
+    let summary = BackupSummary::from_manifest(&m);
+    assert_eq!(summary.file_count, 2);
+    let mut info = BackupInfo {
+        stanza: "main".into(),
+        db_history: vec![
+            DbHistory {
+                db_id: 1,
+                system_id: 7,
+                pg_version: 14,
+            },
+            DbHistory {
+                db_id: 2,
+                system_id: 8,
+                pg_version: 15,
+            },
+        ],
+        cipher: CipherInfo {
+            cipher_type: "aes-256-gcm".into(),
+            wrapped_key: Some(serde_json::json!({"z": 1, "a": {"y": [1, "x"], "b": null}})),
+        },
+        backups: vec![summary],
+    };
+    let bytes = info.to_bytes().unwrap();
+    let loaded = BackupInfo::from_bytes(&bytes).unwrap();
+    assert_eq!(loaded, info);
+    assert_eq!(loaded.current_db().unwrap().db_id, 2);
+    assert!(loaded.backup(&m.backup.label).is_some());
+    info.backups[0].db_id = 3;
+    assert!(matches!(
+        BackupInfo::from_bytes(&info.to_bytes().unwrap()),
+        Err(Error::UnknownDb { db_id: 3, .. })
+    ));
+    info.backups[0].db_id = 1;
+    info.backups[0].label = "x".into();
+    assert!(matches!(
+        BackupInfo::from_bytes(&info.to_bytes().unwrap()),
+        Err(Error::BadLabel { .. })
+    ));
+    info.backups.clear();
+    info.stanza = "../x".into();
+    assert!(BackupInfo::from_bytes(&info.to_bytes().unwrap()).is_err());
+}
+
+#[test]
+fn error_messages_name_the_offender() {
+    let mut m = manifest();
+    m.files[0].name = "../../etc/shadow".into();
+    let msg = reload(&m).unwrap_err().to_string();
+    assert!(
+        msg.contains("../../etc/shadow") && msg.contains(".."),
+        "{msg}"
+    );
+}

@@ -1,0 +1,1021 @@
+//! [`Storage`]: the repository storage API over `object_store`.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
+};
+use tokio::runtime::Handle;
+
+use crate::Error;
+
+/// Default size of one upload part, and of the in-memory buffer of an [`ObjectWriter`].
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Default number of parts an [`ObjectWriter`] uploads concurrently.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
+
+/// Mode of repository files on a local repository.
+const LOCAL_FILE_MODE: u32 = 0o640;
+/// Mode of the repository root directory created by [`Storage::local`].
+const LOCAL_DIR_MODE: u32 = 0o750;
+
+/// One stored object, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key of the object ('/'-separated, relative to the storage root).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl From<ObjectMeta> for ObjectInfo {
+    fn from(meta: ObjectMeta) -> Self {
+        ObjectInfo {
+            path: meta.location.to_string(),
+            size: meta.size,
+        }
+    }
+}
+
+/// A repository storage: an [`ObjectStore`] plus a description for messages.
+///
+/// Keys are '/'-separated relative paths such as `backup/main/backup.info`; they must not
+/// start with '/', contain empty segments, `.` or `..`. Cloning is cheap (shared store).
+///
+/// # Local repositories and permissions
+///
+/// [`Storage::local`] creates the root directory with mode 0750 if it is missing. Every
+/// object written through this API is then set to mode 0640 and any directory between the
+/// root and it loses its group-write and "other" bits, whatever the process umask. While an
+/// object is being written its staging file (`<key>#<n>`, invisible to [`Storage::list`])
+/// has the umask's mode, and so has an object for the instant between its publication and
+/// the `chmod`: the 0750 root is what keeps other users out at those moments, so a
+/// pre-existing root should be 0750 too (it is not changed).
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    description: Arc<str>,
+    part_size: usize,
+    upload_concurrency: usize,
+    /// Root directory of a local repository, whose files get their modes fixed.
+    local_root: Option<Arc<PathBuf>>,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("description", &self.description)
+            .field("part_size", &self.part_size)
+            .field("upload_concurrency", &self.upload_concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks and converts an object key.
+fn object_key(key: &str) -> Result<Path, Error> {
+    let path = prefix_key(key)?;
+    if path.as_ref().is_empty() {
+        return Err(Error::InvalidPath {
+            path: key.to_string(),
+            reason: "an object key must not be empty".to_string(),
+        });
+    }
+    Ok(path)
+}
+
+/// Checks and converts a prefix ("" is the root).
+fn prefix_key(key: &str) -> Result<Path, Error> {
+    let invalid = |reason: String| Error::InvalidPath {
+        path: key.to_string(),
+        reason,
+    };
+    if key.starts_with('/') {
+        return Err(invalid(
+            "keys are relative and must not start with '/'".into(),
+        ));
+    }
+    if key.split('/').any(|s| s == "." || s == "..") {
+        return Err(invalid("'.' and '..' segments are not allowed".into()));
+    }
+    Path::parse(key).map_err(|e| invalid(e.to_string()))
+}
+
+fn task_error(path: &str, e: tokio::task::JoinError) -> Error {
+    Error::Task {
+        path: path.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl Storage {
+    /// A storage over any object store. `description` names it in messages (for example
+    /// `s3:bucket/prefix`); it must not contain credentials.
+    pub fn from_object_store(store: Arc<dyn ObjectStore>, description: String) -> Storage {
+        Storage {
+            store,
+            description: description.into(),
+            part_size: DEFAULT_PART_SIZE,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            local_root: None,
+        }
+    }
+
+    /// An in-memory storage (for tests); description `memory`.
+    pub fn memory() -> Storage {
+        Storage::from_object_store(Arc::new(InMemory::new()), "memory".to_string())
+    }
+
+    /// A local (posix) repository rooted at `root`, created with mode 0750 if missing.
+    ///
+    /// Writes are durable when they return (files and directories fsynced), publication is
+    /// atomic (staging file + rename), and deleting the last object of a directory removes
+    /// the emptied directories (never the root). See the type's documentation for file
+    /// permissions.
+    pub fn local(root: &FsPath) -> Result<Storage, Error> {
+        match std::fs::metadata(root) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::io(
+                    root,
+                    io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(LOCAL_DIR_MODE)
+                    .create(root)
+                    .map_err(|e| Error::io(root, e))?;
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(LOCAL_DIR_MODE))
+                    .map_err(|e| Error::io(root, e))?;
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    crate::posix::sync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(Error::io(root, e)),
+        }
+        let canonical = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+        let store = LocalFileSystem::new_with_prefix(&canonical)
+            .map_err(|source| Error::Store {
+                path: root.display().to_string(),
+                source,
+            })?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        let mut storage =
+            Storage::from_object_store(Arc::new(store), format!("posix:{}", canonical.display()));
+        storage.local_root = Some(Arc::new(canonical));
+        Ok(storage)
+    }
+
+    /// Sets the part size of [`ObjectWriter`]s (default 8 MiB, minimum 1 byte): objects up
+    /// to this size are written with a single put, larger ones as a multipart upload of
+    /// parts this size. S3 requires parts of at least 5 MiB.
+    pub fn with_part_size(mut self, part_size: usize) -> Storage {
+        self.part_size = part_size.max(1);
+        self
+    }
+
+    /// Sets how many parts an [`ObjectWriter`] uploads at once (default 2, minimum 1).
+    /// A writer holds at most about `(concurrency + 1) * part_size` bytes.
+    pub fn with_upload_concurrency(mut self, concurrency: usize) -> Storage {
+        self.upload_concurrency = concurrency.max(1);
+        self
+    }
+
+    /// The description used in messages, such as `posix:/var/lib/pgbr` or `memory`.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The underlying object store.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Reads a whole object; [`Error::NotFound`] if it does not exist.
+    pub async fn get(&self, path: &str) -> Result<Bytes, Error> {
+        let key = object_key(path)?;
+        let res = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| Error::store(path, e))?;
+        res.bytes().await.map_err(|e| Error::store(path, e))
+    }
+
+    /// Reads a whole object, `None` if it does not exist.
+    pub async fn get_opt(&self, path: &str) -> Result<Option<Bytes>, Error> {
+        match self.get(path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads `range` of an object. The range must lie within the object.
+    pub async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, Error> {
+        let key = object_key(path)?;
+        if range.start > range.end {
+            return Err(Error::InvalidPath {
+                path: path.to_string(),
+                reason: format!("invalid range {}..{}", range.start, range.end),
+            });
+        }
+        if range.start == range.end {
+            // Still report a missing object.
+            self.store
+                .head(&key)
+                .await
+                .map_err(|e| Error::store(path, e))?;
+            return Ok(Bytes::new());
+        }
+        self.store
+            .get_range(&key, range)
+            .await
+            .map_err(|e| Error::store(path, e))
+    }
+
+    /// Streams an object chunk by chunk; [`Error::NotFound`] if it does not exist.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
+        let key = object_key(path)?;
+        let res = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| Error::store(path, e))?;
+        let owned = path.to_string();
+        Ok(res
+            .into_stream()
+            .map_err(move |e| Error::store(&owned, e))
+            .boxed())
+    }
+
+    /// Writes a whole object atomically: readers see the old or the new object, never part.
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<(), Error> {
+        let key = object_key(path)?;
+        self.store
+            .put_opts(&key, PutPayload::from(data), PutOptions::default())
+            .await
+            .map_err(|e| Error::store(path, e))?;
+        self.fix_local_perms(path).await
+    }
+
+    /// Writes an object only if none exists at `path`; `Ok(false)` if one already did
+    /// (and it is left unchanged).
+    pub async fn put_if_absent(&self, path: &str, data: Bytes) -> Result<bool, Error> {
+        let key = object_key(path)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(data), opts)
+            .await
+        {
+            Ok(_) => {
+                self.fix_local_perms(path).await?;
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Size of an object, `None` if it does not exist.
+    pub async fn head(&self, path: &str) -> Result<Option<ObjectInfo>, Error> {
+        let key = object_key(path)?;
+        match self.store.head(&key).await {
+            Ok(meta) => Ok(Some(meta.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Whether an object exists at `path`.
+    pub async fn exists(&self, path: &str) -> Result<bool, Error> {
+        Ok(self.head(path).await?.is_some())
+    }
+
+    /// Every object under `prefix` (recursively, by whole segments: `a/b` holds `a/b/c`
+    /// but not `a/bc`), sorted by key. A missing prefix gives an empty list.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        let key = prefix_key(prefix)?;
+        let key = (!key.as_ref().is_empty()).then_some(key);
+        let mut out: Vec<ObjectInfo> = match self
+            .store
+            .list(key.as_ref())
+            .map_ok(ObjectInfo::from)
+            .try_collect()
+            .await
+        {
+            Ok(v) => v,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(Error::store(prefix, e)),
+        };
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// One level under `prefix`: the names (last segment only) of its "subdirectories" and
+    /// the objects directly in it (full keys), both sorted. A missing prefix gives empty
+    /// lists.
+    pub async fn list_dir(&self, prefix: &str) -> Result<(Vec<String>, Vec<ObjectInfo>), Error> {
+        let key = prefix_key(prefix)?;
+        let key = (!key.as_ref().is_empty()).then_some(key);
+        let res = match self.store.list_with_delimiter(key.as_ref()).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
+            Err(e) => return Err(Error::store(prefix, e)),
+        };
+        let mut dirs: Vec<String> = res
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        let mut objects: Vec<ObjectInfo> = res.objects.into_iter().map(ObjectInfo::from).collect();
+        objects.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((dirs, objects))
+    }
+
+    /// Deletes an object; deleting a missing object succeeds.
+    pub async fn delete(&self, path: &str) -> Result<(), Error> {
+        let key = object_key(path)?;
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Deletes every object under `prefix` (as [`Storage::list`] sees them) and returns how
+    /// many were deleted. The empty prefix (everything) is refused.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        let key = prefix_key(prefix)?;
+        if key.as_ref().is_empty() {
+            return Err(Error::InvalidPath {
+                path: prefix.to_string(),
+                reason: "refusing to delete the whole storage".to_string(),
+            });
+        }
+        let objects = self.list(prefix).await?;
+        let mut locations = Vec::with_capacity(objects.len());
+        for o in &objects {
+            locations.push(object_key(&o.path)?);
+        }
+        let mut results = self
+            .store
+            .delete_stream(futures::stream::iter(locations.into_iter().map(Ok)).boxed());
+        let mut deleted = 0u64;
+        while let Some(res) = results.next().await {
+            match res {
+                Ok(_) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store(prefix, e)),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// A streaming writer for `path` with bounded memory. Nothing is visible at `path` until
+    /// [`ObjectWriter::finish`] succeeds; [`ObjectWriter::abort`] or dropping the writer
+    /// leaves nothing visible.
+    pub fn writer(&self, path: &str) -> ObjectWriter {
+        ObjectWriter {
+            storage: self.clone(),
+            path: path.to_string(),
+            state: WriterState::Buffer(Vec::new()),
+            written: 0,
+        }
+    }
+
+    /// A [`std::io::Write`] adapter of [`Storage::writer`] for threads outside the runtime
+    /// (such as `spawn_blocking` workers): each call runs on `handle` with `block_on`.
+    ///
+    /// Do not use it from inside an async task: `Handle::block_on` panics there.
+    pub fn blocking_writer(&self, path: &str, handle: Handle) -> BlockingWriter {
+        BlockingWriter {
+            writer: Some(self.writer(path)),
+            handle,
+        }
+    }
+
+    /// A [`std::io::Read`] adapter of [`Storage::get_stream`] for threads outside the
+    /// runtime. The object is opened now: a missing object is [`Error::NotFound`] here.
+    ///
+    /// Do not call it (or read from it) inside an async task: `Handle::block_on` panics there.
+    pub fn blocking_reader(&self, path: &str, handle: Handle) -> Result<BlockingReader, Error> {
+        let stream = handle.block_on(self.get_stream(path))?;
+        Ok(BlockingReader {
+            stream: Some(stream),
+            chunk: Bytes::new(),
+            handle,
+        })
+    }
+
+    /// Gives a just-written local object mode 0640 and strips group-write and "other" bits
+    /// from the directories between it and the root.
+    async fn fix_local_perms(&self, key: &str) -> Result<(), Error> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let file = root.join(key);
+        let owned = key.to_string();
+        tokio::task::spawn_blocking(move || fix_perms_blocking(&root, &file))
+            .await
+            .map_err(|e| task_error(&owned, e))?
+    }
+}
+
+fn fix_perms_blocking(root: &FsPath, file: &FsPath) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(LOCAL_FILE_MODE))
+        .map_err(|e| Error::io(file, e))?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        let md = std::fs::symlink_metadata(d).map_err(|e| Error::io(d, e))?;
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o027 != 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode & !0o027))
+                .map_err(|e| Error::io(d, e))?;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+enum WriterState {
+    /// Everything written so far fits in one part.
+    Buffer(Vec<u8>),
+    /// A multipart upload is under way.
+    Multipart(Box<WriteMultipart>),
+    /// Finished, aborted, or failed.
+    Closed,
+}
+
+/// A streaming object upload (see [`Storage::writer`]).
+///
+/// It buffers up to the part size; beyond that it streams parts of a multipart upload, with
+/// at most the configured number of parts in flight. If a write fails the writer is closed
+/// and the partial upload is aborted; later calls return [`Error::WriterClosed`].
+pub struct ObjectWriter {
+    storage: Storage,
+    path: String,
+    state: WriterState,
+    written: u64,
+}
+
+impl fmt::Debug for ObjectWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            WriterState::Buffer(_) => "buffer",
+            WriterState::Multipart(_) => "multipart",
+            WriterState::Closed => "closed",
+        };
+        f.debug_struct("ObjectWriter")
+            .field("path", &self.path)
+            .field("state", &state)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl ObjectWriter {
+    /// Key of the object being written.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `data` to the object.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        match self.write_inner(data).await {
+            Ok(()) => {
+                self.written += data.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.close_and_abort();
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_inner(&mut self, data: &[u8]) -> Result<(), Error> {
+        let part_size = self.storage.part_size;
+        let concurrency = self.storage.upload_concurrency;
+        if let WriterState::Buffer(buf) = &mut self.state {
+            if buf.len() + data.len() <= part_size {
+                buf.extend_from_slice(data);
+                return Ok(());
+            }
+            let key = object_key(&self.path)?;
+            let buffered = std::mem::take(buf);
+            let upload = self
+                .storage
+                .store
+                .put_multipart_opts(&key, PutMultipartOptions::default())
+                .await
+                .map_err(|e| Error::store(&self.path, e))?;
+            let mut mp = WriteMultipart::new_with_chunk_size(upload, part_size);
+            mp.write(&buffered);
+            self.state = WriterState::Multipart(Box::new(mp));
+        }
+        match &mut self.state {
+            WriterState::Multipart(mp) => {
+                for chunk in data.chunks(part_size) {
+                    mp.wait_for_capacity(concurrency)
+                        .await
+                        .map_err(|e| Error::store(&self.path, e))?;
+                    mp.write(chunk);
+                }
+                Ok(())
+            }
+            WriterState::Buffer(_) | WriterState::Closed => Err(Error::WriterClosed {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Aborts a multipart upload in the background (if any) and closes the writer.
+    fn close_and_abort(&mut self) {
+        if let WriterState::Multipart(mp) = std::mem::replace(&mut self.state, WriterState::Closed)
+        {
+            if let Ok(handle) = Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = mp.abort().await;
+                });
+            }
+            // Without a runtime the upload is dropped: local staging files are removed by
+            // their own drop, remote stores expire incomplete uploads.
+        }
+    }
+
+    /// Completes the object, making it visible at its key; returns the bytes written.
+    pub async fn finish(mut self) -> Result<u64, Error> {
+        let state = std::mem::replace(&mut self.state, WriterState::Closed);
+        match state {
+            WriterState::Buffer(buf) => self.storage.put(&self.path, Bytes::from(buf)).await?,
+            WriterState::Multipart(mp) => {
+                mp.finish().await.map_err(|e| Error::store(&self.path, e))?;
+                self.storage.fix_local_perms(&self.path).await?;
+            }
+            WriterState::Closed => {
+                return Err(Error::WriterClosed {
+                    path: self.path.clone(),
+                })
+            }
+        }
+        Ok(self.written)
+    }
+
+    /// Abandons the object: nothing becomes visible at its key and uploaded parts are
+    /// discarded.
+    pub async fn abort(mut self) -> Result<(), Error> {
+        match std::mem::replace(&mut self.state, WriterState::Closed) {
+            WriterState::Multipart(mp) => mp.abort().await.map_err(|e| Error::store(&self.path, e)),
+            WriterState::Buffer(_) | WriterState::Closed => Ok(()),
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        self.close_and_abort();
+    }
+}
+
+/// A blocking [`std::io::Write`] adapter of [`ObjectWriter`] (see [`Storage::blocking_writer`]).
+///
+/// Call [`BlockingWriter::finish`] to publish the object; dropping it abandons the object.
+#[derive(Debug)]
+pub struct BlockingWriter {
+    writer: Option<ObjectWriter>,
+    handle: Handle,
+}
+
+impl BlockingWriter {
+    fn writer_mut(&mut self) -> io::Result<&mut ObjectWriter> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blocking writer already finished or aborted"))
+    }
+
+    /// Completes the object; returns the bytes written.
+    pub fn finish(mut self) -> Result<u64, Error> {
+        match self.writer.take() {
+            Some(w) => self.handle.block_on(w.finish()),
+            None => Err(Error::WriterClosed {
+                path: String::new(),
+            }),
+        }
+    }
+
+    /// Abandons the object.
+    pub fn abort(mut self) -> Result<(), Error> {
+        match self.writer.take() {
+            Some(w) => self.handle.block_on(w.abort()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl io::Write for BlockingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let handle = self.handle.clone();
+        let w = self.writer_mut()?;
+        handle.block_on(w.write(buf))?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write(buf).map(|_| ())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A blocking [`std::io::Read`] over an object's stream (see [`Storage::blocking_reader`]).
+pub struct BlockingReader {
+    stream: Option<BoxStream<'static, Result<Bytes, Error>>>,
+    chunk: Bytes,
+    handle: Handle,
+}
+
+impl fmt::Debug for BlockingReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingReader")
+            .field("buffered", &self.chunk.len())
+            .field("done", &self.stream.is_none())
+            .finish()
+    }
+}
+
+impl io::Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.chunk.is_empty() {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(0);
+            };
+            match self.handle.block_on(stream.next()) {
+                Some(Ok(b)) => self.chunk = b,
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    self.stream = None;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FaultyStore, RequestKind};
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 253) as u8).collect()
+    }
+
+    async fn exercise(s: &Storage) {
+        let b = |x: &'static str| Bytes::from_static(x.as_bytes());
+        s.put("backup/main/backup.info", b("info")).await.unwrap();
+        s.put("backup/main/20260101-000000F/backup.manifest", b("m1"))
+            .await
+            .unwrap();
+        s.put("backup/main/20260101-000000F/pg_data/base/1", b("12345"))
+            .await
+            .unwrap();
+        s.put("backup/mainx/other", b("x")).await.unwrap();
+
+        assert_eq!(s.get("backup/main/backup.info").await.unwrap(), b("info"));
+        let err = s.get("backup/main/missing").await.unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("backup/main/missing"), "{err}");
+        assert!(s.get_opt("backup/main/missing").await.unwrap().is_none());
+        assert_eq!(
+            s.get_range("backup/main/20260101-000000F/pg_data/base/1", 1..4)
+                .await
+                .unwrap(),
+            b("234")
+        );
+        assert!(s.get_range("nope", 0..0).await.unwrap_err().is_not_found());
+
+        let mut stream = s
+            .get_stream("backup/main/20260101-000000F/pg_data/base/1")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"12345");
+        assert!(matches!(
+            s.get_stream("nope").await.err(),
+            Some(Error::NotFound { .. })
+        ));
+
+        assert_eq!(
+            s.head("backup/main/backup.info").await.unwrap(),
+            Some(ObjectInfo {
+                path: "backup/main/backup.info".into(),
+                size: 4
+            })
+        );
+        assert!(s.head("backup/main/nope").await.unwrap().is_none());
+        assert!(s.exists("backup/main/backup.info").await.unwrap());
+        assert!(!s.exists("backup/main").await.unwrap());
+
+        let listed: Vec<String> = s
+            .list("backup/main")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "backup/main/20260101-000000F/backup.manifest",
+                "backup/main/20260101-000000F/pg_data/base/1",
+                "backup/main/backup.info",
+            ]
+        );
+        assert_eq!(s.list("").await.unwrap().len(), 4);
+        assert!(s.list("nothing/here").await.unwrap().is_empty());
+
+        let (dirs, objs) = s.list_dir("backup/main").await.unwrap();
+        assert_eq!(dirs, ["20260101-000000F"]);
+        assert_eq!(objs.len(), 1);
+        assert_eq!(objs[0].path, "backup/main/backup.info");
+        let (dirs, objs) = s.list_dir("").await.unwrap();
+        assert_eq!(dirs, ["backup"]);
+        assert!(objs.is_empty());
+        let (dirs, objs) = s.list_dir("nothing/here").await.unwrap();
+        assert!(dirs.is_empty() && objs.is_empty());
+
+        assert!(s.put_if_absent("archive/main/seg", b("a")).await.unwrap());
+        assert!(!s.put_if_absent("archive/main/seg", b("b")).await.unwrap());
+        assert_eq!(s.get("archive/main/seg").await.unwrap(), b("a"));
+
+        s.delete("backup/main/backup.info").await.unwrap();
+        s.delete("backup/main/backup.info").await.unwrap();
+        assert!(!s.exists("backup/main/backup.info").await.unwrap());
+
+        assert_eq!(s.delete_prefix("backup/main").await.unwrap(), 2);
+        assert!(s.list("backup/main").await.unwrap().is_empty());
+        let (dirs, _) = s.list_dir("backup").await.unwrap();
+        assert_eq!(dirs, ["mainx"], "emptied directories are gone");
+        assert_eq!(s.delete_prefix("backup/none").await.unwrap(), 0);
+        assert!(s.delete_prefix("").await.is_err());
+
+        for bad in ["", "/abs", "a//b", "a/../b", "./a"] {
+            let err = s.put(bad, b("x")).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidPath { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_storage_operations() {
+        let s = Storage::memory();
+        assert_eq!(s.description(), "memory");
+        exercise(&s).await;
+    }
+
+    #[tokio::test]
+    async fn local_storage_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let s = Storage::local(&root).unwrap();
+        assert!(s.description().starts_with("posix:/"));
+        exercise(&s).await;
+    }
+
+    async fn writer_streams_large_objects(s: Storage) {
+        let s = s.with_part_size(1024 * 1024);
+        let data = pattern(20 * 1024 * 1024 + 123);
+        let mut w = s.writer("big/object");
+        for chunk in data.chunks(100_003) {
+            w.write(chunk).await.unwrap();
+        }
+        assert!(!s.exists("big/object").await.unwrap());
+        assert!(s.list("big").await.unwrap().is_empty());
+        assert_eq!(w.finish().await.unwrap(), data.len() as u64);
+        assert_eq!(s.get("big/object").await.unwrap(), data);
+
+        // Abort after going multipart: nothing visible, old object untouched.
+        let mut w = s.writer("big/object");
+        w.write(&data[..3 * 1024 * 1024]).await.unwrap();
+        w.abort().await.unwrap();
+        assert_eq!(
+            s.head("big/object").await.unwrap().unwrap().size,
+            data.len() as u64
+        );
+
+        let mut w = s.writer("big/aborted");
+        w.write(&data[..5 * 1024 * 1024]).await.unwrap();
+        w.abort().await.unwrap();
+        let mut w = s.writer("big/dropped");
+        w.write(&data[..5 * 1024 * 1024]).await.unwrap();
+        drop(w);
+        let mut w = s.writer("big/small-dropped");
+        w.write(b"tiny").await.unwrap();
+        drop(w);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listed = s.list("big").await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+
+        // Small objects are a single put.
+        let mut w = s.writer("small");
+        w.write(b"abc").await.unwrap();
+        w.write(b"").await.unwrap();
+        assert_eq!(w.finish().await.unwrap(), 3);
+        assert_eq!(s.get("small").await.unwrap(), Bytes::from_static(b"abc"));
+    }
+
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn writer_streams_large_objects_memory() {
+        writer_streams_large_objects(Storage::memory()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writer_streams_large_objects_local() {
+        let dir = tempfile::tempdir().unwrap();
+        writer_streams_large_objects(Storage::local(dir.path()).unwrap()).await;
+        // No staging files left behind.
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir.path().join("big")).unwrap() {
+            names.push(e.unwrap().file_name().into_string().unwrap());
+        }
+        assert_eq!(names, ["object"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_writer_and_reader_in_spawn_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        for s in [Storage::memory(), Storage::local(dir.path()).unwrap()] {
+            let s = s.with_part_size(256 * 1024);
+            let data = pattern(1024 * 1024 + 7);
+            let handle = Handle::current();
+            let (s2, d2) = (s.clone(), data.clone());
+            let n = tokio::task::spawn_blocking(move || {
+                let mut w = s2.blocking_writer("blk/file", handle.clone());
+                for c in d2.chunks(10_000) {
+                    w.write_all(c).unwrap();
+                }
+                let n = w.finish().unwrap();
+
+                let mut r = s2.blocking_reader("blk/file", handle.clone()).unwrap();
+                let mut back = Vec::new();
+                r.read_to_end(&mut back).unwrap();
+                assert_eq!(back, d2);
+
+                let err = s2
+                    .blocking_reader("blk/missing", handle.clone())
+                    .unwrap_err();
+                assert!(err.is_not_found() && err.to_string().contains("blk/missing"));
+
+                let mut w = s2.blocking_writer("blk/aborted", handle);
+                w.write_all(&d2).unwrap();
+                w.abort().unwrap();
+                n
+            })
+            .await
+            .unwrap();
+            assert_eq!(n, data.len() as u64);
+            assert!(!s.exists("blk/aborted").await.unwrap());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_repository_files_are_not_world_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("new/repo");
+        // A permissive umask must not matter.
+        let old = unsafe { libc::umask(0o002) };
+        let s = Storage::local(&root).unwrap();
+        s.put("a/b/c/file", Bytes::from_static(b"x")).await.unwrap();
+        assert!(s
+            .put_if_absent("a/d/file2", Bytes::from_static(b"y"))
+            .await
+            .unwrap());
+        let s = s.with_part_size(1024);
+        let mut w = s.writer("a/e/big");
+        w.write(&pattern(10_000)).await.unwrap();
+        w.finish().await.unwrap();
+        unsafe { libc::umask(old) };
+
+        let mode = |p: &FsPath| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&root), 0o750);
+        for f in ["a/b/c/file", "a/d/file2", "a/e/big"] {
+            assert_eq!(mode(&root.join(f)), 0o640, "{f}");
+        }
+        for d in ["a", "a/b", "a/b/c", "a/d", "a/e"] {
+            assert_eq!(mode(&root.join(d)) & 0o027, 0, "{d}");
+        }
+    }
+
+    #[tokio::test]
+    async fn faulty_store_fails_exactly_the_nth_request() {
+        let faulty = Arc::new(FaultyStore::new(InMemory::new()).fail_nth(RequestKind::Put, 2));
+        let s = Storage::from_object_store(faulty.clone(), "faulty".into());
+        let b = Bytes::from_static(b"data");
+        s.put("p1", b.clone()).await.unwrap();
+        let err = s.put("p2", b.clone()).await.unwrap_err();
+        assert!(err.to_string().contains("injected fault"), "{err}");
+        assert!(err.to_string().contains("p2"), "{err}");
+        s.put("p3", b.clone()).await.unwrap();
+        assert_eq!(faulty.requests(RequestKind::Put), 3);
+        assert_eq!(faulty.injected_failures(), 1);
+        assert!(!s.exists("p2").await.unwrap());
+        assert_eq!(faulty.requests(RequestKind::Head), 1);
+
+        faulty.set_fail_first(RequestKind::List, 1);
+        assert!(s.list("").await.is_err());
+        assert_eq!(s.list("").await.unwrap().len(), 2);
+
+        faulty.set_fail_nth(RequestKind::Get, 1);
+        assert!(s.get("p1").await.is_err());
+        assert_eq!(s.get("p1").await.unwrap(), b);
+
+        faulty.set_truncate_gets(Some(2));
+        assert_eq!(s.get("p1").await.unwrap(), Bytes::from_static(b"da"));
+        faulty.clear_faults();
+
+        faulty.set_fail_nth(
+            RequestKind::Delete,
+            faulty.requests(RequestKind::Delete) + 1,
+        );
+        assert!(s.delete("p1").await.is_err());
+        assert!(s.exists("p1").await.unwrap());
+        s.delete("p1").await.unwrap();
+        assert!(!s.exists("p1").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn faulty_multipart_part_failure_leaves_nothing() {
+        let faulty =
+            Arc::new(FaultyStore::new(InMemory::new()).fail_nth(RequestKind::Multipart, 3));
+        let s = Storage::from_object_store(faulty.clone(), "faulty".into())
+            .with_part_size(1024)
+            .with_upload_concurrency(1);
+        let mut w = s.writer("obj");
+        let mut failed = false;
+        for c in pattern(20_000).chunks(500) {
+            if let Err(e) = w.write(c).await {
+                assert!(e.to_string().contains("injected fault"), "{e}");
+                failed = true;
+                break;
+            }
+        }
+        let finished = w.finish().await;
+        assert!(failed || finished.is_err());
+        assert!(!s.exists("obj").await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn faulty_store_delays() {
+        let faulty = FaultyStore::new(InMemory::new()).with_delay(Duration::from_secs(5));
+        let s = Storage::from_object_store(Arc::new(faulty), "slow".into());
+        let start = tokio::time::Instant::now();
+        s.put("x", Bytes::new()).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+}
