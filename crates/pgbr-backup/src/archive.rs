@@ -230,6 +230,28 @@ fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
     })
 }
 
+/// Every full WAL segment the archive holds, as (timeline, segment number), across archive ids.
+pub async fn archived_segments(
+    repo: &Repository,
+    segment_size: u64,
+) -> Result<std::collections::BTreeSet<(u32, u64)>> {
+    let mut out = std::collections::BTreeSet::new();
+    for db in &repo.archive_info().db_history {
+        let prefix = format!("archive/{}/{}/", repo.stanza(), ArchiveInfo::archive_id(db));
+        for o in repo.storage().list(&prefix).await? {
+            let file = o.path.rsplit('/').next().unwrap_or_default();
+            let Some(name) = file.get(..24) else { continue };
+            if file.as_bytes().get(24) != Some(&b'-') {
+                continue;
+            }
+            if let Ok(seg) = pgbr_wal::Segment::parse(name, segment_size) {
+                out.insert((seg.timeline, seg.number));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,7 @@ pub async fn run(
             opts.backup_type
         )));
     }
+    repo.lock(&opts.lock_path)?;
     let db = repo.current_db()?.clone();
     let (session, ident, control) = crate::pg::connect_checked(pg).await?;
     if ident.system_id != db.system_id || ident.major() != db.pg_version {
@@ -295,6 +296,7 @@ pub async fn run(
             size_original,
             size_stored,
             pgbr_version: env!("CARGO_PKG_VERSION").to_string(),
+            wal_segment_size: segment_size,
         },
         targets,
         paths,

@@ -88,6 +88,10 @@ pub(crate) fn check_value(def: &OptionDef, name: &str, value: &str) -> Result<()
                 bad(&format!("must be one of {}", choices.join(", ")))
             }
         }
+        OptionKind::Size => match parse_size(value) {
+            Some(_) => Ok(()),
+            None => bad("must be a size such as 512MB, 4GB or a number of bytes"),
+        },
         OptionKind::Text | OptionKind::List => {
             if value.is_empty() {
                 bad("must not be empty")
@@ -96,6 +100,21 @@ pub(crate) fn check_value(def: &OptionDef, name: &str, value: &str) -> Result<()
             }
         }
     }
+}
+
+/// Parses a size: bytes, or a number with KB, MB, GB or TB (powers of 1024; case-insensitive,
+/// the B optional).
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim().to_ascii_lowercase();
+    let v = v.strip_suffix('b').unwrap_or(&v);
+    let (digits, mult) = match v.char_indices().last() {
+        Some((i, 'k')) => (&v[..i], 1u64 << 10),
+        Some((i, 'm')) => (&v[..i], 1 << 20),
+        Some((i, 'g')) => (&v[..i], 1 << 30),
+        Some((i, 't')) => (&v[..i], 1 << 40),
+        _ => (v, 1),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 fn applies(def: &OptionDef, command: Command) -> bool {
@@ -311,6 +330,20 @@ impl Options {
             .unwrap_or(Source::Default)
     }
 
+    /// The options given on the command line, as `(name, value)` pairs (for handing the same
+    /// settings to a process pgbr starts itself).
+    pub fn command_line_values(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, (values, source)) in &self.values {
+            if *source == Source::CommandLine {
+                for v in values {
+                    out.push((name.clone(), v.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Every value of a repeatable option.
     pub fn get_list(&self, name: &str) -> Vec<String> {
         self.values
@@ -470,6 +503,8 @@ pub struct BackupOptions {
     pub archive_copy: bool,
     /// How long to wait for the WAL.
     pub archive_timeout: Duration,
+    /// Directory of the stanza lock files (`lock-path`); `backup` takes the lock itself.
+    pub lock_path: PathBuf,
 }
 
 impl Default for BackupOptions {
@@ -482,6 +517,7 @@ impl Default for BackupOptions {
             archive_check: true,
             archive_copy: false,
             archive_timeout: Duration::from_secs(60),
+            lock_path: PathBuf::from(crate::lock::DEFAULT_LOCK_PATH),
         }
     }
 }
@@ -503,6 +539,78 @@ pub struct RestoreOptions {
     pub process_max: usize,
     /// Command line that `restore_command` runs, with `%f` and `%p` left for PostgreSQL.
     pub restore_command: Option<String>,
+    /// Recovery target and how to reach it.
+    pub recovery: crate::recovery::RecoveryOptions,
+}
+
+/// What `repo-retention-full` counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RetentionFullType {
+    /// Keep that many full backups.
+    #[default]
+    Count,
+    /// Keep full backups for that many days (and the newest one older than that, so the whole
+    /// window stays recoverable).
+    Time,
+}
+
+/// Options of `expire` (also run after every successful backup).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpireOptions {
+    /// `repo-retention-full`: full backups (or days) to keep; `None` keeps every full backup.
+    pub retention_full: Option<u32>,
+    /// `repo-retention-full-type`.
+    pub retention_full_type: RetentionFullType,
+    /// `repo-retention-diff`: differential backups to keep; `None` keeps them with their full.
+    pub retention_diff: Option<u32>,
+    /// `repo-retention-archive`: backups of `retention_archive_type` whose WAL stays for
+    /// point-in-time recovery; `None` follows `retention_full` (type full) or `retention_diff`.
+    pub retention_archive: Option<u32>,
+    /// `repo-retention-archive-type`: full, diff or incr.
+    pub retention_archive_type: BackupType,
+    /// `--set`: expire this backup (and what depends on it) instead of applying retention.
+    pub set: Option<String>,
+    /// `--force`: allow `--set` to expire the newest full backup.
+    pub force: bool,
+    /// `--dry-run`: report, remove nothing.
+    pub dry_run: bool,
+    /// Directory of the stanza lock files.
+    pub lock_path: PathBuf,
+}
+
+impl Default for ExpireOptions {
+    fn default() -> Self {
+        ExpireOptions {
+            retention_full: None,
+            retention_full_type: RetentionFullType::Count,
+            retention_diff: None,
+            retention_archive: None,
+            retention_archive_type: BackupType::Full,
+            set: None,
+            force: false,
+            dry_run: false,
+            lock_path: PathBuf::from(crate::lock::DEFAULT_LOCK_PATH),
+        }
+    }
+}
+
+/// Options of `verify`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Parallel workers.
+    pub process_max: usize,
+    /// The retention options: WAL continuity is checked from the oldest backup whose WAL expire
+    /// keeps for point-in-time recovery (older backups only need their own start..stop WAL).
+    pub retention: ExpireOptions,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            process_max: 1,
+            retention: ExpireOptions::default(),
+        }
+    }
 }
 
 /// Options of `archive-push`.
@@ -673,19 +781,26 @@ impl Config {
             archive_check: o.get_bool("archive-check"),
             archive_copy: o.get_bool("archive-copy"),
             archive_timeout: Duration::from_secs_f64(secs),
+            lock_path: self.lock_path(),
         })
     }
 
     /// The `restore` command's options; `restore_command` is left for the caller to fill in.
     pub fn restore(&self) -> Result<RestoreOptions, Error> {
         let o = &self.options;
-        if let Some(t) = o.get("type") {
-            if t != "default" {
-                return Err(Error::config(format!(
-                    "invalid value '{t}' for option 'type': restore takes default"
-                )));
-            }
-        }
+        let kind = o.get("type").unwrap_or_else(|| "default".into());
+        let recovery = crate::recovery::RecoveryOptions {
+            target: crate::recovery::RecoveryTarget::parse(&kind, o.get("target").as_deref())?,
+            action: match o.get("target-action").as_deref() {
+                None => None,
+                Some("pause") => Some(crate::recovery::TargetAction::Pause),
+                Some("promote") => Some(crate::recovery::TargetAction::Promote),
+                Some(_) => Some(crate::recovery::TargetAction::Shutdown),
+            },
+            exclusive: o.get_bool("target-exclusive"),
+            timeline: o.get("target-timeline"),
+        };
+        recovery.validate()?;
         let mut tablespace_map = BTreeMap::new();
         for entry in o.get_list("tablespace-map") {
             let (key, path) = entry.split_once('=').ok_or_else(|| {
@@ -708,6 +823,54 @@ impl Config {
             tablespace_map,
             process_max: self.process_max(),
             restore_command: None,
+            recovery,
+        })
+    }
+
+    /// `lock-path`.
+    pub fn lock_path(&self) -> PathBuf {
+        PathBuf::from(
+            self.options
+                .get("lock-path")
+                .unwrap_or_else(|| crate::lock::DEFAULT_LOCK_PATH.into()),
+        )
+    }
+
+    /// The `expire` options (for `expire`, and for the expire that follows a `backup`).
+    pub fn expire(&self) -> Result<ExpireOptions, Error> {
+        let o = &self.options;
+        let retention_full_type = match o.get("repo1-retention-full-type").as_deref() {
+            Some("time") => RetentionFullType::Time,
+            _ => RetentionFullType::Count,
+        };
+        let retention_archive_type = match o.get("repo1-retention-archive-type").as_deref() {
+            Some("diff") => BackupType::Diff,
+            Some("incr") => BackupType::Incr,
+            _ => BackupType::Full,
+        };
+        let (set, force, dry_run) = if self.command == Command::Expire {
+            (o.get("set"), o.get_bool("force"), o.get_bool("dry-run"))
+        } else {
+            (None, false, false)
+        };
+        Ok(ExpireOptions {
+            retention_full: o.parsed("repo1-retention-full"),
+            retention_full_type,
+            retention_diff: o.parsed("repo1-retention-diff"),
+            retention_archive: o.parsed("repo1-retention-archive"),
+            retention_archive_type,
+            set,
+            force,
+            dry_run,
+            lock_path: self.lock_path(),
+        })
+    }
+
+    /// The `verify` options.
+    pub fn verify(&self) -> Result<VerifyOptions, Error> {
+        Ok(VerifyOptions {
+            process_max: self.process_max(),
+            retention: self.expire()?,
         })
     }
 
@@ -717,6 +880,31 @@ impl Config {
             compress: self.compress()?,
             pg_path: self.options.get("pg1-path").map(PathBuf::from),
         })
+    }
+
+    /// Asynchronous archiving settings, or `None` when `archive-async` is off.
+    pub fn archive_async(&self) -> Option<crate::archive_async::AsyncOptions> {
+        let o = &self.options;
+        if !o.get_bool("archive-async") {
+            return None;
+        }
+        Some(crate::archive_async::AsyncOptions {
+            spool_path: PathBuf::from(
+                o.get("spool-path")
+                    .unwrap_or_else(|| "/var/spool/pgbr".into()),
+            ),
+            process_max: self.process_max(),
+            push_queue_max: o.get("archive-push-queue-max").and_then(|v| parse_size(&v)),
+            get_queue_max: o
+                .get("archive-get-queue-max")
+                .and_then(|v| parse_size(&v))
+                .unwrap_or(128 << 20),
+        })
+    }
+
+    /// How long to wait for WAL to reach the archive (`archive-timeout`).
+    pub fn archive_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.options.parsed("archive-timeout").unwrap_or(60.0))
     }
 
     /// The options that must be repeated on `restore_command` for `archive-get` to find the same

@@ -91,6 +91,9 @@ pub enum Error {
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another pgbr process holds the stanza's lock.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {
@@ -144,6 +147,7 @@ impl Error {
             Error::Postgres { .. } => 10,
             Error::Io { .. } | Error::Storage(_) => 11,
             Error::Internal(_) => 12,
+            Error::Locked(_) => 13,
         }
     }
 }

@@ -83,6 +83,9 @@ pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<Sta
                 },
             },
             Err(e @ Error::StanzaMissing { .. }) if stanza.is_some() => return Err(e),
+            // A wrong passphrase or cipher setting concerns the whole repository: fail (exit 5 or
+            // 2) rather than report every stanza as "error" and exit 0.
+            Err(e @ (Error::WrongPassphrase { .. } | Error::Config(_))) => return Err(e),
             Err(e) => StanzaReport {
                 name: name.clone(),
                 repo: repo_name.clone(),

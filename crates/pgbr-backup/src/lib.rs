@@ -2,7 +2,8 @@
 //! (`pgbr-manifest`, `pgbr-storage`, `pgbr-crypto`, `pgbr-wal`).
 //!
 //! The modules read as the command list: [`stanza`] (`stanza-create`), [`backup`], [`restore`],
-//! [`archive`] (`archive-push`, `archive-get`) and [`info`]. [`config`] reads pgBackRest-style
+//! [`archive`] (`archive-push`, `archive-get`), [`info`], [`expire`] and [`verify`]; [`lock`] is the
+//! per-stanza lock `backup`, `expire` and `stanza-create` hold. [`config`] reads pgBackRest-style
 //! configuration (INI file, `PGBR_*` environment, flags) into the typed option structs those
 //! functions take, so an embedder reads the same file the same way the CLI does. Long commands
 //! report through a [`Progress`] the caller implements; the library never prints.
@@ -23,18 +24,24 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod archive_async;
 pub mod backup;
+pub mod check;
 pub mod config;
 mod error;
 mod exclude;
+pub mod expire;
 pub mod info;
+pub mod lock;
 pub mod options;
 mod pg;
 mod pipeline;
 mod progress;
+pub mod recovery;
 mod repo;
 pub mod restore;
 pub mod stanza;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};

@@ -21,19 +21,34 @@ pub enum Command {
     Restore,
     /// Describe stanzas, backups and the archive.
     Info,
+    /// Remove backups and WAL beyond the retention policy.
+    Expire,
+    /// Check every object of the repository.
+    Verify,
+    /// Check the configuration, the connection and that WAL reaches the archive.
+    Check,
+    /// The background worker of asynchronous `archive-push` (started by pgbr itself).
+    ArchivePushAsync,
+    /// The background prefetch worker of asynchronous `archive-get` (started by pgbr itself).
+    ArchiveGetAsync,
     /// Print the version.
     Version,
 }
 
 impl Command {
     /// Every command, in the order help lists them.
-    pub const ALL: [Command; 7] = [
+    pub const ALL: [Command; 12] = [
         Command::StanzaCreate,
         Command::ArchivePush,
         Command::ArchiveGet,
         Command::Backup,
         Command::Restore,
         Command::Info,
+        Command::Expire,
+        Command::Verify,
+        Command::Check,
+        Command::ArchivePushAsync,
+        Command::ArchiveGetAsync,
         Command::Version,
     ];
 
@@ -46,6 +61,11 @@ impl Command {
             Command::Backup => "backup",
             Command::Restore => "restore",
             Command::Info => "info",
+            Command::Expire => "expire",
+            Command::Verify => "verify",
+            Command::Check => "check",
+            Command::ArchivePushAsync => "archive-push-async",
+            Command::ArchiveGetAsync => "archive-get-async",
             Command::Version => "version",
         }
     }
@@ -69,8 +89,22 @@ impl Command {
             Command::Backup => "back up a running cluster",
             Command::Restore => "restore a backup into a data directory",
             Command::Info => "show stanzas, backups and the WAL archive",
+            Command::Expire => "remove backups and WAL beyond the retention policy",
+            Command::Verify => {
+                "check every backup, manifest, info file and WAL segment in the repository"
+            }
+            Command::Check => {
+                "check the configuration, the connection and that WAL reaches the archive"
+            }
+            Command::ArchivePushAsync => "background worker of asynchronous archive-push",
+            Command::ArchiveGetAsync => "background prefetch worker of asynchronous archive-get",
             Command::Version => "print the version",
         }
+    }
+
+    /// Commands pgbr starts itself; help does not list them.
+    pub fn is_internal(self) -> bool {
+        matches!(self, Command::ArchivePushAsync | Command::ArchiveGetAsync)
     }
 }
 
@@ -105,6 +139,8 @@ pub enum OptionKind {
     Path,
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
+    /// A size in bytes, with an optional KB/MB/GB/TB suffix (powers of 1024).
+    Size,
     /// Free text, given any number of times.
     List,
 }
@@ -162,13 +198,27 @@ const REPO_COMMANDS: &[Command] = &[
     Command::Backup,
     Command::Restore,
     Command::Info,
+    Command::Expire,
+    Command::Verify,
+    Command::Check,
+    Command::ArchivePushAsync,
+    Command::ArchiveGetAsync,
 ];
-const PG_CONNECT_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup];
+const LOCK_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup, Command::Expire];
+const RETENTION_COMMANDS: &[Command] = &[Command::Backup, Command::Expire, Command::Verify];
+const PG_CONNECT_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup, Command::Check];
 const PG_PATH_COMMANDS: &[Command] = &[
     Command::StanzaCreate,
     Command::ArchivePush,
     Command::Backup,
     Command::Restore,
+    Command::Check,
+];
+const ASYNC_COMMANDS: &[Command] = &[
+    Command::ArchivePush,
+    Command::ArchiveGet,
+    Command::ArchivePushAsync,
+    Command::ArchiveGetAsync,
 ];
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "detail", "debug", "trace"];
 
@@ -208,6 +258,34 @@ const fn secret(mut d: OptionDef) -> OptionDef {
 
 /// Every option pgbr knows.
 pub const OPTIONS: &[OptionDef] = &[
+    def(
+        "archive-async",
+        OptionKind::Bool,
+        Some("n"),
+        ASYNC_COMMANDS,
+        "archive-push queues WAL in the spool for a background worker; archive-get prefetches",
+    ),
+    def(
+        "spool-path",
+        OptionKind::Path,
+        Some("/var/spool/pgbr"),
+        ASYNC_COMMANDS,
+        "spool directory of asynchronous archiving",
+    ),
+    def(
+        "archive-push-queue-max",
+        OptionKind::Size,
+        None,
+        ASYNC_COMMANDS,
+        "drop WAL (with a warning) rather than queue more than this (e.g. 4GB)",
+    ),
+    def(
+        "archive-get-queue-max",
+        OptionKind::Size,
+        Some("128MB"),
+        ASYNC_COMMANDS,
+        "WAL to prefetch ahead of recovery",
+    ),
     command_line(def(
         "config",
         OptionKind::Path,
@@ -323,21 +401,29 @@ pub const OPTIONS: &[OptionDef] = &[
         "compress-type",
         OptionKind::Choice(&["none", "zst", "gz", "lz4"]),
         Some("zst"),
-        &[Command::ArchivePush, Command::Backup],
+        &[Command::ArchivePush, Command::ArchivePushAsync, Command::Backup],
         "compression of stored files",
     ),
     def(
         "compress-level",
         OptionKind::Int { min: 0, max: 22 },
         None,
-        &[Command::ArchivePush, Command::Backup],
+        &[Command::ArchivePush, Command::ArchivePushAsync, Command::Backup],
         "compression level (default: zst 3, gz 6)",
     ),
     def(
         "process-max",
         OptionKind::Int { min: 1, max: 256 },
         Some("1"),
-        &[Command::Backup, Command::Restore],
+        &[
+            Command::Backup,
+            Command::Restore,
+            Command::Verify,
+            Command::ArchivePush,
+            Command::ArchiveGet,
+            Command::ArchivePushAsync,
+            Command::ArchiveGetAsync,
+        ],
         "parallel workers",
     ),
     def(
@@ -354,7 +440,7 @@ pub const OPTIONS: &[OptionDef] = &[
             max: 86400.0,
         },
         Some("60"),
-        &[Command::Backup],
+        &[Command::Backup, Command::Check, Command::ArchivePush],
         "seconds to wait for WAL to reach the archive",
     ),
     def(
@@ -376,14 +462,42 @@ pub const OPTIONS: &[OptionDef] = &[
         OptionKind::Text,
         None,
         &[Command::Backup, Command::Restore],
-        "backup: full; restore: default",
+        "backup: full, diff, incr; restore: default, immediate, time, xid, lsn, name, standby, preserve",
+    ),
+    def(
+        "target",
+        OptionKind::Text,
+        None,
+        &[Command::Restore],
+        "recovery target: a time, xid, LSN or restore point name, per --type",
+    ),
+    def(
+        "target-action",
+        OptionKind::Choice(&["pause", "promote", "shutdown"]),
+        None,
+        &[Command::Restore],
+        "what the server does on reaching the target (PostgreSQL's default: pause)",
+    ),
+    def(
+        "target-exclusive",
+        OptionKind::Bool,
+        Some("n"),
+        &[Command::Restore],
+        "stop just before the target (time, xid, lsn) instead of just after it",
+    ),
+    def(
+        "target-timeline",
+        OptionKind::Text,
+        None,
+        &[Command::Restore],
+        "timeline to recover along: latest, current or a timeline id",
     ),
     def(
         "set",
         OptionKind::Text,
         None,
-        &[Command::Restore, Command::Info],
-        "backup label to restore or show (default: latest)",
+        &[Command::Restore, Command::Info, Command::Expire],
+        "backup label to restore or show (default: latest); expire: the backup to remove",
     ),
     def(
         "delta",
@@ -396,8 +510,8 @@ pub const OPTIONS: &[OptionDef] = &[
         "force",
         OptionKind::Bool,
         Some("n"),
-        &[Command::Restore],
-        "restore over an existing directory, rewriting every file",
+        &[Command::Restore, Command::Expire],
+        "restore over an existing directory, rewriting every file; expire --set: allow the newest full backup",
     ),
     def(
         "tablespace-map",
@@ -410,8 +524,81 @@ pub const OPTIONS: &[OptionDef] = &[
         "output",
         OptionKind::Choice(&["text", "json"]),
         Some("text"),
-        &[Command::Info],
+        &[Command::Info, Command::Verify],
         "output format",
+    ),
+    def(
+        "lock-path",
+        OptionKind::Path,
+        Some("/tmp/pgbr"),
+        LOCK_COMMANDS,
+        "directory of the per-stanza lock files",
+    ),
+    indexed(
+        def(
+            "repo-retention-full",
+            OptionKind::Int {
+                min: 1,
+                max: 9_999_999,
+            },
+            None,
+            RETENTION_COMMANDS,
+            "full backups to keep (count), or days to keep them (time)",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-retention-full-type",
+            OptionKind::Choice(&["count", "time"]),
+            Some("count"),
+            RETENTION_COMMANDS,
+            "whether repo-retention-full counts backups or days",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-retention-diff",
+            OptionKind::Int {
+                min: 1,
+                max: 9_999_999,
+            },
+            None,
+            RETENTION_COMMANDS,
+            "differential backups to keep",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-retention-archive",
+            OptionKind::Int {
+                min: 1,
+                max: 9_999_999,
+            },
+            None,
+            RETENTION_COMMANDS,
+            "backups (of repo-retention-archive-type) whose WAL is kept for point-in-time recovery",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-retention-archive-type",
+            OptionKind::Choice(&["full", "diff", "incr"]),
+            Some("full"),
+            RETENTION_COMMANDS,
+            "which backups repo-retention-archive counts",
+        ),
+        Indexed::Repo,
+    ),
+    def(
+        "dry-run",
+        OptionKind::Bool,
+        Some("n"),
+        &[Command::Expire],
+        "print what would be removed, remove nothing",
     ),
 ];
 

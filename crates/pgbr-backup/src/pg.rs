@@ -160,6 +160,21 @@ impl PgSession {
         Ok(row.get(0))
     }
 
+    /// Writes a restore point (so there is WAL to switch away from) and switches to a new WAL
+    /// segment; returns the name of the segment just finished.
+    pub async fn switch_wal(&self) -> Result<String> {
+        self.client
+            .query_one("select pg_create_restore_point('pgbr archive check')", &[])
+            .await
+            .map_err(|e| self.fail("pg_create_restore_point failed", e))?;
+        let row = self
+            .client
+            .query_one("select pg_walfile_name(pg_switch_wal())", &[])
+            .await
+            .map_err(|e| self.fail("pg_switch_wal failed", e))?;
+        Ok(row.get(0))
+    }
+
     pub async fn tablespaces(&self) -> Result<Vec<Tablespace>> {
         let rows = self
             .client

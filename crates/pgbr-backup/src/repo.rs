@@ -12,6 +12,7 @@ use pgbr_storage::Storage;
 
 use crate::config::{RepoOptions, RepoType};
 use crate::error::{Error, Result};
+use crate::lock::Lock;
 
 /// Suffix of the second copy of every critical metadata file.
 pub const COPY_SUFFIX: &str = ".copy";
@@ -87,9 +88,25 @@ pub struct Repository {
     pub(crate) key: Option<DataKey>,
     pub(crate) backup_info: BackupInfo,
     pub(crate) archive_info: ArchiveInfo,
+    /// The stanza lock, once a command that changes the repository has taken it.
+    pub(crate) lock: Option<Lock>,
 }
 
 impl Repository {
+    /// A copy for a concurrent task: same storage, stanza and key, without the stanza lock (the
+    /// original keeps holding it).
+    pub(crate) fn task_handle(&self) -> Repository {
+        Repository {
+            storage: self.storage.clone(),
+            opts: self.opts.clone(),
+            stanza: self.stanza.clone(),
+            key: self.key.clone(),
+            backup_info: self.backup_info.clone(),
+            archive_info: self.archive_info.clone(),
+            lock: None,
+        }
+    }
+
     /// Opens `stanza` in the repository `opts` describes: reads both info files and unlocks the
     /// data key with the passphrase.
     pub async fn open(opts: &RepoOptions, stanza: &str) -> Result<Repository> {
@@ -132,7 +149,23 @@ impl Repository {
             key,
             backup_info,
             archive_info,
+            lock: None,
         })
+    }
+
+    /// Takes the stanza's exclusive lock in `lock_path` (see [`crate::lock`]) unless this handle
+    /// already holds it; it is held until the handle is dropped. `backup` and `expire` call this
+    /// themselves, so an embedder cannot forget it.
+    pub fn lock(&mut self, lock_path: &std::path::Path) -> Result<()> {
+        if self.lock.is_none() {
+            self.lock = Some(Lock::acquire(lock_path, &self.stanza)?);
+        }
+        Ok(())
+    }
+
+    /// Whether this handle holds the stanza's lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The storage behind the repository.

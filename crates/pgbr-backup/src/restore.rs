@@ -14,13 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use pgbr_crypto::CipherType;
-use pgbr_manifest::{FileEntry, Manifest};
+use pgbr_manifest::{BackupSummary, FileEntry, Manifest};
 use pgbr_storage::CompressType;
+use pgbr_wal::{Lsn, Segment};
 
 use crate::config::RestoreOptions;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Codec};
 use crate::progress::Progress;
+use crate::recovery::{RecoveryOptions, RecoveryTarget};
 use crate::repo::Repository;
 
 /// What a restore did.
@@ -36,6 +38,8 @@ pub struct RestoreReport {
     pub files_unchanged: u64,
     /// Files and directories removed because the backup does not have them (delta/force).
     pub entries_removed: u64,
+    /// Problems accepted with `--force` (e.g. a gap in the archive).
+    pub warnings: Vec<String>,
 }
 
 /// Marks the recovery settings pgbr appends to `postgresql.auto.conf`, so a later restore replaces
@@ -80,41 +84,152 @@ fn write_tablespace_map(
     chown(&path, owner)
 }
 
-/// Picks the backup to restore: `set`, or the newest.
-pub fn choose_backup(repo: &Repository, set: Option<&str>) -> Result<String> {
+/// Picks the backup to restore: `set`, or else the newest one that can reach `target` (for a
+/// time or LSN target, the newest that ended before it).
+pub fn choose_backup(
+    repo: &Repository,
+    set: Option<&str>,
+    target: &RecoveryTarget,
+) -> Result<String> {
     let info = repo.backup_info();
-    match set {
-        Some(label) => {
-            if info.backup(label).is_some() {
-                Ok(label.to_string())
-            } else {
-                let known: Vec<&str> = info.backups.iter().map(|b| b.label.as_str()).collect();
-                Err(Error::BackupMissing(format!(
-                    "backup set {label} is not in {} for stanza '{}' (available: {})",
-                    repo.name(),
-                    repo.stanza(),
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                )))
-            }
+    if let Some(label) = set {
+        if info.backup(label).is_some() {
+            return Ok(label.to_string());
         }
-        None => info
-            .backups
-            .iter()
-            .max_by_key(|b| (b.timestamp_stop, b.label.clone()))
-            .map(|b| b.label.clone())
-            .ok_or_else(|| {
-                Error::BackupMissing(format!(
-                    "{} holds no backup for stanza '{}': run 'pgbr --stanza={} backup' first",
-                    repo.name(),
-                    repo.stanza(),
-                    repo.stanza()
-                ))
-            }),
+        let known: Vec<&str> = info.backups.iter().map(|b| b.label.as_str()).collect();
+        return Err(Error::BackupMissing(format!(
+            "backup set {label} is not in {} for stanza '{}' (available: {})",
+            repo.name(),
+            repo.stanza(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
     }
+    if info.backups.is_empty() {
+        return Err(Error::BackupMissing(format!(
+            "{} holds no backup for stanza '{}': run 'pgbr --stanza={} backup' first",
+            repo.name(),
+            repo.stanza(),
+            repo.stanza()
+        )));
+    }
+    let usable = |b: &BackupSummary| match target {
+        RecoveryTarget::Time { unix, .. } => b.timestamp_stop <= *unix,
+        RecoveryTarget::Lsn(lsn) => b
+            .lsn_stop
+            .parse::<Lsn>()
+            .map(|s| s <= *lsn)
+            .unwrap_or(false),
+        _ => true,
+    };
+    info.backups
+        .iter()
+        .filter(|b| usable(b))
+        .max_by_key(|b| (b.timestamp_stop, b.label.clone()))
+        .map(|b| b.label.clone())
+        .ok_or_else(|| {
+            let oldest = info.backups.iter().min_by_key(|b| b.timestamp_stop);
+            Error::BackupMissing(format!(
+                "no backup in {} ended before the recovery target {}; the oldest backup, {}, is consistent only from {}",
+                repo.name(),
+                describe_target(target),
+                oldest.map(|b| b.label.as_str()).unwrap_or("?"),
+                oldest.map(consistency_point).unwrap_or_default()
+            ))
+        })
+}
+
+fn describe_target(t: &RecoveryTarget) -> String {
+    match t {
+        RecoveryTarget::Time { text, .. } => format!("time '{text}'"),
+        RecoveryTarget::Lsn(l) => format!("LSN {l}"),
+        RecoveryTarget::Xid(x) => format!("xid {x}"),
+        RecoveryTarget::Name(n) => format!("restore point '{n}'"),
+        other => other.type_name().to_string(),
+    }
+}
+
+fn consistency_point(b: &BackupSummary) -> String {
+    let time = chrono::DateTime::from_timestamp(b.timestamp_stop, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S+00").to_string())
+        .unwrap_or_default();
+    format!("{time} (LSN {})", b.lsn_stop)
+}
+
+/// Refuses a target the chosen backup cannot reach: one earlier than its consistency point.
+fn check_target_reachable(repo: &Repository, label: &str, target: &RecoveryTarget) -> Result<()> {
+    let Some(b) = repo.backup_info().backup(label) else {
+        return Ok(());
+    };
+    let before = match target {
+        RecoveryTarget::Time { unix, .. } => *unix < b.timestamp_stop,
+        RecoveryTarget::Lsn(lsn) => b.lsn_stop.parse::<Lsn>().map(|s| *lsn < s).unwrap_or(false),
+        _ => false,
+    };
+    if before {
+        return Err(Error::RestoreTarget(format!(
+            "the recovery target {} is before backup {label} is consistent ({}): recovery could never reach it. Choose an older backup with --set, or a later target",
+            describe_target(target),
+            consistency_point(b)
+        )));
+    }
+    Ok(())
+}
+
+/// Finds the first WAL segment missing from the archive between the backup's start and what the
+/// target needs (for targets without a known end, the newest archived segment). `None` when
+/// the archive is continuous.
+async fn first_archive_gap(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &RecoveryTarget,
+) -> Result<Option<String>> {
+    let b = &manifest.backup;
+    let size = if b.wal_segment_size == 0 {
+        pgbr_wal::DEFAULT_SEGMENT_SIZE
+    } else {
+        b.wal_segment_size
+    };
+    let start = Segment::parse(&b.wal_start, size).map_err(|source| Error::Wal {
+        context: format!("manifest of backup {}: wal_start", b.label),
+        source,
+    })?;
+    let stop_number = Segment::parse(&b.wal_stop, size)
+        .map(|s| s.number)
+        .unwrap_or(start.number);
+    let held = crate::archive::archived_segments(repo, size).await?;
+    // A segment number counts as present on the backup's timeline or a later one: after a
+    // promotion, recovery follows the newer timeline's copy.
+    let present = |n: u64| {
+        held.iter()
+            .any(|(tli, seg)| *seg == n && *tli >= start.timeline)
+    };
+    let last = match target {
+        RecoveryTarget::Immediate => stop_number,
+        RecoveryTarget::Lsn(lsn) => lsn.segment_number(size),
+        _ => held
+            .iter()
+            .filter(|(tli, _)| *tli >= start.timeline)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(start.number),
+    };
+    for n in start.number..=last.max(start.number) {
+        // WAL stored inside the backup covers its own start..stop range.
+        if present(n) || (b.archive_copy && n <= stop_number) {
+            continue;
+        }
+        let missing = Segment {
+            timeline: start.timeline,
+            number: n,
+            size,
+        };
+        return Ok(Some(missing.name()));
+    }
+    Ok(None)
 }
 
 /// Where each target of the manifest goes.
@@ -204,7 +319,9 @@ pub async fn run(
     opts: &RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreReport> {
-    let label = choose_backup(repo, opts.set.as_deref())?;
+    let target = &opts.recovery.target;
+    let label = choose_backup(repo, opts.set.as_deref(), target)?;
+    check_target_reachable(repo, &label, target)?;
     let manifest = repo.load_manifest(&label).await?;
     let cipher: CipherType = manifest.backup.cipher_type.parse().map_err(|_| {
         Error::Corrupt(format!(
@@ -229,6 +346,27 @@ pub async fn run(
     for (target, dest) in &dests {
         preflight(target, dest, opts)?;
     }
+    let mut warnings = Vec::new();
+    if *target != RecoveryTarget::Preserve {
+        if let Some(missing) = first_archive_gap(repo, &manifest, target).await? {
+            let message = format!(
+                "WAL segment {missing} is missing from {}: recovery from backup {label} would stop there, before the recovery target",
+                repo.name()
+            );
+            if !opts.force {
+                return Err(Error::RestoreTarget(format!(
+                    "{message}. Nothing was written. Restore a later backup, recover the segment into the archive, or pass --force to restore anyway"
+                )));
+            }
+            warnings.push(message);
+        }
+    }
+    // With --type=preserve the destination's own recovery configuration survives the restore.
+    let preserved = if *target == RecoveryTarget::Preserve {
+        preserve_recovery_files(&opts.pg_path)?
+    } else {
+        Vec::new()
+    };
     progress.message(&format!("restore {label}: pre-flight checks passed"));
 
     // The owner of a restored cluster must be the server's user; when run as root, take the owner
@@ -236,6 +374,7 @@ pub async fn run(
     let owner = restore_owner(&opts.pg_path);
     let mut report = RestoreReport {
         label: label.clone(),
+        warnings,
         ..Default::default()
     };
     for (target, dest) in &dests {
@@ -338,7 +477,14 @@ pub async fn run(
         .restore_command
         .clone()
         .unwrap_or_else(|| format!("pgbr --stanza={} archive-get %f \"%p\"", repo.stanza()));
-    write_recovery_settings(pg_root, &restore_command, owner)?;
+    if *target == RecoveryTarget::Preserve {
+        for (path, contents) in preserved {
+            pgbr_storage::posix::write_file_durable(&path, &contents, 0o600)?;
+            chown(&path, owner)?;
+        }
+    } else {
+        write_recovery_settings(pg_root, &restore_command, &opts.recovery, owner)?;
+    }
     // Make the directory entries durable too.
     for p in &dirs {
         let root = &dests[&p.target];
@@ -534,6 +680,20 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     Ok(())
 }
 
+/// Reads the destination's recovery configuration so `--type=preserve` can put it back.
+fn preserve_recovery_files(pg_root: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for name in ["postgresql.auto.conf", "recovery.signal", "standby.signal"] {
+        let path = pg_root.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => out.push((path, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("unable to read", &path, e)),
+        }
+    }
+    Ok(out)
+}
+
 /// Quotes a value for postgresql.conf.
 fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -543,6 +703,7 @@ fn conf_quote(value: &str) -> String {
 fn write_recovery_settings(
     pg_root: &Path,
     restore_command: &str,
+    recovery: &RecoveryOptions,
     owner: Option<(u32, u32)>,
 ) -> Result<()> {
     let conf = pg_root.join("postgresql.auto.conf");
@@ -576,9 +737,23 @@ fn write_recovery_settings(
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
         conf_quote(restore_command)
     ));
+    for (key, value) in recovery.settings() {
+        text.push_str(&format!("{key} = {}\n", conf_quote(&value)));
+    }
     pgbr_storage::posix::write_file_durable(&conf, text.as_bytes(), 0o600)?;
     chown(&conf, owner)?;
-    let signal = pg_root.join("recovery.signal");
+    let (signal_name, other) = if recovery.target == RecoveryTarget::Standby {
+        ("standby.signal", "recovery.signal")
+    } else {
+        ("recovery.signal", "standby.signal")
+    };
+    match fs::remove_file(pg_root.join(other)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("unable to remove", pg_root.join(other), e))
+        }
+        _ => {}
+    }
+    let signal = pg_root.join(signal_name);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -605,9 +780,34 @@ mod tests {
             "work_mem = '8MB'\n",
         )
         .expect("write");
-        write_recovery_settings(dir.path(), "pgbr archive-get %f \"%p\"", None).expect("first");
-        write_recovery_settings(dir.path(), "pgbr --x='y' archive-get %f \"%p\"", None)
-            .expect("second");
+        let plain = RecoveryOptions::default();
+        write_recovery_settings(dir.path(), "pgbr archive-get %f \"%p\"", &plain, None)
+            .expect("first");
+        let standby = RecoveryOptions {
+            target: RecoveryTarget::Standby,
+            ..Default::default()
+        };
+        write_recovery_settings(
+            dir.path(),
+            "pgbr --x='y' archive-get %f \"%p\"",
+            &standby,
+            None,
+        )
+        .expect("second");
+        assert!(!dir.path().join("recovery.signal").exists());
+        assert!(dir.path().join("standby.signal").exists());
+        let timed = RecoveryOptions {
+            target: RecoveryTarget::Xid("42".into()),
+            action: Some(crate::recovery::TargetAction::Promote),
+            ..Default::default()
+        };
+        write_recovery_settings(
+            dir.path(),
+            "pgbr --x='y' archive-get %f \"%p\"",
+            &timed,
+            None,
+        )
+        .expect("third");
         let text = fs::read_to_string(dir.path().join("postgresql.auto.conf")).expect("read");
         assert_eq!(text.matches("restore_command").count(), 1, "{text}");
         assert!(text.contains("work_mem = '8MB'"));
@@ -615,6 +815,12 @@ mod tests {
             text.contains("restore_command = 'pgbr --x=''y'' archive-get %f \"%p\"'"),
             "{text}"
         );
+        assert!(text.contains("recovery_target_xid = '42'"), "{text}");
+        assert!(
+            text.contains("recovery_target_action = 'promote'"),
+            "{text}"
+        );
         assert!(dir.path().join("recovery.signal").exists());
+        assert!(!dir.path().join("standby.signal").exists());
     }
 }

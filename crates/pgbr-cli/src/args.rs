@@ -55,8 +55,15 @@ fn build() -> clap::Command {
         }
     }
     for c in Command::ALL {
-        let mut sub = clap::Command::new(c.name()).about(c.summary());
+        let mut sub = clap::Command::new(c.name())
+            .about(c.summary())
+            .hide(c.is_internal());
         match c {
+            Command::ArchiveGetAsync => {
+                sub = sub
+                    .arg(Arg::new("wal-name").required(true))
+                    .arg(Arg::new("segment-size").required(true));
+            }
             Command::ArchivePush => {
                 sub = sub.arg(
                     Arg::new("wal-path")
@@ -105,6 +112,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
     let positional = match command {
         Command::ArchivePush => vec![value(sub, "wal-path")],
         Command::ArchiveGet => vec![value(sub, "wal-name"), value(sub, "destination")],
+        Command::ArchiveGetAsync => vec![value(sub, "wal-name"), value(sub, "segment-size")],
         _ => Vec::new(),
     };
     Ok(Parsed {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use pgbr_backup::archive::{GetOutcome, PushOutcome};
+use pgbr_backup::archive_async::{self, AsyncOptions, QueueOutcome};
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
 use pgbr_backup::stanza::StanzaCreated;
@@ -21,6 +22,8 @@ const EXIT_NOT_FOUND: u8 = 1;
 /// Exit code of `archive-get` on any other failure: above 125, so PostgreSQL stops recovery with
 /// an error instead of taking a broken repository for the end of the archive.
 const EXIT_ARCHIVE_GET_FAILED: u8 = 126;
+/// Exit code of `verify` when it found problems (each is named in its report).
+const EXIT_VERIFY_FAILED: u8 = 14;
 
 /// Sends engine progress to the log.
 struct LogProgress;
@@ -60,10 +63,25 @@ fn main() -> ExitCode {
     let parsed = match args::parse(std::env::args_os()) {
         Ok(p) => p,
         Err(e) => {
-            // clap renders help, version and usage errors itself.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            // clap renders help and version itself; a usage error is one line, like every other
+            // error (clap's own rendering adds usage and tip lines).
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("invalid command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("pgbr: ERROR: {first} (see 'pgbr --help')");
+            return ExitCode::from(2);
         }
     };
     if parsed.command == Command::Version {
@@ -102,11 +120,154 @@ fn fail(command: Command, e: &Error) -> ExitCode {
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
 }
 
+/// `archive-push` with `archive-async=y`: queue the file, make sure a worker runs, return.
+fn push_async(config: &Config, spool: &AsyncOptions, wal: &str) -> Result<u8, Error> {
+    let stanza = config.stanza()?;
+    let queued = archive_async::queue_push(stanza, Path::new(wal), &config.archive_push()?, spool);
+    // Start a worker even when queueing failed on an earlier error: the worker retries it.
+    if !archive_async::push_worker_running(spool, stanza)? {
+        spawn_worker(config, spool, Command::ArchivePushAsync, &[])?;
+    }
+    match queued? {
+        QueueOutcome::Queued | QueueOutcome::AlreadyQueued => Ok(0),
+        QueueOutcome::Dropped { queued_bytes } => {
+            tracing::error!(
+                "{wal} DROPPED, NOT ARCHIVED: {queued_bytes} bytes already wait in the spool, over archive-push-queue-max. The archive now has a gap: point-in-time recovery past it is impossible until the next backup. Find out why the repository is not keeping up."
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// Starts a prefetch of the segments after `name` (best effort: recovery goes on without it).
+fn start_prefetch(config: &Config, name: &str, fetched: &Path) {
+    let Some(spool) = config.archive_async() else {
+        return;
+    };
+    let mut header = [0u8; 64];
+    let size = std::fs::File::open(fetched)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut header))
+        .ok()
+        .and_then(|n| pgbr_backup::wal::LongPageHeader::parse(&header[..n]).ok())
+        .map(|h| h.segment_size);
+    if let Some(size) = size {
+        if let Err(e) = spawn_worker(
+            config,
+            &spool,
+            Command::ArchiveGetAsync,
+            &[name.to_string(), size.to_string()],
+        ) {
+            tracing::warn!("unable to start the archive-get prefetch worker: {e}");
+        }
+    }
+}
+
+/// Starts this binary detached as `command`, with the same options, logging into the spool.
+fn spawn_worker(
+    config: &Config,
+    spool: &AsyncOptions,
+    command: Command,
+    args: &[String],
+) -> Result<(), Error> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Internal(format!("unable to find the pgbr executable: {e}")))?;
+    let stanza = config.stanza()?;
+    let dir = spool.spool_path.join("archive").join(stanza);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+        action: "unable to create spool directory",
+        path: dir.clone(),
+        source: e,
+    })?;
+    let log_path = dir.join(format!("{}.log", command.name()));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::Io {
+            action: "unable to open worker log",
+            path: log_path.clone(),
+            source: e,
+        })?;
+    let mut cmd = std::process::Command::new(exe);
+    for (name, value) in config.options.command_line_values() {
+        if name != "stanza" {
+            cmd.arg(format!("--{name}={value}"));
+        }
+    }
+    cmd.arg(format!("--stanza={stanza}"))
+        .arg("--log-level-console=info")
+        .arg(command.name())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        // Its own process group: signals meant for PostgreSQL's archiver do not reach it.
+        .process_group(0);
+    cmd.spawn()
+        .map_err(|e| Error::Internal(format!("unable to start {}: {e}", command.name())))?;
+    Ok(())
+}
+
 async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
     let progress: Arc<dyn Progress> = Arc::new(LogProgress);
     match config.command {
+        Command::ArchivePushAsync => {
+            let spool = config.archive_async().ok_or_else(|| {
+                Error::Config("archive-push-async runs only with archive-async=y".into())
+            })?;
+            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let report = archive_async::drain_push_queue(
+                &repo,
+                &config.archive_push()?,
+                &spool,
+                std::time::Duration::from_secs(5),
+            )
+            .await?;
+            tracing::info!(
+                "pushed {} WAL file(s), {} failed",
+                report.pushed,
+                report.failed
+            );
+            Ok(0)
+        }
+        Command::ArchiveGetAsync => {
+            let spool = config.archive_async().ok_or_else(|| {
+                Error::Config("archive-get-async runs only with archive-async=y".into())
+            })?;
+            let [name, size] = positional else {
+                return Err(Error::Config(
+                    "archive-get-async takes a WAL name and a segment size".into(),
+                ));
+            };
+            let size: u64 = size
+                .parse()
+                .map_err(|_| Error::Config(format!("invalid segment size '{size}'")))?;
+            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let report = archive_async::prefetch(&repo, name, size, &spool).await?;
+            tracing::info!(
+                "prefetched {} segment(s), {} not in the archive yet",
+                report.fetched,
+                report.missing
+            );
+            Ok(0)
+        }
+        Command::Check => {
+            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let report =
+                pgbr_backup::check::run(&repo, &config.pg()?, config.archive_timeout()).await?;
+            println!(
+                "check: stanza '{}' ok: WAL segment {} reached {} in {:.1}s",
+                repo.stanza(),
+                report.wal_segment,
+                repo.name(),
+                report.waited.as_secs_f64()
+            );
+            Ok(0)
+        }
         Command::StanzaCreate => {
             let stanza = config.stanza()?;
+            let _lock = pgbr_backup::lock::Lock::acquire(&config.lock_path(), stanza)?;
             match pgbr_backup::stanza::create(&config.repo(1)?, stanza, &config.pg()?).await? {
                 StanzaCreated::Created { db } => tracing::info!(
                     "stanza '{stanza}' created for system {} (PostgreSQL {})",
@@ -127,6 +288,9 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                     "archive-push takes one argument, the WAL file's path (%p)".into(),
                 ));
             };
+            if let Some(spool) = config.archive_async() {
+                return push_async(config, &spool, wal);
+            }
             let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
             let outcome =
                 pgbr_backup::archive::push(&repo, Path::new(wal), &config.archive_push()?).await?;
@@ -144,7 +308,18 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 ));
             };
             let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
-            match pgbr_backup::archive::get(&repo, name, Path::new(dest)).await? {
+            let outcome = match config.archive_async() {
+                Some(spool) => {
+                    let outcome =
+                        archive_async::get_prefetched(&repo, name, Path::new(dest), &spool).await?;
+                    if outcome == GetOutcome::Found {
+                        start_prefetch(config, name, Path::new(dest));
+                    }
+                    outcome
+                }
+                None => pgbr_backup::archive::get(&repo, name, Path::new(dest)).await?,
+            };
+            match outcome {
                 GetOutcome::Found => Ok(0),
                 GetOutcome::NotFound => {
                     tracing::info!("{name} is not in the archive");
@@ -159,6 +334,14 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                     .await?;
             for label in &report.removed_incomplete {
                 tracing::warn!("removed incomplete backup {label}");
+            }
+            // Expire after every successful backup, still under the backup's lock.
+            let expired = pgbr_backup::expire::run(&mut repo, &config.expire()?).await?;
+            for w in &expired.warnings {
+                tracing::warn!("{w}");
+            }
+            for line in render::expire_text(&expired).lines() {
+                tracing::info!("{line}");
             }
             if report.page_errors > 0 {
                 tracing::warn!(
@@ -181,6 +364,9 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let mut opts = config.restore()?;
             opts.restore_command = Some(restore_command(config)?);
             let report = pgbr_backup::restore::run(&repo, &opts, progress).await?;
+            for w in &report.warnings {
+                tracing::warn!("{w}");
+            }
             tracing::info!(
                 "restore of {} complete: {} files written ({} bytes), {} unchanged, {} removed",
                 report.label,
@@ -203,6 +389,39 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{text}").map_err(|e| Error::Internal(format!("writing output: {e}")))?;
             Ok(0)
+        }
+        Command::Expire => {
+            let mut repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let report = pgbr_backup::expire::run(&mut repo, &config.expire()?).await?;
+            for w in &report.warnings {
+                tracing::warn!("{w}");
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", render::expire_text(&report))
+                .map_err(|e| Error::Internal(format!("writing output: {e}")))?;
+            Ok(0)
+        }
+        Command::Verify => {
+            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let report = pgbr_backup::verify::run(&repo, &config.verify()?, progress).await?;
+            let text = if config.options.get("output").as_deref() == Some("json") {
+                serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::Internal(format!("rendering JSON: {e}")))?
+            } else {
+                render::verify_text(&report)
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}").map_err(|e| Error::Internal(format!("writing output: {e}")))?;
+            if report.ok {
+                Ok(0)
+            } else {
+                eprintln!(
+                    "pgbr: ERROR: verify found {} problem(s) in stanza '{}'",
+                    report.errors.len(),
+                    report.stanza
+                );
+                Ok(EXIT_VERIFY_FAILED)
+            }
         }
         Command::Version => Ok(0),
     }

@@ -87,3 +87,58 @@ pub fn info_text(reports: &[StanzaReport]) -> String {
     }
     out.trim_end().to_string()
 }
+
+/// Renders what `expire` removed (or, with `--dry-run`, would remove).
+pub fn expire_text(r: &pgbr_backup::expire::ExpireReport) -> String {
+    let verb = if r.dry_run {
+        "[dry-run] would expire"
+    } else {
+        "expired"
+    };
+    let mut out = String::new();
+    for label in &r.removed_incomplete {
+        out.push_str(&format!("removed incomplete backup {label}\n"));
+    }
+    for label in &r.backups_expired {
+        out.push_str(&format!("{verb} backup {label}\n"));
+    }
+    for a in &r.archive_expired {
+        out.push_str(&format!(
+            "{verb} WAL archive {} timeline {}: {}..{} ({} files)\n",
+            a.archive_id, a.timeline, a.first, a.last, a.count
+        ));
+    }
+    if r.backups_expired.is_empty() && r.archive_expired.is_empty() {
+        out.push_str(if r.dry_run {
+            "[dry-run] nothing would expire\n"
+        } else {
+            "nothing to expire\n"
+        });
+    }
+    out.trim_end().to_string()
+}
+
+/// Renders a `verify` report: a summary, then each bad object and each note.
+pub fn verify_text(r: &pgbr_backup::verify::VerifyReport) -> String {
+    let mut out = format!(
+        "stanza: {}\n    status: {}\n    checked: {} info files, {} backups, {} backup files, {} WAL files ({} read)\n",
+        r.stanza,
+        if r.ok {
+            "ok".to_string()
+        } else {
+            format!("error ({} problems)", r.errors.len())
+        },
+        r.info_files_checked,
+        r.backups_checked,
+        r.files_checked,
+        r.wal_checked,
+        size(r.bytes_read)
+    );
+    for p in &r.errors {
+        out.push_str(&format!("    ERROR: {}: {}\n", p.object, p.message));
+    }
+    for p in &r.notes {
+        out.push_str(&format!("    note: {}: {}\n", p.object, p.message));
+    }
+    out.trim_end().to_string()
+}

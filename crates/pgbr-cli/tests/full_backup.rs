@@ -18,8 +18,9 @@ fn config(scratch: &Scratch, src: &Cluster, cipher: &str, extra: &str) -> std::p
     scratch.write_config(
         "pgbr.conf",
         &format!(
-            "[global]\nrepo1-path={}\n{cipher_lines}process-max=2\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n{extra}\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            "[global]\nrepo1-path={}\nlock-path={}\n{cipher_lines}process-max=2\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n{extra}\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
             repo.display(),
+            scratch.path("lock").display(),
             src.data.display(),
             src.port,
             src.socket_dir.display()

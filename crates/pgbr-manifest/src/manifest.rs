@@ -82,6 +82,8 @@ pub struct BackupMeta {
     pub size_stored: u64,
     /// Version of pgbr that wrote the backup.
     pub pgbr_version: String,
+    /// The cluster's WAL segment size in bytes (PostgreSQL's `wal_segment_size`).
+    pub wal_segment_size: u64,
 }
 
 /// A directory tree backed up: `pg_data` or a tablespace.

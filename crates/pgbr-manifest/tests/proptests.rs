@@ -221,6 +221,7 @@ fn manifest_strategy() -> impl Strategy<Value = Manifest> {
                 size_original: d.2,
                 size_stored: d.3,
                 pgbr_version: d.4,
+                wal_segment_size: 16 * 1024 * 1024,
             });
         let paths = prop::collection::vec(
             (

@@ -53,6 +53,14 @@ pub enum Error {
         /// The decoding error.
         source: io::Error,
     },
+    /// A storage configuration is invalid (names the storage, never a credential).
+    #[error("invalid configuration of storage '{storage}': {message}")]
+    Config {
+        /// Description of the storage, such as `s3:bucket/pgbr`.
+        storage: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A background task (blocking file work) failed to run.
     #[error("background task for '{path}' failed: {message}")]
     Task {
@@ -65,8 +73,15 @@ pub enum Error {
 
 impl Error {
     /// Builds the error for an object store failure on `path`, mapping "not found".
+    ///
+    /// A missing bucket or container is *not* "not found": object stores answer 404 for
+    /// both, but only a missing object may read as "absent" (archive-get relies on it).
     pub(crate) fn store(path: &str, source: object_store::Error) -> Error {
         match source {
+            object_store::Error::NotFound { .. } if missing_bucket(&source) => Error::Store {
+                path: path.to_string(),
+                source,
+            },
             object_store::Error::NotFound { .. } => Error::NotFound {
                 path: path.to_string(),
             },
@@ -95,13 +110,32 @@ impl Error {
     }
 }
 
+/// Whether an object store error means "this object (or prefix) is absent".
+pub(crate) fn is_absent(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::NotFound { .. }) && !missing_bucket(err)
+}
+
+/// Whether a "not found" error is about the bucket or container rather than the object
+/// (S3's and GCS's `NoSuchBucket`, Azure's `ContainerNotFound`).
+fn missing_bucket(err: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         let kind = match &err {
             Error::NotFound { .. } => io::ErrorKind::NotFound,
             Error::Io { source, .. } => source.kind(),
             Error::Corrupt { .. } => io::ErrorKind::InvalidData,
-            Error::InvalidPath { .. } => io::ErrorKind::InvalidInput,
+            Error::InvalidPath { .. } | Error::Config { .. } => io::ErrorKind::InvalidInput,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)

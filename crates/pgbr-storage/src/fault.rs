@@ -9,11 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService,
+    ReqwestConnector,
+};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
-    UploadPart,
+    ClientOptions, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, Result, UploadPart,
 };
 
 /// The kinds of request [`FaultyStore`] counts and can fail.
@@ -437,5 +441,114 @@ impl MultipartUpload for FaultyUpload {
 
     async fn abort(&mut self) -> Result<()> {
         self.upload.abort().await
+    }
+}
+
+/// An [`HttpConnector`] for the cloud storages that injects HTTP faults *under*
+/// `object_store`'s retry layer (see [`Storage::s3_with_http_connector`]), for tests.
+///
+/// The first `k` requests of each HTTP method (`GET`, `PUT`, `POST`, `DELETE`, `HEAD`, ...)
+/// get an injected `503 Service Unavailable` response without reaching the server; later
+/// requests go to the real client (`object_store`'s reqwest client, built with the storage's
+/// client options). A transient fault therefore shows up as a retry, and a fault that
+/// outlasts the retries ([`FaultyHttpConnector::fail_first`] with `u64::MAX`) as the
+/// storage's error. Clones share their counters and settings.
+///
+/// [`Storage::s3_with_http_connector`]: crate::Storage::s3_with_http_connector
+#[derive(Clone, Debug, Default)]
+pub struct FaultyHttpConnector {
+    state: Arc<HttpFaultState>,
+}
+
+#[derive(Debug, Default)]
+struct HttpFaultState {
+    fail_first: AtomicU64,
+    requests: AtomicU64,
+    injected: AtomicU64,
+    per_method: Mutex<Vec<(String, u64)>>,
+}
+
+impl FaultyHttpConnector {
+    /// A connector injecting nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fails the first `k` requests of each HTTP method with a 503.
+    pub fn fail_first(self, k: u64) -> Self {
+        self.set_fail_first(k);
+        self
+    }
+
+    /// Like [`FaultyHttpConnector::fail_first`], through a shared reference; the per-method
+    /// counts start again from zero.
+    pub fn set_fail_first(&self, k: u64) {
+        let mut counts = self
+            .state
+            .per_method
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        counts.clear();
+        self.state.fail_first.store(k, Ordering::SeqCst);
+    }
+
+    /// HTTP requests seen (failed or not).
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered with an injected 503.
+    pub fn injected_failures(&self) -> u64 {
+        self.state.injected.load(Ordering::SeqCst)
+    }
+}
+
+impl HttpConnector for FaultyHttpConnector {
+    fn connect(&self, options: &ClientOptions) -> Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(FaultyHttpService {
+            inner,
+            state: Arc::clone(&self.state),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct FaultyHttpService {
+    inner: HttpClient,
+    state: Arc<HttpFaultState>,
+}
+
+#[async_trait]
+impl HttpService for FaultyHttpService {
+    async fn call(&self, req: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
+        self.state.requests.fetch_add(1, Ordering::SeqCst);
+        let method = req.method().as_str().to_string();
+        let n = {
+            let mut counts = self
+                .state
+                .per_method
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match counts.iter_mut().find(|(m, _)| *m == method) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    counts.push((method.clone(), 1));
+                    1
+                }
+            }
+        };
+        if n <= self.state.fail_first.load(Ordering::SeqCst) {
+            self.state.injected.fetch_add(1, Ordering::SeqCst);
+            let mut res = HttpResponse::new(HttpResponseBody::from(format!(
+                "injected fault: {method} request #{n}"
+            )));
+            *res.status_mut() = 503u16.try_into().expect("503 is a status code");
+            return Ok(res);
+        }
+        self.inner.execute(req).await
     }
 }

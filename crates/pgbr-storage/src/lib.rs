@@ -4,7 +4,9 @@
 //!
 //! * [`Storage`] is a small, backend-neutral API over [`object_store`]: a local (posix)
 //!   repository that is durable when a call returns, an in-memory store for tests, or any
-//!   other [`object_store::ObjectStore`] (S3, Azure, GCS, ...). It offers whole-object and
+//!   other [`object_store::ObjectStore`]; [`Storage::s3`], [`Storage::azure`] and
+//!   [`Storage::gcs`] build S3, Azure Blob and GCS repositories from pgBackRest's options
+//!   ([`S3Options`], [`AzureOptions`], [`GcsOptions`]), with retries. It offers whole-object and
 //!   ranged reads, streaming reads, atomic puts, create-only puts, listing, deletion, and a
 //!   bounded-memory streaming [`ObjectWriter`] (with blocking adapters, [`BlockingWriter`] and
 //!   [`BlockingReader`], for worker threads).
@@ -43,18 +45,23 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cloud;
 mod codec;
 mod error;
 mod fault;
 pub mod posix;
 mod storage;
 
+pub use cloud::{
+    AzureKeyType, AzureOptions, GcsKeyType, GcsOptions, ParseOptionError, S3Options, UriStyle,
+    CONNECT_TIMEOUT, MAX_RETRIES, REQUEST_TIMEOUT, RETRY_TIMEOUT,
+};
 pub use codec::{
     compress_to_vec, decompress_to_vec, CompressType, CompressWriter, DecompressReader,
     ParseCompressTypeError,
 };
 pub use error::Error;
-pub use fault::{FaultyStore, RequestKind};
+pub use fault::{FaultyHttpConnector, FaultyStore, RequestKind};
 
 pub use storage::{BlockingReader, BlockingWriter, ObjectInfo, ObjectWriter, Storage};
 

@@ -303,7 +303,7 @@ impl Storage {
         let key = object_key(path)?;
         match self.store.head(&key).await {
             Ok(meta) => Ok(Some(meta.into())),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) if crate::error::is_absent(&e) => Ok(None),
             Err(e) => Err(Error::store(path, e)),
         }
     }
@@ -326,7 +326,7 @@ impl Storage {
             .await
         {
             Ok(v) => v,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) if crate::error::is_absent(&e) => Vec::new(),
             Err(e) => return Err(Error::store(prefix, e)),
         };
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -341,7 +341,7 @@ impl Storage {
         let key = (!key.as_ref().is_empty()).then_some(key);
         let res = match self.store.list_with_delimiter(key.as_ref()).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
+            Err(e) if crate::error::is_absent(&e) => return Ok((Vec::new(), Vec::new())),
             Err(e) => return Err(Error::store(prefix, e)),
         };
         let mut dirs: Vec<String> = res
@@ -360,7 +360,8 @@ impl Storage {
     pub async fn delete(&self, path: &str) -> Result<(), Error> {
         let key = object_key(path)?;
         match self.store.delete(&key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if crate::error::is_absent(&e) => Ok(()),
             Err(e) => Err(Error::store(path, e)),
         }
     }
@@ -387,7 +388,7 @@ impl Storage {
         while let Some(res) = results.next().await {
             match res {
                 Ok(_) => deleted += 1,
-                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) if crate::error::is_absent(&e) => {}
                 Err(e) => return Err(Error::store(prefix, e)),
             }
         }

@@ -135,19 +135,18 @@ pub struct Cluster {
 impl Cluster {
     /// initdb -k into `data` (which must not exist yet, or be empty).
     pub fn init(scratch: &Scratch, name: &str) -> Cluster {
+        Cluster::init_with(scratch, name, &[])
+    }
+
+    /// initdb -k with extra initdb arguments (e.g. `--wal-segsize=1`).
+    pub fn init_with(scratch: &Scratch, name: &str, initdb_args: &[&str]) -> Cluster {
         let data = scratch.path(name);
         let socket_dir = scratch.mkdir(&format!("{name}-sock"));
         run_ok(
             as_pg(format!("{PG_BIN}/initdb"))
-                .args([
-                    "-k",
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-instructions",
-                    "-D",
-                ])
+                .args(["-k", "-A", "trust", "-U", "postgres", "--no-instructions"])
+                .args(initdb_args)
+                .arg("-D")
                 .arg(&data),
         );
         Cluster::existing(scratch, name, data, socket_dir)

@@ -1,0 +1,73 @@
+//! `check`: is this stanza ready to take backups? The configuration loads, the repository opens
+//! (and its key unlocks), the server is the stanza's cluster, archiving is on and runs pgbr, and a
+//! forced WAL switch reaches the repository within `archive-timeout`.
+
+use std::time::{Duration, Instant};
+
+use crate::archive;
+use crate::config::PgOptions;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+
+/// What `check` saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The WAL segment switched to and found in the archive.
+    pub wal_segment: String,
+    /// How long it took to arrive.
+    pub waited: Duration,
+}
+
+/// Runs the checks; the first failure is the error, naming what is wrong.
+pub async fn run(repo: &Repository, pg: &PgOptions, timeout: Duration) -> Result<CheckReport> {
+    let db = repo.current_db()?.clone();
+    let (session, ident, _) = crate::pg::connect_checked(pg).await?;
+    if ident.system_id != db.system_id || ident.major() != db.pg_version {
+        return Err(Error::ClusterMismatch(format!(
+            "the cluster in {} (system {}, PostgreSQL {}) is not the one stanza '{}' was created for (system {}, PostgreSQL {})",
+            pg.path.display(),
+            ident.system_id,
+            ident.major(),
+            repo.stanza(),
+            db.system_id,
+            db.pg_version
+        )));
+    }
+    let mode = session.setting("archive_mode").await?;
+    if mode == "off" {
+        return Err(Error::config(format!(
+            "archive_mode is off on the cluster in {}: set archive_mode = on and archive_command = 'pgbr --stanza={} archive-push %p', then restart PostgreSQL",
+            pg.path.display(),
+            repo.stanza()
+        )));
+    }
+    let command = session.setting("archive_command").await?;
+    if !command.contains("pgbr")
+        || !command.contains("archive-push")
+        || !command.contains(repo.stanza())
+    {
+        return Err(Error::config(format!(
+            "archive_command is '{command}': it must run 'pgbr --stanza={} archive-push %p'",
+            repo.stanza()
+        )));
+    }
+    let started = Instant::now();
+    let segment = session.switch_wal().await?;
+    session.close().await;
+    loop {
+        if archive::find(repo, &segment).await?.is_some() {
+            return Ok(CheckReport {
+                wal_segment: segment,
+                waited: started.elapsed(),
+            });
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::ArchiveTimeout(format!(
+                "WAL segment {segment} did not reach {} within archive-timeout ({:.0}s): look at the PostgreSQL log and pg_stat_archiver for archive_command failures",
+                repo.name(),
+                timeout.as_secs_f64()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

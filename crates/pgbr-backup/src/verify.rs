@@ -1,0 +1,592 @@
+//! `verify`: read every object of a stanza's repository and check it against what covers it.
+//!
+//! - `backup.info`, `archive.info` and each `.copy`: each copy on its own (envelope, format,
+//!   self-checksum, content), and that both info files describe the same clusters.
+//! - Every backup directory: each manifest copy on its own (decryption, then the manifest's
+//!   self-checksum and rules); every file the manifest lists, read from the backup that holds it,
+//!   decrypted (for AES-256-GCM, authenticated), decompressed, and compared with the manifest's size
+//!   and BLAKE3 checksum.
+//! - Every archived WAL file against the checksum in its name, and WAL continuity per archive id
+//!   and timeline from the oldest backup's start to the newest segment.
+//!
+//! Objects are read on `process-max` workers. Problems are collected, not raised: the report names
+//! each bad object, and [`VerifyReport::ok`] says whether there was any. Verify takes no lock; run
+//! it when no `expire` runs, or an object removed under it shows up as missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use pgbr_crypto::{CipherType, DecryptReader};
+use pgbr_manifest::{ArchiveInfo, BackupInfo, BackupSummary, Manifest};
+use pgbr_storage::{CompressType, DecompressReader, Storage};
+use pgbr_wal::{LongPageHeader, Segment, WalFileName};
+
+use crate::archive::parse_stored_name;
+use crate::config::VerifyOptions;
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::repo::{archive_info_path, backup_info_path, Repository, COPY_SUFFIX, MANIFEST_FILE};
+
+/// One bad (or noteworthy) object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The object (repository path), or for a WAL gap the first missing segment's name.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// The stanza.
+    pub stanza: String,
+    /// The repository.
+    pub repo: String,
+    /// `true` when no problem was found.
+    pub ok: bool,
+    /// Info files and copies read.
+    pub info_files_checked: u64,
+    /// Backups whose manifest was read.
+    pub backups_checked: u64,
+    /// Backup files read and checked.
+    pub files_checked: u64,
+    /// Archived WAL files read and checked.
+    pub wal_checked: u64,
+    /// Stored bytes read.
+    pub bytes_read: u64,
+    /// Everything wrong; each names its object.
+    pub errors: Vec<Problem>,
+    /// Not wrong, but worth knowing (an interrupted backup, a backup missing from backup.info).
+    pub notes: Vec<Problem>,
+}
+
+impl VerifyReport {
+    fn error(&mut self, object: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(Problem {
+            object: object.into(),
+            message: message.into(),
+        });
+    }
+    fn note(&mut self, object: impl Into<String>, message: impl Into<String>) {
+        self.notes.push(Problem {
+            object: object.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// One object to read on a worker.
+enum Job {
+    /// A backup file: expect `size` bytes with BLAKE3 `checksum` after decoding.
+    File {
+        object: String,
+        compress: CompressType,
+        size: u64,
+        checksum: String,
+    },
+    /// An archived WAL file: expect the checksum in its name.
+    Wal {
+        object: String,
+        compress: CompressType,
+        checksum: String,
+        is_segment: bool,
+    },
+}
+
+struct JobResult {
+    object: String,
+    is_wal: bool,
+    stored: u64,
+    problem: Option<String>,
+    segment_size: Option<u32>,
+}
+
+/// Counts stored bytes read.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads `object`, decrypts, decompresses; returns (plain size, BLAKE3 hex, first bytes, stored
+/// bytes read) or a message.
+fn decode(
+    storage: &Storage,
+    object: &str,
+    cipher: CipherType,
+    key: Option<&pgbr_crypto::DataKey>,
+    compress: CompressType,
+    handle: &tokio::runtime::Handle,
+) -> std::result::Result<(u64, String, Vec<u8>, u64), String> {
+    let raw = storage
+        .blocking_reader(object, handle.clone())
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let mut counting = Counting {
+        inner: raw,
+        count: 0,
+    };
+    let what = match cipher {
+        CipherType::None => "decompressed",
+        CipherType::Aes256Gcm => "decrypted and authenticated",
+        _ => "decrypted",
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut head = Vec::new();
+    let mut size = 0u64;
+    {
+        let dec = DecryptReader::new(cipher, key, &mut counting)
+            .map_err(|e| format!("cannot be {what}: {e}"))?;
+        let mut plain =
+            DecompressReader::new(compress, dec).map_err(|e| format!("cannot be {what}: {e}"))?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = match plain.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("cannot be {what}: {e}")),
+            };
+            if head.len() < 8192 {
+                let take = (8192 - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+    }
+    Ok((
+        size,
+        hasher.finalize().to_hex().to_string(),
+        head,
+        counting.count,
+    ))
+}
+
+/// Verifies the stanza `repo` holds.
+pub async fn run(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        stanza: repo.stanza().to_string(),
+        repo: repo.name(),
+        ..Default::default()
+    };
+    let storage = repo.storage().clone();
+    let stanza = repo.stanza().to_string();
+
+    // Info files, each copy on its own.
+    let mut backup_infos = Vec::new();
+    let mut archive_infos = Vec::new();
+    for base in [backup_info_path(&stanza), archive_info_path(&stanza)] {
+        for path in [base.clone(), format!("{base}{COPY_SUFFIX}")] {
+            report.info_files_checked += 1;
+            match storage.get_opt(&path).await? {
+                None => report.error(&path, "missing"),
+                Some(bytes) => {
+                    report.bytes_read += bytes.len() as u64;
+                    let parsed = if base.ends_with("backup.info") {
+                        BackupInfo::from_bytes(&bytes).map(|b| backup_infos.push(b))
+                    } else {
+                        ArchiveInfo::from_bytes(&bytes).map(|a| archive_infos.push(a))
+                    };
+                    if let Err(e) = parsed {
+                        report.error(&path, format!("does not verify: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    if backup_infos.len() == 2 && backup_infos[0] != backup_infos[1] {
+        report.note(
+            backup_info_path(&stanza),
+            "differs from its copy (an update was interrupted between the two writes); the next backup or expire rewrites both",
+        );
+    }
+    if repo.backup_info().db_history != repo.archive_info().db_history
+        || repo.backup_info().cipher != repo.archive_info().cipher
+    {
+        report.error(
+            backup_info_path(&stanza),
+            "backup.info and archive.info describe different clusters or ciphers",
+        );
+    }
+
+    // Backups: every label listed or present as a directory.
+    let listed: BTreeSet<String> = repo
+        .backup_info()
+        .backups
+        .iter()
+        .map(|b| b.label.clone())
+        .collect();
+    let (dirs, _) = storage.list_dir(&format!("backup/{stanza}/")).await?;
+    let mut labels: BTreeSet<String> = listed.clone();
+    for d in dirs {
+        let d = d.trim_end_matches('/').to_string();
+        if pgbr_manifest::parse_label(&d).is_ok() {
+            labels.insert(d);
+        }
+    }
+    let mut jobs = Vec::new();
+    let mut manifests: Vec<Manifest> = Vec::new();
+    for label in &labels {
+        let is_listed = listed.contains(label);
+        let dir = repo.backup_path(label);
+        let base = format!("{dir}/{MANIFEST_FILE}");
+        let mut good: Option<Manifest> = None;
+        let mut present = 0;
+        let mut missing = Vec::new();
+        for path in [base.clone(), format!("{base}{COPY_SUFFIX}")] {
+            let Some(raw) = storage.get_opt(&path).await? else {
+                missing.push(path);
+                continue;
+            };
+            present += 1;
+            report.bytes_read += raw.len() as u64;
+            let parsed = repo
+                .unseal(&raw, &format!("manifest of backup {label}"))
+                .map_err(|e| e.to_string())
+                .and_then(|plain| Manifest::from_bytes(&plain).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(m) if m.backup.label != *label => report.error(
+                    &path,
+                    format!("is the manifest of backup {}, not {label}", m.backup.label),
+                ),
+                Ok(m) => {
+                    if good.is_none() {
+                        good = Some(m);
+                    }
+                }
+                Err(e) => report.error(&path, format!("manifest does not verify: {e}")),
+            }
+        }
+        if present == 0 {
+            if is_listed {
+                report.error(
+                    &dir,
+                    format!("backup {label} is listed in backup.info but has no manifest"),
+                );
+            } else {
+                report.note(
+                    &dir,
+                    "incomplete backup (no manifest): an interrupted backup or expire; the next backup or expire removes it",
+                );
+            }
+            continue;
+        }
+        for path in missing {
+            if is_listed {
+                report.error(&path, "missing (the other manifest copy exists)");
+            } else {
+                report.note(&path, "missing (the other manifest copy exists)");
+            }
+        }
+        let Some(m) = good else {
+            report.error(
+                &dir,
+                format!("backup {label} has no manifest copy that verifies; it cannot be restored"),
+            );
+            continue;
+        };
+        if !is_listed {
+            report.note(
+                &dir,
+                format!("backup {label} is committed but not listed in backup.info; the next backup or expire lists it again"),
+            );
+        }
+        report.backups_checked += 1;
+        if m.backup.cipher_type != repo.cipher().to_string() {
+            report.error(
+                &base,
+                format!(
+                    "backup {label} was written with cipher {} but the repository uses {}",
+                    m.backup.cipher_type,
+                    repo.cipher()
+                ),
+            );
+            continue;
+        }
+        let Ok(compress) = m.backup.compress_type.parse::<CompressType>() else {
+            report.error(
+                &base,
+                format!("unknown compression '{}'", m.backup.compress_type),
+            );
+            continue;
+        };
+        for f in &m.files {
+            if f.size == 0 && f.stored_size == 0 {
+                continue;
+            }
+            let holder = f.reference.as_deref().unwrap_or(label);
+            jobs.push(Job::File {
+                object: format!(
+                    "backup/{stanza}/{holder}/{}/{}{}",
+                    f.target,
+                    f.name,
+                    compress.extension()
+                ),
+                compress,
+                size: f.size,
+                checksum: f.checksum.clone(),
+            });
+        }
+        manifests.push(m);
+    }
+
+    // The archive.
+    let mut segments: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for db in &repo.archive_info().db_history {
+        let archive_id = ArchiveInfo::archive_id(db);
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for o in storage
+            .list(&format!("archive/{stanza}/{archive_id}/"))
+            .await?
+        {
+            let file = o.path.rsplit('/').next().unwrap_or_default();
+            let wal_name = file.split('-').next().unwrap_or_default();
+            let kind = pgbr_wal::classify(wal_name);
+            let parsed = kind
+                .as_ref()
+                .and_then(|_| parse_stored_name(file, wal_name));
+            let (Some(kind), Some((checksum, compress))) = (kind, parsed) else {
+                report.error(
+                    &o.path,
+                    "not an archived WAL file name (<wal>-<blake3>.<ext>)",
+                );
+                continue;
+            };
+            if let Some(other) = seen.insert(wal_name.to_string(), o.path.clone()) {
+                report.error(
+                    &o.path,
+                    format!("{wal_name} is archived twice (also {other})"),
+                );
+            }
+            let is_segment = matches!(kind, WalFileName::Segment(_));
+            if is_segment {
+                segments
+                    .entry(archive_id.clone())
+                    .or_default()
+                    .insert(wal_name.to_string());
+            }
+            jobs.push(Job::Wal {
+                object: o.path.clone(),
+                compress,
+                checksum,
+                is_segment,
+            });
+        }
+    }
+
+    // Read everything, in parallel.
+    let total = jobs.len() as u64;
+    progress.start(0, total);
+    let handle = tokio::runtime::Handle::current();
+    let cipher = repo.cipher();
+    let key = repo.key().cloned();
+    let worker_storage = storage.clone();
+    let worker_progress = Arc::clone(&progress);
+    let results = crate::pipeline::run_parallel(jobs, opts.process_max, move |job: Job| {
+        let r = match job {
+            Job::File {
+                object,
+                compress,
+                size,
+                checksum,
+            } => match decode(&worker_storage, &object, cipher, key.as_ref(), compress, &handle) {
+                Err(message) => JobResult {
+                    object,
+                    is_wal: false,
+                    stored: 0,
+                    problem: Some(message),
+                    segment_size: None,
+                },
+                Ok((actual_size, actual, _, stored)) => {
+                    let problem = (actual_size != size || actual != checksum).then(|| {
+                        format!(
+                            "does not match the manifest: size {actual_size}, expected {size}; checksum {actual}, expected {checksum}"
+                        )
+                    });
+                    JobResult {
+                        object,
+                        is_wal: false,
+                        stored,
+                        problem,
+                        segment_size: None,
+                    }
+                }
+            },
+            Job::Wal {
+                object,
+                compress,
+                checksum,
+                is_segment,
+            } => match decode(&worker_storage, &object, cipher, key.as_ref(), compress, &handle) {
+                Err(message) => JobResult {
+                    object,
+                    is_wal: true,
+                    stored: 0,
+                    problem: Some(message),
+                    segment_size: None,
+                },
+                Ok((_, actual, head, stored)) => {
+                    let problem = (actual != checksum).then(|| {
+                        format!("does not match the checksum in its name (found {actual})")
+                    });
+                    let segment_size = if is_segment && problem.is_none() {
+                        LongPageHeader::parse(&head).ok().map(|h| h.segment_size)
+                    } else {
+                        None
+                    };
+                    JobResult {
+                        object,
+                        is_wal: true,
+                        stored,
+                        problem,
+                        segment_size,
+                    }
+                }
+            },
+        };
+        worker_progress.file_done(&r.object, r.stored);
+        Ok(r)
+    })
+    .await?;
+    let mut sizes: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for r in results {
+        if r.is_wal {
+            report.wal_checked += 1;
+        } else {
+            report.files_checked += 1;
+        }
+        report.bytes_read += r.stored;
+        if let Some(s) = r.segment_size {
+            *sizes.entry(s).or_default() += 1;
+        }
+        if let Some(p) = r.problem {
+            bad.push(Problem {
+                object: r.object,
+                message: p,
+            });
+        }
+    }
+    bad.sort_by(|a, b| a.object.cmp(&b.object));
+    report.errors.extend(bad);
+
+    // WAL continuity, per archive id and timeline: every retained backup's own start..stop, and
+    // everything from the start of the oldest backup kept for point-in-time recovery (the same
+    // boundary expire uses, from the retention options) to the newest segment.
+    let segment_size = sizes
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(s, _)| u64::from(*s))
+        .unwrap_or(16 * 1024 * 1024);
+    let summaries: Vec<BackupSummary> =
+        manifests.iter().map(BackupSummary::from_manifest).collect();
+    let boundary = crate::expire::archive_boundary(&summaries, &opts.retention).cloned();
+    let seg = |name: &str| Segment::parse(name, segment_size).ok();
+    for db in &repo.archive_info().db_history {
+        let archive_id = ArchiveInfo::archive_id(db);
+        let names = segments.remove(&archive_id).unwrap_or_default();
+        let mut have: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+        for n in &names {
+            if let Some(s) = seg(n) {
+                have.entry(s.timeline).or_default().insert(s.number);
+            }
+        }
+        let mut missing: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+        let mut need = |tli: u32, from: u64, to: u64, have: &BTreeMap<u32, BTreeSet<u64>>| {
+            let present = have.get(&tli);
+            for n in from..=to {
+                if !present.is_some_and(|p| p.contains(&n)) {
+                    missing.entry(tli).or_default().insert(n);
+                }
+            }
+        };
+        let here: Vec<&BackupSummary> = summaries.iter().filter(|b| b.db_id == db.db_id).collect();
+        for b in &here {
+            if let (Some(a), Some(z)) = (seg(&b.wal_start), seg(&b.wal_stop)) {
+                if a.timeline == z.timeline && z.number >= a.number {
+                    need(a.timeline, a.number, z.number, &have);
+                }
+            }
+        }
+        // Where continuity starts in this archive id (None: only the backups' own ranges).
+        let from: Option<u64> = match &boundary {
+            None => Some(0),
+            Some(bd) if db.db_id > bd.db_id => Some(0),
+            Some(bd) if db.db_id == bd.db_id => seg(&bd.wal_start).map(|s| s.number),
+            Some(_) => None,
+        };
+        if let Some(from) = from {
+            let timelines: BTreeSet<u32> = have.keys().copied().collect();
+            for tli in timelines {
+                let present = &have[&tli];
+                let starts: Vec<u64> = here
+                    .iter()
+                    .filter_map(|b| seg(&b.wal_start))
+                    .filter(|s| s.timeline == tli)
+                    .map(|s| s.number)
+                    .collect();
+                let first = starts
+                    .iter()
+                    .copied()
+                    .min()
+                    .or_else(|| present.first().copied())
+                    .unwrap_or(0);
+                let start = first.max(from);
+                let end = present.last().copied().unwrap_or(0);
+                if end >= start {
+                    need(tli, start, end, &have);
+                }
+            }
+        }
+        for (tli, nums) in missing {
+            let nums: Vec<u64> = nums.into_iter().collect();
+            let mut i = 0;
+            while i < nums.len() {
+                let mut j = i;
+                while j + 1 < nums.len() && nums[j + 1] == nums[j] + 1 {
+                    j += 1;
+                }
+                let name = |num: u64| {
+                    Segment {
+                        timeline: tli,
+                        number: num,
+                        size: segment_size,
+                    }
+                    .name()
+                };
+                let message = if i == j {
+                    format!(
+                        "WAL gap in archive {archive_id} timeline {tli}: segment {} is missing",
+                        name(nums[i])
+                    )
+                } else {
+                    format!(
+                        "WAL gap in archive {archive_id} timeline {tli}: segments {}..{} ({} files) are missing",
+                        name(nums[i]),
+                        name(nums[j]),
+                        j - i + 1
+                    )
+                };
+                report.error(name(nums[i]), message);
+                i = j + 1;
+            }
+        }
+    }
+    report.ok = report.errors.is_empty();
+    Ok(report)
+}

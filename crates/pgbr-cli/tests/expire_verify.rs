@@ -1,0 +1,384 @@
+//! Retention, verify and crash-safe expire against a real PostgreSQL 15: four full backups with
+//! repo1-retention-full=2 leave two (and their WAL), each restores; an expire killed mid-way leaves a
+//! repository that verifies and the next expire finishes; a flipped byte in a backup file, in both
+//! manifest copies and in an archived segment, and a deleted segment, are each named by `verify`
+//! and refused by `restore`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Scratch};
+
+fn info(scratch: &Scratch, conf: &Path) -> serde_json::Value {
+    let text = scratch.pgbr_ok(conf, &["--stanza=main", "info", "--output=json"]);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("info json");
+    json[0].clone()
+}
+
+fn labels(info: &serde_json::Value) -> Vec<String> {
+    info["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|b| b["label"].as_str().expect("label").to_string())
+        .collect()
+}
+
+fn backup(scratch: &Scratch, conf: &Path) -> String {
+    scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
+    labels(&info(scratch, conf))
+        .last()
+        .cloned()
+        .expect("a backup")
+}
+
+/// Every archived object of timeline 1, sorted by name: (segment name, object path).
+fn archived_segments(repo: &Path) -> Vec<(String, PathBuf)> {
+    let dir = repo.join("archive/main/15-1/0000000100000000");
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .expect("archive dir")
+        .map(|e| e.expect("entry").path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            (name.as_bytes().get(24) == Some(&b'-')).then(|| (name[..24].to_string(), p))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let i = at.min(bytes.len() - 1);
+    bytes[i] ^= 0x55;
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn restore_and_start(scratch: &Scratch, conf: &Path, set: &str, name: &str) -> Cluster {
+    let dst = scratch.mkdir(name);
+    scratch.pgbr_ok(
+        conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--set={set}"),
+            &format!("--pg1-path={}", dst.display()),
+        ],
+    );
+    let mut c = Cluster::existing(scratch, name, dst, scratch.mkdir(&format!("{name}-sock")));
+    c.configure("archive_mode = off\n");
+    c.start();
+    for _ in 0..300 {
+        if c.psql("select pg_is_in_recovery()") == "f" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.psql("select pg_is_in_recovery()"), "f", "{}", c.log());
+    c
+}
+
+#[test]
+fn retention_expire_crash_and_verify_find_every_damage() {
+    let scratch = Scratch::new();
+    let repo = scratch.mkdir("repo");
+    let mut src = Cluster::init(&scratch, "src");
+    let conf = scratch.write_config(
+        "pgbr.conf",
+        &format!(
+            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nlock-path={}\nprocess-max=2\nstart-fast=y\narchive-timeout=30\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            repo.display(),
+            scratch.path("lock").display(),
+            src.data.display(),
+            src.port,
+            src.socket_dir.display()
+        ),
+    );
+    src.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+        scratch.pgbr.display(),
+        conf.display()
+    ));
+    src.start();
+    src.psql("create table t (id int)");
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+
+    // Four full backups with retention-full=2: the newest two remain, with the WAL from the
+    // oldest one's start onward.
+    let mut all = Vec::new();
+    for i in 1..=4 {
+        src.psql(&format!(
+            "insert into t select g from generate_series(1, {i}) g"
+        ));
+        src.switch_and_wait_archived();
+        all.push(backup(&scratch, &conf));
+    }
+    let now = info(&scratch, &conf);
+    assert_eq!(labels(&now), all[2..].to_vec(), "{now}");
+    for gone in &all[..2] {
+        assert!(!repo.join(format!("backup/main/{gone}")).exists(), "{gone}");
+    }
+    let oldest_start = now["backups"][0]["wal_start"]
+        .as_str()
+        .expect("wal_start")
+        .to_string();
+    let archive = &now["archive"][0];
+    assert_eq!(
+        archive["min"].as_str(),
+        Some(oldest_start.as_str()),
+        "{now}"
+    );
+
+    // --dry-run says what would go and removes nothing.
+    let dry = scratch.pgbr_ok(
+        &conf,
+        &[
+            "--stanza=main",
+            "expire",
+            "--repo1-retention-full=1",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        dry.contains(&format!("[dry-run] would expire backup {}", all[2])),
+        "{dry}"
+    );
+    assert_eq!(labels(&info(&scratch, &conf)), all[2..].to_vec());
+    // repo1-retention-archive=1: only the newest backup keeps WAL for PITR; the older one keeps
+    // just its own start..stop range, so some WAL between them would go.
+    let dry = scratch.pgbr_ok(
+        &conf,
+        &[
+            "--stanza=main",
+            "expire",
+            "--repo1-retention-archive=1",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        dry.contains("[dry-run] would expire WAL archive 15-1 timeline 1:")
+            && !dry.contains("backup 2"),
+        "{dry}"
+    );
+    // --set refuses the newest full backup without --force.
+    let out = scratch.pgbr(
+        &conf,
+        &["--stanza=main", "expire", &format!("--set={}", all[3])],
+    );
+    assert_eq!(out.status.code(), Some(9));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+    // Every retained backup restores and starts.
+    let rows = src.psql("select count(*) from t");
+    for (i, label) in all[2..].iter().enumerate() {
+        let mut c = restore_and_start(&scratch, &conf, label, &format!("dst{i}"));
+        assert_eq!(c.psql("select count(*) from t"), rows);
+        c.stop();
+    }
+    let v = scratch.pgbr_ok(&conf, &["--stanza=main", "verify"]);
+    assert!(v.contains("status: ok"), "{v}");
+
+    // kill -9 of expire mid-way: the repository still verifies, the next expire finishes.
+    let started = Instant::now();
+    let mut child = common::as_pg(&scratch.pgbr)
+        .arg(format!("--config={}", conf.display()))
+        .args(["--stanza=main", "expire", "--repo1-retention-full=1"])
+        .env("PGBRTEST_EXPIRE_STEP_MS", "400")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn expire");
+    let info_file = repo.join("backup/main/backup.info");
+    loop {
+        let text = std::fs::read_to_string(&info_file).unwrap_or_default();
+        if !text.is_empty() && !text.contains(&all[2]) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "expire did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pid: i32 = std::fs::read_to_string(scratch.path("lock/main.lock"))
+        .expect("lock file")
+        .trim()
+        .parse()
+        .expect("pid");
+    // SAFETY: sending a signal to a pid we read from the lock file of the process we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let _ = child.wait();
+    let v = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    assert!(
+        v.status.success(),
+        "verify after a killed expire:\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    // Killed mid-way: the expired backup's directory is still there (a note, not an error).
+    let v = String::from_utf8_lossy(&v.stdout).into_owned();
+    assert!(v.contains(&format!("note: backup/main/{}", all[2])), "{v}");
+    scratch.pgbr_ok(
+        &conf,
+        &["--stanza=main", "expire", "--repo1-retention-full=1"],
+    );
+    assert_eq!(labels(&info(&scratch, &conf)), vec![all[3].clone()]);
+    assert!(!repo.join(format!("backup/main/{}", all[2])).exists());
+    scratch.pgbr_ok(&conf, &["--stanza=main", "verify"]);
+
+    // Some WAL between the two backups that remain, then the fifth backup.
+    for i in 0..3 {
+        src.psql(&format!("insert into t values ({i})"));
+        src.switch_and_wait_archived();
+    }
+    let b4 = all[3].clone();
+    let b5 = backup(&scratch, &conf);
+    assert_eq!(labels(&info(&scratch, &conf)), vec![b4.clone(), b5.clone()]);
+
+    // Damage: a file of b4, both manifest copies of b5, one segment; delete another segment.
+    let b4_dir = repo.join(format!("backup/main/{b4}"));
+    let victim = common_largest_file(&b4_dir.join("pg_data/base"));
+    flip_byte(&victim, 100);
+    let b5_manifest = repo.join(format!("backup/main/{b5}/backup.manifest"));
+    let b5_copy = repo.join(format!("backup/main/{b5}/backup.manifest.copy"));
+    flip_byte(&b5_manifest, 200);
+    flip_byte(&b5_copy, 300);
+    // restore refuses both damaged backups with a clear error.
+    for (set, expect) in [(&b4, "damaged"), (&b5, "manifest of backup")] {
+        let dst = scratch.mkdir(&format!("refused-{set}"));
+        let out = scratch.pgbr(
+            &conf,
+            &[
+                "--stanza=main",
+                "restore",
+                &format!("--set={set}"),
+                &format!("--pg1-path={}", dst.display()),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{err}");
+        assert!(err.contains(expect), "{err}");
+    }
+    let b4_start = info(&scratch, &conf)["backups"][0]["wal_start"]
+        .as_str()
+        .expect("wal_start")
+        .to_string();
+    let segs: Vec<(String, PathBuf)> = archived_segments(&repo)
+        .into_iter()
+        .filter(|(s, _)| *s >= b4_start)
+        .collect();
+    assert!(segs.len() >= 5, "{segs:?}");
+    let (_, bad_seg) = &segs[1];
+    flip_byte(bad_seg, 64);
+    let (missing_name, missing) = segs[3].clone();
+    std::fs::remove_file(&missing).expect("remove segment");
+
+    let out = scratch.pgbr(&conf, &["--stanza=main", "verify", "--process-max=3"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(14), "{text}");
+    let rel = |p: &Path| {
+        p.strip_prefix(&repo)
+            .expect("in repo")
+            .display()
+            .to_string()
+    };
+    for named in [
+        rel(&victim),
+        rel(&b5_manifest),
+        rel(&b5_copy),
+        rel(bad_seg),
+        missing_name.clone(),
+    ] {
+        assert!(
+            text.contains(&named),
+            "verify does not name {named}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!("segment {missing_name} is missing")),
+        "{text}"
+    );
+    let out = scratch.pgbr(&conf, &["--stanza=main", "verify", "--output=json"]);
+    assert_eq!(out.status.code(), Some(14));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify json");
+    assert_eq!(json["ok"], false);
+    let objects: Vec<&str> = json["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["object"].as_str().expect("object"))
+        .collect();
+    assert!(objects.contains(&rel(&victim).as_str()), "{objects:?}");
+    assert!(objects.contains(&missing_name.as_str()), "{objects:?}");
+
+    src.stop();
+}
+
+fn common_largest_file(dir: &Path) -> PathBuf {
+    let mut best: Option<(u64, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let m = std::fs::metadata(&p).expect("stat");
+            if m.is_dir() {
+                stack.push(p);
+            } else if best.as_ref().is_none_or(|(s, _)| m.len() > *s) {
+                best = Some((m.len(), p));
+            }
+        }
+    }
+    best.expect("a file").1
+}
+
+#[test]
+fn verify_of_an_encrypted_repository_names_a_tampered_file() {
+    let scratch = Scratch::new();
+    let repo = scratch.mkdir("repo");
+    let mut src = Cluster::init(&scratch, "src");
+    let conf = scratch.write_config(
+        "pgbr.conf",
+        &format!(
+            "[global]\nrepo1-path={}\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass=correct horse battery staple\nlock-path={}\nstart-fast=y\narchive-timeout=30\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            repo.display(),
+            scratch.path("lock").display(),
+            src.data.display(),
+            src.port,
+            src.socket_dir.display()
+        ),
+    );
+    src.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+        scratch.pgbr.display(),
+        conf.display()
+    ));
+    src.start();
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    let label = backup(&scratch, &conf);
+    let v = scratch.pgbr_ok(&conf, &["--stanza=main", "verify", "--output=json"]);
+    let json: serde_json::Value = serde_json::from_str(&v).expect("json");
+    assert_eq!(json["ok"], true, "{v}");
+    assert!(json["files_checked"].as_u64().expect("files") > 100, "{v}");
+    assert!(json["wal_checked"].as_u64().expect("wal") >= 1, "{v}");
+
+    let victim = common_largest_file(&repo.join(format!("backup/main/{label}/pg_data/base")));
+    flip_byte(&victim, 4000);
+    let out = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(14), "{text}");
+    let rel = victim
+        .strip_prefix(&repo)
+        .expect("in repo")
+        .display()
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "ERROR: {rel}: cannot be decrypted and authenticated"
+        )),
+        "{text}"
+    );
+    src.stop();
+}

@@ -1,0 +1,444 @@
+//! Point-in-time recovery against a real PostgreSQL 15: every target type stops exactly where it
+//! should, backups are chosen by target, targets a backup cannot reach and archive gaps are refused
+//! before anything is written, and a backup taken on timeline 2 restores.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Cluster, Scratch};
+
+struct Env {
+    scratch: Scratch,
+    src: Cluster,
+    conf: PathBuf,
+    repo: PathBuf,
+}
+
+fn setup() -> Env {
+    let scratch = Scratch::new();
+    let mut src = Cluster::init(&scratch, "src");
+    let repo = scratch.mkdir("repo");
+    let conf = scratch.write_config(
+        "pgbr.conf",
+        &format!(
+            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            repo.display(),
+            scratch.path("lock").display(),
+            src.data.display(),
+            src.port,
+            src.socket_dir.display()
+        ),
+    );
+    src.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+        scratch.pgbr.display(),
+        conf.display()
+    ));
+    src.start();
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    src.psql("create table marks (id int primary key, txid bigint, at timestamptz default clock_timestamp())");
+    src.psql("insert into marks values (0, txid_current())");
+    Env {
+        scratch,
+        src,
+        conf,
+        repo,
+    }
+}
+
+fn insert(c: &Cluster, id: i32) -> String {
+    c.psql(&format!(
+        "insert into marks (id, txid) values ({id}, txid_current()) returning txid"
+    ))
+}
+
+/// Restores with `args` into a new directory, starts it, waits for recovery to end, returns the
+/// cluster and the ids present.
+fn restore_and_read(env: &Env, name: &str, args: &[&str]) -> (Cluster, Vec<i32>) {
+    restore_and_read_with(env, name, args, "archive_mode = off\n", None)
+}
+
+fn restore_and_read_with(
+    env: &Env,
+    name: &str,
+    args: &[&str],
+    conf: &str,
+    port: Option<u16>,
+) -> (Cluster, Vec<i32>) {
+    let dir = env.scratch.mkdir(name);
+    let mut all = vec![
+        "--stanza=main".to_string(),
+        "restore".into(),
+        format!("--pg1-path={}", dir.display()),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    env.scratch.pgbr_ok(&env.conf, &refs);
+    let mut c = Cluster::existing(
+        &env.scratch,
+        name,
+        dir,
+        env.scratch.mkdir(&format!("{name}-sock")),
+    );
+    if let Some(p) = port {
+        c.port = p;
+    }
+    c.configure(conf);
+    c.start();
+    for _ in 0..300 {
+        if c.psql("select pg_is_in_recovery()") == "f" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.psql("select pg_is_in_recovery()"), "f", "{}", c.log());
+    let ids = c
+        .psql("select coalesce(string_agg(id::text, ',' order by id), '') from marks")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("id"))
+        .collect();
+    (c, ids)
+}
+
+fn upto(n: i32) -> Vec<i32> {
+    (0..=n).collect()
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn every_target_type_stops_exactly_at_its_target() {
+    let env = setup();
+    let src = &env.src;
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    for id in 1..=5 {
+        insert(src, id);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let time_target = src.psql(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    for id in 6..=10 {
+        insert(src, id);
+    }
+    let xid_target = insert(src, 11);
+    insert(src, 12);
+    let lsn_target = src.psql("select pg_current_wal_insert_lsn()");
+    insert(src, 13);
+    insert(src, 14);
+    src.psql("select pg_create_restore_point('before-15')");
+    for id in 15..=20 {
+        insert(src, id);
+    }
+    src.switch_and_wait_archived();
+
+    let promote = "--target-action=promote";
+    let (_c, ids) = restore_and_read(
+        &env,
+        "t-time",
+        &["--type=time", &format!("--target={time_target}"), promote],
+    );
+    assert_eq!(ids, upto(5), "time target {time_target}");
+    let (_c, ids) = restore_and_read(
+        &env,
+        "t-xid",
+        &["--type=xid", &format!("--target={xid_target}"), promote],
+    );
+    assert_eq!(ids, upto(11), "xid target {xid_target} (inclusive)");
+    let (_c, ids) = restore_and_read(
+        &env,
+        "t-xid-excl",
+        &[
+            "--type=xid",
+            &format!("--target={xid_target}"),
+            "--target-exclusive",
+            promote,
+        ],
+    );
+    assert_eq!(ids, upto(10), "xid target {xid_target} (exclusive)");
+    let (_c, ids) = restore_and_read(
+        &env,
+        "t-lsn",
+        &["--type=lsn", &format!("--target={lsn_target}"), promote],
+    );
+    assert_eq!(ids, upto(12), "lsn target {lsn_target}");
+    let (_c, ids) = restore_and_read(
+        &env,
+        "t-name",
+        &["--type=name", "--target=before-15", promote],
+    );
+    assert_eq!(ids, upto(14), "restore point");
+    let (_c, ids) = restore_and_read(&env, "t-immediate", &["--type=immediate", promote]);
+    assert_eq!(ids, upto(0), "immediate: consistent at the backup's end");
+    let (_c, ids) = restore_and_read(&env, "t-default", &[]);
+    assert_eq!(ids, upto(20), "default: end of the archive");
+}
+
+#[test]
+fn time_target_picks_newest_backup_before_it_and_refuses_unreachable_targets() {
+    let env = setup();
+    let src = &env.src;
+    let before_all = src.psql(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    insert(src, 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = src.psql(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    insert(src, 2);
+    src.switch_and_wait_archived();
+    let info: serde_json::Value = serde_json::from_str(
+        &env.scratch
+            .pgbr_ok(&env.conf, &["--stanza=main", "info", "--output=json"]),
+    )
+    .expect("json");
+    let labels: Vec<String> = info[0]["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|b| b["label"].as_str().expect("label").to_string())
+        .collect();
+    assert_eq!(labels.len(), 2);
+
+    // A target between the two backups restores from the first.
+    let dir = env.scratch.mkdir("between");
+    let out = env.scratch.pgbr(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--pg1-path={}", dir.display()),
+            "--type=time",
+            &format!("--target={between}"),
+            "--target-action=promote",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(&format!("restore {}", labels[0])), "{log}");
+
+    // A target before every backup: refused, nothing written.
+    let dir = env.scratch.mkdir("too-early");
+    let out = env.scratch.pgbr(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--pg1-path={}", dir.display()),
+            "--type=time",
+            &format!("--target={before_all}"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no backup"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_empty_dir(&dir));
+
+    // A target before the chosen backup's consistency point: refused, nothing written.
+    let out = env.scratch.pgbr(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--pg1-path={}", dir.display()),
+            &format!("--set={}", labels[1]),
+            "--type=time",
+            &format!("--target={between}"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("before backup") && err.contains(&labels[1]),
+        "{err}"
+    );
+    assert!(is_empty_dir(&dir));
+}
+
+#[test]
+fn archive_gap_is_refused_before_any_file_is_written() {
+    let env = setup();
+    let src = &env.src;
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    for id in 1..=3 {
+        insert(src, id);
+        src.switch_and_wait_archived();
+    }
+    // Remove one archived segment after the backup's start.
+    let mut segments: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![env.repo.join("archive/main")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() > 25 && n.as_bytes()[24] == b'-')
+            {
+                segments.push(p);
+            }
+        }
+    }
+    segments.sort();
+    let victim = segments[segments.len() - 2].clone();
+    let victim_name = victim.file_name().and_then(|n| n.to_str()).expect("name")[..24].to_string();
+    std::fs::remove_file(&victim).expect("remove segment");
+
+    let dir = env.scratch.mkdir("gap");
+    let out = env.scratch.pgbr(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--pg1-path={}", dir.display()),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&victim_name),
+        "message must name {victim_name}: {err}"
+    );
+    assert!(is_empty_dir(&dir), "nothing may be written");
+    // --force restores anyway, with a warning naming the segment.
+    let out = env.scratch.pgbr(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            "--force",
+            &format!("--pg1-path={}", dir.display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&victim_name));
+}
+
+#[test]
+fn backup_on_timeline_two_restores() {
+    let env = setup();
+    let src = &env.src;
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    insert(src, 1);
+    src.switch_and_wait_archived();
+
+    // Restore and promote: the new cluster runs on timeline 2 and archives to the same stanza
+    // (the original is stopped first, as after a failover).
+    let mut src = env.src;
+    src.stop();
+    let tl2_dir = env.scratch.path("tl2");
+    let tl2_port = common::free_port();
+    let tl2_sock = env.scratch.path("tl2-sock");
+    let conf2 = env.scratch.write_config(
+        "pgbr-tl2.conf",
+        &format!(
+            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            env.repo.display(),
+            env.scratch.path("lock").display(),
+            tl2_dir.display(),
+            tl2_port,
+            tl2_sock.display()
+        ),
+    );
+    let env = Env {
+        scratch: env.scratch,
+        src,
+        conf: env.conf,
+        repo: env.repo,
+    };
+    let (tl2, ids) = restore_and_read_with(
+        &env,
+        "tl2",
+        &[],
+        &format!(
+            "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+            env.scratch.pgbr.display(),
+            conf2.display()
+        ),
+        Some(tl2_port),
+    );
+    assert_eq!(ids, upto(1));
+    assert_eq!(
+        tl2.psql("select timeline_id from pg_control_checkpoint()"),
+        "2"
+    );
+    insert(&tl2, 2);
+    env.scratch
+        .pgbr_ok(&conf2, &["--stanza=main", "backup", "--type=full"]);
+    insert(&tl2, 3);
+    tl2.switch_and_wait_archived();
+    let history = env.scratch.path("00000002.history");
+    env.scratch.pgbr_ok(
+        &conf2,
+        &[
+            "--stanza=main",
+            "archive-get",
+            "00000002.history",
+            history.to_str().expect("path"),
+        ],
+    );
+    assert!(std::fs::read_to_string(&history)
+        .expect("history")
+        .starts_with("1\t"));
+    let info = env.scratch.pgbr_ok(&conf2, &["--stanza=main", "info"]);
+    assert!(info.contains("timeline 2"), "{info}");
+
+    let env2 = Env {
+        scratch: env.scratch,
+        src: tl2,
+        conf: conf2,
+        repo: env.repo,
+    };
+    let (c, ids) = restore_and_read(&env2, "tl2-restored", &[]);
+    assert_eq!(ids, upto(3));
+    assert_eq!(
+        c.psql("select timeline_id from pg_control_checkpoint()"),
+        "3"
+    );
+}
