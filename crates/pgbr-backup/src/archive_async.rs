@@ -216,6 +216,11 @@ pub fn push_worker_running(opts: &AsyncOptions, stanza: &str) -> Result<bool> {
     Ok(WorkerLock::try_take(&stanza_spool(opts, stanza).join("push.lock"))?.is_none())
 }
 
+/// Whether a prefetch worker is running for `stanza`.
+pub fn prefetch_worker_running(opts: &AsyncOptions, stanza: &str) -> Result<bool> {
+    Ok(WorkerLock::try_take(&stanza_spool(opts, stanza).join("get.lock"))?.is_none())
+}
+
 /// What a worker did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DrainReport {
@@ -227,15 +232,30 @@ pub struct DrainReport {
     pub already_running: bool,
 }
 
-/// The push worker: pushes queued files, `process_max` at a time, until the queue stays empty for
-/// `idle`. Only one worker runs per stanza and spool.
+/// The push worker: pushes queued files to every repository of `repos`, `process_max` files at a
+/// time, until the queue stays empty for `idle`. Only one worker runs per stanza and spool.
+///
+/// A file leaves the queue once every repository holds it. `unavailable` names the configured
+/// repositories that could not be opened (with why): files are still pushed to the others, but
+/// stay queued with that error, so `archive-push` keeps failing and a later worker fills in the
+/// repository when it is back (repositories that already hold a file are not written again).
 pub async fn drain_push_queue(
-    repo: &Repository,
+    repos: &[Repository],
+    unavailable: &[String],
     push: &ArchivePushOptions,
     opts: &AsyncOptions,
     idle: Duration,
 ) -> Result<DrainReport> {
-    let stanza = repo.stanza().to_string();
+    let stanza = repos
+        .first()
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "no repository can take WAL: {}",
+                unavailable.join("; ")
+            ))
+        })?
+        .stanza()
+        .to_string();
     let lock_path = stanza_spool(opts, &stanza).join("push.lock");
     let mut total = DrainReport {
         already_running: true,
@@ -244,7 +264,7 @@ pub async fn drain_push_queue(
     // A file queued just as the worker gave up would wait for the next archive-push: after
     // releasing the lock, look once more, and carry on if there is work and nobody took over.
     while let Some(lock) = WorkerLock::try_take(&lock_path)? {
-        let r = drain_locked(repo, push, opts, idle).await?;
+        let r = drain_locked(repos, unavailable, push, opts, idle).await?;
         drop(lock);
         total.already_running = false;
         total.pushed += r.pushed;
@@ -271,12 +291,13 @@ fn queued_names(queue: &Path) -> Result<Vec<String>> {
 }
 
 async fn drain_locked(
-    repo: &Repository,
+    repos: &[Repository],
+    unavailable: &[String],
     push: &ArchivePushOptions,
     opts: &AsyncOptions,
     idle: Duration,
 ) -> Result<DrainReport> {
-    let stanza = repo.stanza().to_string();
+    let stanza = repos[0].stanza().to_string();
     let queue = queue_dir(opts, &stanza);
     let errors = error_dir(opts, &stanza);
     ensure_dir(&queue)?;
@@ -311,9 +332,19 @@ async fn drain_locked(
                 ..push.clone()
             };
             // Tasks own what they use; a task handle shares the storage and the key.
-            let repo = repo.task_handle();
+            let handles: Vec<Repository> = repos.iter().map(Repository::task_handle).collect();
+            let mut problems: Vec<String> = unavailable.to_vec();
             tasks.spawn(async move {
-                let r = archive::push(&repo, &path, &push).await;
+                for repo in &handles {
+                    if let Err(e) = archive::push(repo, &path, &push).await {
+                        problems.push(format!("{}: {e}", repo.name()));
+                    }
+                }
+                let r = if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(problems.join("; "))
+                };
                 (name, r)
             });
         }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbr_manifest::{
-    new_label, BackupMeta, BackupSummary, BackupType, FileEntry, LinkEntry, Manifest, PathEntry,
-    Target,
+    new_label, BackupMeta, BackupSummary, BackupType, BlockMapRef, FileEntry, LinkEntry, Manifest,
+    PathEntry, Target,
 };
 use pgbr_storage::posix::{self, Entry, EntryKind};
 use pgbr_wal::{Lsn, Segment};
@@ -26,6 +26,10 @@ use crate::repo::{Repository, MANIFEST_FILE};
 pub struct BackupReport {
     /// The new backup's label.
     pub label: String,
+    /// The type taken (a diff or incr without a prior becomes full).
+    pub backup_type: BackupType,
+    /// Why the type differs from the one asked for, if it does.
+    pub type_changed: Option<String>,
     /// Files in the backup.
     pub file_count: u64,
     /// Bytes of the cluster's files.
@@ -44,6 +48,8 @@ pub struct BackupReport {
     pub page_errors: u64,
     /// Backups found unfinished and removed before this one started.
     pub removed_incomplete: Vec<String>,
+    /// When this backup resumed an interrupted one: how many of its stored files were reused.
+    pub resumed_files: Option<u64>,
 }
 
 /// One file to copy.
@@ -55,21 +61,161 @@ struct Job {
     mtime: i64,
     mode: u32,
     pages: Option<PageCheckSpec>,
+    /// The same file in the prior backup, references resolved (incremental backups).
+    prior: Option<FileEntry>,
+}
+
+/// What a worker does.
+enum Work {
+    /// Store a file whole (one object).
+    Whole(Job),
+    /// Store a file as blocks.
+    Blocks(Job),
+    /// Pack small files into one bundle object.
+    Bundle { id: u64, jobs: Vec<Job> },
+    /// Check what an interrupted attempt stored; store the file again if it does not verify.
+    Reuse { job: Job, entry: Box<FileEntry> },
+}
+
+impl Work {
+    fn size(&self) -> u64 {
+        match self {
+            Work::Whole(j) | Work::Blocks(j) | Work::Reuse { job: j, .. } => j.size,
+            Work::Bundle { jobs, .. } => jobs.iter().map(|j| j.size).sum(),
+        }
+    }
+}
+
+/// Object names inside a backup directory (shared with restore and verify).
+pub(crate) mod layout {
+    /// A file stored whole.
+    pub fn whole(backup_dir: &str, target: &str, name: &str, ext: &str) -> String {
+        format!("{backup_dir}/{target}/{name}{ext}")
+    }
+    /// A block-mapped file's blocks stored by one backup.
+    pub fn blocks(backup_dir: &str, target: &str, name: &str) -> String {
+        format!("{backup_dir}/{target}/{name}.blk")
+    }
+    /// A bundle of small files.
+    pub fn bundle(backup_dir: &str, id: u64) -> String {
+        format!("{backup_dir}/bundle/{id}")
+    }
+}
+
+/// `entry` of backup `label`, as a later backup references it: every reference made explicit.
+fn carried(entry: &FileEntry, label: &str) -> FileEntry {
+    let mut e = entry.clone();
+    if e.reference.is_none() {
+        e.reference = Some(label.to_string());
+    }
+    if let Some(map) = &mut e.block_map {
+        for b in &mut map.blocks {
+            if b.reference.is_none() {
+                b.reference = Some(label.to_string());
+            }
+        }
+    }
+    e
+}
+
+/// The backup an incremental builds on: the last full (diff) or the last backup (incr) of the
+/// current cluster, with its manifest. `None` when there is none: the backup becomes full.
+async fn choose_prior(
+    repo: &Repository,
+    backup_type: BackupType,
+    db: &pgbr_manifest::DbHistory,
+) -> Result<Option<Manifest>> {
+    if backup_type == BackupType::Full {
+        return Ok(None);
+    }
+    let candidate = repo
+        .backup_info()
+        .backups
+        .iter()
+        .filter(|b| b.db_id == db.db_id)
+        .filter(|b| backup_type == BackupType::Incr || b.backup_type == BackupType::Full)
+        .max_by_key(|b| (b.timestamp_stop, b.label.clone()));
+    let Some(candidate) = candidate else {
+        return Ok(None);
+    };
+    let manifest = repo.load_manifest(&candidate.label).await?;
+    if manifest.backup.system_id != db.system_id || manifest.backup.pg_version != db.pg_version {
+        return Ok(None);
+    }
+    Ok(Some(manifest))
+}
+
+/// The interrupted backup this one can resume: same type and prior, with an in-progress manifest
+/// that verifies. The newest, if several.
+async fn find_resumable(
+    repo: &Repository,
+    backup_type: BackupType,
+    prior: Option<&str>,
+) -> Result<Option<Manifest>> {
+    let prefix = format!("backup/{}/", repo.stanza());
+    let (dirs, _) = repo.storage().list_dir(&prefix).await?;
+    let mut best: Option<Manifest> = None;
+    for dir in dirs {
+        let label = dir
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        if pgbr_manifest::parse_label(label).is_err() || repo.backup_info().backup(label).is_some()
+        {
+            continue;
+        }
+        if repo
+            .storage()
+            .exists(&format!("{}/{MANIFEST_FILE}", repo.backup_path(label)))
+            .await?
+        {
+            continue;
+        }
+        let Some(m) = repo.load_inprogress(label).await? else {
+            continue;
+        };
+        if m.backup.backup_type == backup_type
+            && m.backup.prior.as_deref() == prior
+            && best
+                .as_ref()
+                .is_none_or(|b| b.backup.label < m.backup.label)
+        {
+            best = Some(m);
+        }
+    }
+    Ok(best)
+}
+
+/// Labels referenced by `files` (whole files and blocks), sorted.
+fn references_of(files: &[FileEntry]) -> Vec<String> {
+    let mut references: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let blocks = f
+                .block_map
+                .iter()
+                .flat_map(|m| m.blocks.iter().filter_map(|b| b.reference.clone()));
+            f.reference.clone().into_iter().chain(blocks)
+        })
+        .collect();
+    references.sort();
+    references.dedup();
+    references
 }
 
 /// Takes a backup of the cluster `pg` describes into `repo`.
+///
+/// A diff or incr backup with no usable prior backup of this cluster becomes a full backup
+/// ([`BackupReport::type_changed`] says so). Files unchanged since the prior backup (same size
+/// and modification time, or same checksum with `delta`) are referenced, not copied; in files of
+/// [`pipeline::BLOCK_THRESHOLD`] bytes or more only changed blocks are stored.
 pub async fn run(
     repo: &mut Repository,
     pg: &PgOptions,
     opts: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupReport> {
-    if opts.backup_type != BackupType::Full {
-        return Err(Error::config(format!(
-            "--type={} is not available yet: pgbr takes full backups only (use --type=full)",
-            opts.backup_type
-        )));
-    }
     repo.lock(&opts.lock_path)?;
     let db = repo.current_db()?.clone();
     let (session, ident, control) = crate::pg::connect_checked(pg).await?;
@@ -92,21 +238,61 @@ pub async fn run(
             ));
         }
     }
-    let removed_incomplete = reconcile(repo).await?;
+    // Committed backups missing from backup.info are listed again first: one may be the prior.
+    reconcile_with(repo, false, None).await?;
+    let prior = choose_prior(repo, opts.backup_type, &db).await?;
+    let backup_type = if prior.is_some() {
+        opts.backup_type
+    } else {
+        BackupType::Full
+    };
+    let type_changed = (backup_type != opts.backup_type).then(|| {
+        format!(
+            "no prior backup of this cluster exists: the {} backup has been changed to full",
+            opts.backup_type
+        )
+    });
+    if let Some(m) = &type_changed {
+        progress.message(m);
+    }
+    let prior_label = prior.as_ref().map(|m| m.backup.label.clone());
+    let resumed = find_resumable(repo, backup_type, prior_label.as_deref()).await?;
+    let removed_incomplete = reconcile_with(
+        repo,
+        true,
+        resumed.as_ref().map(|m| m.backup.label.as_str()),
+    )
+    .await?;
     let started = Instant::now();
     let mut timestamp_start = now();
-    let mut label = new_label(BackupType::Full, None, timestamp_start);
-    while repo.backup_info().backup(&label).is_some()
+    let mut label = match &resumed {
+        Some(m) => m.backup.label.clone(),
+        None => new_label(backup_type, prior_label.as_deref(), timestamp_start),
+    };
+    while resumed.is_none() && repo.backup_info().backup(&label).is_some()
         || repo
             .storage()
             .exists(&format!("{}/{MANIFEST_FILE}", repo.backup_path(&label)))
             .await?
+        || prior_label.as_deref() == Some(label.as_str())
     {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         timestamp_start = now();
-        label = new_label(BackupType::Full, None, timestamp_start);
+        label = new_label(backup_type, prior_label.as_deref(), timestamp_start);
     }
-    progress.message(&format!("backup {label}: starting (pg_backup_start)"));
+    if let Some(m) = &resumed {
+        progress.message(&format!(
+            "resuming interrupted backup {label}: {} stored file(s) will be verified and reused where unchanged",
+            m.files.len()
+        ));
+    }
+    progress.message(&format!(
+        "backup {label} ({backup_type}{}): starting (pg_backup_start)",
+        prior_label
+            .as_deref()
+            .map(|p| format!(" on {p}"))
+            .unwrap_or_default()
+    ));
     let (lsn_start, wal_start, timeline) = session.backup_start(&label, opts.start_fast).await?;
     let tablespaces = session.tablespaces().await?;
 
@@ -167,9 +353,92 @@ pub async fn run(
             mode: mode_of(Path::new(&t.path))?,
         });
     }
-    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
-    let total: u64 = jobs.iter().map(|j| j.size).sum();
-    progress.start(total, jobs.len() as u64);
+
+    // Decide per file: reference it, store it whole, as blocks, or in a bundle.
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut work = Vec::new();
+    let mut bundled: Vec<Job> = Vec::new();
+    for mut job in jobs {
+        if let (Some(m), Some(p_label)) = (&prior, &prior_label) {
+            if let Some(p) = m.file(&job.target, &job.name) {
+                // A file changed in the same second the prior backup started could keep its
+                // size and time: only older files are trusted by size and time.
+                if !opts.delta
+                    && p.size == job.size
+                    && p.mtime == job.mtime
+                    && job.mtime < m.backup.timestamp_start
+                {
+                    let mut e = carried(p, p_label);
+                    e.mode = job.mode;
+                    files.push(e);
+                    continue;
+                }
+                job.prior = Some(carried(p, p_label));
+            }
+        }
+        // Stored by the interrupted attempt this one resumes, and unchanged since before it began.
+        if let Some(r) = &resumed {
+            if let Some(e) = r.file(&job.target, &job.name) {
+                if e.reference.is_none()
+                    && e.size == job.size
+                    && e.mtime == job.mtime
+                    && job.mtime < r.backup.timestamp_start
+                {
+                    let entry = Box::new(e.clone());
+                    work.push(Work::Reuse { job, entry });
+                    continue;
+                }
+            }
+        }
+        let prior_blocks = job
+            .prior
+            .as_ref()
+            .and_then(|p| p.block_map.as_ref())
+            .is_some_and(|b| b.block_size as usize == pipeline::BLOCK_SIZE);
+        if job.size >= pipeline::BLOCK_THRESHOLD || prior_blocks {
+            work.push(Work::Blocks(job));
+        } else if opts.bundle.is_some_and(|b| job.size < b.limit) {
+            bundled.push(job);
+        } else {
+            work.push(Work::Whole(job));
+        }
+    }
+    if let Some(b) = opts.bundle {
+        bundled.sort_by(|x, y| (&x.target, &x.name).cmp(&(&y.target, &y.name)));
+        // Bundles of a resumed attempt stay where they are: new ones take fresh ids.
+        let mut id = resumed
+            .iter()
+            .flat_map(|m| {
+                m.files
+                    .iter()
+                    .filter_map(|f| f.bundle.as_ref().map(|b| b.id))
+            })
+            .max()
+            .unwrap_or(0);
+        let mut current: Vec<Job> = Vec::new();
+        let mut current_size = 0u64;
+        for job in bundled {
+            current_size += job.size;
+            current.push(job);
+            if current_size >= b.size {
+                id += 1;
+                work.push(Work::Bundle {
+                    id,
+                    jobs: std::mem::take(&mut current),
+                });
+                current_size = 0;
+            }
+        }
+        if !current.is_empty() {
+            work.push(Work::Bundle {
+                id: id + 1,
+                jobs: current,
+            });
+        }
+    }
+    work.sort_by_key(|w| std::cmp::Reverse(w.size()));
+    let total: u64 = work.iter().map(Work::size).sum();
+    progress.start(total, work.len() as u64);
 
     let codec = Codec {
         compress_type: opts.compress.compress_type,
@@ -181,37 +450,83 @@ pub async fn run(
     let ext = opts.compress.compress_type.extension();
     let handle = tokio::runtime::Handle::current();
     let storage = repo.storage().clone();
+    // What is stored so far is written down every few seconds, so an interrupted backup can be
+    // resumed by the next one.
+    let done: Arc<std::sync::Mutex<Vec<FileEntry>>> = Arc::default();
+    let skeleton = Manifest {
+        backup: BackupMeta {
+            label: label.clone(),
+            backup_type,
+            prior: prior_label.clone(),
+            references: Vec::new(),
+            timestamp_start,
+            lsn_start: lsn_start.to_string(),
+            wal_start: wal_start.clone(),
+            timeline,
+            pg_version: db.pg_version,
+            system_id: db.system_id,
+            db_id: db.db_id,
+            checksums_enabled: checksums,
+            compress_type: opts.compress.compress_type.to_string(),
+            compress_level: opts.compress.level,
+            cipher_type: repo.cipher().to_string(),
+            pgbr_version: env!("CARGO_PKG_VERSION").to_string(),
+            wal_segment_size: u64::from(control.wal_segment_size),
+            ..BackupMeta::default()
+        },
+        targets: targets.clone(),
+        paths: paths.clone(),
+        links: links.clone(),
+        files: Vec::new(),
+    };
+    repo.save_inprogress(&label, &skeleton).await?;
+    let snapshots = {
+        let done = Arc::clone(&done);
+        let repo = repo.task_handle();
+        let label = label.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let files = done.lock().map(|d| d.clone()).unwrap_or_default();
+                let mut m = skeleton.clone();
+                m.backup.references = references_of(&files);
+                m.files = files;
+                if let Err(e) = repo.save_inprogress(&label, &m).await {
+                    tracing::warn!("unable to record backup progress: {e}");
+                }
+            }
+        })
+    };
     let worker_progress = Arc::clone(&progress);
     let worker_codec = codec.clone();
     let worker_dir = backup_dir.clone();
-    let copied = pipeline::run_parallel(jobs, opts.process_max, move |job: Job| {
-        let object = format!("{worker_dir}/{}/{}{ext}", job.target, job.name);
-        let stored = pipeline::store_file(
-            &job.source,
-            &storage,
-            &object,
-            &worker_codec,
-            job.pages,
-            &handle,
-        )?;
-        worker_progress.file_done(&job.name, job.size);
-        Ok(stored.map(|s| FileEntry {
-            target: job.target,
-            name: job.name,
-            size: s.size,
-            mtime: job.mtime,
-            mode: job.mode,
-            checksum: s.checksum,
-            reference: None,
-            stored_size: s.stored_size,
-            bundle: None,
-            block_map: None,
-            page_errors: s.page_errors,
-        }))
+    let worker_done = Arc::clone(&done);
+    let delta = opts.delta;
+    // Test hook: slows every file down so tests can interrupt a backup mid-copy.
+    let file_delay = std::env::var("PGBR_TEST_FILE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
+    let copied = pipeline::run_parallel(work, opts.process_max, move |w: Work| {
+        if let Some(d) = file_delay {
+            std::thread::sleep(d);
+        }
+        let out = store_work(w, &storage, &worker_dir, ext, &worker_codec, delta, &handle)?;
+        if let Ok(mut d) = worker_done.lock() {
+            d.extend(out.iter().filter(|e| e.reference.is_none()).cloned());
+        }
+        for e in &out {
+            worker_progress.file_done(&e.name, e.size);
+        }
+        Ok(out)
     })
     .await;
-    let mut files: Vec<FileEntry> = match copied {
-        Ok(f) => f.into_iter().flatten().collect(),
+    snapshots.abort();
+    let reused = resumed
+        .as_ref()
+        .map(|r| files_reused(r, &done.lock().map(|d| d.clone()).unwrap_or_default()));
+    match copied {
+        Ok(f) => files.extend(f.into_iter().flatten()),
         Err(e) => {
             session.close().await;
             return Err(e);
@@ -249,7 +564,7 @@ pub async fn run(
     }
     let stamp = now();
     for (name, data) in extra {
-        let object = format!("{backup_dir}/pg_data/{name}{ext}");
+        let object = layout::whole(&backup_dir, "pg_data", &name, ext);
         let stored_size = pipeline::store_bytes(repo.storage(), &object, &codec, &data).await?;
         files.push(FileEntry {
             target: "pg_data".into(),
@@ -267,15 +582,25 @@ pub async fn run(
     }
     files.sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
     paths.sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
+    let references = references_of(&files);
     let size_original: u64 = files.iter().map(|f| f.size).sum();
-    let size_stored: u64 = files.iter().map(|f| f.stored_size).sum();
-    let page_errors: u64 = files.iter().map(|f| f.page_errors.len() as u64).sum();
+    // What this backup stored itself (referenced bytes belong to earlier backups).
+    let size_stored: u64 = files
+        .iter()
+        .filter(|f| f.reference.is_none())
+        .map(|f| f.stored_size)
+        .sum();
+    let page_errors: u64 = files
+        .iter()
+        .filter(|f| f.reference.is_none())
+        .map(|f| f.page_errors.len() as u64)
+        .sum();
     let manifest = Manifest {
         backup: BackupMeta {
             label: label.clone(),
-            backup_type: BackupType::Full,
-            prior: None,
-            references: Vec::new(),
+            backup_type,
+            prior: prior_label,
+            references,
             timestamp_start,
             timestamp_stop: now(),
             lsn_start: lsn_start.to_string(),
@@ -307,7 +632,18 @@ pub async fn run(
         context: format!("manifest of backup {label}"),
         source,
     })?;
+    // Test hook: a window in which tests interrupt a backup just before it commits.
+    if let Some(ms) = std::env::var("PGBR_TEST_PAUSE_BEFORE_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     repo.save_manifest(&label, &manifest).await?;
+    // Committed: the in-progress record is no longer needed.
+    repo.storage()
+        .delete(&format!("{backup_dir}/{}", crate::repo::INPROGRESS_FILE))
+        .await?;
     let summary = BackupSummary::from_manifest(&manifest);
     repo.backup_info.backups.push(summary);
     repo.save_backup_info().await?;
@@ -317,6 +653,8 @@ pub async fn run(
     ));
     Ok(BackupReport {
         label,
+        backup_type,
+        type_changed,
         file_count: manifest.files.len() as u64,
         size_original,
         size_stored,
@@ -326,7 +664,176 @@ pub async fn run(
         wal_stop,
         page_errors,
         removed_incomplete,
+        resumed_files: reused,
     })
+}
+
+/// Files of the resumed attempt that this backup kept as they were.
+fn files_reused(resumed: &Manifest, done: &[FileEntry]) -> u64 {
+    done.iter()
+        .filter(|e| {
+            resumed.file(&e.target, &e.name).is_some_and(|r| {
+                r.checksum == e.checksum
+                    && r.stored_size == e.stored_size
+                    && r.bundle == e.bundle
+                    && r.block_map == e.block_map
+            })
+        })
+        .count() as u64
+}
+
+/// Whether the bytes an interrupted attempt stored for `entry` (in this backup's directory) read
+/// back to what the entry says.
+fn stored_intact(
+    storage: &pgbr_storage::Storage,
+    dir: &str,
+    ext: &str,
+    codec: &Codec,
+    entry: &FileEntry,
+    handle: &tokio::runtime::Handle,
+) -> bool {
+    if let Some(map) = &entry.block_map {
+        let object = layout::blocks(dir, &entry.target, &entry.name);
+        return map
+            .blocks
+            .iter()
+            .filter(|b| b.reference.is_none())
+            .all(|b| {
+                pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
+                    .is_ok_and(|plain| pgbr_manifest::block_hash(&plain) == b.hash)
+            });
+    }
+    if let Some(b) = &entry.bundle {
+        let object = layout::bundle(dir, b.id);
+        return pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
+            .is_ok_and(|plain| {
+                plain.len() as u64 == entry.size
+                    && blake3::hash(&plain).to_hex().as_str() == entry.checksum
+            });
+    }
+    if entry.size == 0 && entry.stored_size == 0 {
+        return true;
+    }
+    let object = layout::whole(dir, &entry.target, &entry.name, ext);
+    pipeline::hash_object(storage, &object, codec, handle)
+        .is_ok_and(|(size, sum)| size == entry.size && sum == entry.checksum)
+}
+
+/// Runs one unit of work on a worker thread; returns the manifest entries it produced.
+fn store_work(
+    work: Work,
+    storage: &pgbr_storage::Storage,
+    dir: &str,
+    ext: &str,
+    codec: &Codec,
+    delta: bool,
+    handle: &tokio::runtime::Handle,
+) -> Result<Vec<FileEntry>> {
+    let entry =
+        |job: &Job, size: u64, checksum: String, stored_size: u64, page_errors: Vec<u32>| {
+            FileEntry {
+                target: job.target.clone(),
+                name: job.name.clone(),
+                size,
+                mtime: job.mtime,
+                mode: job.mode,
+                checksum,
+                reference: None,
+                stored_size,
+                bundle: None,
+                block_map: None,
+                page_errors,
+            }
+        };
+    match work {
+        Work::Reuse { job, entry } => {
+            if stored_intact(storage, dir, ext, codec, &entry, handle) {
+                let mut e = *entry;
+                e.mode = job.mode;
+                return Ok(vec![e]);
+            }
+            let again = if job.size >= pipeline::BLOCK_THRESHOLD {
+                Work::Blocks(job)
+            } else {
+                Work::Whole(job)
+            };
+            store_work(again, storage, dir, ext, codec, delta, handle)
+        }
+        Work::Whole(job) => {
+            if delta {
+                // Same checksum as the prior backup's copy: reference it instead of storing.
+                if let Some(p) = &job.prior {
+                    if p.size == job.size && p.block_map.is_none() {
+                        if let Ok((_, sum)) = pipeline::hash_file(&job.source) {
+                            if sum == p.checksum {
+                                let mut e = p.clone();
+                                e.mode = job.mode;
+                                e.mtime = job.mtime;
+                                return Ok(vec![e]);
+                            }
+                        }
+                    }
+                }
+            }
+            let object = layout::whole(dir, &job.target, &job.name, ext);
+            let stored =
+                pipeline::store_file(&job.source, storage, &object, codec, job.pages, handle)?;
+            Ok(stored
+                .map(|s| entry(&job, s.size, s.checksum, s.stored_size, s.page_errors))
+                .into_iter()
+                .collect())
+        }
+        Work::Blocks(job) => {
+            let object = layout::blocks(dir, &job.target, &job.name);
+            let prior = job.prior.as_ref().and_then(|p| {
+                let map = p.block_map.as_ref()?;
+                let label = p.reference.as_deref()?;
+                (map.block_size as usize == pipeline::BLOCK_SIZE)
+                    .then_some((map.blocks.as_slice(), label))
+            });
+            let stored = pipeline::store_blocks(
+                &job.source,
+                storage,
+                &object,
+                codec,
+                job.pages,
+                prior,
+                handle,
+            )?;
+            Ok(stored
+                .map(|s| {
+                    let mut e = entry(&job, s.size, s.checksum, s.stored_size, s.page_errors);
+                    e.block_map = Some(BlockMapRef {
+                        block_size: pipeline::BLOCK_SIZE as u32,
+                        blocks: s.blocks,
+                    });
+                    e
+                })
+                .into_iter()
+                .collect())
+        }
+        Work::Bundle { id, jobs } => {
+            let object = layout::bundle(dir, id);
+            let sources: Vec<_> = jobs.iter().map(|j| (j.source.clone(), j.pages)).collect();
+            let stored = pipeline::store_bundle(&sources, storage, &object, id, codec, handle)?;
+            Ok(jobs
+                .iter()
+                .zip(stored)
+                .filter_map(|(job, b)| {
+                    let b = b?;
+                    let mut e = entry(
+                        job,
+                        b.stored.size,
+                        b.stored.checksum,
+                        b.stored.stored_size,
+                        b.stored.page_errors,
+                    );
+                    e.bundle = b.bundle;
+                    Some(e)
+                })
+                .collect())
+        }
+    }
 }
 
 fn now() -> i64 {
@@ -412,6 +919,7 @@ fn collect_one(
                 mtime: e.mtime,
                 mode: e.mode,
                 pages,
+                prior: None,
             })
         }
     }
@@ -467,6 +975,16 @@ async fn wait_for_archive(
 /// manifest is an interrupted backup and is removed; a committed backup missing from backup.info
 /// (a crash between the two writes) is added back.
 pub(crate) async fn reconcile(repo: &mut Repository) -> Result<Vec<String>> {
+    reconcile_with(repo, true, None).await
+}
+
+/// [`reconcile`], optionally leaving interrupted backups alone (`remove_incomplete` false), or
+/// all but the one being resumed (`keep`).
+async fn reconcile_with(
+    repo: &mut Repository,
+    remove_incomplete: bool,
+    keep: Option<&str>,
+) -> Result<Vec<String>> {
     let prefix = format!("backup/{}/", repo.stanza());
     let (dirs, _) = repo.storage().list_dir(&prefix).await?;
     let mut removed = Vec::new();
@@ -491,6 +1009,7 @@ pub(crate) async fn reconcile(repo: &mut Repository) -> Result<Vec<String>> {
                     .push(BackupSummary::from_manifest(&m));
                 changed = true;
             }
+            Err(Error::BackupMissing(_)) if !remove_incomplete || keep == Some(label.as_str()) => {}
             Err(Error::BackupMissing(_)) => {
                 repo.storage()
                     .delete_prefix(&format!("{}/", repo.backup_path(&label)))

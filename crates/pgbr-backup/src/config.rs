@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use pgbr_crypto::CipherType;
 use pgbr_manifest::BackupType;
-use pgbr_storage::CompressType;
+use pgbr_storage::{
+    AzureKeyType, AzureOptions, CompressType, GcsKeyType, GcsOptions, S3Options, UriStyle,
+};
 
 use crate::error::Error;
 use crate::options::{self, Command, OptionDef, OptionKind, OptionName, Scope};
@@ -405,6 +407,34 @@ impl PgOptions {
 pub enum RepoType {
     /// A local (or mounted) filesystem.
     Posix,
+    /// Amazon S3 or an S3-compatible object store.
+    S3,
+    /// Azure Blob storage.
+    Azure,
+    /// Google Cloud Storage.
+    Gcs,
+}
+
+impl std::fmt::Display for RepoType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RepoType::Posix => "posix",
+            RepoType::S3 => "s3",
+            RepoType::Azure => "azure",
+            RepoType::Gcs => "gcs",
+        })
+    }
+}
+
+/// The object store settings of a cloud repository (their `Debug` output hides every secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloudOptions {
+    /// `repo<N>-s3-*`.
+    S3(S3Options),
+    /// `repo<N>-azure-*`.
+    Azure(AzureOptions),
+    /// `repo<N>-gcs-*`.
+    Gcs(GcsOptions),
 }
 
 /// A passphrase that never shows in `Debug` output.
@@ -441,6 +471,9 @@ pub struct RepoOptions {
     pub cipher_type: CipherType,
     /// Passphrase; required when `cipher_type` is not `None`.
     pub cipher_pass: Option<Secret>,
+    /// The object store settings when `repo_type` is S3, Azure or GCS (their `prefix` is
+    /// `path`); `None` for posix.
+    pub cloud: Option<CloudOptions>,
 }
 
 impl RepoOptions {
@@ -452,7 +485,31 @@ impl RepoOptions {
             path: path.into(),
             cipher_type: CipherType::None,
             cipher_pass: None,
+            cloud: None,
         }
+    }
+
+    /// An unencrypted repository in an object store; `path` comes from the options' prefix.
+    pub fn cloud(cloud: CloudOptions) -> RepoOptions {
+        let (repo_type, path) = match &cloud {
+            CloudOptions::S3(o) => (RepoType::S3, o.prefix.clone()),
+            CloudOptions::Azure(o) => (RepoType::Azure, o.prefix.clone()),
+            CloudOptions::Gcs(o) => (RepoType::Gcs, o.prefix.clone()),
+        };
+        RepoOptions {
+            index: 1,
+            repo_type,
+            path,
+            cipher_type: CipherType::None,
+            cipher_pass: None,
+            cloud: Some(cloud),
+        }
+    }
+
+    /// The same repository as `repo<index>`.
+    pub fn with_index(mut self, index: u32) -> RepoOptions {
+        self.index = index;
+        self
     }
 
     /// The same repository, encrypted with `cipher` under `passphrase`.
@@ -505,6 +562,19 @@ pub struct BackupOptions {
     pub archive_timeout: Duration,
     /// Directory of the stanza lock files (`lock-path`); `backup` takes the lock itself.
     pub lock_path: PathBuf,
+    /// Compare files with the prior backup by checksum instead of size and modification time.
+    pub delta: bool,
+    /// Pack files smaller than `bundle_limit` into objects of about `bundle_size` (`None`: off).
+    pub bundle: Option<BundleOptions>,
+}
+
+/// Bundling of small files (`repo1-bundle*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleOptions {
+    /// Target size of a bundle object.
+    pub size: u64,
+    /// Files smaller than this are bundled.
+    pub limit: u64,
 }
 
 impl Default for BackupOptions {
@@ -518,6 +588,8 @@ impl Default for BackupOptions {
             archive_copy: false,
             archive_timeout: Duration::from_secs(60),
             lock_path: PathBuf::from(crate::lock::DEFAULT_LOCK_PATH),
+            delta: false,
+            bundle: None,
         }
     }
 }
@@ -716,15 +788,190 @@ impl Config {
                 name("cipher-type")
             )));
         }
+        let path = o
+            .get(&name("path"))
+            .unwrap_or_else(|| "/var/lib/pgbr".into());
+        let (repo_type, cloud) = self.cloud_options(index, &path)?;
         Ok(RepoOptions {
             index,
-            repo_type: RepoType::Posix,
-            path: o
-                .get(&name("path"))
-                .unwrap_or_else(|| "/var/lib/pgbr".into()),
+            repo_type,
+            path,
             cipher_type,
             cipher_pass,
+            cloud,
         })
+    }
+
+    /// The storage settings of `repo<index>` (`repo<index>-type` and its type's options).
+    fn cloud_options(
+        &self,
+        index: u32,
+        path: &str,
+    ) -> Result<(RepoType, Option<CloudOptions>), Error> {
+        let o = &self.options;
+        let name = |s: &str| format!("repo{index}-{s}");
+        let kind = o.get(&name("type")).unwrap_or_else(|| "posix".into());
+        let required = |opt: &str| -> Result<String, Error> {
+            let full = name(opt);
+            o.get(&full).ok_or_else(|| {
+                Error::config(format!(
+                    "option '{full}' is required when '{}' is {kind}: set it in the configuration file, as PGBR_{}, or as --{full}",
+                    name("type"),
+                    full.to_ascii_uppercase().replace('-', "_")
+                ))
+            })
+        };
+        let needs = |opt: &str, with: &str| {
+            Error::config(format!(
+                "option '{}' is required with '{}'",
+                name(opt),
+                name(with)
+            ))
+        };
+        let verify_tls = o.get(&name("storage-verify-tls")).as_deref() != Some("n");
+        let ca_file = o.get(&name("storage-ca-file")).map(PathBuf::from);
+        let prefix = path.to_string();
+        Ok(match kind.as_str() {
+            "s3" => {
+                let bucket = required("s3-bucket")?;
+                let key = o.get(&name("s3-key"));
+                let key_secret = o.get(&name("s3-key-secret"));
+                let token = o.get(&name("s3-token"));
+                match (&key, &key_secret) {
+                    (Some(_), None) => return Err(needs("s3-key-secret", "s3-key")),
+                    (None, Some(_)) => return Err(needs("s3-key", "s3-key-secret")),
+                    (None, None) if token.is_some() => return Err(needs("s3-key", "s3-token")),
+                    _ => {}
+                }
+                let uri_style = match o.get(&name("s3-uri-style")).as_deref() {
+                    Some("path") => UriStyle::Path,
+                    _ => UriStyle::Host,
+                };
+                (
+                    RepoType::S3,
+                    Some(CloudOptions::S3(S3Options {
+                        bucket,
+                        endpoint: o.get(&name("s3-endpoint")),
+                        region: o.get(&name("s3-region")).unwrap_or_default(),
+                        key,
+                        key_secret,
+                        token,
+                        uri_style,
+                        verify_tls,
+                        ca_file,
+                        prefix,
+                    })),
+                )
+            }
+            "azure" => {
+                let account = required("azure-account")?;
+                let container = required("azure-container")?;
+                let key_type = match o.get(&name("azure-key-type")).as_deref() {
+                    Some("sas") => AzureKeyType::Sas,
+                    _ => AzureKeyType::Shared,
+                };
+                let key = o.get(&name("azure-key"));
+                if key.is_none() && key_type == AzureKeyType::Sas {
+                    return Err(needs("azure-key", "azure-key-type"));
+                }
+                (
+                    RepoType::Azure,
+                    Some(CloudOptions::Azure(AzureOptions {
+                        account,
+                        container,
+                        key,
+                        key_type,
+                        endpoint: o.get(&name("azure-endpoint")),
+                        verify_tls,
+                        ca_file,
+                        prefix,
+                    })),
+                )
+            }
+            "gcs" => {
+                let bucket = required("gcs-bucket")?;
+                let key_type = match o.get(&name("gcs-key-type")).as_deref() {
+                    Some("token") => GcsKeyType::Token,
+                    Some("auto") => GcsKeyType::Auto,
+                    _ => GcsKeyType::Service,
+                };
+                let key = o.get(&name("gcs-key"));
+                match (key_type, &key) {
+                    (GcsKeyType::Auto, Some(_)) => {
+                        return Err(Error::config(format!(
+                            "option '{}' must not be set when '{}' is auto",
+                            name("gcs-key"),
+                            name("gcs-key-type")
+                        )))
+                    }
+                    (GcsKeyType::Service | GcsKeyType::Token, None) => {
+                        return Err(Error::config(format!(
+                            "option '{}' is required unless '{}' is auto",
+                            name("gcs-key"),
+                            name("gcs-key-type")
+                        )))
+                    }
+                    _ => {}
+                }
+                (
+                    RepoType::Gcs,
+                    Some(CloudOptions::Gcs(GcsOptions {
+                        bucket,
+                        key: key.map(PathBuf::from),
+                        key_type,
+                        endpoint: o.get(&name("gcs-endpoint")),
+                        verify_tls,
+                        ca_file,
+                        prefix,
+                    })),
+                )
+            }
+            _ => (RepoType::Posix, None),
+        })
+    }
+
+    /// The repositories configured: `repo1` always, `repo<N>` when `repo<N>-path` or
+    /// `repo<N>-type` is set.
+    pub fn repo_indexes(&self) -> Vec<u32> {
+        (1..=options::MAX_REPO)
+            .filter(|&i| {
+                i == 1
+                    || self.options.is_set(&format!("repo{i}-path"))
+                    || self.options.is_set(&format!("repo{i}-type"))
+            })
+            .collect()
+    }
+
+    /// The repository `--repo` chose, if it was given (an error if that repository is not
+    /// configured).
+    pub fn selected_repo(&self) -> Result<Option<u32>, Error> {
+        let Some(n) = self.options.parsed::<u32>("repo") else {
+            return Ok(None);
+        };
+        if !self.repo_indexes().contains(&n) {
+            return Err(Error::config(format!(
+                "option 'repo' is {n} but repository repo{n} is not configured: set 'repo{n}-path' or 'repo{n}-type'"
+            )));
+        }
+        Ok(Some(n))
+    }
+
+    /// The one repository a command works on: `--repo`, else `repo1`.
+    pub fn default_repo(&self) -> Result<RepoOptions, Error> {
+        self.repo(self.selected_repo()?.unwrap_or(1))
+    }
+
+    /// The repositories a command works on, in order: only `--repo` when given, else every
+    /// configured repository.
+    pub fn repos(&self) -> Result<Vec<RepoOptions>, Error> {
+        match self.selected_repo()? {
+            Some(n) => Ok(vec![self.repo(n)?]),
+            None => self
+                .repo_indexes()
+                .into_iter()
+                .map(|i| self.repo(i))
+                .collect(),
+        }
     }
 
     /// `compress-type` and `compress-level`.
@@ -765,7 +1012,8 @@ impl Config {
     pub fn backup(&self) -> Result<BackupOptions, Error> {
         let o = &self.options;
         let backup_type = match o.get("type") {
-            None => BackupType::Full,
+            // pgBackRest's default: incremental, which becomes full when there is no prior.
+            None => BackupType::Incr,
             Some(t) => t.parse().map_err(|_| {
                 Error::config(format!(
                     "invalid value '{t}' for option 'type': backup takes full, diff or incr"
@@ -782,6 +1030,17 @@ impl Config {
             archive_copy: o.get_bool("archive-copy"),
             archive_timeout: Duration::from_secs_f64(secs),
             lock_path: self.lock_path(),
+            delta: o.get_bool("delta"),
+            bundle: o.get_bool("repo1-bundle").then(|| BundleOptions {
+                size: o
+                    .get("repo1-bundle-size")
+                    .and_then(|v| parse_size(&v))
+                    .unwrap_or(20 << 20),
+                limit: o
+                    .get("repo1-bundle-limit")
+                    .and_then(|v| parse_size(&v))
+                    .unwrap_or(2 << 20),
+            }),
         })
     }
 
@@ -839,11 +1098,14 @@ impl Config {
     /// The `expire` options (for `expire`, and for the expire that follows a `backup`).
     pub fn expire(&self) -> Result<ExpireOptions, Error> {
         let o = &self.options;
-        let retention_full_type = match o.get("repo1-retention-full-type").as_deref() {
+        // The retention of the repository the command works on (`--repo`, else repo1).
+        let n = self.selected_repo()?.unwrap_or(1);
+        let r = |s: &str| format!("repo{n}-{s}");
+        let retention_full_type = match o.get(&r("retention-full-type")).as_deref() {
             Some("time") => RetentionFullType::Time,
             _ => RetentionFullType::Count,
         };
-        let retention_archive_type = match o.get("repo1-retention-archive-type").as_deref() {
+        let retention_archive_type = match o.get(&r("retention-archive-type")).as_deref() {
             Some("diff") => BackupType::Diff,
             Some("incr") => BackupType::Incr,
             _ => BackupType::Full,
@@ -854,10 +1116,10 @@ impl Config {
             (None, false, false)
         };
         Ok(ExpireOptions {
-            retention_full: o.parsed("repo1-retention-full"),
+            retention_full: o.parsed(&r("retention-full")),
             retention_full_type,
-            retention_diff: o.parsed("repo1-retention-diff"),
-            retention_archive: o.parsed("repo1-retention-archive"),
+            retention_diff: o.parsed(&r("retention-diff")),
+            retention_archive: o.parsed(&r("retention-archive")),
             retention_archive_type,
             set,
             force,
@@ -998,11 +1260,11 @@ mod tests {
         assert!(e.to_string().contains("process-max"), "{e}");
         let e = Config::load(
             Command::Backup,
-            &flags(&[("stanza", "main"), ("delta", "y")]),
+            &flags(&[("stanza", "main"), ("tablespace-map", "1=/x")]),
             vec![],
         )
         .expect_err("wrong command");
-        assert!(e.to_string().contains("delta"), "{e}");
+        assert!(e.to_string().contains("tablespace-map"), "{e}");
         let e = Config::load(Command::Backup, &flags(&[]), vec![]).expect_err("no stanza");
         assert!(e.to_string().contains("stanza"), "{e}");
         let e = Config::load(
@@ -1052,5 +1314,47 @@ mod tests {
         let r = c.restore().expect("restore");
         assert_eq!(r.tablespace_map.len(), 2);
         assert_eq!(r.tablespace_map["big"], PathBuf::from("/ts2"));
+    }
+    #[test]
+    fn object_store_repositories_and_repository_selection() {
+        let (_d, path) = write_conf(
+            "[global]\nrepo1-path=/local\nrepo3-type=s3\nrepo3-s3-bucket=b\nrepo3-s3-key=AKID\nrepo3-s3-key-secret=topsecret\nrepo3-s3-uri-style=path\nrepo3-path=/pgbr\n",
+        );
+        let p = path.display().to_string();
+        let c = Config::load(
+            Command::Backup,
+            &flags(&[("config", &p), ("stanza", "main")]),
+            vec![],
+        )
+        .expect("load");
+        assert_eq!(c.repo_indexes(), vec![1, 3]);
+        assert_eq!(c.default_repo().expect("repo1").index, 1);
+        let r3 = c.repo(3).expect("repo3");
+        assert_eq!(r3.repo_type, RepoType::S3);
+        match &r3.cloud {
+            Some(CloudOptions::S3(o)) => {
+                assert_eq!(o.bucket, "b");
+                assert_eq!(o.prefix, "/pgbr");
+                assert_eq!(o.uri_style, UriStyle::Path);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{r3:?}").contains("topsecret"));
+        let c = Config::load(
+            Command::Backup,
+            &flags(&[("config", &p), ("stanza", "main"), ("repo", "2")]),
+            vec![],
+        )
+        .expect("load");
+        let e = c.default_repo().expect_err("repo2 is not configured");
+        assert!(e.to_string().contains("repo2"), "{e}");
+        let c = Config::load(
+            Command::Backup,
+            &flags(&[("stanza", "main"), ("repo1-type", "azure")]),
+            vec![],
+        )
+        .expect("load");
+        let e = c.repo(1).expect_err("account");
+        assert!(e.to_string().contains("repo1-azure-account"), "{e}");
     }
 }

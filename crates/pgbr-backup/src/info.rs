@@ -43,6 +43,43 @@ pub struct StanzaReport {
     pub archive: Vec<ArchiveRange>,
     /// Backups, oldest first.
     pub backups: Vec<BackupSummary>,
+    /// Files whose pages failed their checksum when backed up, per backup.
+    pub page_errors: Vec<PageErrors>,
+}
+
+/// Pages of one file that failed their checksum while a backup copied it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PageErrors {
+    /// The backup that found them.
+    pub label: String,
+    /// `pg_data` or `pg_tblspc/<oid>`.
+    pub target: String,
+    /// The file, relative to its target.
+    pub name: String,
+    /// Page numbers within the file.
+    pub blocks: Vec<u32>,
+}
+
+/// Lists the damaged pages the backups of `r` found (their manifests are read only when the
+/// summary counts any).
+async fn page_errors(r: &Repository) -> Result<Vec<PageErrors>> {
+    let mut out = Vec::new();
+    for b in r.backup_info().backups.iter().filter(|b| b.page_errors > 0) {
+        let m = r.load_manifest(&b.label).await?;
+        for f in m
+            .files
+            .iter()
+            .filter(|f| !f.page_errors.is_empty() && f.reference.is_none())
+        {
+            out.push(PageErrors {
+                label: b.label.clone(),
+                target: f.target.clone(),
+                name: f.name.clone(),
+                blocks: f.page_errors.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Reports on `stanza`, or on every stanza in the repository.
@@ -81,6 +118,7 @@ pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<Sta
                     b.sort_by(|x, y| x.label.cmp(&y.label));
                     b
                 },
+                page_errors: page_errors(&r).await?,
             },
             Err(e @ Error::StanzaMissing { .. }) if stanza.is_some() => return Err(e),
             // A wrong passphrase or cipher setting concerns the whole repository: fail (exit 5 or
@@ -95,6 +133,7 @@ pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<Sta
                 db: Vec::new(),
                 archive: Vec::new(),
                 backups: Vec::new(),
+                page_errors: Vec::new(),
             },
         };
         out.push(report);

@@ -3,7 +3,8 @@
 //!
 //! The modules read as the command list: [`stanza`] (`stanza-create`), [`backup`], [`restore`],
 //! [`archive`] (`archive-push`, `archive-get`), [`info`], [`expire`] and [`verify`]; [`lock`] is the
-//! per-stanza lock `backup`, `expire` and `stanza-create` hold. [`config`] reads pgBackRest-style
+//! per-stanza lock `backup`, `expire` and `stanza-create` hold; [`multi`] spreads `archive-push` over
+//! every repository and picks the repository `archive-get` and `restore` read from. [`config`] reads pgBackRest-style
 //! configuration (INI file, `PGBR_*` environment, flags) into the typed option structs those
 //! functions take, so an embedder reads the same file the same way the CLI does. Long commands
 //! report through a [`Progress`] the caller implements; the library never prints.
@@ -33,6 +34,7 @@ mod exclude;
 pub mod expire;
 pub mod info;
 pub mod lock;
+pub mod multi;
 pub mod options;
 mod pg;
 mod pipeline;

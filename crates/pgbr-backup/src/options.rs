@@ -204,6 +204,15 @@ const REPO_COMMANDS: &[Command] = &[
     Command::ArchivePushAsync,
     Command::ArchiveGetAsync,
 ];
+const SELECT_REPO_COMMANDS: &[Command] = &[
+    Command::ArchiveGet,
+    Command::Backup,
+    Command::Restore,
+    Command::Info,
+    Command::Expire,
+    Command::Verify,
+    Command::Check,
+];
 const LOCK_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup, Command::Expire];
 const RETENTION_COMMANDS: &[Command] = &[Command::Backup, Command::Expire, Command::Verify];
 const PG_CONNECT_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup, Command::Check];
@@ -239,6 +248,16 @@ const fn def(
         commands,
         help,
     }
+}
+
+/// A `repo<N>-` option taken by every repository command.
+const fn repo_opt(
+    name: &'static str,
+    kind: OptionKind,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> OptionDef {
+    indexed(def(name, kind, default, REPO_COMMANDS, help), Indexed::Repo)
 }
 
 const fn indexed(mut d: OptionDef, family: Indexed) -> OptionDef {
@@ -370,12 +389,130 @@ pub const OPTIONS: &[OptionDef] = &[
     indexed(
         def(
             "repo-type",
-            OptionKind::Choice(&["posix"]),
+            OptionKind::Choice(&["posix", "s3", "azure", "gcs"]),
             Some("posix"),
             REPO_COMMANDS,
-            "repository storage type",
+            "repository storage type: posix, s3, azure or gcs",
         ),
         Indexed::Repo,
+    ),
+    repo_opt(
+        "repo-s3-bucket",
+        OptionKind::Text,
+        None,
+        "S3 bucket (required with repo-type=s3)",
+    ),
+    repo_opt(
+        "repo-s3-endpoint",
+        OptionKind::Text,
+        None,
+        "S3 endpoint URL or host (default: AWS's endpoint for the region)",
+    ),
+    repo_opt(
+        "repo-s3-region",
+        OptionKind::Text,
+        None,
+        "S3 region (default: from the environment, else us-east-1)",
+    ),
+    secret(repo_opt(
+        "repo-s3-key",
+        OptionKind::Text,
+        None,
+        "S3 access key id (default: credentials from the environment or the instance role)",
+    )),
+    secret(repo_opt(
+        "repo-s3-key-secret",
+        OptionKind::Text,
+        None,
+        "S3 secret access key (required with repo-s3-key)",
+    )),
+    secret(repo_opt(
+        "repo-s3-token",
+        OptionKind::Text,
+        None,
+        "S3 session token",
+    )),
+    repo_opt(
+        "repo-s3-uri-style",
+        OptionKind::Choice(&["host", "path"]),
+        Some("host"),
+        "S3 bucket addressing: host (virtual-hosted) or path",
+    ),
+    repo_opt(
+        "repo-azure-account",
+        OptionKind::Text,
+        None,
+        "Azure storage account (required with repo-type=azure)",
+    ),
+    repo_opt(
+        "repo-azure-container",
+        OptionKind::Text,
+        None,
+        "Azure container (required with repo-type=azure)",
+    ),
+    secret(repo_opt(
+        "repo-azure-key",
+        OptionKind::Text,
+        None,
+        "Azure shared key or SAS token (default: credentials from the environment)",
+    )),
+    repo_opt(
+        "repo-azure-key-type",
+        OptionKind::Choice(&["shared", "sas"]),
+        Some("shared"),
+        "kind of repo-azure-key: shared or sas",
+    ),
+    repo_opt(
+        "repo-azure-endpoint",
+        OptionKind::Text,
+        None,
+        "Azure blob service URL (default: https://<account>.blob.core.windows.net)",
+    ),
+    repo_opt(
+        "repo-gcs-bucket",
+        OptionKind::Text,
+        None,
+        "GCS bucket (required with repo-type=gcs)",
+    ),
+    secret(repo_opt(
+        "repo-gcs-key",
+        OptionKind::Text,
+        None,
+        "GCS service account key file (key type service) or token (key type token)",
+    )),
+    repo_opt(
+        "repo-gcs-key-type",
+        OptionKind::Choice(&["service", "token", "auto"]),
+        Some("service"),
+        "kind of repo-gcs-key: service, token, or auto (application default credentials)",
+    ),
+    repo_opt(
+        "repo-gcs-endpoint",
+        OptionKind::Text,
+        None,
+        "GCS base URL (default: Google's)",
+    ),
+    repo_opt(
+        "repo-storage-verify-tls",
+        OptionKind::Bool,
+        Some("y"),
+        "verify the object store's TLS certificate",
+    ),
+    repo_opt(
+        "repo-storage-ca-file",
+        OptionKind::Path,
+        None,
+        "PEM file of extra trusted CA certificates for the object store",
+    ),
+    def(
+        "repo",
+        OptionKind::Int {
+            min: 1,
+            max: MAX_REPO as i64,
+        },
+        None,
+        SELECT_REPO_COMMANDS,
+        "repository to use (default: backup, expire, verify, check: repo1; restore, archive-get, info: every repository, first that has what is needed)",
     ),
     indexed(
         def(
@@ -503,8 +640,38 @@ pub const OPTIONS: &[OptionDef] = &[
         "delta",
         OptionKind::Bool,
         Some("n"),
-        &[Command::Restore],
-        "restore over an existing directory, rewriting only files that differ",
+        &[Command::Restore, Command::Backup],
+        "restore: rewrite only what differs in an existing directory; backup: compare files by checksum, not size and time",
+    ),
+    indexed(
+        def(
+            "repo-bundle",
+            OptionKind::Bool,
+            Some("n"),
+            &[Command::Backup],
+            "pack small files into bundle objects",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-bundle-size",
+            OptionKind::Size,
+            Some("20MB"),
+            &[Command::Backup],
+            "target size of a bundle object",
+        ),
+        Indexed::Repo,
+    ),
+    indexed(
+        def(
+            "repo-bundle-limit",
+            OptionKind::Size,
+            Some("2MB"),
+            &[Command::Backup],
+            "files smaller than this go into bundles",
+        ),
+        Indexed::Repo,
     ),
     def(
         "force",

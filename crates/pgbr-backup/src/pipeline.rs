@@ -7,12 +7,12 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pgbr_crypto::{CipherType, DataKey, DecryptReader, EncryptWriter};
-use pgbr_manifest::{check_page, PageCheck, PAGE_SIZE};
+use pgbr_manifest::{block_hash, check_page, BlockRef, BundleRef, PageCheck, PAGE_SIZE};
 use pgbr_storage::{CompressType, CompressWriter, DecompressReader, Storage};
 
 use crate::error::{Error, Result};
@@ -114,6 +114,7 @@ pub(crate) struct Stored {
 }
 
 /// Page checking for one relation file.
+#[derive(Clone, Copy)]
 pub(crate) struct PageCheckSpec {
     /// Segment number of the file (`16384.3` -> 3).
     pub segment: u64,
@@ -161,15 +162,7 @@ pub(crate) fn store_file(
         let chunk = &buf[..filled];
         hasher.update(chunk);
         if let Some(spec) = &pages {
-            let first_page = size / PAGE_SIZE as u64;
-            for (i, page) in chunk.chunks_exact(PAGE_SIZE).enumerate() {
-                let in_file = first_page + i as u64;
-                let block = spec.segment * PAGES_PER_SEGMENT + in_file;
-                let block = u32::try_from(block).unwrap_or(u32::MAX);
-                if let PageCheck::Mismatch { .. } = check_page(page, block, spec.start_lsn) {
-                    page_errors.push(u32::try_from(in_file).unwrap_or(u32::MAX));
-                }
-            }
+            check_pages(chunk, size / PAGE_SIZE as u64, spec, &mut page_errors);
         }
         comp.write_all(chunk).map_err(io_err)?;
         size += filled as u64;
@@ -257,6 +250,31 @@ pub(crate) fn fetch_to_file(
     Ok((size, hasher.finalize().to_hex().to_string()))
 }
 
+/// Size and BLAKE3 hex of a stored object's plaintext (read, decrypted, decompressed).
+pub(crate) fn hash_object(
+    storage: &Storage,
+    object: &str,
+    codec: &Codec,
+    handle: &tokio::runtime::Handle,
+) -> Result<(u64, String)> {
+    let raw = storage.blocking_reader(object, handle.clone())?;
+    let corrupt = |e: io::Error| Error::Corrupt(format!("{object}: {e}"));
+    let dec = DecryptReader::new(codec.cipher, codec.key.as_ref(), raw).map_err(corrupt)?;
+    let mut plain = DecompressReader::new(codec.compress_type, dec).map_err(corrupt)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    loop {
+        let n = read_full(&mut plain, &mut buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.finalize().to_hex().to_string()))
+}
+
 /// BLAKE3 hex and size of a local file (delta restore compares them with the manifest).
 pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     let mut f = File::open(path)?;
@@ -272,4 +290,284 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
         size += n as u64;
     }
     Ok((size, hasher.finalize().to_hex().to_string()))
+}
+
+/// Block size of block-mapped files: each block is compressed and encrypted on its own, so an
+/// incremental stores only changed blocks and restore can fetch any block by range.
+pub(crate) const BLOCK_SIZE: usize = 64 * 1024;
+/// Files at least this large are stored as blocks.
+pub(crate) const BLOCK_THRESHOLD: u64 = 1024 * 1024;
+
+/// What storing one block-mapped file produced.
+pub(crate) struct StoredBlocks {
+    pub size: u64,
+    pub checksum: String,
+    pub stored_size: u64,
+    pub blocks: Vec<BlockRef>,
+    pub page_errors: Vec<u32>,
+}
+
+/// Compresses then encrypts one piece of data held in memory.
+pub(crate) fn seal(codec: &Codec, data: &[u8]) -> io::Result<Vec<u8>> {
+    let compressed = pgbr_storage::compress_to_vec(codec.compress_type, codec.level, data)?;
+    pgbr_crypto::encrypt_to_vec(codec.cipher, codec.key.as_ref(), &compressed)
+}
+
+/// Decrypts then decompresses one piece stored with [`seal`].
+pub(crate) fn unseal(codec: &Codec, data: &[u8]) -> io::Result<Vec<u8>> {
+    let compressed = pgbr_crypto::decrypt_to_vec(codec.cipher, codec.key.as_ref(), data)?;
+    pgbr_storage::decompress_to_vec(codec.compress_type, &compressed)
+}
+
+fn check_pages(chunk: &[u8], first_page_in_file: u64, spec: &PageCheckSpec, errors: &mut Vec<u32>) {
+    for (i, page) in chunk.chunks_exact(PAGE_SIZE).enumerate() {
+        let in_file = first_page_in_file + i as u64;
+        let block = u32::try_from(spec.segment * PAGES_PER_SEGMENT + in_file).unwrap_or(u32::MAX);
+        if let PageCheck::Mismatch { .. } = check_page(page, block, spec.start_lsn) {
+            errors.push(u32::try_from(in_file).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+/// Stores `src` as blocks at `object`: blocks whose hash matches `prior` (the same file's block
+/// map in the prior backup, whose label is given) are referenced, the others are written.
+/// No object is written when no block changed. `Ok(None)` if the file vanished.
+pub(crate) fn store_blocks(
+    src: &Path,
+    storage: &Storage,
+    object: &str,
+    codec: &Codec,
+    pages: Option<PageCheckSpec>,
+    prior: Option<(&[BlockRef], &str)>,
+    handle: &tokio::runtime::Handle,
+) -> Result<Option<StoredBlocks>> {
+    let mut file = match File::open(src) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("unable to open", src, e)),
+    };
+    let io_err = |e: io::Error| Error::io("unable to store", src, e);
+    let mut buf = vec![0u8; BLOCK_SIZE];
+    let mut hasher = blake3::Hasher::new();
+    let mut writer: Option<pgbr_storage::BlockingWriter> = None;
+    let mut blocks = Vec::new();
+    let mut page_errors = Vec::new();
+    let mut size = 0u64;
+    let mut written = 0u64;
+    loop {
+        let n = read_full(&mut file, &mut buf).map_err(|e| Error::io("unable to read", src, e))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        hasher.update(chunk);
+        if let Some(spec) = &pages {
+            check_pages(chunk, size / PAGE_SIZE as u64, spec, &mut page_errors);
+        }
+        let hash = block_hash(chunk);
+        let index = blocks.len();
+        let reused = prior.and_then(|(prior_blocks, prior_label)| {
+            prior_blocks
+                .get(index)
+                .filter(|b| b.hash == hash)
+                .map(|b| BlockRef {
+                    hash: b.hash.clone(),
+                    reference: Some(
+                        b.reference
+                            .clone()
+                            .unwrap_or_else(|| prior_label.to_string()),
+                    ),
+                    offset: b.offset,
+                    length: b.length,
+                })
+        });
+        match reused {
+            Some(b) => blocks.push(b),
+            None => {
+                let sealed = seal(codec, chunk).map_err(io_err)?;
+                let w =
+                    writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
+                w.write_all(&sealed).map_err(io_err)?;
+                blocks.push(BlockRef {
+                    hash,
+                    reference: None,
+                    offset: written,
+                    length: sealed.len() as u64,
+                });
+                written += sealed.len() as u64;
+            }
+        }
+        size += n as u64;
+    }
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    Ok(Some(StoredBlocks {
+        size,
+        checksum: hasher.finalize().to_hex().to_string(),
+        stored_size: written,
+        blocks,
+        page_errors,
+    }))
+}
+
+/// One small file packed into a bundle.
+pub(crate) struct Bundled {
+    pub stored: Stored,
+    pub bundle: Option<BundleRef>,
+}
+
+/// Packs `files` into one bundle object; each file's bytes are sealed on their own, so restore
+/// reads one file by range. Vanished files come back as `None`. No object for empty input.
+pub(crate) fn store_bundle(
+    files: &[(PathBuf, Option<PageCheckSpec>)],
+    storage: &Storage,
+    object: &str,
+    id: u64,
+    codec: &Codec,
+    handle: &tokio::runtime::Handle,
+) -> Result<Vec<Option<Bundled>>> {
+    let mut writer: Option<pgbr_storage::BlockingWriter> = None;
+    let mut offset = 0u64;
+    let mut out = Vec::with_capacity(files.len());
+    for (src, pages) in files {
+        let data = match std::fs::read(src) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                out.push(None);
+                continue;
+            }
+            Err(e) => return Err(Error::io("unable to read", src, e)),
+        };
+        let mut page_errors = Vec::new();
+        if let Some(spec) = pages {
+            check_pages(&data, 0, spec, &mut page_errors);
+        }
+        let checksum = blake3::hash(&data).to_hex().to_string();
+        if data.is_empty() {
+            out.push(Some(Bundled {
+                stored: Stored {
+                    size: 0,
+                    checksum,
+                    stored_size: 0,
+                    page_errors,
+                },
+                bundle: None,
+            }));
+            continue;
+        }
+        let sealed = seal(codec, &data).map_err(|e| Error::io("unable to store", src, e))?;
+        let w = writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
+        w.write_all(&sealed)
+            .map_err(|e| Error::io("unable to store", src, e))?;
+        out.push(Some(Bundled {
+            stored: Stored {
+                size: data.len() as u64,
+                checksum,
+                stored_size: sealed.len() as u64,
+                page_errors,
+            },
+            bundle: Some(BundleRef {
+                id,
+                offset,
+                length: sealed.len() as u64,
+            }),
+        }));
+        offset += sealed.len() as u64;
+    }
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    Ok(out)
+}
+
+/// Reads and opens one sealed piece of an object by range.
+pub(crate) fn fetch_range(
+    storage: &Storage,
+    object: &str,
+    offset: u64,
+    length: u64,
+    codec: &Codec,
+    handle: &tokio::runtime::Handle,
+) -> Result<Vec<u8>> {
+    let raw = handle.block_on(storage.get_range(object, offset..offset + length))?;
+    unseal(codec, &raw).map_err(|e| {
+        Error::Corrupt(format!(
+            "{object} (bytes {offset}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
+            offset + length
+        ))
+    })
+}
+
+/// Most stored bytes fetched in one ranged read of consecutive blocks.
+const MAX_RUN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Writes a block-mapped file's blocks whose index `want(i)` says, fetching runs of consecutive
+/// blocks of one backup with one ranged read each. `object_of(reference)` names the object a block
+/// lives in and `codec_of(reference)` how it was stored. Each block is checked against its hash.
+/// `hasher`, when every block is wanted, sees the whole file in order. Returns the bytes written.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fetch_blocks(
+    storage: &Storage,
+    blocks: &[BlockRef],
+    block_size: u64,
+    want: &dyn Fn(usize) -> bool,
+    object_of: &dyn Fn(Option<&str>) -> String,
+    codec_of: &dyn Fn(Option<&str>) -> Result<Codec>,
+    dest: &File,
+    dest_path: &Path,
+    mut hasher: Option<&mut blake3::Hasher>,
+    handle: &tokio::runtime::Handle,
+) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut written = 0u64;
+    let mut i = 0;
+    while i < blocks.len() {
+        if !want(i) {
+            i += 1;
+            continue;
+        }
+        // Extend a run over following wanted blocks stored right after this one.
+        let first = &blocks[i];
+        let mut end = i + 1;
+        while end < blocks.len()
+            && want(end)
+            && blocks[end].reference == first.reference
+            && blocks[end].offset == blocks[end - 1].offset + blocks[end - 1].length
+            && blocks[end].offset + blocks[end].length - first.offset <= MAX_RUN_BYTES
+        {
+            end += 1;
+        }
+        let object = object_of(first.reference.as_deref());
+        let codec = codec_of(first.reference.as_deref())?;
+        let run_len = blocks[end - 1].offset + blocks[end - 1].length - first.offset;
+        let raw =
+            handle.block_on(storage.get_range(&object, first.offset..first.offset + run_len))?;
+        for (k, b) in blocks[i..end].iter().enumerate() {
+            let start = (b.offset - first.offset) as usize;
+            let piece = raw.get(start..start + b.length as usize).ok_or_else(|| {
+                Error::Corrupt(format!("{object}: shorter than its block map says"))
+            })?;
+            let plain = unseal(&codec, piece).map_err(|e| {
+                Error::Corrupt(format!(
+                    "{object}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
+                    i + k
+                ))
+            })?;
+            if block_hash(&plain) != b.hash {
+                return Err(Error::Corrupt(format!(
+                    "{object}: block {} does not match its hash; the stored data is damaged",
+                    i + k
+                )));
+            }
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&plain);
+            }
+            dest.write_all_at(&plain, (i + k) as u64 * block_size)
+                .map_err(|e| Error::io("unable to write", dest_path, e))?;
+            written += plain.len() as u64;
+        }
+        i = end;
+    }
+    Ok(written)
 }

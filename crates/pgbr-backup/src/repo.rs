@@ -10,7 +10,7 @@ use pgbr_crypto::{CipherType, DataKey, WrappedKey};
 use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory, Manifest};
 use pgbr_storage::Storage;
 
-use crate::config::{RepoOptions, RepoType};
+use crate::config::{CloudOptions, RepoOptions, RepoType};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
 
@@ -18,6 +18,9 @@ use crate::lock::Lock;
 pub const COPY_SUFFIX: &str = ".copy";
 /// File name of a backup's manifest.
 pub const MANIFEST_FILE: &str = "backup.manifest";
+/// File name of the manifest of a backup still running (or interrupted): what it stored so far,
+/// so that the next backup can resume it.
+pub const INPROGRESS_FILE: &str = "backup.manifest.inprogress";
 
 /// Opens the storage behind `opts` (creating a posix repository's directory if needed).
 pub fn open_storage(opts: &RepoOptions) -> Result<Storage> {
@@ -32,7 +35,52 @@ pub fn open_storage(opts: &RepoOptions) -> Result<Storage> {
             }
             Ok(Storage::local(std::path::Path::new(&opts.path))?)
         }
+        RepoType::S3 | RepoType::Azure | RepoType::Gcs => {
+            let cloud = opts.cloud.as_ref().ok_or_else(|| {
+                Error::config(format!(
+                    "{}: '{}-type' is {} but no object store options were given",
+                    opts.name(),
+                    opts.name(),
+                    opts.repo_type
+                ))
+            })?;
+            open_cloud(cloud).map_err(|e| match e {
+                // A bad setting is a configuration error (exit 2); the message names the
+                // storage, never a credential.
+                pgbr_storage::Error::Config { .. } => {
+                    Error::config(format!("{}: {e}", opts.name()))
+                }
+                e => Error::Storage(e),
+            })
+        }
     }
+}
+
+fn open_cloud(cloud: &CloudOptions) -> std::result::Result<Storage, pgbr_storage::Error> {
+    #[cfg(debug_assertions)]
+    if let Some(k) = test_fault_first() {
+        // Test-only (debug builds): fail the first `k` HTTP requests of every method with a
+        // 503, through the storage's own retry layer.
+        let c = pgbr_storage::FaultyHttpConnector::new().fail_first(k);
+        return match cloud {
+            CloudOptions::S3(o) => Storage::s3_with_http_connector(o, c),
+            CloudOptions::Azure(o) => Storage::azure_with_http_connector(o, c),
+            CloudOptions::Gcs(o) => Storage::gcs_with_http_connector(o, c),
+        };
+    }
+    match cloud {
+        CloudOptions::S3(o) => Storage::s3(o),
+        CloudOptions::Azure(o) => Storage::azure(o),
+        CloudOptions::Gcs(o) => Storage::gcs(o),
+    }
+}
+
+/// `PGBRTEST_HTTP_FAIL_FIRST=<k>` (debug builds only): the fault injection of the tests.
+#[cfg(debug_assertions)]
+fn test_fault_first() -> Option<u64> {
+    std::env::var("PGBRTEST_HTTP_FAIL_FIRST")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }
 
 /// Describes a repository for messages: `repo1 (posix:/var/lib/pgbr)`.
@@ -261,6 +309,31 @@ impl Repository {
         let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
         save_twice(&self.storage, &path, sealed).await?;
         Ok(len * 2)
+    }
+
+    /// Writes the in-progress manifest of backup `label` (not a commit: see [`INPROGRESS_FILE`]).
+    pub(crate) async fn save_inprogress(&self, label: &str, manifest: &Manifest) -> Result<()> {
+        let plain = manifest.to_bytes().map_err(|source| Error::Manifest {
+            context: format!("in-progress manifest of backup {label}"),
+            source,
+        })?;
+        let sealed = self.seal(&plain)?;
+        let path = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
+        self.storage.put(&path, Bytes::from(sealed)).await?;
+        Ok(())
+    }
+
+    /// Reads the in-progress manifest of an interrupted backup; `None` if it is absent or does not
+    /// verify (such a backup cannot be resumed).
+    pub(crate) async fn load_inprogress(&self, label: &str) -> Result<Option<Manifest>> {
+        let path = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
+        let Some(raw) = self.storage.get_opt(&path).await? else {
+            return Ok(None);
+        };
+        let Ok(plain) = self.unseal(&raw, "in-progress manifest") else {
+            return Ok(None);
+        };
+        Ok(Manifest::from_bytes(&plain).ok())
     }
 
     /// Writes backup.info.

@@ -18,6 +18,7 @@ use pgbr_manifest::{BackupSummary, FileEntry, Manifest};
 use pgbr_storage::CompressType;
 use pgbr_wal::{Lsn, Segment};
 
+use crate::backup::layout;
 use crate::config::RestoreOptions;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Codec};
@@ -416,18 +417,38 @@ pub async fn run(
         replace_symlink(&link, Path::new(&l.destination), owner)?;
     }
 
-    let codec = Codec {
+    // Each backup this one references may have used another codec.
+    let mut codecs = BTreeMap::new();
+    let codec_of = |compress_type| Codec {
         compress_type,
         level: 0,
         cipher,
         key: repo.key().cloned(),
     };
-    let ext = compress_type.extension();
-    let handle = tokio::runtime::Handle::current();
-    let storage = repo.storage().clone();
-    let stanza_dir = format!("backup/{}", repo.stanza());
-    let delta = opts.delta && !opts.force;
-    let overwrite = opts.delta || opts.force;
+    codecs.insert(label.clone(), codec_of(compress_type));
+    for reference in &manifest.backup.references {
+        let m = repo.load_manifest(reference).await?;
+        let ct: CompressType = m.backup.compress_type.parse().map_err(|_| {
+            Error::Corrupt(format!(
+                "manifest of backup {reference}: unknown compression '{}'",
+                m.backup.compress_type
+            ))
+        })?;
+        codecs.insert(reference.clone(), codec_of(ct));
+    }
+    let ctx = Arc::new(RestoreContext {
+        storage: repo.storage().clone(),
+        stanza_dir: format!("backup/{}", repo.stanza()),
+        label: label.clone(),
+        codecs,
+        overwrite: match (opts.delta, opts.force) {
+            (true, by_hash) => Overwrite::Delta { by_hash },
+            (false, true) => Overwrite::All,
+            (false, false) => Overwrite::Fresh,
+        },
+        owner,
+        handle: tokio::runtime::Handle::current(),
+    });
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     progress.start(total, manifest.files.len() as u64);
     // tablespace_map is written below from the actual destinations: PostgreSQL recreates the
@@ -439,25 +460,12 @@ pub async fn run(
         .map(|f| (f.clone(), dests[&f.target].join(&f.name)))
         .collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.0.size));
-    let worker_label = label.clone();
     let worker_progress = Arc::clone(&progress);
     let results = pipeline::run_parallel(
         jobs,
         opts.process_max,
         move |(f, dest): (FileEntry, PathBuf)| {
-            let written = restore_file(
-                &f,
-                &dest,
-                &storage,
-                &stanza_dir,
-                &worker_label,
-                ext,
-                &codec,
-                delta,
-                overwrite,
-                owner,
-                &handle,
-            )?;
+            let written = restore_file(&f, &dest, &ctx)?;
             worker_progress.file_done(&f.name, f.size);
             Ok(written)
         },
@@ -502,38 +510,89 @@ pub async fn run(
     Ok(report)
 }
 
-/// Restores one file; `Ok(None)` when delta found it already identical.
-#[allow(clippy::too_many_arguments)]
-fn restore_file(
-    f: &FileEntry,
-    dest: &Path,
-    storage: &pgbr_storage::Storage,
-    stanza_dir: &str,
-    label: &str,
-    ext: &str,
-    codec: &Codec,
-    delta: bool,
-    overwrite: bool,
+/// How a restore treats files already in the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overwrite {
+    /// The destination was empty: write every file.
+    Fresh,
+    /// `--delta`: keep files whose size and modification time match (`by_hash`: whose checksum
+    /// matches, with `--force`); rewrite only the changed blocks of block-mapped files.
+    Delta { by_hash: bool },
+    /// `--force` alone: rewrite every file.
+    All,
+}
+
+/// What every restore worker shares.
+struct RestoreContext {
+    storage: pgbr_storage::Storage,
+    /// `backup/<stanza>`.
+    stanza_dir: String,
+    /// The backup being restored.
+    label: String,
+    /// How each backup involved (this one and those it references) stored its bytes.
+    codecs: BTreeMap<String, Codec>,
+    overwrite: Overwrite,
     owner: Option<(u32, u32)>,
-    handle: &tokio::runtime::Handle,
-) -> Result<Option<u64>> {
+    handle: tokio::runtime::Handle,
+}
+
+impl RestoreContext {
+    fn backup_dir(&self, reference: Option<&str>) -> String {
+        format!("{}/{}", self.stanza_dir, reference.unwrap_or(&self.label))
+    }
+
+    fn codec(&self, reference: Option<&str>) -> Result<Codec> {
+        let label = reference.unwrap_or(&self.label);
+        self.codecs.get(label).cloned().ok_or_else(|| {
+            Error::Corrupt(format!(
+                "backup {} references backup {label}, which is not in its reference list",
+                self.label
+            ))
+        })
+    }
+
+    fn blocks_object(&self, f: &FileEntry, reference: Option<&str>) -> String {
+        layout::blocks(&self.backup_dir(reference), &f.target, &f.name)
+    }
+}
+
+fn set_mode_and_time(path: &Path, mode: u32, mtime: SystemTime) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("unable to set the mode of", path, e))?;
+    let file = File::options()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("unable to open", path, e))?;
+    file.set_modified(mtime)
+        .map_err(|e| Error::io("unable to set the time of", path, e))
+}
+
+fn mismatch(f: &FileEntry, size: u64, checksum: &str) -> Error {
+    Error::Corrupt(format!(
+        "{}/{}: restored contents do not match the manifest (size {size}, expected {}; checksum {checksum}, expected {}); the backup is damaged",
+        f.target, f.name, f.size, f.checksum
+    ))
+}
+
+/// Restores one file; returns the bytes written, `Ok(None)` when the destination already held it.
+fn restore_file(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<Option<u64>> {
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
     let mode = f.mode & 0o7777;
-    if overwrite && delta {
+    if let Overwrite::Delta { by_hash } = ctx.overwrite {
         if let Ok(meta) = fs::symlink_metadata(dest) {
-            if meta.is_file() && meta.len() == f.size {
-                if let Ok((_, sum)) = pipeline::hash_file(dest) {
-                    if sum == f.checksum {
-                        fs::set_permissions(dest, fs::Permissions::from_mode(mode))
-                            .map_err(|e| Error::io("unable to set the mode of", dest, e))?;
-                        let file = File::options()
-                            .write(true)
-                            .open(dest)
-                            .map_err(|e| Error::io("unable to open", dest, e))?;
-                        file.set_modified(mtime)
-                            .map_err(|e| Error::io("unable to set the time of", dest, e))?;
-                        return Ok(None);
-                    }
+            if meta.is_file() {
+                let same = if by_hash {
+                    meta.len() == f.size
+                        && pipeline::hash_file(dest).is_ok_and(|(_, sum)| sum == f.checksum)
+                } else {
+                    meta.len() == f.size && meta.modified().ok() == Some(mtime)
+                };
+                if same {
+                    set_mode_and_time(dest, mode, mtime)?;
+                    return Ok(None);
+                }
+                if f.block_map.is_some() {
+                    return restore_changed_blocks(f, dest, ctx, mode, mtime).map(Some);
                 }
             }
         }
@@ -543,24 +602,57 @@ fn restore_file(
     let tmp = PathBuf::from(tmp_name);
     let result = (|| -> Result<u64> {
         let mut file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::io("unable to create", &tmp, e))?;
-        let (size, checksum) = if f.size == 0 && f.stored_size == 0 {
+        let (size, checksum) = if let Some(map) = &f.block_map {
+            let mut hasher = blake3::Hasher::new();
+            let written = pipeline::fetch_blocks(
+                &ctx.storage,
+                &map.blocks,
+                u64::from(map.block_size),
+                &|_| true,
+                &|r| ctx.blocks_object(f, r),
+                &|r| ctx.codec(r),
+                &file,
+                &tmp,
+                Some(&mut hasher),
+                &ctx.handle,
+            )?;
+            (written, hasher.finalize().to_hex().to_string())
+        } else if let Some(b) = &f.bundle {
+            let reference = f.reference.as_deref();
+            let object = layout::bundle(&ctx.backup_dir(reference), b.id);
+            let data = pipeline::fetch_range(
+                &ctx.storage,
+                &object,
+                b.offset,
+                b.length,
+                &ctx.codec(reference)?,
+                &ctx.handle,
+            )?;
+            file.write_all(&data)
+                .map_err(|e| Error::io("unable to write", &tmp, e))?;
+            (data.len() as u64, blake3::hash(&data).to_hex().to_string())
+        } else if f.size == 0 && f.stored_size == 0 {
             (0, blake3::hash(b"").to_hex().to_string())
         } else {
-            let backup = f.reference.as_deref().unwrap_or(label);
-            let object = format!("{stanza_dir}/{backup}/{}/{}{ext}", f.target, f.name);
-            pipeline::fetch_to_file(storage, &object, codec, &mut file, &tmp, handle)?
+            let reference = f.reference.as_deref();
+            let codec = ctx.codec(reference)?;
+            let object = layout::whole(
+                &ctx.backup_dir(reference),
+                &f.target,
+                &f.name,
+                codec.compress_type.extension(),
+            );
+            pipeline::fetch_to_file(&ctx.storage, &object, &codec, &mut file, &tmp, &ctx.handle)?
         };
         if size != f.size || checksum != f.checksum {
-            return Err(Error::Corrupt(format!(
-                "{}/{}: restored contents do not match the manifest (size {size}, expected {}; checksum {checksum}, expected {}); the backup is damaged",
-                f.target, f.name, f.size, f.checksum
-            )));
+            return Err(mismatch(f, size, &checksum));
         }
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("unable to set the mode of", &tmp, e))?;
@@ -568,7 +660,7 @@ fn restore_file(
             .map_err(|e| Error::io("unable to set the time of", &tmp, e))?;
         file.sync_all()
             .map_err(|e| Error::io("unable to sync", &tmp, e))?;
-        chown(&tmp, owner)?;
+        chown(&tmp, ctx.owner)?;
         fs::rename(&tmp, dest).map_err(|e| Error::io("unable to rename into place", dest, e))?;
         Ok(size)
     })();
@@ -576,6 +668,63 @@ fn restore_file(
         let _ = fs::remove_file(&tmp);
     }
     result.map(Some)
+}
+
+/// Delta restore of a block-mapped file in place: only blocks whose hash differs from the
+/// manifest's are fetched and written, then the file is cut to size and verified whole.
+fn restore_changed_blocks(
+    f: &FileEntry,
+    dest: &Path,
+    ctx: &RestoreContext,
+    mode: u32,
+    mtime: SystemTime,
+) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let Some(map) = &f.block_map else {
+        return Err(Error::Internal(
+            "restore_changed_blocks without a block map".into(),
+        ));
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dest)
+        .map_err(|e| Error::io("unable to open", dest, e))?;
+    let block_size = u64::from(map.block_size);
+    let mut buf = vec![0u8; map.block_size as usize];
+    let mut differs = Vec::with_capacity(map.blocks.len());
+    for (i, b) in map.blocks.iter().enumerate() {
+        let want_len = (f.size - i as u64 * block_size).min(block_size) as usize;
+        let n = file
+            .read_at(&mut buf[..want_len], i as u64 * block_size)
+            .map_err(|e| Error::io("unable to read", dest, e))?;
+        differs.push(n != want_len || pgbr_manifest::block_hash(&buf[..n]) != b.hash);
+    }
+    let written = pipeline::fetch_blocks(
+        &ctx.storage,
+        &map.blocks,
+        block_size,
+        &|i| differs[i],
+        &|r| ctx.blocks_object(f, r),
+        &|r| ctx.codec(r),
+        &file,
+        dest,
+        None,
+        &ctx.handle,
+    )?;
+    file.set_len(f.size)
+        .map_err(|e| Error::io("unable to truncate", dest, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io("unable to sync", dest, e))?;
+    drop(file);
+    let (size, checksum) =
+        pipeline::hash_file(dest).map_err(|e| Error::io("unable to read", dest, e))?;
+    if size != f.size || checksum != f.checksum {
+        return Err(mismatch(f, size, &checksum));
+    }
+    set_mode_and_time(dest, mode, mtime)?;
+    chown(dest, ctx.owner)?;
+    Ok(written)
 }
 
 /// Removes what the backup does not have under `dest` (delta/force restore). Returns the count.

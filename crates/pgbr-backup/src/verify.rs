@@ -88,6 +88,16 @@ enum Job {
         size: u64,
         checksum: String,
     },
+    /// Pieces of one object sealed on their own (blocks of a block-mapped file, or a bundled
+    /// file): each range must open and, for blocks, match its hash.
+    Pieces {
+        object: String,
+        compress: CompressType,
+        /// (offset, length, expected block hash; `None` for a bundled file).
+        ranges: Vec<(u64, u64, Option<String>)>,
+        /// For a bundled file: expected size and checksum of its one piece.
+        whole: Option<(u64, String)>,
+    },
     /// An archived WAL file: expect the checksum in its name.
     Wal {
         object: String,
@@ -325,17 +335,64 @@ pub async fn run(
             );
             continue;
         };
+        let dir = format!("backup/{stanza}/{label}");
         for f in &m.files {
+            // Bytes held by an earlier backup are verified with that backup.
+            if let Some(r) = f.reference.as_deref().filter(|r| *r != label.as_str()) {
+                if repo.backup_info().backup(r).is_none() {
+                    report.error(
+                        format!("{dir}/{}/{}", f.target, f.name),
+                        format!("references backup {r}, which is not in the repository"),
+                    );
+                }
+                continue;
+            }
+            if let Some(map) = &f.block_map {
+                let ranges: Vec<_> = map
+                    .blocks
+                    .iter()
+                    .filter(|b| b.reference.is_none())
+                    .map(|b| (b.offset, b.length, Some(b.hash.clone())))
+                    .collect();
+                for r in map.blocks.iter().filter_map(|b| b.reference.as_deref()) {
+                    if repo.backup_info().backup(r).is_none() {
+                        report.error(
+                            format!("{dir}/{}/{}", f.target, f.name),
+                            format!(
+                                "a block references backup {r}, which is not in the repository"
+                            ),
+                        );
+                        break;
+                    }
+                }
+                if !ranges.is_empty() {
+                    jobs.push(Job::Pieces {
+                        object: crate::backup::layout::blocks(&dir, &f.target, &f.name),
+                        compress,
+                        ranges,
+                        whole: None,
+                    });
+                }
+                continue;
+            }
+            if let Some(b) = &f.bundle {
+                jobs.push(Job::Pieces {
+                    object: crate::backup::layout::bundle(&dir, b.id),
+                    compress,
+                    ranges: vec![(b.offset, b.length, None)],
+                    whole: Some((f.size, f.checksum.clone())),
+                });
+                continue;
+            }
             if f.size == 0 && f.stored_size == 0 {
                 continue;
             }
-            let holder = f.reference.as_deref().unwrap_or(label);
             jobs.push(Job::File {
-                object: format!(
-                    "backup/{stanza}/{holder}/{}/{}{}",
-                    f.target,
-                    f.name,
-                    compress.extension()
+                object: crate::backup::layout::whole(
+                    &dir,
+                    &f.target,
+                    &f.name,
+                    compress.extension(),
                 ),
                 compress,
                 size: f.size,
@@ -427,6 +484,54 @@ pub async fn run(
                     }
                 }
             },
+            Job::Pieces {
+                object,
+                compress,
+                ranges,
+                whole,
+            } => {
+                let codec = crate::pipeline::Codec {
+                    compress_type: compress,
+                    level: 0,
+                    cipher,
+                    key: key.clone(),
+                };
+                let mut problem = None;
+                let mut stored = 0;
+                for (i, (offset, length, hash)) in ranges.iter().enumerate() {
+                    stored += length;
+                    match crate::pipeline::fetch_range(&worker_storage, &object, *offset, *length, &codec, &handle) {
+                        Err(e) => {
+                            problem = Some(e.to_string());
+                            break;
+                        }
+                        Ok(plain) => {
+                            if let Some(h) = hash {
+                                if pgbr_manifest::block_hash(&plain) != *h {
+                                    problem = Some(format!("block at offset {offset} (piece {i}) does not match its hash"));
+                                    break;
+                                }
+                            }
+                            if let Some((size, checksum)) = &whole {
+                                let actual = blake3::hash(&plain).to_hex().to_string();
+                                if plain.len() as u64 != *size || actual != *checksum {
+                                    problem = Some(format!(
+                                        "bundled file at offset {offset} does not match the manifest: size {}, expected {size}",
+                                        plain.len()
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+                JobResult {
+                    object,
+                    is_wal: false,
+                    stored,
+                    problem,
+                    segment_size: None,
+                }
+            }
             Job::Wal {
                 object,
                 compress,

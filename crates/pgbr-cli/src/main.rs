@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use pgbr_backup::archive::{GetOutcome, PushOutcome};
+use pgbr_backup::archive::PushOutcome;
 use pgbr_backup::archive_async::{self, AsyncOptions, QueueOutcome};
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
 use pgbr_backup::stanza::StanzaCreated;
-use pgbr_backup::{Error, Progress, Repository};
+use pgbr_backup::{multi, Error, Progress, Repository};
 
 /// Exit code of `archive-get` when the file is not in the archive (PostgreSQL then ends recovery
 /// or keeps waiting, as it should).
@@ -150,6 +150,14 @@ fn start_prefetch(config: &Config, name: &str, fetched: &Path) {
         .ok()
         .and_then(|n| pgbr_backup::wal::LongPageHeader::parse(&header[..n]).ok())
         .map(|h| h.segment_size);
+    let running = config
+        .stanza()
+        .ok()
+        .map(|stanza| archive_async::prefetch_worker_running(&spool, stanza).unwrap_or(false))
+        .unwrap_or(false);
+    if running {
+        return;
+    }
     if let Some(size) = size {
         if let Err(e) = spawn_worker(
             config,
@@ -191,7 +199,14 @@ fn spawn_worker(
         })?;
     let mut cmd = std::process::Command::new(exe);
     for (name, value) in config.options.command_line_values() {
-        if name != "stanza" {
+        let secret = pgbr_backup::options::OptionName::parse(&name).is_some_and(|n| n.def.secret);
+        if secret {
+            // Never on a command line (ps shows it): the worker reads it from its environment.
+            cmd.env(
+                format!("PGBR_{}", name.to_ascii_uppercase().replace('-', "_")),
+                value,
+            );
+        } else if name != "stanza" {
             cmd.arg(format!("--{name}={value}"));
         }
     }
@@ -216,9 +231,19 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let spool = config.archive_async().ok_or_else(|| {
                 Error::Config("archive-push-async runs only with archive-async=y".into())
             })?;
-            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            // Every repository takes every file; one that does not open keeps files queued.
+            let stanza = config.stanza()?;
+            let mut repos = Vec::new();
+            let mut unavailable = Vec::new();
+            for r in config.repos()? {
+                match Repository::open(&r, stanza).await {
+                    Ok(repo) => repos.push(repo),
+                    Err(e) => unavailable.push(format!("{}: {e}", multi::label(&r))),
+                }
+            }
             let report = archive_async::drain_push_queue(
-                &repo,
+                &repos,
+                &unavailable,
                 &config.archive_push()?,
                 &spool,
                 std::time::Duration::from_secs(5),
@@ -243,7 +268,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let size: u64 = size
                 .parse()
                 .map_err(|_| Error::Config(format!("invalid segment size '{size}'")))?;
-            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let repo = open_first(config).await?;
             let report = archive_async::prefetch(&repo, name, size, &spool).await?;
             tracing::info!(
                 "prefetched {} segment(s), {} not in the archive yet",
@@ -253,7 +278,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Check => {
-            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let repo = Repository::open(&config.default_repo()?, config.stanza()?).await?;
             let report =
                 pgbr_backup::check::run(&repo, &config.pg()?, config.archive_timeout()).await?;
             println!(
@@ -268,16 +293,21 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
         Command::StanzaCreate => {
             let stanza = config.stanza()?;
             let _lock = pgbr_backup::lock::Lock::acquire(&config.lock_path(), stanza)?;
-            match pgbr_backup::stanza::create(&config.repo(1)?, stanza, &config.pg()?).await? {
-                StanzaCreated::Created { db } => tracing::info!(
-                    "stanza '{stanza}' created for system {} (PostgreSQL {})",
-                    db.system_id,
-                    db.pg_version
-                ),
-                StanzaCreated::AlreadyExists { .. } => {
-                    tracing::info!(
-                        "stanza '{stanza}' already exists for this cluster; nothing changed"
-                    )
+            // In every repository.
+            for index in config.repo_indexes() {
+                let repo = config.repo(index)?;
+                let name = multi::label(&repo);
+                match pgbr_backup::stanza::create(&repo, stanza, &config.pg()?).await? {
+                    StanzaCreated::Created { db } => tracing::info!(
+                        "{name}: stanza '{stanza}' created for system {} (PostgreSQL {})",
+                        db.system_id,
+                        db.pg_version
+                    ),
+                    StanzaCreated::AlreadyExists { .. } => {
+                        tracing::info!(
+                            "{name}: stanza '{stanza}' already exists for this cluster; nothing changed"
+                        )
+                    }
                 }
             }
             Ok(0)
@@ -291,15 +321,44 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             if let Some(spool) = config.archive_async() {
                 return push_async(config, &spool, wal);
             }
-            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
-            let outcome =
-                pgbr_backup::archive::push(&repo, Path::new(wal), &config.archive_push()?).await?;
-            if outcome == PushOutcome::AlreadyArchived {
-                tracing::warn!(
-                    "{wal} is already in the archive with the same contents; nothing written"
-                );
+            let repos = config.repos()?;
+            let report = multi::push_all(
+                &repos,
+                config.stanza()?,
+                Path::new(wal),
+                &config.archive_push()?,
+            )
+            .await;
+            for (repo, outcome) in &report.stored {
+                if *outcome == PushOutcome::AlreadyArchived {
+                    tracing::warn!(
+                        "{repo}: {wal} is already in the archive with the same contents; nothing written"
+                    );
+                }
             }
-            Ok(0)
+            if report.failed.is_empty() {
+                return Ok(0);
+            }
+            if repos.len() == 1 {
+                // One repository: its error as it is.
+                if let Some((_, e)) = report.failed.into_iter().next() {
+                    return Err(e);
+                }
+                return Ok(0);
+            }
+            // Several: name each repository that failed and fail, so PostgreSQL retries;
+            // repositories that already hold the file are not written again.
+            let mut code = 0;
+            for (repo, e) in &report.failed {
+                if code == 0 {
+                    code = u8::try_from(e.exit_code()).unwrap_or(1);
+                }
+                eprintln!("pgbr: ERROR: {repo}: {e}");
+            }
+            for (repo, _) in &report.stored {
+                eprintln!("pgbr: INFO: {repo}: {wal} is archived");
+            }
+            Ok(code)
         }
         Command::ArchiveGet => {
             let [name, dest] = positional else {
@@ -307,33 +366,60 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                     "archive-get takes two arguments, the WAL file name (%f) and the destination (%p)".into(),
                 ));
             };
-            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
-            let outcome = match config.archive_async() {
-                Some(spool) => {
-                    let outcome =
-                        archive_async::get_prefetched(&repo, name, Path::new(dest), &spool).await?;
-                    if outcome == GetOutcome::Found {
-                        start_prefetch(config, name, Path::new(dest));
-                    }
-                    outcome
+            // The first repository that holds the file serves it.
+            let spool = config.archive_async();
+            let repos = config.repos()?;
+            let report = multi::get_first(
+                &repos,
+                config.stanza()?,
+                name,
+                Path::new(dest),
+                spool.as_ref(),
+            )
+            .await;
+            if let Some(from) = &report.found {
+                for (repo, e) in &report.failed {
+                    tracing::warn!("{repo}: {e}; {name} was read from {from}");
                 }
-                None => pgbr_backup::archive::get(&repo, name, Path::new(dest)).await?,
-            };
-            match outcome {
-                GetOutcome::Found => Ok(0),
-                GetOutcome::NotFound => {
-                    tracing::info!("{name} is not in the archive");
-                    Ok(EXIT_NOT_FOUND)
+                if spool.is_some() {
+                    start_prefetch(config, name, Path::new(dest));
                 }
+                return Ok(0);
             }
+            if report.failed.is_empty() {
+                tracing::info!("{name} is not in the archive");
+                return Ok(EXIT_NOT_FOUND);
+            }
+            if repos.len() == 1 {
+                if let Some((_, e)) = report.failed.into_iter().next() {
+                    return Err(e);
+                }
+                return Ok(EXIT_ARCHIVE_GET_FAILED);
+            }
+            for (repo, e) in &report.failed {
+                eprintln!("pgbr: ERROR: {repo}: {e}");
+            }
+            eprintln!(
+                "pgbr: ERROR: {name} is in no repository that answered, and a repository that failed may hold it"
+            );
+            Ok(EXIT_ARCHIVE_GET_FAILED)
         }
         Command::Backup => {
-            let mut repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let mut repo = Repository::open(&config.default_repo()?, config.stanza()?).await?;
             let report =
                 pgbr_backup::backup::run(&mut repo, &config.pg()?, &config.backup()?, progress)
                     .await?;
             for label in &report.removed_incomplete {
                 tracing::warn!("removed incomplete backup {label}");
+            }
+            if let Some(m) = &report.type_changed {
+                tracing::warn!("{m}");
+            }
+            if let Some(n) = report.resumed_files {
+                tracing::info!(
+                    "backup {} resumed an interrupted attempt: {n} stored file(s) verified and reused",
+                    report.label
+                );
             }
             // Expire after every successful backup, still under the backup's lock.
             let expired = pgbr_backup::expire::run(&mut repo, &config.expire()?).await?;
@@ -360,8 +446,15 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Restore => {
-            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
             let mut opts = config.restore()?;
+            // `--repo`, else the first repository that opens and holds a backup.
+            let (repo, skipped) =
+                multi::open_for_restore(&config.repos()?, config.stanza()?, opts.set.as_deref())
+                    .await?;
+            for (name, e) in &skipped {
+                tracing::warn!("{name} passed over: {e}");
+            }
+            tracing::info!("restoring from {}", repo.name());
             opts.restore_command = Some(restore_command(config)?);
             let report = pgbr_backup::restore::run(&repo, &opts, progress).await?;
             for w in &report.warnings {
@@ -378,8 +471,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Info => {
-            let reports =
-                pgbr_backup::info::collect(&config.repo(1)?, config.stanza.as_deref()).await?;
+            let reports = info_all(config).await?;
             let text = if config.options.get("output").as_deref() == Some("json") {
                 serde_json::to_string_pretty(&reports)
                     .map_err(|e| Error::Internal(format!("rendering JSON: {e}")))?
@@ -391,7 +483,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Expire => {
-            let mut repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let mut repo = Repository::open(&config.default_repo()?, config.stanza()?).await?;
             let report = pgbr_backup::expire::run(&mut repo, &config.expire()?).await?;
             for w in &report.warnings {
                 tracing::warn!("{w}");
@@ -402,7 +494,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Verify => {
-            let repo = Repository::open(&config.repo(1)?, config.stanza()?).await?;
+            let repo = Repository::open(&config.default_repo()?, config.stanza()?).await?;
             let report = pgbr_backup::verify::run(&repo, &config.verify()?, progress).await?;
             let text = if config.options.get("output").as_deref() == Some("json") {
                 serde_json::to_string_pretty(&report)
@@ -425,6 +517,59 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
         }
         Command::Version => Ok(0),
     }
+}
+
+/// `info` of every repository (or of `--repo`): one report per stanza and repository, repo1's
+/// first. With several repositories, one that fails is reported as an error entry; the command
+/// fails only when every repository does.
+async fn info_all(config: &Config) -> Result<Vec<pgbr_backup::info::StanzaReport>, Error> {
+    let repos = config.repos()?;
+    if let [only] = repos.as_slice() {
+        return pgbr_backup::info::collect(only, config.stanza.as_deref()).await;
+    }
+    let mut out = Vec::new();
+    let mut first_error = None;
+    let mut any_ok = false;
+    for r in &repos {
+        match pgbr_backup::info::collect(r, config.stanza.as_deref()).await {
+            Ok(reports) => {
+                any_ok = true;
+                out.extend(reports);
+            }
+            Err(e) => {
+                out.push(pgbr_backup::info::StanzaReport {
+                    name: config.stanza.clone().unwrap_or_default(),
+                    repo: multi::label(r),
+                    status: "error".into(),
+                    message: Some(e.to_string()),
+                    cipher: r.cipher_type.to_string(),
+                    db: Vec::new(),
+                    archive: Vec::new(),
+                    backups: Vec::new(),
+                    page_errors: Vec::new(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if !any_ok => Err(e),
+        _ => Ok(out),
+    }
+}
+
+/// The first repository that opens (for the archive-get prefetch worker).
+async fn open_first(config: &Config) -> Result<Repository, Error> {
+    let mut first_error = None;
+    for r in config.repos()? {
+        match Repository::open(&r, config.stanza()?).await {
+            Ok(repo) => return Ok(repo),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| Error::Config("no repository is configured".into())))
 }
 
 /// The `restore_command` a restored cluster runs: this binary, the same configuration.

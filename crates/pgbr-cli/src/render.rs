@@ -30,12 +30,15 @@ pub fn info_text(reports: &[StanzaReport]) -> String {
     }
     let mut out = String::new();
     for r in reports {
+        // `repo1 (posix:/var/lib/pgbr)` -> `repo1`
+        let repo_index = r.repo.split(' ').next().unwrap_or("repo1");
         out.push_str(&format!("stanza: {}\n", r.name));
         match &r.message {
             Some(m) => out.push_str(&format!("    status: error ({m})\n")),
             None if r.backups.is_empty() => out.push_str("    status: error (no valid backups)\n"),
             None => out.push_str("    status: ok\n"),
         }
+        out.push_str(&format!("    {}\n", r.repo));
         out.push_str(&format!("    cipher: {}\n", r.cipher));
         for db in &r.db {
             out.push_str(&format!(
@@ -73,7 +76,7 @@ pub fn info_text(reports: &[StanzaReport]) -> String {
                     b.file_count
                 ));
                 out.push_str(&format!(
-                    "            repo1: backup size: {}\n",
+                    "            {repo_index}: backup size: {}\n",
                     size(b.size_stored)
                 ));
                 if b.page_errors > 0 {
@@ -81,6 +84,15 @@ pub fn info_text(reports: &[StanzaReport]) -> String {
                         "            page checksum errors: {}\n",
                         b.page_errors
                     ));
+                    for e in r.page_errors.iter().filter(|e| e.label == b.label) {
+                        let blocks: Vec<String> = e.blocks.iter().map(u32::to_string).collect();
+                        out.push_str(&format!(
+                            "                {}/{}: block(s) {}\n",
+                            e.target,
+                            e.name,
+                            blocks.join(", ")
+                        ));
+                    }
                 }
             }
         }

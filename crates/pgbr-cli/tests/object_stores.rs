@@ -1,0 +1,643 @@
+//! Object store repositories and several repositories, end to end against a real PostgreSQL 15
+//! and real emulators started by each test on a free loopback port: S3 (moto server) and Azure
+//! Blob (Azurite). A missing emulator fails the test: run `.ci/run` (or its install lines) first.
+//!
+//! GCS: fake-gcs-server cannot take object_store's uploads (see pgbr-storage's emulator tests),
+//! so only the configuration of a gcs repository is exercised here: accepted, and a clear error
+//! (without the key) when the storage cannot be reached.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{as_pg, free_port, Cluster, Scratch};
+
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// Azurite's published development key.
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const S3_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const SECRET: &str = "pgbrSuperSecretValue0123456789abcdefXYZ";
+const PASSPHRASE: &str = "correct horse battery staple";
+
+// ---------------------------------------------------------------------------------------
+// Emulators (as in pgbr-storage's tests/emulators.rs)
+
+/// A running emulator, killed (and reaped) when dropped, including during a panic.
+struct Emulator {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Emulator {
+    fn start(name: &'static str, program: &Path, args: &[&str]) -> Emulator {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir.path().display().to_string())
+            })
+            .collect();
+        let log = std::fs::File::create(dir.path().join("emulator.log")).expect("log");
+        let child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        let mut emu = Emulator {
+            name,
+            child,
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return emu;
+            }
+            if let Ok(Some(status)) = emu.child.try_wait() {
+                panic!("{name} exited ({status}) before listening:\n{}", emu.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not listen on port {port} in 30 s:\n{}",
+                emu.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One plain HTTP/1.1 request; returns the status.
+    fn http(&self, method: &str, path: &str) -> u16 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            self.port
+        );
+        s.write_all(req.as_bytes()).expect("write");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).expect("read");
+        let text = String::from_utf8_lossy(&out).to_string();
+        text.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("{}: bad HTTP response: {text}", self.name))
+    }
+}
+
+fn python(code: &str) -> Option<String> {
+    let out = Command::new("python3").args(["-c", code]).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A program on PATH or in Python's scripts directory (where pip puts `moto_server`).
+fn find_program(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = python("import sysconfig; print(sysconfig.get_path('scripts'))") {
+        dirs.push(d.into());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run .ci/run (it installs moto[server] and azurite) before these tests")
+        })
+}
+
+/// moto with bucket `pgbr-it`.
+fn start_moto() -> Emulator {
+    let emu = Emulator::start(
+        "moto_server",
+        &find_program("moto_server"),
+        &["-H", "127.0.0.1", "-p", "{port}"],
+    );
+    assert_eq!(emu.http("PUT", "/pgbr-it"), 200, "create bucket");
+    emu
+}
+
+/// Azurite with container `pgbr` (created with a SharedKey-signed request).
+fn start_azurite() -> Emulator {
+    let emu = Emulator::start(
+        "azurite-blob",
+        &find_program("azurite-blob"),
+        &[
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "{port}",
+            "--location",
+            "{dir}",
+            "--skipApiVersionCheck",
+            "--silent",
+        ],
+    );
+    let code = format!(
+        r#"
+import base64, datetime, hashlib, hmac, urllib.request
+acct, cont = "{AZURITE_ACCOUNT}", "pgbr"
+key = base64.b64decode("{AZURITE_KEY}")
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+ver = "2021-08-06"
+sts = "PUT" + "\n" * 12 + f"x-ms-date:{{date}}\nx-ms-version:{{ver}}\n/{{acct}}/{{acct}}/{{cont}}\nrestype:container"
+sig = base64.b64encode(hmac.new(key, sts.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request("http://127.0.0.1:{port}/" + acct + "/" + cont + "?restype=container", method="PUT",
+    headers={{"x-ms-date": date, "x-ms-version": ver, "Authorization": f"SharedKey {{acct}}:{{sig}}", "Content-Length": "0"}})
+print(urllib.request.urlopen(req).status)
+"#,
+        port = emu.port
+    );
+    assert_eq!(
+        python(&code).as_deref(),
+        Some("201"),
+        "container creation failed:\n{}",
+        emu.log()
+    );
+    emu
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// `repo<n>-*` lines of an encrypted S3 repository at `endpoint`.
+fn s3_repo(n: u32, endpoint: &str) -> String {
+    format!(
+        "repo{n}-type=s3\nrepo{n}-path=/pgbr\nrepo{n}-s3-bucket=pgbr-it\nrepo{n}-s3-endpoint={endpoint}\nrepo{n}-s3-region=us-east-1\nrepo{n}-s3-uri-style=path\nrepo{n}-s3-key={S3_KEY}\nrepo{n}-s3-key-secret={SECRET}\nrepo{n}-cipher-type=aes-256-gcm\nrepo{n}-cipher-pass={PASSPHRASE}\n"
+    )
+}
+
+fn azure_repo(n: u32, endpoint: &str) -> String {
+    format!(
+        "repo{n}-type=azure\nrepo{n}-path=/pgbr\nrepo{n}-azure-account={AZURITE_ACCOUNT}\nrepo{n}-azure-container=pgbr\nrepo{n}-azure-key={AZURITE_KEY}\nrepo{n}-azure-endpoint={endpoint}\nrepo{n}-cipher-type=aes-256-gcm\nrepo{n}-cipher-pass={PASSPHRASE}\n"
+    )
+}
+
+fn write_config(scratch: &Scratch, src: &Cluster, repos: &str) -> PathBuf {
+    scratch.write_config(
+        "pgbr.conf",
+        &format!(
+            "[global]\n{repos}lock-path={}\nprocess-max=2\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            scratch.path("lock").display(),
+            src.data.display(),
+            src.port,
+            src.socket_dir.display()
+        ),
+    )
+}
+
+fn archiving_cluster(scratch: &Scratch, conf: &Path, src: &mut Cluster) {
+    src.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+        scratch.pgbr.display(),
+        conf.display()
+    ));
+    src.start();
+}
+
+/// pgbr as the PostgreSQL user with extra environment variables.
+fn pgbr_env(scratch: &Scratch, conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = as_pg(&scratch.pgbr);
+    c.arg(format!("--config={}", conf.display())).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run pgbr")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn info_json(scratch: &Scratch, conf: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--stanza=main", "info", "--output=json"];
+    args.extend_from_slice(extra);
+    let out = scratch.pgbr_ok(conf, &args);
+    assert!(!out.contains(SECRET), "{out}");
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("info json")
+        .as_array()
+        .expect("array")
+        .clone()
+}
+
+/// The report of repository `repo` (`repo1`, `repo2`).
+fn report<'a>(reports: &'a [serde_json::Value], repo: &str) -> &'a serde_json::Value {
+    reports
+        .iter()
+        .find(|r| {
+            r["repo"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&format!("{repo} ")))
+        })
+        .unwrap_or_else(|| panic!("no report of {repo}: {reports:?}"))
+}
+
+/// Compares two dumps, reporting the first differing line rather than megabytes of text.
+fn assert_same_dump(actual: &str, expected: &str) {
+    if actual == expected {
+        return;
+    }
+    let (a, e): (Vec<_>, Vec<_>) = (actual.lines().collect(), expected.lines().collect());
+    let first = a
+        .iter()
+        .zip(&e)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(e.len()));
+    panic!(
+        "restored data differs from the source at dump line {}: restored {:?}, source {:?}",
+        first + 1,
+        a.get(first),
+        e.get(first)
+    );
+}
+
+/// Restores into `name` with `args`, checks that no secret reached postgresql.auto.conf, and
+/// returns the (stopped) cluster.
+fn restore(scratch: &Scratch, conf: &Path, name: &str, args: &[&str]) -> (Cluster, String) {
+    let dir = scratch.mkdir(name);
+    let mut all = vec![
+        "--stanza=main".to_string(),
+        "restore".into(),
+        format!("--pg1-path={}", dir.display()),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = scratch.pgbr(conf, &refs);
+    let log = text(&out);
+    assert!(out.status.success(), "restore {args:?} failed: {log}");
+    assert!(!log.contains(SECRET), "{log}");
+    let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).expect("auto.conf");
+    assert!(auto.contains("restore_command"), "{auto}");
+    for secret in [SECRET, S3_KEY, AZURITE_KEY, PASSPHRASE] {
+        assert!(
+            !auto.contains(secret),
+            "a secret is repeated on restore_command: {auto}"
+        );
+    }
+    let mut c = Cluster::existing(scratch, name, dir, scratch.mkdir(&format!("{name}-sock")));
+    c.configure("archive_mode = off\n");
+    c.stop();
+    (c, log)
+}
+
+/// Starts a restored cluster, waits for the end of recovery, returns its dump.
+fn start_and_dump(c: &mut Cluster) -> String {
+    c.start();
+    for _ in 0..300 {
+        if c.psql("select pg_is_in_recovery()") == "f" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.psql("select pg_is_in_recovery()"), "f", "{}", c.log());
+    c.dump()
+}
+
+// ---------------------------------------------------------------------------------------
+// One object store repository
+
+fn round_trip(repo_lines: impl Fn(u32) -> String) {
+    let scratch = Scratch::new();
+    let mut src = Cluster::init(&scratch, "src");
+    let conf = write_config(&scratch, &src, &repo_lines(1));
+    archiving_cluster(&scratch, &conf, &mut src);
+
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    src.pgbench_init(1);
+    src.psql(
+        "create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g",
+    );
+    // Transient faults: the first 2 requests of every HTTP method fail with a 503 in each pgbr
+    // process of the backup (test-only hook of debug builds); the storage's retries absorb them.
+    let out = pgbr_env(
+        &scratch,
+        &conf,
+        &["--stanza=main", "backup", "--type=full"],
+        &[("PGBRTEST_HTTP_FAIL_FIRST", "2")],
+    );
+    assert!(out.status.success(), "backup: {}", text(&out));
+    assert!(!text(&out).contains(SECRET));
+    src.psql("insert into t select g, 'after' from generate_series(20001, 21000) g");
+    src.switch_and_wait_archived();
+    let expected = src.dump();
+
+    let reports = info_json(&scratch, &conf, &[]);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["cipher"], "aes-256-gcm");
+    assert_eq!(r["backups"].as_array().expect("backups").len(), 1, "{r}");
+    assert!(!r["archive"].as_array().expect("archive").is_empty(), "{r}");
+    let info = scratch.pgbr_ok(&conf, &["--stanza=main", "info"]);
+    assert!(info.contains("full backup:"), "{info}");
+    assert!(info.contains("repo1 ("), "{info}");
+    assert!(!info.contains(SECRET), "{info}");
+
+    src.stop();
+    let (mut dst, _) = restore(&scratch, &conf, "dst", &[]);
+    assert_same_dump(&start_and_dump(&mut dst), &expected);
+    assert_eq!(dst.psql("select count(*) from t"), "21000");
+}
+
+#[test]
+fn s3_repository_encrypted_backup_restore() {
+    let moto = start_moto();
+    round_trip(|n| s3_repo(n, &moto.url()));
+}
+
+#[test]
+fn azure_repository_encrypted_backup_restore() {
+    let azurite = start_azurite();
+    round_trip(|n| azure_repo(n, &azurite.url()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Several repositories: repo1 posix, repo2 S3
+
+fn pg_stat_archiver(c: &Cluster) -> (i64, String, String) {
+    let row = c.psql(
+        "select failed_count, coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') from pg_stat_archiver",
+    );
+    let mut f = row.split('|');
+    (
+        f.next().unwrap_or("0").parse().unwrap_or(0),
+        f.next().unwrap_or_default().to_string(),
+        f.next().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn two_repositories_archive_everywhere_and_fall_back() {
+    let moto = start_moto();
+    let scratch = Scratch::new();
+    let mut src = Cluster::init(&scratch, "src");
+    let repo1 = scratch.mkdir("repo1");
+    let repo_lines = |endpoint: &str| {
+        format!(
+            "repo1-path={}\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={PASSPHRASE}\n{}",
+            repo1.display(),
+            s3_repo(2, endpoint)
+        )
+    };
+    let conf = write_config(&scratch, &src, &repo_lines(&moto.url()));
+    archiving_cluster(&scratch, &conf, &mut src);
+
+    // stanza-create creates the stanza in both repositories.
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    assert!(repo1.join("archive/main/archive.info").exists());
+    let r2 = info_json(&scratch, &conf, &["--repo=2"]);
+    assert_eq!(r2.len(), 1);
+    assert_eq!(r2[0]["status"], "ok", "{r2:?}");
+
+    // archive-push lands in both.
+    src.pgbench_init(1);
+    src.switch_and_wait_archived();
+    let both = info_json(&scratch, &conf, &[]);
+    assert_eq!(both.len(), 2, "{both:?}");
+    let a1 = report(&both, "repo1")["archive"].clone();
+    assert!(!a1.as_array().expect("archive").is_empty(), "{both:?}");
+    assert_eq!(a1, report(&both, "repo2")["archive"], "{both:?}");
+
+    // backup chooses its repository; default repo1.
+    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
+    scratch.pgbr_ok(
+        &conf,
+        &["--stanza=main", "backup", "--type=full", "--repo=2"],
+    );
+    let both = info_json(&scratch, &conf, &[]);
+    for repo in ["repo1", "repo2"] {
+        let b = report(&both, repo)["backups"]
+            .as_array()
+            .expect("backups")
+            .len();
+        assert_eq!(b, 1, "{repo}: {both:?}");
+    }
+    let info = scratch.pgbr_ok(&conf, &["--stanza=main", "info"]);
+    assert!(
+        info.contains("repo1 (posix:") && info.contains("repo2 (s3:"),
+        "{info}"
+    );
+    let out = scratch.pgbr(&conf, &["--stanza=main", "info", "--repo=3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("repo3"), "{}", text(&out));
+
+    // Restore falls back to the next repository when the first lacks the stanza: repo1 pointed at
+    // an empty directory, on restore and (repeated on restore_command) on every archive-get.
+    let empty = scratch.mkdir("empty-repo");
+    let empty_flag = format!("--repo1-path={}", empty.display());
+    let (mut from_repo2, log) = restore(&scratch, &conf, "dst-repo2", &[&empty_flag]);
+    assert!(log.contains("restoring from repo2"), "{log}");
+
+    // repo2 down (its endpoint where nothing listens): archive-push fails, PostgreSQL retries.
+    let dead = free_port();
+    scratch.write_config(
+        "pgbr.conf",
+        &std::fs::read_to_string(&conf)
+            .expect("conf")
+            .replace(&moto.url(), &format!("http://127.0.0.1:{dead}")),
+    );
+    let failed_before = pg_stat_archiver(&src).0;
+    src.psql("create table during_outage as select g from generate_series(1, 5000) g");
+    let outage_wal = src.psql("select pg_walfile_name(pg_switch_wal())");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (failed, _, last_failed) = pg_stat_archiver(&src);
+        if failed > failed_before && last_failed == outage_wal {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "archive-push did not fail with repo2 down: {}",
+            src.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, last_archived, _) = pg_stat_archiver(&src);
+    assert!(
+        last_archived.as_str() < outage_wal.as_str(),
+        "{last_archived} {outage_wal}"
+    );
+    // The failing repository is named in the server log (archive_command's stderr).
+    assert!(src.log().contains("repo2 (s3:pgbr-it)"), "{}", src.log());
+
+    // archive-get still serves from repo1 (which took the segment), restore uses repo1.
+    let dest = scratch.path("fetched");
+    let fetched = scratch.pgbr(
+        &conf,
+        &[
+            "--stanza=main",
+            "archive-get",
+            &outage_wal,
+            &dest.display().to_string(),
+        ],
+    );
+    assert!(fetched.status.success(), "{}", text(&fetched));
+    assert_eq!(
+        std::fs::metadata(&dest).expect("fetched").len(),
+        16 * 1024 * 1024
+    );
+    // A file in no reachable repository, with one repository down, is a failure (126), not
+    // "not found": recovery must not end early on a repository outage.
+    let missing = scratch.pgbr(
+        &conf,
+        &[
+            "--stanza=main",
+            "archive-get",
+            "0000000100000000000000FF",
+            &scratch.path("missing").display().to_string(),
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(126), "{}", text(&missing));
+    assert!(text(&missing).contains("repo2"), "{}", text(&missing));
+    let (mut from_repo1, log) = restore(&scratch, &conf, "dst-repo1", &[]);
+    assert!(log.contains("restoring from repo1"), "{log}");
+
+    // repo2 back: PostgreSQL's retries push the segments archived during the outage to it.
+    scratch.write_config(
+        "pgbr.conf",
+        &std::fs::read_to_string(&conf)
+            .expect("conf")
+            .replace(&format!("http://127.0.0.1:{dead}"), &moto.url()),
+    );
+    src.switch_and_wait_archived();
+    let both = info_json(&scratch, &conf, &[]);
+    let max = |repo: &str| {
+        report(&both, repo)["archive"][0]["max"]
+            .as_str()
+            .expect("max")
+            .to_string()
+    };
+    assert_eq!(max("repo1"), max("repo2"), "{both:?}");
+    assert!(max("repo2") >= outage_wal, "{both:?}");
+    // (Expire after each backup drops WAL older than that repository's backup, so the two
+    // archives start at different segments.)
+    let caught_up = scratch.pgbr(
+        &conf,
+        &[
+            "--stanza=main",
+            "archive-get",
+            "--repo=2",
+            &outage_wal,
+            &scratch.path("from-repo2").display().to_string(),
+        ],
+    );
+    assert!(caught_up.status.success(), "{}", text(&caught_up));
+    let expected = src.dump();
+    src.stop();
+
+    // Both restored clusters recover to the end of the archive and hold the source's data.
+    assert_same_dump(&start_and_dump(&mut from_repo1), &expected);
+    from_repo1.stop();
+    assert_same_dump(&start_and_dump(&mut from_repo2), &expected);
+    assert_eq!(
+        from_repo2.psql("select count(*) from during_outage"),
+        "5000"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+#[test]
+fn object_store_configuration_errors_name_the_option() {
+    let scratch = Scratch::new();
+    let conf_with = |repos: &str| {
+        scratch.write_config(
+            "bad.conf",
+            &format!("[global]\n{repos}log-level-console=warn\n"),
+        )
+    };
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    for (repos, args, want) in [
+        ("repo1-type=s3\n".to_string(), vec![], "repo1-s3-bucket"),
+        (
+            format!("repo1-type=s3\nrepo1-s3-bucket=b\nrepo1-s3-key={S3_KEY}\n"),
+            vec![],
+            "repo1-s3-key-secret",
+        ),
+        (
+            "repo2-type=azure\nrepo2-azure-container=c\n".to_string(),
+            vec![],
+            "repo2-azure-account",
+        ),
+        ("repo1-type=gcs\nrepo1-gcs-bucket=g\n".to_string(), vec![], "repo1-gcs-key"),
+        (
+            format!("repo1-type=gcs\nrepo1-gcs-bucket=g\nrepo1-gcs-key-type=auto\nrepo1-gcs-key={SECRET}\n"),
+            vec![],
+            "repo1-gcs-key",
+        ),
+        ("repo1-type=ftp\n".to_string(), vec![], "repo1-type"),
+        (String::new(), vec!["--repo=2"], "repo2"),
+    ] {
+        let conf = conf_with(&repos);
+        let mut all = vec!["--stanza=main", "info"];
+        all.extend(args);
+        let out = scratch.pgbr(&conf, &all);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{repos}: {t}");
+        assert!(t.contains(want), "{repos}: {t}");
+        assert_eq!(t.trim().lines().count(), 1, "one error line: {t}");
+        assert!(!t.contains(SECRET) && !t.contains(S3_KEY), "{t}");
+    }
+
+    // A gcs repository is accepted; an unreachable one is a clear storage error that does not
+    // repeat the token (info reports it per stanza, archive-get fails with 126).
+    let conf = conf_with(&format!(
+        "repo1-type=gcs\nrepo1-path=/pgbr\nrepo1-gcs-bucket=g\nrepo1-gcs-key-type=token\nrepo1-gcs-key={SECRET}\nrepo1-gcs-endpoint={dead}\n"
+    ));
+    let out = scratch.pgbr(&conf, &["--stanza=main", "info"]);
+    let t = text(&out);
+    assert!(
+        t.contains("repo1 (gcs:g/pgbr)") && t.contains("status: error"),
+        "{t}"
+    );
+    assert!(!t.contains(SECRET), "{t}");
+    let dest = scratch.path("wal").display().to_string();
+    let out = scratch.pgbr(
+        &conf,
+        &[
+            "--stanza=main",
+            "archive-get",
+            "000000010000000000000001",
+            &dest,
+        ],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(126), "{t}");
+    assert!(t.contains("GCS") && !t.contains(SECRET), "{t}");
+}

@@ -1,0 +1,239 @@
+//! Interrupted backups against a real PostgreSQL 15: a backup killed with SIGKILL early, mid-copy
+//! or just before its manifest is committed leaves a repository the next backup resumes (reusing
+//! what verifies) or cleans, `info` never lists the unfinished one, and the result restores exactly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Scratch};
+
+struct Env {
+    scratch: Scratch,
+    src: Cluster,
+    conf: PathBuf,
+    repo: PathBuf,
+}
+
+fn setup() -> Env {
+    let scratch = Scratch::new();
+    let mut src = Cluster::init(&scratch, "src");
+    let repo = scratch.mkdir("repo");
+    let conf = scratch.write_config(
+        "pgbr.conf",
+        &format!(
+            "[global]\nrepo1-path={}\nlock-path={}\nprocess-max=1\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            repo.display(),
+            scratch.path("lock").display(),
+            src.data.display(),
+            src.port,
+            src.socket_dir.display()
+        ),
+    );
+    src.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+        scratch.pgbr.display(),
+        conf.display()
+    ));
+    src.start();
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    src.pgbench_init(1);
+    Env {
+        scratch,
+        src,
+        conf,
+        repo,
+    }
+}
+
+fn spawn_backup(env: &Env, vars: &[(&str, &str)]) -> Child {
+    let mut c = common::as_pg(&env.scratch.pgbr);
+    c.arg(format!("--config={}", env.conf.display())).args([
+        "--stanza=main",
+        "backup",
+        "--type=full",
+    ]);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c.spawn().expect("spawn backup")
+}
+
+/// SIGKILL to the pgbr backup process itself (not the runuser wrapper).
+fn kill_backup(env: &Env, child: &mut Child) {
+    let pattern = format!("^{} --config=.* backup", env.scratch.pgbr.display());
+    let st = std::process::Command::new("pkill")
+        .args(["-9", "-f", &pattern])
+        .status()
+        .expect("pkill");
+    assert!(st.success(), "no backup process to kill");
+    let _ = child.wait();
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn backup_dirs(repo: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(repo.join("backup/main"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn count_objects(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn listed_backups(env: &Env) -> Vec<String> {
+    let out = env
+        .scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "info", "--output=json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    json[0]["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|b| b["label"].as_str().expect("label").to_string())
+        .collect()
+}
+
+fn digest(c: &Cluster) -> String {
+    c.psql("select md5(string_agg(aid || ':' || abalance, ',' order by aid)) from pgbench_accounts")
+}
+
+#[test]
+fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
+    let env = setup();
+    let mut completed = 0;
+
+    // 1. Early: as soon as the backup has recorded that it started.
+    let mut child = spawn_backup(&env, &[("PGBR_TEST_FILE_DELAY_MS", "200")]);
+    wait_for("the in-progress manifest", || {
+        backup_dirs(&env.repo)
+            .iter()
+            .any(|d| d.join("backup.manifest.inprogress").exists())
+    });
+    kill_backup(&env, &mut child);
+    assert!(
+        listed_backups(&env).is_empty(),
+        "an unfinished backup must not be listed"
+    );
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    completed += 1;
+
+    // 2. Mid-copy: after a good part of the files is stored and recorded.
+    env.src
+        .psql("update pgbench_accounts set abalance = abalance + 1 where aid < 100");
+    let mut child = spawn_backup(&env, &[("PGBR_TEST_FILE_DELAY_MS", "15")]);
+    wait_for("files being stored", || {
+        backup_dirs(&env.repo)
+            .iter()
+            .filter(|d| !d.join("backup.manifest").exists())
+            .any(|d| count_objects(d) > 150)
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    kill_backup(&env, &mut child);
+    assert_eq!(listed_backups(&env).len(), completed);
+    let out = env
+        .scratch
+        .pgbr(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let reused: u64 = log
+        .lines()
+        .find(|l| l.contains("resumed an interrupted attempt"))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the next backup must resume: {log}"));
+    assert!(reused > 100, "only {reused} files reused: {log}");
+    completed += 1;
+
+    // 3. Just before the manifest is committed.
+    env.src
+        .psql("update pgbench_accounts set abalance = abalance + 1 where aid < 200");
+    let mut child = spawn_backup(&env, &[("PGBR_TEST_PAUSE_BEFORE_COMMIT_MS", "20000")]);
+    wait_for("backup_label to be stored", || {
+        backup_dirs(&env.repo)
+            .iter()
+            .filter(|d| !d.join("backup.manifest").exists())
+            .any(|d| d.join("pg_data/backup_label.zst").exists())
+    });
+    kill_backup(&env, &mut child);
+    assert_eq!(listed_backups(&env).len(), completed);
+    let out = env
+        .scratch
+        .pgbr(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    completed += 1;
+    assert_eq!(listed_backups(&env).len(), completed);
+    let want = digest(&env.src);
+
+    let out = env.scratch.pgbr(&env.conf, &["--stanza=main", "verify"]);
+    assert!(
+        out.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = env.scratch.mkdir("restored");
+    env.scratch.pgbr_ok(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--pg1-path={}", dir.display()),
+            "--type=immediate",
+            "--target-action=promote",
+        ],
+    );
+    let mut c = Cluster::existing(
+        &env.scratch,
+        "restored",
+        dir,
+        env.scratch.mkdir("restored-sock"),
+    );
+    c.configure("archive_mode = off\n");
+    c.start();
+    for _ in 0..300 {
+        if c.psql("select pg_is_in_recovery()") == "f" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(digest(&c), want);
+}
