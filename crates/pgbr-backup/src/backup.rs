@@ -295,6 +295,28 @@ pub async fn run(
     ));
     let (lsn_start, wal_start, timeline) = session.backup_start(&label, opts.start_fast).await?;
     let tablespaces = session.tablespaces().await?;
+    // From a standby: the primary started the backup; copy once the standby has replayed past its
+    // start.
+    let source = match &opts.standby {
+        None => pg.clone(),
+        Some(standby) => {
+            let (sb, sb_ident, _) = crate::pg::connect_checked(standby).await?;
+            if sb_ident.system_id != db.system_id {
+                return Err(Error::ClusterMismatch(format!(
+                    "the standby in {} is database system {}, not the primary's {}",
+                    standby.path.display(),
+                    sb_ident.system_id,
+                    db.system_id
+                )));
+            }
+            progress.message(&format!(
+                "backup {label}: waiting for the standby to replay to {lsn_start}"
+            ));
+            sb.wait_replay(lsn_start, opts.archive_timeout).await?;
+            sb.close().await;
+            standby.clone()
+        }
+    };
 
     let checksums = control.checksums_enabled();
     let mut targets = vec![Target {
@@ -306,7 +328,7 @@ pub async fn run(
     let mut paths = Vec::new();
     let mut links = Vec::new();
     let mut jobs = Vec::new();
-    let pg_entries = walk(&pg.path, true)?;
+    let pg_entries = walk(&source.path, true)?;
     for e in pg_entries {
         if let Some(oid) = e.rel_path.strip_prefix("pg_tblspc/") {
             if let EntryKind::Symlink { target } = &e.kind {
@@ -338,13 +360,35 @@ pub async fn run(
             }
         }
         collect_one(
-            "pg_data", &pg.path, e, checksums, lsn_start, &mut paths, &mut links, &mut jobs,
+            "pg_data",
+            &source.path,
+            e,
+            checksums,
+            lsn_start,
+            &mut paths,
+            &mut links,
+            &mut jobs,
         );
+    }
+    if source.path != pg.path {
+        // Configuration at the top of the data directory is not replicated: take the primary's.
+        for job in jobs
+            .iter_mut()
+            .filter(|j| j.target == "pg_data" && !j.name.contains('/'))
+        {
+            let primary = pg.path.join(&job.name);
+            if let Ok(meta) = std::fs::metadata(&primary) {
+                use std::os::unix::fs::MetadataExt;
+                job.source = primary;
+                job.size = meta.len();
+                job.mtime = meta.mtime();
+            }
+        }
     }
     paths.push(PathEntry {
         target: "pg_data".into(),
         name: String::new(),
-        mode: mode_of(&pg.path)?,
+        mode: mode_of(&source.path)?,
     });
     for t in targets.iter().skip(1) {
         paths.push(PathEntry {

@@ -566,6 +566,9 @@ pub struct BackupOptions {
     pub delta: bool,
     /// Pack files smaller than `bundle_limit` into objects of about `bundle_size` (`None`: off).
     pub bundle: Option<BundleOptions>,
+    /// `backup-standby`: copy files from this standby (the `pg2-*` options) once it has replayed
+    /// past the backup's start; the primary (`pg1-*`) still starts and stops the backup.
+    pub standby: Option<PgOptions>,
 }
 
 /// Bundling of small files (`repo1-bundle*`).
@@ -590,6 +593,7 @@ impl Default for BackupOptions {
             lock_path: PathBuf::from(crate::lock::DEFAULT_LOCK_PATH),
             delta: false,
             bundle: None,
+            standby: None,
         }
     }
 }
@@ -753,16 +757,24 @@ impl Config {
 
     /// `pg1-*`, with `pg1-path` required.
     pub fn pg(&self) -> Result<PgOptions, Error> {
+        self.pg_host(1)
+    }
+
+    /// `pg<index>-*`, with `pg<index>-path` required.
+    pub fn pg_host(&self, index: u32) -> Result<PgOptions, Error> {
         let o = &self.options;
+        let name = |s: &str| format!("pg{index}-{s}");
         Ok(PgOptions {
-            path: PathBuf::from(o.require("pg1-path", self.command)?),
-            port: o.parsed("pg1-port").unwrap_or(5432),
+            path: PathBuf::from(o.require(&name("path"), self.command)?),
+            port: o.parsed(&name("port")).unwrap_or(5432),
             socket_path: PathBuf::from(
-                o.get("pg1-socket-path")
+                o.get(&name("socket-path"))
                     .unwrap_or_else(|| "/var/run/postgresql".into()),
             ),
-            user: o.get("pg1-user").unwrap_or_else(|| "postgres".into()),
-            database: o.get("pg1-database").unwrap_or_else(|| "postgres".into()),
+            user: o.get(&name("user")).unwrap_or_else(|| "postgres".into()),
+            database: o
+                .get(&name("database"))
+                .unwrap_or_else(|| "postgres".into()),
         })
     }
 
@@ -1031,6 +1043,15 @@ impl Config {
             archive_timeout: Duration::from_secs_f64(secs),
             lock_path: self.lock_path(),
             delta: o.get_bool("delta"),
+            standby: if o.get_bool("backup-standby") {
+                Some(self.pg_host(2).map_err(|_| {
+                    Error::config(
+                        "backup-standby=y requires the standby's options: pg2-path (and pg2-port, pg2-socket-path)".into(),
+                    )
+                })?)
+            } else {
+                None
+            },
             bundle: o.get_bool("repo1-bundle").then(|| BundleOptions {
                 size: o
                     .get("repo1-bundle-size")

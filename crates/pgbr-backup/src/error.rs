@@ -94,6 +94,10 @@ pub enum Error {
     /// Another pgbr process holds the stanza's lock.
     #[error("{0}")]
     Locked(String),
+    /// The stanza (or every stanza) is stopped by `pgbr stop`, or `stanza-delete` was asked for a
+    /// stanza that is not stopped.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl Error {
@@ -148,6 +152,7 @@ impl Error {
             Error::Io { .. } | Error::Storage(_) => 11,
             Error::Internal(_) => 12,
             Error::Locked(_) => 13,
+            Error::Stopped(_) => 15,
         }
     }
 }

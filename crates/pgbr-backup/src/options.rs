@@ -33,12 +33,22 @@ pub enum Command {
     ArchiveGetAsync,
     /// Print the version.
     Version,
+    /// Stop pgbr commands for a stanza (or every stanza): write the stop file.
+    Stop,
+    /// Allow pgbr commands again: remove the stop file.
+    Start,
+    /// Record a new cluster identity after `pg_upgrade` (or a new cluster for the stanza).
+    StanzaUpgrade,
+    /// Remove a stopped stanza and everything it holds from the repository.
+    StanzaDelete,
 }
 
 impl Command {
     /// Every command, in the order help lists them.
-    pub const ALL: [Command; 12] = [
+    pub const ALL: [Command; 16] = [
         Command::StanzaCreate,
+        Command::StanzaUpgrade,
+        Command::StanzaDelete,
         Command::ArchivePush,
         Command::ArchiveGet,
         Command::Backup,
@@ -47,6 +57,8 @@ impl Command {
         Command::Expire,
         Command::Verify,
         Command::Check,
+        Command::Stop,
+        Command::Start,
         Command::ArchivePushAsync,
         Command::ArchiveGetAsync,
         Command::Version,
@@ -67,6 +79,10 @@ impl Command {
             Command::ArchivePushAsync => "archive-push-async",
             Command::ArchiveGetAsync => "archive-get-async",
             Command::Version => "version",
+            Command::Stop => "stop",
+            Command::Start => "start",
+            Command::StanzaUpgrade => "stanza-upgrade",
+            Command::StanzaDelete => "stanza-delete",
         }
     }
 
@@ -77,7 +93,10 @@ impl Command {
 
     /// Whether the command needs `--stanza`.
     pub fn needs_stanza(self) -> bool {
-        !matches!(self, Command::Info | Command::Version)
+        !matches!(
+            self,
+            Command::Info | Command::Version | Command::Stop | Command::Start
+        )
     }
 
     /// One line of help for the command.
@@ -99,6 +118,16 @@ impl Command {
             Command::ArchivePushAsync => "background worker of asynchronous archive-push",
             Command::ArchiveGetAsync => "background prefetch worker of asynchronous archive-get",
             Command::Version => "print the version",
+            Command::Stop => {
+                "stop pgbr commands for the stanza (every stanza without --stanza); --force also terminates a running one"
+            }
+            Command::Start => "allow pgbr commands again after stop",
+            Command::StanzaUpgrade => {
+                "record the cluster's new identity after pg_upgrade (old backups stay restorable)"
+            }
+            Command::StanzaDelete => {
+                "remove a stopped stanza and all its backups and WAL from the repository"
+            }
         }
     }
 
@@ -193,6 +222,8 @@ pub struct OptionDef {
 
 const REPO_COMMANDS: &[Command] = &[
     Command::StanzaCreate,
+    Command::StanzaUpgrade,
+    Command::StanzaDelete,
     Command::ArchivePush,
     Command::ArchiveGet,
     Command::Backup,
@@ -205,6 +236,8 @@ const REPO_COMMANDS: &[Command] = &[
     Command::ArchiveGetAsync,
 ];
 const SELECT_REPO_COMMANDS: &[Command] = &[
+    Command::StanzaUpgrade,
+    Command::StanzaDelete,
     Command::ArchiveGet,
     Command::Backup,
     Command::Restore,
@@ -213,11 +246,30 @@ const SELECT_REPO_COMMANDS: &[Command] = &[
     Command::Verify,
     Command::Check,
 ];
-const LOCK_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup, Command::Expire];
+const LOCK_COMMANDS: &[Command] = &[
+    Command::StanzaCreate,
+    Command::StanzaUpgrade,
+    Command::StanzaDelete,
+    Command::Backup,
+    Command::Expire,
+    Command::ArchivePush,
+    Command::ArchiveGet,
+    Command::ArchivePushAsync,
+    Command::ArchiveGetAsync,
+    Command::Stop,
+    Command::Start,
+];
 const RETENTION_COMMANDS: &[Command] = &[Command::Backup, Command::Expire, Command::Verify];
-const PG_CONNECT_COMMANDS: &[Command] = &[Command::StanzaCreate, Command::Backup, Command::Check];
+const PG_CONNECT_COMMANDS: &[Command] = &[
+    Command::StanzaCreate,
+    Command::StanzaUpgrade,
+    Command::Backup,
+    Command::Check,
+];
 const PG_PATH_COMMANDS: &[Command] = &[
     Command::StanzaCreate,
+    Command::StanzaUpgrade,
+    Command::StanzaDelete,
     Command::ArchivePush,
     Command::Backup,
     Command::Restore,
@@ -595,6 +647,13 @@ pub const OPTIONS: &[OptionDef] = &[
         "also store the backup's WAL inside the backup",
     ),
     def(
+        "backup-standby",
+        OptionKind::Bool,
+        Some("n"),
+        &[Command::Backup],
+        "copy files from the standby in pg2-*, coordinating with the primary in pg1-*",
+    ),
+    def(
         "type",
         OptionKind::Text,
         None,
@@ -677,8 +736,13 @@ pub const OPTIONS: &[OptionDef] = &[
         "force",
         OptionKind::Bool,
         Some("n"),
-        &[Command::Restore, Command::Expire],
-        "restore over an existing directory, rewriting every file; expire --set: allow the newest full backup",
+        &[
+            Command::Restore,
+            Command::Expire,
+            Command::Stop,
+            Command::StanzaDelete,
+        ],
+        "restore over an existing directory, rewriting every file; expire --set: allow the newest full backup; stop: terminate a running pgbr; stanza-delete: even if PostgreSQL runs in pg1-path",
     ),
     def(
         "tablespace-map",
@@ -699,7 +763,7 @@ pub const OPTIONS: &[OptionDef] = &[
         OptionKind::Path,
         Some("/tmp/pgbr"),
         LOCK_COMMANDS,
-        "directory of the per-stanza lock files",
+        "directory of the per-stanza lock and stop files",
     ),
     indexed(
         def(

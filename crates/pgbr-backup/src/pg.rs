@@ -175,6 +175,55 @@ impl PgSession {
         Ok(row.get(0))
     }
 
+    /// Waits until this standby has replayed WAL up to `lsn` and made a restartpoint there (a
+    /// backup copies a standby's files only once everything before the backup's start on the
+    /// primary is on the standby's disk).
+    pub async fn wait_replay(&self, lsn: Lsn, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let row = self
+                .client
+                .query_one(
+                    "select pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn()::text, '0/0')",
+                    &[],
+                )
+                .await
+                .map_err(|e| self.fail("unable to read the standby's replay position", e))?;
+            let in_recovery: bool = row.get(0);
+            if !in_recovery {
+                return Err(Error::config(format!(
+                    "backup-standby=y, but {} is not a standby (it is not in recovery): pg2-* must name a standby of the primary in pg1-*",
+                    self.where_
+                )));
+            }
+            let replayed = parse_lsn(&row.get::<_, String>(1))?;
+            if replayed >= lsn {
+                // Replayed is not enough: what the standby replayed before the backup's start may
+                // still sit in its buffers. A restartpoint at or after the start flushes it.
+                self.client
+                    .batch_execute("checkpoint")
+                    .await
+                    .map_err(|e| self.fail("checkpoint on the standby failed", e))?;
+                let row = self
+                    .client
+                    .query_one("select redo_lsn::text from pg_control_checkpoint()", &[])
+                    .await
+                    .map_err(|e| self.fail("unable to read the standby's checkpoint", e))?;
+                if parse_lsn(&row.get::<_, String>(0))? >= lsn {
+                    return Ok(());
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::ArchiveTimeout(format!(
+                    "the standby {} has replayed WAL only to {replayed}, not yet to the backup's start {lsn}, after {:.0}s (archive-timeout): is it streaming from the primary?",
+                    self.where_,
+                    timeout.as_secs_f64()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn tablespaces(&self) -> Result<Vec<Tablespace>> {
         let rows = self
             .client
