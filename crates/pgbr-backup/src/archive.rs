@@ -7,7 +7,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use pgbr_manifest::ArchiveInfo;
 use pgbr_storage::{CompressType, ObjectInfo};
 use pgbr_wal::WalFileName;
@@ -90,7 +89,25 @@ pub(crate) fn parse_stored_name(
 
 /// Finds `wal_name` in the archive, newest archive id first.
 pub async fn find(repo: &Repository, wal_name: &str) -> Result<Option<ArchivedWal>> {
+    find_for(repo, wal_name, None).await
+}
+
+/// As [`find`], but when `cluster` (system id, PostgreSQL major version) is given and the
+/// stanza's history lists it, only in that cluster's archive ids: after `stanza-upgrade` the
+/// cluster restored from an old backup must not be served the new cluster's WAL of the same name.
+pub async fn find_for(
+    repo: &Repository,
+    wal_name: &str,
+    cluster: Option<(u64, u32)>,
+) -> Result<Option<ArchivedWal>> {
     let mut dbs = repo.archive_info().db_history.clone();
+    if let Some((system_id, pg_version)) = cluster {
+        let is_it =
+            |d: &pgbr_manifest::DbHistory| d.system_id == system_id && d.pg_version == pg_version;
+        if dbs.iter().any(is_it) {
+            dbs.retain(is_it);
+        }
+    }
     dbs.sort_by_key(|d| std::cmp::Reverse(d.db_id));
     for db in dbs {
         let dir = wal_dir(repo, &ArchiveInfo::archive_id(&db), wal_name)?;
@@ -135,23 +152,45 @@ pub async fn push(
         .ok_or_else(|| Error::config(format!("'{}' does not name a WAL file", path.display())))?
         .to_string();
     let kind = classify(&name)?;
-    let data = std::fs::read(&path).map_err(|e| Error::io("unable to read WAL file", &path, e))?;
+    // Streamed twice (checksum, then compress and store), so memory stays small whatever the
+    // segment size: the object's name carries the checksum, known only after a full read.
+    let read_err = |e| Error::io("unable to read WAL file", &path, e);
+    let mut file = std::fs::File::open(&path).map_err(read_err)?;
+    let len = file.metadata().map_err(read_err)?.len();
+    let mut head = vec![0u8; len.min(8192) as usize];
+    std::io::Read::read_exact(&mut file, &mut head).map_err(read_err)?;
     let db = repo.current_db()?.clone();
     if matches!(kind, WalFileName::Segment(_) | WalFileName::Partial(_)) {
-        pgbr_wal::validate_segment(&data, db.system_id, db.pg_version).map_err(|source| {
-            Error::Wal {
-                context: format!(
-                    "{} cannot be archived in stanza '{}' (system {}, PostgreSQL {})",
-                    path.display(),
-                    repo.stanza(),
-                    db.system_id,
-                    db.pg_version
-                ),
-                source,
-            }
-        })?;
+        let header =
+            pgbr_wal::validate_segment(&head, db.system_id, db.pg_version).map_err(|source| {
+                Error::Wal {
+                    context: format!(
+                        "{} cannot be archived in stanza '{}' (system {}, PostgreSQL {})",
+                        path.display(),
+                        repo.stanza(),
+                        db.system_id,
+                        db.pg_version
+                    ),
+                    source,
+                }
+            })?;
+        if matches!(kind, WalFileName::Segment(_)) && len != u64::from(header.segment_size) {
+            return Err(Error::Corrupt(format!(
+                "{} is {len} bytes but its header says segments are {} bytes: not a complete WAL segment",
+                path.display(),
+                header.segment_size
+            )));
+        }
     }
-    let checksum = blake3::hash(&data).to_hex().to_string();
+    drop(file);
+    let checksum = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || crate::pipeline::hash_file(&path))
+            .await
+            .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))?
+            .map_err(read_err)?
+            .1
+    };
     let archive_id = ArchiveInfo::archive_id(&db);
     let dir = wal_dir(repo, &archive_id, &name)?;
     let (_, objects) = repo.storage().list_dir(&dir).await?;
@@ -166,20 +205,49 @@ pub async fn push(
             repo.stanza()
         )));
     }
-    let compressed =
-        pgbr_storage::compress_to_vec(opts.compress.compress_type, opts.compress.level, &data)
-            .map_err(|e| Error::io("unable to compress WAL file", &path, e))?;
-    drop(data);
-    let sealed = pgbr_crypto::encrypt_to_vec(repo.cipher(), repo.key(), &compressed)
-        .map_err(|e| Error::Internal(format!("encrypting {name}: {e}")))?;
-    drop(compressed);
-    let stored_bytes = sealed.len() as u64;
     let object = format!(
         "{dir}/{name}-{checksum}{}",
         opts.compress.compress_type.extension()
     );
-    repo.storage().put(&object, Bytes::from(sealed)).await?;
-    Ok(PushOutcome::Stored { stored_bytes })
+    let codec = crate::pipeline::Codec {
+        compress_type: opts.compress.compress_type,
+        level: opts.compress.level,
+        cipher: repo.cipher(),
+        key: repo.key().cloned(),
+        // One big stream: with process-max > 1, zstd compresses it on that many threads.
+        workers: if opts.process_max > 1 {
+            u32::try_from(opts.process_max).unwrap_or(2)
+        } else {
+            0
+        },
+    };
+    let stored = {
+        let (storage, object, path) = (repo.storage().clone(), object.clone(), path.clone());
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            crate::pipeline::store_file(&path, &storage, &object, &codec, None, &handle)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("archive task failed: {e}")))??
+    };
+    let Some(stored) = stored else {
+        return Err(Error::io(
+            "unable to read WAL file",
+            &path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    };
+    if stored.checksum != checksum {
+        // The file changed between the two reads: what was stored does not match its name.
+        repo.storage().delete(&object).await?;
+        return Err(Error::Corrupt(format!(
+            "{} changed while it was being archived; nothing was kept (PostgreSQL will retry)",
+            path.display()
+        )));
+    }
+    Ok(PushOutcome::Stored {
+        stored_bytes: stored.stored_size,
+    })
 }
 
 /// Reads an archived WAL file, decrypted, decompressed and verified against its checksum.
@@ -205,13 +273,29 @@ pub async fn read(repo: &Repository, wal: &ArchivedWal) -> Result<Vec<u8>> {
 }
 
 /// Fetches `wal_name` into `dest` (written to a temporary name, then renamed).
+///
+/// PostgreSQL runs `restore_command` in the data directory: when the stanza's history lists
+/// several clusters (after `stanza-upgrade`), the one whose `global/pg_control` is there chooses
+/// the archive ids searched (see [`find_for`]).
 pub async fn get(repo: &Repository, wal_name: &str, dest: &Path) -> Result<GetOutcome> {
-    let Some(wal) = find(repo, wal_name).await? else {
+    let cluster = if repo.archive_info().db_history.len() > 1 {
+        local_cluster()
+    } else {
+        None
+    };
+    let Some(wal) = find_for(repo, wal_name, cluster).await? else {
         return Ok(GetOutcome::NotFound);
     };
     let plain = read(repo, &wal).await?;
     write_atomic(dest, &plain)?;
     Ok(GetOutcome::Found)
+}
+
+/// (system id, major version) of the cluster in the current directory, if it is a data directory.
+pub(crate) fn local_cluster() -> Option<(u64, u32)> {
+    let bytes = std::fs::read("global/pg_control").ok()?;
+    let control = pgbr_wal::ControlFile::parse(&bytes).ok()?;
+    Some((control.system_identifier, control.pg_major_version()?))
 }
 
 fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {

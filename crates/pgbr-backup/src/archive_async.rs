@@ -477,7 +477,9 @@ pub async fn prefetch(
         let repo = repo.task_handle();
         let dir = dir.clone();
         tasks.spawn(async move {
-            let Some(wal) = archive::find(&repo, &name).await? else {
+            // As archive-get: the cluster in the data directory (the worker's cwd) picks the
+            // archive ids once the stanza lists several clusters.
+            let Some(wal) = archive::find_for(&repo, &name, archive::local_cluster()).await? else {
                 return Ok(false);
             };
             let data = archive::read(&repo, &wal).await?;

@@ -485,6 +485,7 @@ pub async fn run(
     progress.start(total, work.len() as u64);
 
     let codec = Codec {
+        workers: 0,
         compress_type: opts.compress.compress_type,
         level: opts.compress.level,
         cipher: repo.cipher(),

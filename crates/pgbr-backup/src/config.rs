@@ -696,6 +696,8 @@ pub struct ArchivePushOptions {
     pub compress: CompressOptions,
     /// The data directory relative WAL paths are resolved against (PostgreSQL passes `pg_wal/...`).
     pub pg_path: Option<PathBuf>,
+    /// Threads one segment's compression may use (`process-max`; 0 or 1: the calling thread).
+    pub process_max: usize,
 }
 
 /// The typed configuration of one invocation.
@@ -1162,6 +1164,7 @@ impl Config {
         Ok(ArchivePushOptions {
             compress: self.compress()?,
             pg_path: self.options.get("pg1-path").map(PathBuf::from),
+            process_max: self.process_max(),
         })
     }
 

@@ -1,7 +1,7 @@
 //! The pgbr engine: every pgbr command is a function here, composed from the lower crates
 //! (`pgbr-manifest`, `pgbr-storage`, `pgbr-crypto`, `pgbr-wal`).
 //!
-//! The modules read as the command list: [`stanza`] (`stanza-create`), [`backup`], [`restore`],
+//! The modules read as the command list: [`stanza`] (`stanza-create`, `stanza-upgrade`, `stanza-delete`), [`backup`], [`restore`],
 //! [`archive`] (`archive-push`, `archive-get`), [`info`], [`expire`] and [`verify`]; [`lock`] is the
 //! per-stanza lock `backup`, `expire` and `stanza-create` hold; [`multi`] spreads `archive-push` over
 //! every repository and picks the repository `archive-get` and `restore` read from. [`config`] reads pgBackRest-style

@@ -251,11 +251,18 @@ mod tests {
         );
         // Another stanza is not stopped; stanza-delete's lock ignores the stop file.
         let other = Lock::acquire(dir.path(), "other").expect("other");
-        assert_eq!(holder(dir.path(), "other").expect("probe"), Some(std::process::id()));
+        assert_eq!(
+            holder(dir.path(), "other").expect("probe"),
+            Some(std::process::id())
+        );
         drop(other);
         assert_eq!(holder(dir.path(), "other").expect("probe"), None);
         drop(Lock::acquire_stopped(dir.path(), "main").expect("stopped lock"));
-        assert!(stop(dir.path(), Some("main"), false).expect("again").already_stopped);
+        assert!(
+            stop(dir.path(), Some("main"), false)
+                .expect("again")
+                .already_stopped
+        );
         assert!(start(dir.path(), Some("main")).expect("start"));
         assert!(!start(dir.path(), Some("main")).expect("start again"));
         drop(Lock::acquire(dir.path(), "main").expect("started"));

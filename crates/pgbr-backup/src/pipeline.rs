@@ -86,6 +86,8 @@ pub(crate) struct Codec {
     pub level: i32,
     pub cipher: CipherType,
     pub key: Option<DataKey>,
+    /// Extra compression threads for one stream (zstd only; 0 = none).
+    pub workers: u32,
 }
 
 /// Counts bytes on their way to the store.
@@ -155,7 +157,9 @@ pub(crate) fn store_file(
     };
     let io_err = |e: io::Error| Error::io("unable to store", src, e);
     let enc = EncryptWriter::new(codec.cipher, codec.key.as_ref(), sink).map_err(io_err)?;
-    let mut comp = CompressWriter::new(codec.compress_type, codec.level, enc).map_err(io_err)?;
+    let mut comp =
+        CompressWriter::with_workers(codec.compress_type, codec.level, codec.workers, enc)
+            .map_err(io_err)?;
     let mut size = 0u64;
     let mut page_errors = Vec::new();
     while filled > 0 {

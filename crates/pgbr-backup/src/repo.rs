@@ -58,10 +58,8 @@ pub fn open_storage(opts: &RepoOptions) -> Result<Storage> {
 
 fn open_cloud(cloud: &CloudOptions) -> std::result::Result<Storage, pgbr_storage::Error> {
     #[cfg(debug_assertions)]
-    if let Some(k) = test_fault_first() {
-        // Test-only (debug builds): fail the first `k` HTTP requests of every method with a
-        // 503, through the storage's own retry layer.
-        let c = pgbr_storage::FaultyHttpConnector::new().fail_first(k);
+    if let Some(c) = test_fault_connector() {
+        // Test-only (debug builds): injected 503s, through the storage's own retry layer.
         return match cloud {
             CloudOptions::S3(o) => Storage::s3_with_http_connector(o, c),
             CloudOptions::Azure(o) => Storage::azure_with_http_connector(o, c),
@@ -75,12 +73,25 @@ fn open_cloud(cloud: &CloudOptions) -> std::result::Result<Storage, pgbr_storage
     }
 }
 
-/// `PGBRTEST_HTTP_FAIL_FIRST=<k>` (debug builds only): the fault injection of the tests.
+/// The fault injection of the tests (debug builds only): `PGBRTEST_HTTP_FAIL_FIRST=<k>` fails
+/// the first `k` HTTP requests of every method (transient: the retries absorb it);
+/// `PGBRTEST_HTTP_FAIL_AFTER=<n>` fails every `PUT` after the first `n` (permanent: the
+/// retries exhaust).
 #[cfg(debug_assertions)]
-fn test_fault_first() -> Option<u64> {
-    std::env::var("PGBRTEST_HTTP_FAIL_FIRST")
-        .ok()
-        .and_then(|v| v.parse().ok())
+fn test_fault_connector() -> Option<pgbr_storage::FaultyHttpConnector> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let (first, after) = (
+        var("PGBRTEST_HTTP_FAIL_FIRST"),
+        var("PGBRTEST_HTTP_FAIL_AFTER"),
+    );
+    if first.is_none() && after.is_none() {
+        return None;
+    }
+    let c = pgbr_storage::FaultyHttpConnector::new().fail_first(first.unwrap_or(0));
+    Some(match after {
+        Some(n) => c.fail_after("PUT", n),
+        None => c,
+    })
 }
 
 /// Describes a repository for messages: `repo1 (posix:/var/lib/pgbr)`.

@@ -420,6 +420,7 @@ pub async fn run(
     // Each backup this one references may have used another codec.
     let mut codecs = BTreeMap::new();
     let codec_of = |compress_type| Codec {
+        workers: 0,
         compress_type,
         level: 0,
         cipher,

@@ -1,5 +1,10 @@
 //! `stanza-create`: record the cluster's identity (and, when encrypted, a new wrapped data key) in
 //! the repository, so that every later command can tell its cluster from another.
+//! `stanza-upgrade`: record the cluster's new identity after `pg_upgrade` (a new database history
+//! entry, so new WAL goes to a new archive id while old backups stay listed and restorable).
+//! `stanza-delete`: remove a stopped stanza and everything it holds.
+
+use std::path::{Path, PathBuf};
 
 use pgbr_crypto::{CipherType, DataKey, WrappedKey};
 use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory};
@@ -149,5 +154,212 @@ fn new_cipher_info(opts: &RepoOptions) -> Result<CipherInfo> {
             serde_json::to_value(&wrapped)
                 .map_err(|e| Error::Internal(format!("serializing the wrapped key: {e}")))?,
         ),
+    })
+}
+
+/// What `stanza-upgrade` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StanzaUpgraded {
+    /// A new database history entry was appended to archive.info and backup.info.
+    Upgraded {
+        /// The cluster the stanza backed up until now.
+        from: DbHistory,
+        /// The cluster recorded now (the stanza's current database).
+        to: DbHistory,
+    },
+    /// The stanza already records this cluster; nothing changed.
+    AlreadyUpToDate {
+        /// The cluster on record.
+        db: DbHistory,
+    },
+}
+
+fn manifest_err(what: &str) -> impl Fn(pgbr_manifest::Error) -> Error + '_ {
+    move |source| Error::Manifest {
+        context: what.to_string(),
+        source,
+    }
+}
+
+/// `stanza-upgrade`: after `pg_upgrade` (or when the stanza's cluster was replaced), records the
+/// cluster `pg` describes (which must be running) as the stanza's new current database: a history
+/// entry with `db_id` one above the highest so far is appended to `archive.info` and then to
+/// `backup.info` (each written twice). New WAL then goes to archive id `<version>-<db_id>`; the
+/// old backups and WAL stay where they are, listed and restorable.
+///
+/// Takes the stanza lock in `lock_path` (refused while the stanza is stopped). A stanza that
+/// already records this cluster is [`StanzaUpgraded::AlreadyUpToDate`]; an upgrade interrupted
+/// between the two info files is completed.
+pub async fn upgrade(
+    repo_opts: &RepoOptions,
+    stanza: &str,
+    pg: &PgOptions,
+    lock_path: &Path,
+) -> Result<StanzaUpgraded> {
+    let _lock = crate::lock::Lock::acquire(lock_path, stanza)?;
+    let (session, ident, control) = crate::pg::connect_checked(pg).await?;
+    session.close().await;
+    let pg_version = ident.major();
+    if control.pg_major_version() != Some(pg_version) {
+        return Err(Error::ClusterMismatch(format!(
+            "pg_control in {} is not from PostgreSQL {pg_version}, the version the server reports",
+            pg.path.display()
+        )));
+    }
+    let storage = repo::open_storage(repo_opts)?;
+    let name = describe(repo_opts, &storage);
+    let archive = load_twice(&storage, &archive_info_path(stanza), |b| {
+        ArchiveInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: archive.info")))
+    })
+    .await?;
+    let backup = load_twice(&storage, &backup_info_path(stanza), |b| {
+        BackupInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: backup.info")))
+    })
+    .await?;
+    let (Some(mut archive), Some(mut backup)) = (archive, backup) else {
+        return Err(Error::StanzaMissing {
+            stanza: stanza.to_string(),
+            repo: name,
+        });
+    };
+    // The key must unlock: an upgrade must not make the stanza unusable.
+    repo::unlock(repo_opts, &name, &archive.cipher)?;
+    let same = |d: &DbHistory| d.system_id == ident.system_id && d.pg_version == pg_version;
+    let lists_nothing = || {
+        Error::Corrupt(format!(
+            "{name}: an info file of stanza '{stanza}' lists no database"
+        ))
+    };
+    let archive_current = archive.current_db().cloned().ok_or_else(lists_nothing)?;
+    let backup_current = backup.current_db().cloned().ok_or_else(lists_nothing)?;
+    if same(&archive_current) && same(&backup_current) {
+        return Ok(StanzaUpgraded::AlreadyUpToDate {
+            db: archive_current,
+        });
+    }
+    // One info file may already hold the new entry (an interrupted upgrade): reuse its id.
+    let from = if same(&archive_current) {
+        backup_current.clone()
+    } else {
+        archive_current.clone()
+    };
+    let db_id = if same(&archive_current) {
+        archive_current.db_id
+    } else if same(&backup_current) {
+        backup_current.db_id
+    } else {
+        archive
+            .db_history
+            .iter()
+            .chain(&backup.db_history)
+            .map(|d| d.db_id)
+            .max()
+            .unwrap_or(0)
+            + 1
+    };
+    let to = DbHistory {
+        db_id,
+        system_id: ident.system_id,
+        pg_version,
+    };
+    if !same(&archive_current) {
+        archive.db_history.push(to.clone());
+        let bytes = archive
+            .to_bytes()
+            .map_err(manifest_err(&format!("{name}: archive.info")))?;
+        save_twice(&storage, &archive_info_path(stanza), bytes).await?;
+    }
+    if !same(&backup_current) {
+        backup.db_history.push(to.clone());
+        let bytes = backup
+            .to_bytes()
+            .map_err(manifest_err(&format!("{name}: backup.info")))?;
+        save_twice(&storage, &backup_info_path(stanza), bytes).await?;
+    }
+    Ok(StanzaUpgraded::Upgraded { from, to })
+}
+
+/// Options of `stanza-delete`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// Directory of the lock and stop files (`lock-path`).
+    pub lock_path: PathBuf,
+    /// The stanza's data directory (`pg1-path`), checked for a running PostgreSQL; `None` skips
+    /// the check.
+    pub pg_path: Option<PathBuf>,
+    /// Delete even though PostgreSQL seems to run in `pg_path`.
+    pub force: bool,
+}
+
+/// What `stanza-delete` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StanzaDeleted {
+    /// The stanza was removed; `objects` objects were deleted.
+    Deleted {
+        /// Objects deleted (info files included).
+        objects: u64,
+    },
+    /// The repository holds nothing of the stanza.
+    NotFound,
+}
+
+/// `stanza-delete`: removes `archive/<stanza>/` and `backup/<stanza>/` from the repository.
+///
+/// The stanza must be stopped (`pgbr stop`; [`Error::Stopped`] otherwise) and, unless
+/// `opts.force`, PostgreSQL must not run in `opts.pg_path` (its `postmaster.pid` must not exist).
+/// Takes the stanza lock, so no backup or expire runs meanwhile. The four info files go first
+/// (`archive.info`, its copy, `backup.info`, its copy), so an interrupted delete leaves a stanza
+/// every command reports as missing, never half a stanza; then every other object; a second
+/// `stanza-delete` finishes an interrupted one. The key is not needed.
+pub async fn delete(
+    repo_opts: &RepoOptions,
+    stanza: &str,
+    opts: &DeleteOptions,
+) -> Result<StanzaDeleted> {
+    if !crate::lock::is_stopped(&opts.lock_path, stanza) {
+        return Err(Error::Stopped(format!(
+            "stanza '{stanza}' is not stopped: run 'pgbr --stanza={stanza} stop' before stanza-delete (stop file {} does not exist)",
+            crate::lock::stop_file(&opts.lock_path, Some(stanza)).display()
+        )));
+    }
+    if let (Some(path), false) = (&opts.pg_path, opts.force) {
+        let pid = path.join("postmaster.pid");
+        if pid.exists() {
+            return Err(Error::RestoreTarget(format!(
+                "PostgreSQL appears to be running in {} ({} exists): stop it before deleting stanza '{stanza}', or pass --force",
+                path.display(),
+                pid.display()
+            )));
+        }
+    }
+    let _lock = crate::lock::Lock::acquire_stopped(&opts.lock_path, stanza)?;
+    let storage = repo::open_storage(repo_opts)?;
+    let mut objects = 0u64;
+    for info in [archive_info_path(stanza), backup_info_path(stanza)] {
+        for path in [info.clone(), format!("{info}{}", repo::COPY_SUFFIX)] {
+            if storage.exists(&path).await? {
+                storage.delete(&path).await?;
+                objects += 1;
+            }
+        }
+    }
+    for prefix in [format!("backup/{stanza}/"), format!("archive/{stanza}/")] {
+        objects += storage.delete_prefix(&prefix).await?;
+    }
+    if repo_opts.repo_type == crate::config::RepoType::Posix {
+        // Object deletion leaves the (now empty) directories of a local repository behind.
+        for dir in [format!("backup/{stanza}"), format!("archive/{stanza}")] {
+            let path = Path::new(&repo_opts.path).join(dir);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("unable to remove directory", &path, e)),
+            }
+        }
+    }
+    Ok(if objects == 0 {
+        StanzaDeleted::NotFound
+    } else {
+        StanzaDeleted::Deleted { objects }
     })
 }

@@ -491,6 +491,7 @@ pub async fn run(
                 whole,
             } => {
                 let codec = crate::pipeline::Codec {
+                    workers: 0,
                     compress_type: compress,
                     level: 0,
                     cipher,

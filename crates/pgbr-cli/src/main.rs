@@ -13,7 +13,7 @@ use pgbr_backup::archive::PushOutcome;
 use pgbr_backup::archive_async::{self, AsyncOptions, QueueOutcome};
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
-use pgbr_backup::stanza::StanzaCreated;
+use pgbr_backup::stanza::{StanzaCreated, StanzaDeleted, StanzaUpgraded};
 use pgbr_backup::{multi, Error, Progress, Repository};
 
 /// Exit code of `archive-get` when the file is not in the archive (PostgreSQL then ends recovery
@@ -226,7 +226,58 @@ fn spawn_worker(
 
 async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
     let progress: Arc<dyn Progress> = Arc::new(LogProgress);
+    if matches!(
+        config.command,
+        Command::ArchivePush
+            | Command::ArchiveGet
+            | Command::ArchivePushAsync
+            | Command::ArchiveGetAsync
+    ) {
+        // WAL commands take no lock, but a stopped stanza moves no WAL (`pgbr stop`).
+        pgbr_backup::lock::check_not_stopped(&config.lock_path(), config.stanza()?)?;
+    }
     match config.command {
+        Command::Stop | Command::Start => stop_start(config),
+        Command::StanzaUpgrade => {
+            let stanza = config.stanza()?;
+            // In every repository (or --repo).
+            for repo in config.repos()? {
+                let name = multi::label(&repo);
+                match pgbr_backup::stanza::upgrade(&repo, stanza, &config.pg()?, &config.lock_path())
+                    .await?
+                {
+                    StanzaUpgraded::Upgraded { from, to } => println!(
+                        "{name}: stanza '{stanza}' upgraded: db-id {} (system {}, PostgreSQL {}) is now current; db-id {} (system {}, PostgreSQL {}) stays for its backups and WAL",
+                        to.db_id, to.system_id, to.pg_version, from.db_id, from.system_id, from.pg_version
+                    ),
+                    StanzaUpgraded::AlreadyUpToDate { db } => println!(
+                        "{name}: stanza '{stanza}' is already up to date (db-id {}, system {}, PostgreSQL {}); nothing changed",
+                        db.db_id, db.system_id, db.pg_version
+                    ),
+                }
+            }
+            Ok(0)
+        }
+        Command::StanzaDelete => {
+            let stanza = config.stanza()?;
+            let opts = pgbr_backup::stanza::DeleteOptions {
+                lock_path: config.lock_path(),
+                pg_path: config.options.get("pg1-path").map(std::path::PathBuf::from),
+                force: config.options.get_bool("force"),
+            };
+            for repo in config.repos()? {
+                let name = multi::label(&repo);
+                match pgbr_backup::stanza::delete(&repo, stanza, &opts).await? {
+                    StanzaDeleted::Deleted { objects } => {
+                        println!("{name}: stanza '{stanza}' deleted ({objects} objects removed)")
+                    }
+                    StanzaDeleted::NotFound => {
+                        println!("{name}: stanza '{stanza}' does not exist; nothing to delete")
+                    }
+                }
+            }
+            Ok(0)
+        }
         Command::ArchivePushAsync => {
             let spool = config.archive_async().ok_or_else(|| {
                 Error::Config("archive-push-async runs only with archive-async=y".into())
@@ -517,6 +568,41 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
         }
         Command::Version => Ok(0),
     }
+}
+
+/// `stop` and `start`: write or remove the stop file of `--stanza` (without it: every stanza).
+fn stop_start(config: &Config) -> Result<u8, Error> {
+    let lock_path = config.lock_path();
+    let stanza = config.stanza.as_deref();
+    let (what, flag) = match stanza {
+        Some(s) => (format!("stanza '{s}'"), format!(" --stanza={s}")),
+        None => ("all stanzas".to_string(), String::new()),
+    };
+    if config.command == Command::Stop {
+        let force = config.options.get_bool("force");
+        let report = pgbr_backup::lock::stop(&lock_path, stanza, force)?;
+        if report.already_stopped {
+            tracing::warn!(
+                "stop file {} already exists for {what}",
+                report.stop_file.display()
+            );
+        }
+        for (s, pid) in &report.terminated {
+            println!("terminated pgbr process {pid} holding the lock on stanza '{s}'");
+        }
+        println!("{what} stopped: run 'pgbr{flag} start' to allow commands again");
+    } else {
+        if !pgbr_backup::lock::start(&lock_path, stanza)? {
+            tracing::warn!("stop file does not exist for {what}; nothing to start");
+        }
+        if let Some(s) = stanza {
+            if pgbr_backup::lock::is_stopped(&lock_path, s) {
+                tracing::warn!("all stanzas are still stopped: run 'pgbr start'");
+            }
+        }
+        println!("{what} started");
+    }
+    Ok(0)
 }
 
 /// `info` of every repository (or of `--repo`): one report per stanza and repository, repo1's

@@ -382,3 +382,92 @@ fn verify_of_an_encrypted_repository_names_a_tampered_file() {
     );
     src.stop();
 }
+
+/// Every `.blk` object (a block-mapped file's blocks) under `dir`.
+fn block_objects(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "blk") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
+    let scratch = Scratch::new();
+    let repo = scratch.mkdir("repo");
+    let mut src = Cluster::init(&scratch, "src");
+    let conf = scratch.write_config(
+        "pgbr.conf",
+        &format!(
+            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=30\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            repo.display(),
+            scratch.path("lock").display(),
+            src.data.display(),
+            src.port,
+            src.socket_dir.display()
+        ),
+    );
+    src.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+        scratch.pgbr.display(),
+        conf.display()
+    ));
+    src.start();
+    // A 2+ MiB relation: stored as 64 KiB blocks in one `.blk` object.
+    src.psql(
+        "create table big as select g as id, md5(g::text) as v from generate_series(1, 40000) g",
+    );
+    let rel = src.psql("select pg_relation_filepath('big')");
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    let label = backup(&scratch, &conf);
+    let object = repo.join(format!("backup/main/{label}/pg_data/{rel}.blk"));
+    assert!(
+        object.exists(),
+        "{} is not stored as blocks; block objects: {:?}",
+        object.display(),
+        block_objects(&repo.join(format!("backup/main/{label}")))
+    );
+    let v = scratch.pgbr_ok(&conf, &["--stanza=main", "verify"]);
+    assert!(v.contains("status: ok"), "{v}");
+
+    // A byte in the middle of the object: inside some block's stored bytes.
+    let len = std::fs::metadata(&object).expect("stat").len() as usize;
+    flip_byte(&object, len / 2);
+    let out = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(14), "{text}");
+    let named = object
+        .strip_prefix(&repo)
+        .expect("in repo")
+        .display()
+        .to_string();
+    assert!(
+        text.contains(&named),
+        "verify does not name {named}:\n{text}"
+    );
+
+    let dst = scratch.mkdir("dst");
+    let out = scratch.pgbr(
+        &conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--set={label}"),
+            &format!("--pg1-path={}", dst.display()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains(rel.as_str()), "{err}");
+    src.stop();
+}

@@ -386,6 +386,80 @@ fn azure_repository_encrypted_backup_restore() {
     round_trip(|n| azure_repo(n, &azurite.url()));
 }
 
+/// Labels of the backups `info` lists in the only repository.
+fn backup_labels(scratch: &Scratch, conf: &Path) -> Vec<String> {
+    let reports = info_json(scratch, conf, &[]);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    reports[0]["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|b| b["label"].as_str().expect("label").to_string())
+        .collect()
+}
+
+#[test]
+fn s3_permanent_fault_fails_the_backup_and_leaves_the_repository_usable() {
+    let moto = start_moto();
+    let scratch = Scratch::new();
+    let mut src = Cluster::init(&scratch, "src");
+    let conf = write_config(&scratch, &src, &s3_repo(1, &moto.url()));
+    archiving_cluster(&scratch, &conf, &mut src);
+    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
+    let earlier = backup_labels(&scratch, &conf);
+    assert_eq!(earlier.len(), 1, "{earlier:?}");
+
+    // A permanent fault part-way through the next backup: every PUT after the first 20 of the
+    // pgbr process gets a 503 (test-only hook of debug builds), so the retries exhaust.
+    src.psql("create table after_first as select g as id from generate_series(1, 5000) g");
+    let out = pgbr_env(
+        &scratch,
+        &conf,
+        &["--stanza=main", "backup", "--type=full"],
+        &[("PGBRTEST_HTTP_FAIL_AFTER", "20")],
+    );
+    let log = text(&out);
+    assert!(
+        !out.status.success(),
+        "backup succeeded despite the fault: {log}"
+    );
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {log}");
+    assert!(
+        errors[0].contains("503") || errors[0].contains("injected fault"),
+        "the error names the cause: {log}"
+    );
+    assert!(!log.contains(SECRET) && !log.contains(S3_KEY), "{log}");
+
+    // No new usable backup: info lists only the earlier one; verify passes (the interrupted
+    // backup's directory is a note); restore restores the earlier backup.
+    assert_eq!(backup_labels(&scratch, &conf), earlier);
+    let verify = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    assert!(verify.status.success(), "verify: {}", text(&verify));
+    assert!(
+        text(&verify).contains("incomplete backup"),
+        "verify notes the interrupted backup: {}",
+        text(&verify)
+    );
+    src.switch_and_wait_archived();
+    let expected = src.dump();
+    let (mut dst, log) = restore(&scratch, &conf, "dst", &[]);
+    assert!(
+        log.contains(&format!("restore of {} complete", earlier[0])),
+        "{log}"
+    );
+    assert_same_dump(&start_and_dump(&mut dst), &expected);
+    assert_eq!(dst.psql("select count(*) from after_first"), "5000");
+    dst.stop();
+
+    // Fault removed: the next backup succeeds and is listed after the earlier one.
+    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
+    let now = backup_labels(&scratch, &conf);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[0], earlier[0], "{now:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Several repositories: repo1 posix, repo2 S3
 

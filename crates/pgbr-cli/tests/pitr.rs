@@ -442,3 +442,75 @@ fn backup_on_timeline_two_restores() {
         "3"
     );
 }
+
+#[test]
+fn standby_type_follows_the_archive_and_preserve_keeps_recovery_settings() {
+    let env = setup();
+    let src = &env.src;
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    insert(src, 1);
+    src.switch_and_wait_archived();
+
+    // --type=standby: standby.signal, and the server stays in recovery following the archive.
+    let dir = env.scratch.mkdir("as-standby");
+    env.scratch.pgbr_ok(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            "--type=standby",
+            &format!("--pg1-path={}", dir.display()),
+        ],
+    );
+    assert!(dir.join("standby.signal").exists());
+    assert!(!dir.join("recovery.signal").exists());
+    let mut c = Cluster::existing(
+        &env.scratch,
+        "as-standby",
+        dir.clone(),
+        env.scratch.mkdir("as-standby-sock"),
+    );
+    c.configure("archive_mode = off\nhot_standby = on\n");
+    c.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.psql("select count(*) from marks where id = 1") != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "standby did not replay the archive: {}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(c.psql("select pg_is_in_recovery()"), "t");
+    // A segment archived later reaches the standby too.
+    insert(src, 2);
+    src.switch_and_wait_archived();
+    while c.psql("select count(*) from marks where id = 2") != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "standby did not follow the archive: {}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.stop();
+
+    // --type=preserve over it (with --delta): its recovery configuration stays as it was.
+    let before = std::fs::read(dir.join("postgresql.auto.conf")).expect("auto.conf");
+    env.scratch.pgbr_ok(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "restore",
+            "--delta",
+            "--type=preserve",
+            &format!("--pg1-path={}", dir.display()),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(dir.join("postgresql.auto.conf")).expect("auto.conf"),
+        before
+    );
+    assert!(dir.join("standby.signal").exists());
+}

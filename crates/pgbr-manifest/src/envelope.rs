@@ -1,73 +1,196 @@
 //! The versioned, self-checksummed JSON envelope shared by every metadata file.
 //!
 //! ```text
-//! {"format":1,"kind":"backup.info","content":{...},"checksum":"<blake3 hex>"}
-//! {"format":1,"manifest":{...},"checksum":"<blake3 hex>"}
+//! {
+//!   "format": 1,
+//!   "kind": "backup.info",
+//!   "content": {...},
+//!   "checksum": "<blake3 hex>"
+//! }
 //! ```
 //!
-//! The checksum is BLAKE3 over the compact JSON serialization of the content
-//! (fields in declaration order, opaque JSON objects with their keys sorted).
-//! On load, the content is parsed strictly (unknown fields are refused) and
-//! re-serialized the same way to recompute the checksum, so any change to the
-//! content that survives parsing is detected.
+//! (a manifest has `"manifest"` in place of `"content"` and no `"kind"`).
+//!
+//! The checksum is BLAKE3 over the exact bytes of the content value as they
+//! appear in the file, from its opening `{` to its closing `}`. Writing lays
+//! the content out once (see [`Layout`]), hashes that byte range and appends
+//! the checksum; loading finds the content's byte range in the envelope,
+//! hashes it (on a second thread for large content) while parsing it strictly
+//! (unknown fields are refused), so any change to the content is detected,
+//! whitespace included.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize, Serializer};
+use std::io;
+
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::ser::Formatter;
+use serde_json::value::RawValue;
 
 use crate::Error;
 
-/// Compact, deterministic serialization and its BLAKE3 hex.
-pub(crate) fn content_checksum<T: Serialize>(content: &T) -> Result<String, Error> {
-    let compact = serde_json::to_vec(content)?;
-    Ok(blake3::hash(&compact).to_hex().to_string())
+/// Containers nested this deep or less (the envelope is 1, the content 2, its
+/// fields 3) are written one item per line with two-space indentation; deeper
+/// ones (the entries of `files`, `backups`, ...) are written compactly, so
+/// every entry is one line.
+const PRETTY_DEPTH: usize = 3;
+
+/// Content larger than this is hashed on a second thread while it is parsed.
+const PARALLEL_HASH_MIN: usize = 1 << 20;
+
+/// serde_json formatter: pretty down to [`PRETTY_DEPTH`], compact below.
+struct Layout {
+    depth: usize,
+    has_value: bool,
 }
 
-#[derive(Serialize)]
-struct OutKind<'a, T> {
+impl Layout {
+    fn pretty(&self) -> bool {
+        self.depth <= PRETTY_DEPTH
+    }
+
+    fn indent<W: ?Sized + io::Write>(&self, w: &mut W, levels: usize) -> io::Result<()> {
+        for _ in 0..levels {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    fn begin<W: ?Sized + io::Write>(&mut self, w: &mut W, open: &[u8]) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(open)
+    }
+
+    fn end<W: ?Sized + io::Write>(&mut self, w: &mut W, close: &[u8]) -> io::Result<()> {
+        if self.pretty() && self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w, self.depth - 1)?;
+        }
+        self.depth -= 1;
+        w.write_all(close)
+    }
+
+    fn item<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if self.pretty() {
+            w.write_all(if first { b"\n" } else { b",\n" })?;
+            self.indent(w, self.depth)
+        } else if first {
+            Ok(())
+        } else {
+            w.write_all(b",")
+        }
+    }
+}
+
+impl Formatter for Layout {
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.begin(w, b"[")
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.end(w, b"]")
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.item(w, first)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.begin(w, b"{")
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.end(w, b"}")
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.item(w, first)
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(if self.pretty() { b": " } else { b":" })
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
+/// Writes the envelope into a buffer of `capacity` bytes: `format`, `kind`
+/// (info files only), the content under `body`, then its checksum.
+fn write<T: Serialize + ?Sized>(
     format: u32,
-    kind: &'a str,
-    content: &'a T,
-    checksum: String,
-}
-
-#[derive(Serialize)]
-struct OutManifest<'a, T> {
-    format: u32,
-    manifest: &'a T,
-    checksum: String,
-}
-
-#[derive(Deserialize)]
-struct Header {
-    format: u64,
-    #[serde(default)]
-    kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InKind<T> {
-    #[allow(dead_code)]
-    format: u64,
-    #[allow(dead_code)]
-    kind: String,
-    content: T,
-    checksum: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InManifest<T> {
-    #[allow(dead_code)]
-    format: u64,
-    manifest: T,
-    checksum: String,
-}
-
-fn pretty<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
-    let mut out = serde_json::to_vec_pretty(value)?;
-    out.push(b'\n');
+    kind: Option<&str>,
+    body: &str,
+    content: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(format!("{{\n  \"format\": {format},\n").as_bytes());
+    if let Some(kind) = kind {
+        out.extend_from_slice(b"  \"kind\": ");
+        serde_json::to_writer(&mut out, kind)?;
+        out.extend_from_slice(b",\n");
+    }
+    out.extend_from_slice(format!("  \"{body}\": ").as_bytes());
+    let start = out.len();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        Layout {
+            depth: 1,
+            has_value: false,
+        },
+    );
+    content.serialize(&mut ser)?;
+    let checksum = blake3::hash(&out[start..]);
+    out.extend_from_slice(b",\n  \"checksum\": \"");
+    out.extend_from_slice(checksum.to_hex().as_bytes());
+    out.extend_from_slice(b"\"\n}\n");
     Ok(out)
+}
+
+/// Writes `{"format":..,"kind":..,"content":..,"checksum":..}`.
+pub(crate) fn write_kind<T: Serialize>(
+    format: u32,
+    kind: &str,
+    content: &T,
+) -> Result<Vec<u8>, Error> {
+    write(format, Some(kind), "content", content, 4096)
+}
+
+/// Writes `{"format":..,"manifest":..,"checksum":..}` into a buffer of
+/// `capacity` bytes (an estimate of the output size).
+pub(crate) fn write_manifest<T: Serialize + ?Sized>(
+    format: u32,
+    manifest: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, Error> {
+    write(format, None, "manifest", manifest, capacity)
+}
+
+/// Reads an envelope written by [`write_kind`], checking format, kind and checksum.
+pub(crate) fn read_kind<T: DeserializeOwned>(
+    bytes: &[u8],
+    format: u32,
+    kind: &str,
+) -> Result<T, Error> {
+    read(bytes, format, Some(kind))
+}
+
+/// Reads an envelope written by [`write_manifest`], checking format and checksum.
+pub(crate) fn read_manifest<T: DeserializeOwned>(bytes: &[u8], format: u32) -> Result<T, Error> {
+    read(bytes, format, None)
+}
+
+/// A JSON error about the envelope's shape.
+fn shape(msg: String) -> Error {
+    Error::Json(de::Error::custom(msg))
 }
 
 fn check_format(found: u64, supported: u32) -> Result<(), Error> {
@@ -77,90 +200,154 @@ fn check_format(found: u64, supported: u32) -> Result<(), Error> {
     Ok(())
 }
 
-fn verify<T: Serialize>(content: &T, recorded: String) -> Result<(), Error> {
-    let computed = content_checksum(content)?;
-    if computed != recorded {
-        return Err(Error::ChecksumMismatch {
-            expected: recorded,
-            found: computed,
-        });
-    }
-    Ok(())
-}
-
-/// Writes `{"format":..,"kind":..,"content":..,"checksum":..}`.
-pub(crate) fn write_kind<T: Serialize>(
-    format: u32,
-    kind: &str,
-    content: &T,
-) -> Result<Vec<u8>, Error> {
-    let checksum = content_checksum(content)?;
-    pretty(&OutKind {
-        format,
-        kind,
-        content,
-        checksum,
-    })
-}
-
-/// Reads an envelope written by [`write_kind`], checking format, kind and checksum.
-pub(crate) fn read_kind<T: Serialize + DeserializeOwned>(
-    bytes: &[u8],
-    format: u32,
-    kind: &str,
-) -> Result<T, Error> {
-    let header: Header = serde_json::from_slice(bytes)?;
-    check_format(header.format, format)?;
-    match header.kind {
-        Some(found) if found == kind => {}
-        Some(found) => {
+/// `kind`: the info file kind expected, `None` for a manifest.
+fn read<T: DeserializeOwned>(bytes: &[u8], format: u32, kind: Option<&str>) -> Result<T, Error> {
+    let env: Envelope<'_> = serde_json::from_slice(bytes)?;
+    let found = env
+        .format
+        .ok_or_else(|| shape("missing field `format`".into()))?;
+    check_format(found, format)?;
+    let mut problem = env.problem;
+    match (kind, env.kind) {
+        (None, None) => {}
+        (None, Some(Some(found))) => {
             return Err(Error::WrongKind {
-                expected: kind.to_string(),
+                expected: "backup.manifest".to_string(),
                 found,
             })
         }
-        None => {
+        (None, Some(None)) => {
+            problem.get_or_insert_with(|| "unknown field `kind`".into());
+        }
+        (Some(expected), Some(Some(found))) if found == expected => {}
+        (Some(expected), Some(Some(found))) => {
             return Err(Error::WrongKind {
-                expected: kind.to_string(),
+                expected: expected.to_string(),
+                found,
+            })
+        }
+        (Some(expected), _) => {
+            return Err(Error::WrongKind {
+                expected: expected.to_string(),
                 found: "(none; is this a backup.manifest?)".to_string(),
             })
         }
     }
-    let env: InKind<T> = serde_json::from_slice(bytes)?;
-    verify(&env.content, env.checksum)?;
-    Ok(env.content)
+    if let Some(problem) = problem {
+        return Err(shape(problem));
+    }
+    let (name, body, other, other_name) = match kind {
+        Some(_) => ("content", env.content, env.manifest, "manifest"),
+        None => ("manifest", env.manifest, env.content, "content"),
+    };
+    if other.is_some() {
+        return Err(shape(format!("unknown field `{other_name}`")));
+    }
+    let body = body.ok_or_else(|| shape(format!("missing field `{name}`")))?;
+    let recorded = env
+        .checksum
+        .ok_or_else(|| shape("missing field `checksum`".into()))?;
+    let recorded: String = serde_json::from_str(recorded.get())?;
+    let (content, computed) = parse_and_hash::<T>(body.get());
+    let content = content?;
+    let computed = computed.to_hex();
+    if computed.as_str() != recorded {
+        return Err(Error::ChecksumMismatch {
+            expected: recorded,
+            found: computed.to_string(),
+        });
+    }
+    Ok(content)
 }
 
-/// Writes `{"format":..,"manifest":..,"checksum":..}`.
-pub(crate) fn write_manifest<T: Serialize>(format: u32, manifest: &T) -> Result<Vec<u8>, Error> {
-    let checksum = content_checksum(manifest)?;
-    pretty(&OutManifest {
-        format,
-        manifest,
-        checksum,
+/// Parses `text` strictly and computes its BLAKE3, at the same time when it is large.
+fn parse_and_hash<T: DeserializeOwned>(text: &str) -> (serde_json::Result<T>, blake3::Hash) {
+    if text.len() < PARALLEL_HASH_MIN {
+        return (serde_json::from_str(text), blake3::hash(text.as_bytes()));
+    }
+    std::thread::scope(|s| {
+        let hasher = std::thread::Builder::new()
+            .name("pgbr-manifest-hash".into())
+            .spawn_scoped(s, || blake3::hash(text.as_bytes()));
+        let parsed = serde_json::from_str(text);
+        let hash = match hasher {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => blake3::hash(text.as_bytes()),
+        };
+        (parsed, hash)
     })
 }
 
-/// Reads an envelope written by [`write_manifest`], checking format and checksum.
-pub(crate) fn read_manifest<T: Serialize + DeserializeOwned>(
-    bytes: &[u8],
-    format: u32,
-) -> Result<T, Error> {
-    let header: Header = serde_json::from_slice(bytes)?;
-    check_format(header.format, format)?;
-    if let Some(found) = header.kind {
-        return Err(Error::WrongKind {
-            expected: "backup.manifest".to_string(),
-            found,
-        });
+/// The envelope's fields, the content and checksum left as raw JSON text.
+/// Parsed leniently (unknown fields are noted in `problem`) so that the format
+/// version and kind are checked first.
+#[derive(Default)]
+struct Envelope<'a> {
+    format: Option<u64>,
+    kind: Option<Option<String>>,
+    manifest: Option<&'a RawValue>,
+    content: Option<&'a RawValue>,
+    checksum: Option<&'a RawValue>,
+    problem: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EnvelopeVisitor)
     }
-    let env: InManifest<T> = serde_json::from_slice(bytes)?;
-    verify(&env.manifest, env.checksum)?;
-    Ok(env.manifest)
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a pgbr metadata envelope (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+        let mut env = Envelope::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                "format" => {
+                    if env.format.is_some() {
+                        return Err(de::Error::duplicate_field("format"));
+                    }
+                    env.format = Some(map.next_value()?);
+                    continue;
+                }
+                "kind" => {
+                    if env.kind.is_some() {
+                        return Err(de::Error::duplicate_field("kind"));
+                    }
+                    env.kind = Some(map.next_value()?);
+                    continue;
+                }
+                "manifest" => &mut env.manifest,
+                "content" => &mut env.content,
+                "checksum" => &mut env.checksum,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    env.problem
+                        .get_or_insert_with(|| format!("unknown field `{key}`"));
+                    continue;
+                }
+            };
+            let value: &'de RawValue = map.next_value()?;
+            if slot.replace(value).is_some() {
+                env.problem
+                    .get_or_insert_with(|| format!("duplicate field `{key}`"));
+            }
+        }
+        Ok(env)
+    }
 }
 
 /// Serializes an opaque JSON value with object keys sorted at every level, so
-/// the checksum does not depend on serde_json's `preserve_order` feature.
+/// the output does not depend on serde_json's `preserve_order` feature.
 pub(crate) fn sorted_json<S: Serializer>(
     value: &Option<serde_json::Value>,
     serializer: S,

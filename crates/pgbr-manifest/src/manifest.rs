@@ -1,7 +1,6 @@
 //! The backup manifest: everything one backup holds and where its bytes live.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -188,19 +187,178 @@ pub struct BlockRef {
     pub length: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Path,
-    Link,
-    File,
+/// An entry named by `(target, name)`.
+trait Keyed {
+    fn key(&self) -> (&str, &str);
 }
 
-fn is_sorted<T>(items: &[T], key: impl Fn(&T) -> (&str, &str)) -> bool {
-    items.windows(2).all(|w| key(&w[0]) <= key(&w[1]))
+impl Keyed for PathEntry {
+    fn key(&self) -> (&str, &str) {
+        (&self.target, &self.name)
+    }
+}
+
+impl Keyed for LinkEntry {
+    fn key(&self) -> (&str, &str) {
+        (&self.target, &self.name)
+    }
+}
+
+impl Keyed for FileEntry {
+    fn key(&self) -> (&str, &str) {
+        (&self.target, &self.name)
+    }
+}
+
+fn is_sorted<T: Keyed>(items: &[T]) -> bool {
+    items.windows(2).all(|w| w[0].key() <= w[1].key())
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The `(target, name)` keys of a list in sorted order: the list itself when it
+/// is already sorted (every loaded manifest), else a sorted copy of the keys.
+enum SortedKeys<'a, T> {
+    InPlace(&'a [T]),
+    Copied(Vec<(&'a str, &'a str)>),
+}
+
+impl<'a, T: Keyed> SortedKeys<'a, T> {
+    fn new(items: &'a [T]) -> Self {
+        if is_sorted(items) {
+            SortedKeys::InPlace(items)
+        } else {
+            let mut keys: Vec<(&str, &str)> = items.iter().map(Keyed::key).collect();
+            keys.sort_unstable();
+            SortedKeys::Copied(keys)
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SortedKeys::InPlace(items) => items.len(),
+            SortedKeys::Copied(keys) => keys.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> (&'a str, &'a str) {
+        match self {
+            SortedKeys::InPlace(items) => items[i].key(),
+            SortedKeys::Copied(keys) => keys[i],
+        }
+    }
+
+    fn contains(&self, key: (&str, &str)) -> bool {
+        match self {
+            SortedKeys::InPlace(items) => items.binary_search_by(|e| e.key().cmp(&key)).is_ok(),
+            SortedKeys::Copied(keys) => keys.binary_search(&key).is_ok(),
+        }
+    }
+
+    /// The first key listed twice.
+    fn duplicate(&self) -> Option<(&'a str, &'a str)> {
+        (1..self.len())
+            .find(|&i| self.get(i) == self.get(i - 1))
+            .map(|i| self.get(i))
+    }
+}
+
+/// A list written in sorted order: the list itself when already sorted, else
+/// references to its items, sorted.
+enum SortedList<'a, T> {
+    InPlace(&'a [T]),
+    Refs(Vec<&'a T>),
+}
+
+impl<'a, T> SortedList<'a, T> {
+    fn new<K: Ord + 'a>(items: &'a [T], key: impl Fn(&'a T) -> K) -> Self {
+        if items.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+            SortedList::InPlace(items)
+        } else {
+            let mut refs: Vec<&T> = items.iter().collect();
+            refs.sort_by_key(|item| key(item));
+            SortedList::Refs(refs)
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for SortedList<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SortedList::InPlace(items) => serializer.collect_seq(items.iter()),
+            SortedList::Refs(refs) => serializer.collect_seq(refs.iter()),
+        }
+    }
+}
+
+/// What [`Manifest::to_bytes`] serializes: a [`Manifest`] (same fields, same
+/// order) with its lists in sorted order, without copying them.
+#[derive(Serialize)]
+struct SortedManifest<'a> {
+    backup: &'a BackupMeta,
+    targets: SortedList<'a, Target>,
+    paths: SortedList<'a, PathEntry>,
+    links: SortedList<'a, LinkEntry>,
+    files: SortedList<'a, FileEntry>,
+}
+
+impl<'a> SortedManifest<'a> {
+    fn new(m: &'a Manifest) -> Self {
+        SortedManifest {
+            backup: &m.backup,
+            targets: SortedList::new(&m.targets, |t| t.name.as_str()),
+            paths: SortedList::new(&m.paths, Keyed::key),
+            links: SortedList::new(&m.links, Keyed::key),
+            files: SortedList::new(&m.files, Keyed::key),
+        }
+    }
+}
+
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+fn opt_label_len(r: &Option<String>) -> usize {
+    r.as_ref().map_or(4, |r| r.len() + 2)
+}
+
+/// The serialized size of a file entry with its line break and indentation
+/// (exact unless a name needs escapes), so that the output buffer is
+/// allocated once and not much larger than needed.
+fn estimated_size(f: &FileEntry) -> usize {
+    let bundle = f.bundle.as_ref().map_or(4, |b| {
+        27 + digits(b.id) + digits(b.offset) + digits(b.length)
+    });
+    let block_map = f.block_map.as_ref().map_or(4, |m| {
+        27 + digits(u64::from(m.block_size))
+            + m.blocks
+                .iter()
+                .map(|b| {
+                    45 + b.hash.len()
+                        + opt_label_len(&b.reference)
+                        + digits(b.offset)
+                        + digits(b.length)
+                })
+                .sum::<usize>()
+    });
+    8 + 130
+        + f.target.len()
+        + f.name.len()
+        + digits(f.size)
+        + 1
+        + digits(f.mtime.unsigned_abs())
+        + digits(u64::from(f.mode))
+        + f.checksum.len()
+        + opt_label_len(&f.reference)
+        + digits(f.stored_size)
+        + bundle
+        + block_map
+        + f.page_errors
+            .iter()
+            .map(|&p| 1 + digits(u64::from(p)))
+            .sum::<usize>()
 }
 
 impl Manifest {
@@ -216,29 +374,27 @@ impl Manifest {
             .sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
     }
 
-    fn is_sorted(&self) -> bool {
-        self.targets.windows(2).all(|w| w[0].name <= w[1].name)
-            && is_sorted(&self.paths, |e| (&e.target, &e.name))
-            && is_sorted(&self.links, |e| (&e.target, &e.name))
-            && is_sorted(&self.files, |e| (&e.target, &e.name))
-    }
-
-    /// Serializes to the manifest file format: pretty JSON
-    /// `{"format":1,"manifest":{...},"checksum":"<blake3 hex>"}`, with the
-    /// entries in sorted order (see [`Manifest::sort`]; `self` is not
-    /// changed). The output depends only on the manifest's content.
+    /// Serializes to the manifest file format: JSON
+    /// `{"format":1,"manifest":{...},"checksum":"<blake3 hex>"}` with one
+    /// path, link or file per line (see `docs/format.md`), with the entries in
+    /// sorted order (see [`Manifest::sort`]; `self` is not changed). The
+    /// output depends only on the manifest's content.
     ///
     /// It does not validate; call [`Manifest::validate`] first to be sure the
     /// result will load.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let sorted: Cow<'_, Manifest> = if self.is_sorted() {
-            Cow::Borrowed(self)
-        } else {
-            let mut copy = self.clone();
-            copy.sort();
-            Cow::Owned(copy)
-        };
-        envelope::write_manifest(MANIFEST_FORMAT, sorted.as_ref())
+        let capacity = 4096
+            + self.backup.backup_label.len()
+            + self.backup.tablespace_map.as_ref().map_or(0, String::len)
+            + 300 * (self.targets.len() + self.paths.len() + self.links.len())
+            + self.targets.iter().map(|t| t.path.len()).sum::<usize>()
+            + self
+                .links
+                .iter()
+                .map(|l| l.destination.len())
+                .sum::<usize>()
+            + self.files.iter().map(estimated_size).sum::<usize>() * 65 / 64;
+        envelope::write_manifest(MANIFEST_FORMAT, &SortedManifest::new(self), capacity)
     }
 
     /// Loads a manifest written by [`Manifest::to_bytes`]: checks the format
@@ -349,24 +505,30 @@ impl Manifest {
             });
         }
 
-        let mut kinds: HashMap<(&str, &str), Kind> =
-            HashMap::with_capacity(self.paths.len() + self.links.len() + self.files.len());
-        let check_entry = |target: &'_ str, name: &'_ str, kind: Kind| -> Result<(), Error> {
-            if !targets.contains(target) {
-                return Err(Error::UnknownTarget {
-                    name: target.to_string(),
-                });
+        // Names: known target, safe name. Consecutive entries almost always
+        // share their target, so the set is asked only when it changes.
+        let mut known: Option<&str> = None;
+        let mut check_entry = |target: &str, name: &str, root_allowed: bool| -> Result<(), Error> {
+            if known != Some(target) {
+                known = Some(
+                    targets
+                        .get(target)
+                        .copied()
+                        .ok_or_else(|| Error::UnknownTarget {
+                            name: target.to_string(),
+                        })?,
+                );
             }
-            if !(kind == Kind::Path && name.is_empty()) {
+            if !(root_allowed && name.is_empty()) {
                 validate_relative_name(name)?;
             }
             Ok(())
         };
         for p in &self.paths {
-            check_entry(&p.target, &p.name, Kind::Path)?;
+            check_entry(&p.target, &p.name, true)?;
         }
         for l in &self.links {
-            check_entry(&l.target, &l.name, Kind::Link)?;
+            check_entry(&l.target, &l.name, false)?;
             if l.destination.is_empty() || l.destination.contains('\0') {
                 return Err(Error::invalid(
                     format!("link {:?} in target {:?}", l.name, l.target),
@@ -375,42 +537,70 @@ impl Manifest {
             }
         }
         for f in &self.files {
-            check_entry(&f.target, &f.name, Kind::File)?;
+            check_entry(&f.target, &f.name, false)?;
             self.validate_file(f, &references)?;
         }
 
+        // Each (target, name) once across paths, links and files: adjacent in
+        // each sorted list, looked up in the others.
+        let paths = SortedKeys::new(&self.paths);
+        let links = SortedKeys::new(&self.links);
+        let files = SortedKeys::new(&self.files);
+        let duplicate = paths
+            .duplicate()
+            .or_else(|| links.duplicate())
+            .or_else(|| files.duplicate())
+            .or_else(|| {
+                (0..paths.len())
+                    .map(|i| paths.get(i))
+                    .find(|&k| links.contains(k) || files.contains(k))
+            })
+            .or_else(|| {
+                (0..links.len())
+                    .map(|i| links.get(i))
+                    .find(|&k| files.contains(k))
+            });
+        if let Some((target, name)) = duplicate {
+            return Err(Error::Duplicate {
+                target: target.to_string(),
+                name: name.to_string(),
+            });
+        }
+
+        // Nothing below a file or a link: collect every directory some entry
+        // lies below (with one such entry), then look each up among the files
+        // and links. Entries of one directory are mostly consecutive, so the
+        // walk up is skipped when the parent is the previous entry's.
+        let mut dirs: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+        let mut last_parent = ("", None);
         let entries = self
             .paths
             .iter()
-            .map(|p| (p.target.as_str(), p.name.as_str(), Kind::Path))
-            .chain(
-                self.links
-                    .iter()
-                    .map(|l| (l.target.as_str(), l.name.as_str(), Kind::Link)),
-            )
-            .chain(
-                self.files
-                    .iter()
-                    .map(|f| (f.target.as_str(), f.name.as_str(), Kind::File)),
-            );
-        for (target, name, kind) in entries.clone() {
-            if kinds.insert((target, name), kind).is_some() {
-                return Err(Error::Duplicate {
-                    target: target.to_string(),
-                    name: name.to_string(),
-                });
+            .map(Keyed::key)
+            .chain(self.links.iter().map(Keyed::key))
+            .chain(self.files.iter().map(Keyed::key));
+        for (target, name) in entries {
+            let parent = name.rfind('/').map(|i| &name[..i]);
+            if parent.is_none() || (target, parent) == last_parent {
+                continue;
+            }
+            last_parent = (target, parent);
+            let mut dir = name;
+            while let Some(i) = dir.rfind('/') {
+                dir = &dir[..i];
+                if dirs.insert((target, dir), name).is_some() {
+                    // Its own parents are in already.
+                    break;
+                }
             }
         }
-        for (target, name, _) in entries {
-            for (i, _) in name.match_indices('/') {
-                let parent = &name[..i];
-                if matches!(kinds.get(&(target, parent)), Some(Kind::File | Kind::Link)) {
-                    return Err(Error::NotADirectory {
-                        target: target.to_string(),
-                        name: name.to_string(),
-                        parent: parent.to_string(),
-                    });
-                }
+        for (&(target, dir), &name) in &dirs {
+            if links.contains((target, dir)) || files.contains((target, dir)) {
+                return Err(Error::NotADirectory {
+                    target: target.to_string(),
+                    name: name.to_string(),
+                    parent: dir.to_string(),
+                });
             }
         }
         Ok(())

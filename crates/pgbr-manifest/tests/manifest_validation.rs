@@ -243,12 +243,22 @@ fn envelope_checks_format_checksum_and_kind() {
             supported: 1
         })
     ));
-    let edited = text.replacen("\"mode\": 448", "\"mode\": 511", 1);
+    let edited = text.replacen("\"mode\":448", "\"mode\":511", 1);
     assert_ne!(edited, text);
     assert!(matches!(
         Manifest::from_bytes(edited.as_bytes()),
         Err(Error::ChecksumMismatch { .. })
     ));
+    // The checksum covers the content's exact bytes, whitespace included, but
+    // not the whitespace of the envelope around it.
+    let respaced = text.replacen("\"mode\":448", "\"mode\": 448", 1);
+    assert!(matches!(
+        Manifest::from_bytes(respaced.as_bytes()),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    let outside = text.replacen("\"format\": 1,", "\"format\":1,", 1);
+    assert_ne!(outside, text);
+    assert_eq!(Manifest::from_bytes(outside.as_bytes()).unwrap(), m);
     assert!(matches!(
         Manifest::from_bytes(b"not json"),
         Err(Error::Json(_))
@@ -338,4 +348,89 @@ fn error_messages_name_the_offender() {
         msg.contains("../../etc/shadow") && msg.contains(".."),
         "{msg}"
     );
+}
+
+#[test]
+fn large_manifest_round_trips() {
+    // 100,000 files over 10 databases, given in an unsorted order, with a few
+    // references, bundles, block maps and page errors.
+    let mut m = manifest();
+    m.files.clear();
+    m.paths.push(PathEntry {
+        target: "pg_data".into(),
+        name: "base/1".into(),
+        mode: 0o700,
+    });
+    let prior = m.backup.prior.clone();
+    for i in 0..100_000u32 {
+        let db = 16384 + i % 10;
+        if i < 10 {
+            m.paths.push(PathEntry {
+                target: "pg_data".into(),
+                name: format!("base/{db}"),
+                mode: 0o700,
+            });
+        }
+        let mut f = file("pg_data", &format!("base/{db}/{}", 20000 + i / 10));
+        f.size = u64::from(i) * 8192;
+        f.checksum = sum(&i.to_le_bytes());
+        f.mtime = 1_795_641_000 - i64::from(i);
+        f.stored_size = f.size / 3;
+        match i % 100 {
+            1 => f.reference = prior.clone(),
+            2 => {
+                f.bundle = Some(BundleRef {
+                    id: u64::from(i / 1000),
+                    offset: u64::from(i) * 100,
+                    length: 100,
+                })
+            }
+            3 => {
+                f.size = 3 * 8192 + 1;
+                f.block_map = Some(BlockMapRef {
+                    block_size: 8192,
+                    blocks: (0..4u64)
+                        .map(|b| BlockRef {
+                            hash: block_hash(&b.to_le_bytes()),
+                            reference: if b == 0 { prior.clone() } else { None },
+                            offset: b * 1000,
+                            length: 1000,
+                        })
+                        .collect(),
+                });
+                f.page_errors = vec![0, 3];
+            }
+            _ => {}
+        }
+        m.files.push(f);
+    }
+    m.files
+        .push(file("pg_tblspc/16384", "PG_15_202209061/5/16385"));
+    m.validate().unwrap();
+
+    let bytes = m.to_bytes().unwrap();
+    // The output buffer was sized up front, not grown.
+    assert!(bytes.capacity() <= bytes.len() + bytes.len() / 32 + 4096);
+    let loaded = Manifest::from_bytes(&bytes).unwrap();
+    let mut sorted = m.clone();
+    sorted.sort();
+    assert_eq!(loaded, sorted);
+    assert_eq!(loaded.to_bytes().unwrap(), bytes);
+    assert_eq!(
+        loaded.file("pg_data", "base/16387/20000").map(|f| f.size),
+        Some(3 * 8192 + 1)
+    );
+
+    // Still strict at this size: one bad entry among many is found.
+    let mut bad = sorted.clone();
+    bad.files[54_321].name = "base/../x".into();
+    assert!(matches!(bad.validate(), Err(Error::UnsafeName { .. })));
+    let mut bad = sorted.clone();
+    let dup = bad.files[77_777].clone();
+    bad.files.push(dup);
+    assert!(matches!(bad.validate(), Err(Error::Duplicate { .. })));
+    let mut bad = sorted;
+    let below = file("pg_data", "base/16390/20005/x");
+    bad.files.push(below);
+    assert!(matches!(bad.validate(), Err(Error::NotADirectory { .. })));
 }

@@ -140,6 +140,18 @@ impl<W: Write> CompressWriter<W> {
     /// lz4 and none ignore the level. An out-of-range level is an
     /// [`io::ErrorKind::InvalidInput`] error.
     pub fn new(kind: CompressType, level: i32, inner: W) -> io::Result<Self> {
+        Self::with_workers(kind, level, 0, inner)
+    }
+
+    /// As [`CompressWriter::new`], compressing on `workers` extra threads where the codec can
+    /// (zstd; 0 = in the calling thread). For one big stream, such as a WAL segment, that a
+    /// caller cannot split across its own workers.
+    pub fn with_workers(
+        kind: CompressType,
+        level: i32,
+        workers: u32,
+        inner: W,
+    ) -> io::Result<Self> {
         let inner = match kind {
             CompressType::None => WriterInner::None(inner),
             CompressType::Zst => {
@@ -153,6 +165,9 @@ impl<W: Write> CompressWriter<W> {
                 }
                 let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
                 enc.include_checksum(true)?;
+                if workers > 0 {
+                    enc.multithread(workers)?;
+                }
                 WriterInner::Zst(enc)
             }
             CompressType::Gz => {

@@ -451,8 +451,9 @@ impl MultipartUpload for FaultyUpload {
 /// get an injected `503 Service Unavailable` response without reaching the server; later
 /// requests go to the real client (`object_store`'s reqwest client, built with the storage's
 /// client options). A transient fault therefore shows up as a retry, and a fault that
-/// outlasts the retries ([`FaultyHttpConnector::fail_first`] with `u64::MAX`) as the
-/// storage's error. Clones share their counters and settings.
+/// outlasts the retries ([`FaultyHttpConnector::fail_first`] with `u64::MAX`, or
+/// [`FaultyHttpConnector::fail_after`]: every request of one method after the first `n`) as
+/// the storage's error. Clones share their counters and settings.
 ///
 /// [`Storage::s3_with_http_connector`]: crate::Storage::s3_with_http_connector
 #[derive(Clone, Debug, Default)]
@@ -463,6 +464,8 @@ pub struct FaultyHttpConnector {
 #[derive(Debug, Default)]
 struct HttpFaultState {
     fail_first: AtomicU64,
+    /// `(method, n)`: every request of `method` after its `n`th fails.
+    fail_after: Mutex<Option<(String, u64)>>,
     requests: AtomicU64,
     injected: AtomicU64,
     per_method: Mutex<Vec<(String, u64)>>,
@@ -490,6 +493,24 @@ impl FaultyHttpConnector {
             .unwrap_or_else(PoisonError::into_inner);
         counts.clear();
         self.state.fail_first.store(k, Ordering::SeqCst);
+    }
+
+    /// Fails every request of HTTP `method` (`"PUT"`, ...) after the first `n` of that method
+    /// with a 503 (retries included in the count): a permanent fault, which exhausts the
+    /// storage's retries, starting part-way through the work.
+    pub fn fail_after(self, method: &str, n: u64) -> Self {
+        self.set_fail_after(Some((method, n)));
+        self
+    }
+
+    /// Like [`FaultyHttpConnector::fail_after`], through a shared reference; `None` removes it.
+    pub fn set_fail_after(&self, rule: Option<(&str, u64)>) {
+        *self
+            .state
+            .fail_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            rule.map(|(m, n)| (m.to_ascii_uppercase(), n));
     }
 
     /// HTTP requests seen (failed or not).
@@ -541,7 +562,14 @@ impl HttpService for FaultyHttpService {
                 }
             }
         };
-        if n <= self.state.fail_first.load(Ordering::SeqCst) {
+        let after = self
+            .state
+            .fail_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|(m, after)| *m == method && n > *after);
+        if after || n <= self.state.fail_first.load(Ordering::SeqCst) {
             self.state.injected.fetch_add(1, Ordering::SeqCst);
             let mut res = HttpResponse::new(HttpResponseBody::from(format!(
                 "injected fault: {method} request #{n}"
