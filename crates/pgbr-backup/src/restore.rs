@@ -454,25 +454,50 @@ pub async fn run(
     progress.start(total, manifest.files.len() as u64);
     // tablespace_map is written below from the actual destinations: PostgreSQL recreates the
     // pg_tblspc links from it, and the backup's copy names the source's tablespace paths.
-    let mut jobs: Vec<(FileEntry, PathBuf)> = manifest
+    // Files of one bundle are restored together from one read of the bundle.
+    let mut jobs: Vec<RestoreJob> = Vec::new();
+    let mut bundles: BTreeMap<(Option<String>, u64), Vec<FileDest>> = BTreeMap::new();
+    for f in manifest
         .files
         .iter()
         .filter(|f| !(f.target == "pg_data" && f.name == TABLESPACE_MAP))
-        .map(|f| (f.clone(), dests[&f.target].join(&f.name)))
-        .collect();
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.0.size));
+    {
+        let dest = dests[&f.target].join(&f.name);
+        match &f.bundle {
+            Some(b) => bundles
+                .entry((f.reference.clone(), b.id))
+                .or_default()
+                .push((f.clone(), dest)),
+            None => jobs.push(RestoreJob::File(f.clone(), dest)),
+        }
+    }
+    jobs.extend(
+        bundles
+            .into_iter()
+            .map(|((reference, id), files)| RestoreJob::Bundle {
+                reference,
+                id,
+                files,
+            }),
+    );
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.size()));
     let worker_progress = Arc::clone(&progress);
-    let results = pipeline::run_parallel(
-        jobs,
-        opts.process_max,
-        move |(f, dest): (FileEntry, PathBuf)| {
-            let written = restore_file(&f, &dest, &ctx)?;
+    let results = pipeline::run_parallel(jobs, opts.process_max, move |job: RestoreJob| {
+        let out = match job {
+            RestoreJob::File(f, dest) => vec![(restore_file(&f, &dest, &ctx, None)?, f)],
+            RestoreJob::Bundle {
+                reference,
+                id,
+                files,
+            } => restore_bundle(reference.as_deref(), id, files, &ctx)?,
+        };
+        for (_, f) in &out {
             worker_progress.file_done(&f.name, f.size);
-            Ok(written)
-        },
-    )
+        }
+        Ok(out.into_iter().map(|(w, _)| w).collect::<Vec<_>>())
+    })
     .await?;
-    for r in results {
+    for r in results.into_iter().flatten() {
         match r {
             Some(n) => {
                 report.files_written += 1;
@@ -575,28 +600,99 @@ fn mismatch(f: &FileEntry, size: u64, checksum: &str) -> Error {
     ))
 }
 
+/// A manifest entry and where it goes.
+type FileDest = (FileEntry, PathBuf);
+
+/// One unit of restore work.
+enum RestoreJob {
+    /// A file on its own.
+    File(FileEntry, PathBuf),
+    /// The files of one bundle (of backup `reference`, or of the backup restored).
+    Bundle {
+        reference: Option<String>,
+        id: u64,
+        files: Vec<(FileEntry, PathBuf)>,
+    },
+}
+
+impl RestoreJob {
+    fn size(&self) -> u64 {
+        match self {
+            RestoreJob::File(f, _) => f.size,
+            RestoreJob::Bundle { files, .. } => files.iter().map(|(f, _)| f.size).sum(),
+        }
+    }
+}
+
+/// Restores the files of one bundle from a single read of it (only when one of them is needed).
+fn restore_bundle(
+    reference: Option<&str>,
+    id: u64,
+    files: Vec<(FileEntry, PathBuf)>,
+    ctx: &RestoreContext,
+) -> Result<Vec<(Option<u64>, FileEntry)>> {
+    let mut out = Vec::with_capacity(files.len());
+    let mut needed = Vec::new();
+    for (f, dest) in files {
+        if already_current(&f, &dest, ctx)? {
+            out.push((None, f));
+        } else {
+            needed.push((f, dest));
+        }
+    }
+    if needed.is_empty() {
+        return Ok(out);
+    }
+    let object = layout::bundle(&ctx.backup_dir(reference), id);
+    let bytes = ctx.handle.block_on(ctx.storage.get(&object))?;
+    for (f, dest) in needed {
+        let written = restore_file(&f, &dest, ctx, Some(&bytes))?;
+        out.push((written, f));
+    }
+    Ok(out)
+}
+
+/// `--delta`: whether `dest` already holds `f` (then only its mode and time are set).
+fn already_current(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<bool> {
+    let Overwrite::Delta { by_hash } = ctx.overwrite else {
+        return Ok(false);
+    };
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
+    let Ok(meta) = fs::symlink_metadata(dest) else {
+        return Ok(false);
+    };
+    let same = meta.is_file()
+        && meta.len() == f.size
+        && if by_hash {
+            pipeline::hash_file(dest).is_ok_and(|(_, sum)| sum == f.checksum)
+        } else {
+            meta.modified().ok() == Some(mtime)
+        };
+    if same {
+        set_mode_and_time(dest, f.mode & 0o7777, mtime)?;
+    }
+    Ok(same)
+}
+
 /// Restores one file; returns the bytes written, `Ok(None)` when the destination already held it.
-fn restore_file(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<Option<u64>> {
+/// `bundle`, for a bundled file, is its whole bundle already read.
+fn restore_file(
+    f: &FileEntry,
+    dest: &Path,
+    ctx: &RestoreContext,
+    bundle: Option<&[u8]>,
+) -> Result<Option<u64>> {
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
     let mode = f.mode & 0o7777;
-    if let Overwrite::Delta { by_hash } = ctx.overwrite {
-        if let Ok(meta) = fs::symlink_metadata(dest) {
-            if meta.is_file() {
-                let same = if by_hash {
-                    meta.len() == f.size
-                        && pipeline::hash_file(dest).is_ok_and(|(_, sum)| sum == f.checksum)
-                } else {
-                    meta.len() == f.size && meta.modified().ok() == Some(mtime)
-                };
-                if same {
-                    set_mode_and_time(dest, mode, mtime)?;
-                    return Ok(None);
-                }
-                if f.block_map.is_some() {
-                    return restore_changed_blocks(f, dest, ctx, mode, mtime).map(Some);
-                }
-            }
-        }
+    if bundle.is_none() && already_current(f, dest, ctx)? {
+        return Ok(None);
+    }
+    // A block-stored file that differs: rewrite only its changed blocks, in place.
+    if matches!(ctx.overwrite, Overwrite::Delta { .. })
+        && f.block_map.is_some()
+        && fs::symlink_metadata(dest).is_ok_and(|m| m.is_file())
+    {
+        return restore_changed_blocks(f, dest, ctx, mode, mtime).map(Some);
     }
     let mut tmp_name = dest.as_os_str().to_owned();
     tmp_name.push(".pgbr.tmp");
@@ -628,14 +724,32 @@ fn restore_file(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<Opti
         } else if let Some(b) = &f.bundle {
             let reference = f.reference.as_deref();
             let object = layout::bundle(&ctx.backup_dir(reference), b.id);
-            let data = pipeline::fetch_range(
-                &ctx.storage,
-                &object,
-                b.offset,
-                b.length,
-                &ctx.codec(reference)?,
-                &ctx.handle,
-            )?;
+            let data = match bundle {
+                Some(all) => {
+                    let piece = usize::try_from(b.offset)
+                        .ok()
+                        .zip(usize::try_from(b.offset + b.length).ok())
+                        .and_then(|(start, end)| all.get(start..end))
+                        .ok_or_else(|| {
+                            Error::Corrupt(format!("{object}: shorter than the manifest says"))
+                        })?;
+                    pipeline::unseal(&ctx.codec(reference)?, piece).map_err(|e| {
+                        Error::Corrupt(format!(
+                            "{object} (bytes {}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
+                            b.offset,
+                            b.offset + b.length
+                        ))
+                    })?
+                }
+                None => pipeline::fetch_range(
+                    &ctx.storage,
+                    &object,
+                    b.offset,
+                    b.length,
+                    &ctx.codec(reference)?,
+                    &ctx.handle,
+                )?,
+            };
             file.write_all(&data)
                 .map_err(|e| Error::io("unable to write", &tmp, e))?;
             (data.len() as u64, blake3::hash(&data).to_hex().to_string())
