@@ -7,45 +7,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Cluster, Scratch};
+use common::{Cluster, Stanza};
 
-struct Env {
-    scratch: Scratch,
-    src: Cluster,
-    conf: PathBuf,
-    repo: PathBuf,
-}
+type Env = Stanza;
 
 fn setup() -> Env {
-    let scratch = Scratch::new();
-    let mut src = Cluster::init(&scratch, "src");
-    let repo = scratch.mkdir("repo");
-    let conf = scratch.write_config(
-        "pgbr.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            repo.display(),
-            scratch.path("lock").display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display()
-        ),
-    );
-    src.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    src.start();
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    src.psql("create table marks (id int primary key, txid bigint, at timestamptz default clock_timestamp())");
-    src.psql("insert into marks values (0, txid_current())");
-    Env {
-        scratch,
-        src,
-        conf,
-        repo,
-    }
+    let env = Stanza::new("");
+    env.src.psql("create table marks (id int primary key, txid bigint, at timestamptz default clock_timestamp())");
+    env.src.psql("insert into marks values (0, txid_current())");
+    env
 }
 
 fn insert(c: &Cluster, id: i32) -> String {
@@ -87,13 +57,7 @@ fn restore_and_read_with(
     }
     c.configure(conf);
     c.start();
-    for _ in 0..300 {
-        if c.psql("select pg_is_in_recovery()") == "f" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(c.psql("select pg_is_in_recovery()"), "f", "{}", c.log());
+    c.wait_promoted();
     let ids = c
         .psql("select coalesce(string_agg(id::text, ',' order by id), '') from marks")
         .split(',')

@@ -8,44 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Scratch};
+use common::{Cluster, Stanza};
 
-struct Env {
-    scratch: Scratch,
-    src: Cluster,
-    conf: PathBuf,
-    repo: PathBuf,
-}
+type Env = Stanza;
 
 fn setup() -> Env {
-    let scratch = Scratch::new();
-    let mut src = Cluster::init(&scratch, "src");
-    let repo = scratch.mkdir("repo");
-    let conf = scratch.write_config(
-        "pgbr.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nlock-path={}\nprocess-max=1\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            repo.display(),
-            scratch.path("lock").display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display()
-        ),
-    );
-    src.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    src.start();
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    src.pgbench_init(1);
-    Env {
-        scratch,
-        src,
-        conf,
-        repo,
-    }
+    let env = Stanza::new("process-max=1\n");
+    env.src.pgbench_init(1);
+    env
 }
 
 fn spawn_backup(env: &Env, vars: &[(&str, &str)]) -> Child {
@@ -210,30 +180,6 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let dir = env.scratch.mkdir("restored");
-    env.scratch.pgbr_ok(
-        &env.conf,
-        &[
-            "--stanza=main",
-            "restore",
-            &format!("--pg1-path={}", dir.display()),
-            "--type=immediate",
-            "--target-action=promote",
-        ],
-    );
-    let mut c = Cluster::existing(
-        &env.scratch,
-        "restored",
-        dir,
-        env.scratch.mkdir("restored-sock"),
-    );
-    c.configure("archive_mode = off\n");
-    c.start();
-    for _ in 0..300 {
-        if c.psql("select pg_is_in_recovery()") == "f" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let c = env.restore_and_start("restored", &["--type=immediate", "--target-action=promote"]);
     assert_eq!(digest(&c), want);
 }

@@ -277,3 +277,87 @@ impl Drop for Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// Waits (up to 30 s) until recovery has ended and the server accepts writes.
+    pub fn wait_promoted(&self) {
+        for _ in 0..300 {
+            if self.psql("select pg_is_in_recovery()") == "f" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("recovery did not end; server log:\n{}", self.log());
+    }
+}
+
+/// A PostgreSQL cluster archiving through pgbr into a fresh repository, its stanza `main`
+/// created: what most end-to-end tests start from.
+pub struct Stanza {
+    pub scratch: Scratch,
+    pub src: Cluster,
+    pub conf: PathBuf,
+    pub repo: PathBuf,
+}
+
+impl Stanza {
+    /// `extra_global` goes into `[global]` (e.g. `process-max=2\n`).
+    pub fn new(extra_global: &str) -> Stanza {
+        Stanza::with_initdb(&[], extra_global)
+    }
+
+    /// As [`Stanza::new`], with extra initdb arguments.
+    pub fn with_initdb(initdb_args: &[&str], extra_global: &str) -> Stanza {
+        let scratch = Scratch::new();
+        let mut src = Cluster::init_with(&scratch, "src", initdb_args);
+        let repo = scratch.mkdir("repo");
+        let conf = scratch.write_config(
+            "pgbr.conf",
+            &format!(
+                "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n{extra_global}\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+                repo.display(),
+                scratch.path("lock").display(),
+                src.data.display(),
+                src.port,
+                src.socket_dir.display()
+            ),
+        );
+        src.configure(&format!(
+            "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
+            scratch.pgbr.display(),
+            conf.display()
+        ));
+        src.start();
+        scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+        Stanza {
+            scratch,
+            src,
+            conf,
+            repo,
+        }
+    }
+
+    /// `restore <args>` into a new directory `name`, then starts it (archiving off) and waits
+    /// until recovery ended.
+    pub fn restore_and_start(&self, name: &str, args: &[&str]) -> Cluster {
+        let dir = self.scratch.mkdir(name);
+        let mut all = vec![
+            "--stanza=main".to_string(),
+            "restore".into(),
+            format!("--pg1-path={}", dir.display()),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.scratch.pgbr_ok(&self.conf, &refs);
+        let mut c = Cluster::existing(
+            &self.scratch,
+            name,
+            dir,
+            self.scratch.mkdir(&format!("{name}-sock")),
+        );
+        c.configure("archive_mode = off\n");
+        c.start();
+        c.wait_promoted();
+        c
+    }
+}
