@@ -209,7 +209,7 @@ fn references_of(files: &[FileEntry]) -> Vec<String> {
 /// A diff or incr backup with no usable prior backup of this cluster becomes a full backup
 /// ([`BackupReport::type_changed`] says so). Files unchanged since the prior backup (same size
 /// and modification time, or same checksum with `delta`) are referenced, not copied; in files of
-/// [`pipeline::BLOCK_THRESHOLD`] bytes or more only changed blocks are stored.
+/// 1 MiB or more only changed 64 KiB blocks are stored.
 pub async fn run(
     repo: &mut Repository,
     pg: &PgOptions,

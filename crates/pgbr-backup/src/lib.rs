@@ -1,10 +1,13 @@
 //! The pgbr engine: every pgbr command is a function here, composed from the lower crates
 //! (`pgbr-manifest`, `pgbr-storage`, `pgbr-crypto`, `pgbr-wal`).
 //!
-//! The modules read as the command list: [`stanza`] (`stanza-create`, `stanza-upgrade`, `stanza-delete`), [`backup`], [`restore`],
-//! [`archive`] (`archive-push`, `archive-get`), [`info`], [`expire`] and [`verify`]; [`lock`] is the
-//! per-stanza lock `backup`, `expire` and `stanza-create` hold; [`multi`] spreads `archive-push` over
-//! every repository and picks the repository `archive-get` and `restore` read from. [`config`] reads pgBackRest-style
+//! The modules read as the command list: [`stanza`] (`stanza-create`, `stanza-upgrade`,
+//! `stanza-delete`), [`backup`] (full, diff, incr; block-level incrementals, bundles, resume,
+//! backup from a standby), [`restore`] (with the [`recovery`] targets), [`archive`] (`archive-push`,
+//! `archive-get`) and [`archive_async`] (their spooled, parallel forms), [`check`], [`info`],
+//! [`expire`] and [`verify`]; [`lock`] is the per-stanza lock (and the stop files) that `backup`,
+//! `expire` and the stanza commands hold; [`multi`] spreads `archive-push` over every repository
+//! and picks the repository `archive-get` and `restore` read from. [`config`] reads pgBackRest-style
 //! configuration (INI file, `PGBR_*` environment, flags) into the typed option structs those
 //! functions take, so an embedder reads the same file the same way the CLI does. Long commands
 //! report through a [`Progress`] the caller implements; the library never prints.
