@@ -4,7 +4,6 @@
 //! (history files directly under `<pg>-<db-id>/`). The checksum in the name is of the plaintext, so a
 //! second push of the same file is recognised whatever the cipher, and a read is verified against it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pgbr_manifest::ArchiveInfo;
@@ -286,9 +285,47 @@ pub async fn get(repo: &Repository, wal_name: &str, dest: &Path) -> Result<GetOu
     let Some(wal) = find_for(repo, wal_name, cluster).await? else {
         return Ok(GetOutcome::NotFound);
     };
-    let plain = read(repo, &wal).await?;
-    write_atomic(dest, &plain)?;
+    fetch_into(repo, &wal, dest).await?;
     Ok(GetOutcome::Found)
+}
+
+/// Streams an archived WAL file into `dest` (decrypt, decompress, checksum on the way, in bounded
+/// memory): written under a temporary name and renamed only once it verified. Not fsynced:
+/// PostgreSQL reads it at once, and after a crash recovery simply fetches it again.
+pub(crate) async fn fetch_into(repo: &Repository, wal: &ArchivedWal, dest: &Path) -> Result<()> {
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".pgbr.tmp");
+    let tmp = PathBuf::from(tmp);
+    let codec = crate::pipeline::Codec {
+        compress_type: wal.compress_type,
+        level: 0,
+        cipher: repo.cipher(),
+        key: repo.key().cloned(),
+        workers: 0,
+    };
+    let (storage, object, name) = (repo.storage().clone(), wal.path.clone(), repo.name());
+    let (want, dest_owned) = (wal.checksum.clone(), dest.to_path_buf());
+    let handle = tokio::runtime::Handle::current();
+    let tmp_task = tmp.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut file = std::fs::File::create(&tmp_task)
+            .map_err(|e| Error::io("unable to write", &tmp_task, e))?;
+        let (_, actual) =
+            crate::pipeline::fetch_to_file(&storage, &object, &codec, &mut file, &tmp_task, &handle)?;
+        if actual != want {
+            return Err(Error::Corrupt(format!(
+                "{name}: {object} does not match its checksum (found {actual}); the archived file is damaged"
+            )));
+        }
+        std::fs::rename(&tmp_task, &dest_owned)
+            .map_err(|e| Error::io("unable to rename into place", &dest_owned, e))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("archive-get task failed: {e}")))?;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// (system id, major version) of the cluster in the current directory, if it is a data directory.
@@ -296,22 +333,6 @@ pub(crate) fn local_cluster() -> Option<(u64, u32)> {
     let bytes = std::fs::read("global/pg_control").ok()?;
     let control = pgbr_wal::ControlFile::parse(&bytes).ok()?;
     Some((control.system_identifier, control.pg_major_version()?))
-}
-
-fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
-    let mut tmp = dest.as_os_str().to_owned();
-    tmp.push(".pgbr.tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dest)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("unable to write", dest, e)
-    })
 }
 
 /// Every full WAL segment the archive holds, as (timeline, segment number), across archive ids.
