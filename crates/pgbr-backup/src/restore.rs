@@ -506,6 +506,11 @@ pub async fn run(
             None => report.files_unchanged += 1,
         }
     }
+    // Every file durable before anything tells PostgreSQL the restore is complete: one syncfs
+    // per destination filesystem instead of an fsync per file.
+    for dest in dests.values() {
+        pgbr_storage::posix::sync_filesystem(dest)?;
+    }
     write_tablespace_map(&manifest, &dests, owner)?;
     let restore_command = opts
         .restore_command
@@ -773,8 +778,7 @@ fn restore_file(
             .map_err(|e| Error::io("unable to set the mode of", &tmp, e))?;
         file.set_modified(mtime)
             .map_err(|e| Error::io("unable to set the time of", &tmp, e))?;
-        file.sync_all()
-            .map_err(|e| Error::io("unable to sync", &tmp, e))?;
+        // Made durable all at once (syncfs) before the recovery settings are written.
         chown(&tmp, ctx.owner)?;
         fs::rename(&tmp, dest).map_err(|e| Error::io("unable to rename into place", dest, e))?;
         Ok(size)

@@ -134,6 +134,19 @@ pub fn sync_dir(path: &Path) -> Result<(), Error> {
     dir.sync_all().map_err(|e| Error::io(path, e))
 }
 
+/// Flushes everything written to the filesystem holding `path` (Linux `syncfs`): one call instead
+/// of an fsync per file, for a restore that writes thousands of files. Write errors of any file on
+/// that filesystem since it was opened are reported here.
+pub fn sync_filesystem(path: &Path) -> Result<(), Error> {
+    use std::os::unix::io::AsRawFd;
+    let dir = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: syncfs takes a valid open descriptor, which `dir` holds for the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Writes `data` to `path` with permission bits `mode` (exactly, whatever the umask),
 /// durably and atomically: a temporary file in the same directory is written and fsynced,
 /// renamed over `path`, and the directory fsynced.
