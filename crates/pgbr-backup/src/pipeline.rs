@@ -220,7 +220,7 @@ pub(crate) fn fetch_to_file(
     storage: &Storage,
     object: &str,
     codec: &Codec,
-    dest: &mut File,
+    dest: &mut impl Write,
     dest_path: &Path,
     handle: &tokio::runtime::Handle,
 ) -> Result<(u64, String)> {
@@ -261,22 +261,14 @@ pub(crate) fn hash_object(
     codec: &Codec,
     handle: &tokio::runtime::Handle,
 ) -> Result<(u64, String)> {
-    let raw = storage.blocking_reader(object, handle.clone())?;
-    let corrupt = |e: io::Error| Error::Corrupt(format!("{object}: {e}"));
-    let dec = DecryptReader::new(codec.cipher, codec.key.as_ref(), raw).map_err(corrupt)?;
-    let mut plain = DecompressReader::new(codec.compress_type, dec).map_err(corrupt)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    loop {
-        let n = read_full(&mut plain, &mut buf).map_err(corrupt)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hasher.finalize().to_hex().to_string()))
+    fetch_to_file(
+        storage,
+        object,
+        codec,
+        &mut io::sink(),
+        Path::new(object),
+        handle,
+    )
 }
 
 /// BLAKE3 hex and size of a local file (delta restore compares them with the manifest).
@@ -495,10 +487,20 @@ pub(crate) fn fetch_range(
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<u8>> {
     let raw = handle.block_on(storage.get_range(object, offset..offset + length))?;
-    unseal(codec, &raw).map_err(|e| {
+    open_piece(codec, object, offset, &raw)
+}
+
+/// Opens one sealed piece that starts at `offset` in `object`; errors name both.
+pub(crate) fn open_piece(
+    codec: &Codec,
+    object: &str,
+    offset: u64,
+    piece: &[u8],
+) -> Result<Vec<u8>> {
+    unseal(codec, piece).map_err(|e| {
         Error::Corrupt(format!(
             "{object} (bytes {offset}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
-            offset + length
+            offset + piece.len() as u64
         ))
     })
 }

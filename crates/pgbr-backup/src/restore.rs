@@ -738,13 +738,7 @@ fn restore_file(
                         .ok_or_else(|| {
                             Error::Corrupt(format!("{object}: shorter than the manifest says"))
                         })?;
-                    pipeline::unseal(&ctx.codec(reference)?, piece).map_err(|e| {
-                        Error::Corrupt(format!(
-                            "{object} (bytes {}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
-                            b.offset,
-                            b.offset + b.length
-                        ))
-                    })?
+                    pipeline::open_piece(&ctx.codec(reference)?, &object, b.offset, piece)?
                 }
                 None => pipeline::fetch_range(
                     &ctx.storage,
