@@ -66,7 +66,13 @@ fn archived(repo: &Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p);
             } else if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
-                if n.len() > 25 && n.as_bytes()[24] == b'-' {
+                // `<segment>-<blake3><ext>` only: a worker killed mid-upload can leave the local
+                // store's staging file (`...#<n>`), which no reader takes for the segment.
+                let stored = n.len() >= 89
+                    && n.as_bytes()[24] == b'-'
+                    && n[25..89].bytes().all(|b| b.is_ascii_hexdigit())
+                    && ["", ".zst", ".gz", ".lz4"].contains(&&n[89..]);
+                if stored {
                     out.push(n[..24].to_string());
                 }
             }
