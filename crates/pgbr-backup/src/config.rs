@@ -564,7 +564,8 @@ pub struct BackupOptions {
     pub lock_path: PathBuf,
     /// Compare files with the prior backup by checksum instead of size and modification time.
     pub delta: bool,
-    /// Pack files smaller than `bundle_limit` into objects of about `bundle_size` (`None`: off).
+    /// Pack small files into bundle objects (`None`: one object per file). On by default: one
+    /// object per small file is what makes clusters of many relations slow to back up.
     pub bundle: Option<BundleOptions>,
     /// `backup-standby`: copy files from this standby (the `pg2-*` options) once it has replayed
     /// past the backup's start; the primary (`pg1-*`) still starts and stops the backup.
@@ -580,6 +581,16 @@ pub struct BundleOptions {
     pub limit: u64,
 }
 
+impl Default for BundleOptions {
+    /// 20 MiB bundles of files under 2 MiB, as `repo1-bundle-size`/`-limit` default.
+    fn default() -> Self {
+        BundleOptions {
+            size: 20 << 20,
+            limit: 2 << 20,
+        }
+    }
+}
+
 impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
@@ -592,7 +603,7 @@ impl Default for BackupOptions {
             archive_timeout: Duration::from_secs(60),
             lock_path: PathBuf::from(crate::lock::DEFAULT_LOCK_PATH),
             delta: false,
-            bundle: None,
+            bundle: Some(BundleOptions::default()),
             standby: None,
         }
     }
@@ -1058,11 +1069,11 @@ impl Config {
                 size: o
                     .get("repo1-bundle-size")
                     .and_then(|v| parse_size(&v))
-                    .unwrap_or(20 << 20),
+                    .unwrap_or(BundleOptions::default().size),
                 limit: o
                     .get("repo1-bundle-limit")
                     .and_then(|v| parse_size(&v))
-                    .unwrap_or(2 << 20),
+                    .unwrap_or(BundleOptions::default().limit),
             }),
         })
     }

@@ -706,9 +706,9 @@ pub const OPTIONS: &[OptionDef] = &[
         def(
             "repo-bundle",
             OptionKind::Bool,
-            Some("n"),
+            Some("y"),
             &[Command::Backup],
-            "pack small files into bundle objects",
+            "pack small files into bundle objects (pgBackRest's default is n)",
         ),
         Indexed::Repo,
     ),

@@ -506,18 +506,20 @@ pub(crate) fn open_piece(
 }
 
 /// Most stored bytes fetched in one ranged read of consecutive blocks.
-const MAX_RUN_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_RUN_BYTES: u64 = 2 * 1024 * 1024;
 
-/// Writes a block-mapped file's blocks whose index `want(i)` says, fetching runs of consecutive
-/// blocks of one backup with one ranged read each. `object_of(reference)` names the object a block
-/// lives in and `codec_of(reference)` how it was stored. Each block is checked against its hash.
-/// `hasher`, when every block is wanted, sees the whole file in order. Returns the bytes written.
+/// Writes `blocks`, the consecutive blocks of a block-mapped file from index `first_index` on, at
+/// their places in `dest`, fetching runs of blocks stored one after another with one ranged read
+/// each. `object_of(reference)` names the object a block lives in and `codec_of(reference)` how
+/// it was stored. Given a `hasher` (the caller hashes the whole file in order and checks its
+/// checksum), the blocks go into it; without one each block is checked against its own hash.
+/// Returns the bytes written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fetch_blocks(
     storage: &Storage,
     blocks: &[BlockRef],
+    first_index: usize,
     block_size: u64,
-    want: &dyn Fn(usize) -> bool,
     object_of: &dyn Fn(Option<&str>) -> String,
     codec_of: &dyn Fn(Option<&str>) -> Result<Codec>,
     dest: &File,
@@ -529,15 +531,10 @@ pub(crate) fn fetch_blocks(
     let mut written = 0u64;
     let mut i = 0;
     while i < blocks.len() {
-        if !want(i) {
-            i += 1;
-            continue;
-        }
-        // Extend a run over following wanted blocks stored right after this one.
+        // Extend a run over following blocks stored right after this one.
         let first = &blocks[i];
         let mut end = i + 1;
         while end < blocks.len()
-            && want(end)
             && blocks[end].reference == first.reference
             && blocks[end].offset == blocks[end - 1].offset + blocks[end - 1].length
             && blocks[end].offset + blocks[end].length - first.offset <= MAX_RUN_BYTES
@@ -557,19 +554,24 @@ pub(crate) fn fetch_blocks(
             let plain = unseal(&codec, piece).map_err(|e| {
                 Error::Corrupt(format!(
                     "{object}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
-                    i + k
+                    first_index + i + k
                 ))
             })?;
-            if block_hash(&plain) != b.hash {
-                return Err(Error::Corrupt(format!(
-                    "{object}: block {} does not match its hash; the stored data is damaged",
-                    i + k
-                )));
+            // With the whole file hashed, its checksum vouches for every block; otherwise
+            // each block is checked on its own.
+            match hasher.as_deref_mut() {
+                Some(h) => {
+                    h.update(&plain);
+                }
+                None if block_hash(&plain) != b.hash => {
+                    return Err(Error::Corrupt(format!(
+                        "{object}: block {} does not match its hash; the stored data is damaged",
+                        first_index + i + k
+                    )));
+                }
+                None => {}
             }
-            if let Some(h) = hasher.as_deref_mut() {
-                h.update(&plain);
-            }
-            dest.write_all_at(&plain, (i + k) as u64 * block_size)
+            dest.write_all_at(&plain, (first_index + i + k) as u64 * block_size)
                 .map_err(|e| Error::io("unable to write", dest_path, e))?;
             written += plain.len() as u64;
         }
@@ -630,8 +632,8 @@ mod tests {
         fetch_blocks(
             storage,
             &stored.blocks,
+            0,
             BLOCK_SIZE as u64,
-            &|_| true,
             &|r| {
                 if r.is_some() {
                     prior_object.clone()

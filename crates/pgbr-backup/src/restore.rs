@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -511,6 +511,16 @@ pub async fn run(
     for dest in dests.values() {
         pgbr_storage::posix::sync_filesystem(dest)?;
     }
+    // Only now does the cluster become startable.
+    let pg_control = dests["pg_data"].join(PG_CONTROL);
+    let staged = temporary_name(&pg_control);
+    if staged.exists() {
+        fs::rename(&staged, &pg_control)
+            .map_err(|e| Error::io("unable to rename into place", &pg_control, e))?;
+        if let Some(dir) = pg_control.parent() {
+            pgbr_storage::posix::sync_dir(dir)?;
+        }
+    }
     write_tablespace_map(&manifest, &dests, owner)?;
     let restore_command = opts
         .restore_command
@@ -648,10 +658,33 @@ fn restore_bundle(
     if needed.is_empty() {
         return Ok(out);
     }
+    // One sequential read of the bundle, holding one file's piece at a time.
     let object = layout::bundle(&ctx.backup_dir(reference), id);
-    let bytes = ctx.handle.block_on(ctx.storage.get(&object))?;
+    needed.sort_by_key(|(f, _)| f.bundle.as_ref().map_or(0, |b| b.offset));
+    let mut reader = ctx.storage.blocking_reader(&object, ctx.handle.clone())?;
+    let mut position = 0u64;
+    let mut piece = Vec::new();
+    let short = || Error::Corrupt(format!("{object}: shorter than the manifest says"));
     for (f, dest) in needed {
-        let written = restore_file(&f, &dest, ctx, Some(&bytes))?;
+        let Some(b) = &f.bundle else {
+            return Err(Error::Internal(format!(
+                "{}/{}: restored from a bundle without a place in it",
+                f.target, f.name
+            )));
+        };
+        let gap = b.offset.checked_sub(position).ok_or_else(short)?;
+        let skipped = io::copy(&mut (&mut reader).take(gap), &mut io::sink())
+            .map_err(|e| Error::Corrupt(format!("{object}: cannot be read ({e})")))?;
+        piece.clear();
+        (&mut reader)
+            .take(b.length)
+            .read_to_end(&mut piece)
+            .map_err(|e| Error::Corrupt(format!("{object}: cannot be read ({e})")))?;
+        if skipped != gap || piece.len() as u64 != b.length {
+            return Err(short());
+        }
+        position = b.offset + b.length;
+        let written = restore_file(&f, &dest, ctx, Some(&piece))?;
         out.push((written, f));
     }
     Ok(out)
@@ -679,8 +712,18 @@ fn already_current(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<b
     Ok(same)
 }
 
+/// The file restored last: it takes its name only after every other file is durable.
+const PG_CONTROL: &str = "global/pg_control";
+
+/// Where a file is written before it is renamed into place.
+fn temporary_name(dest: &Path) -> PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".pgbr.tmp");
+    PathBuf::from(name)
+}
+
 /// Restores one file; returns the bytes written, `Ok(None)` when the destination already held it.
-/// `bundle`, for a bundled file, is its whole bundle already read.
+/// `bundle`, for a bundled file, is its stored piece already read from the bundle.
 fn restore_file(
     f: &FileEntry,
     dest: &Path,
@@ -699,25 +742,42 @@ fn restore_file(
     {
         return restore_changed_blocks(f, dest, ctx, mode, mtime).map(Some);
     }
-    let mut tmp_name = dest.as_os_str().to_owned();
-    tmp_name.push(".pgbr.tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| -> Result<u64> {
-        let mut file = OpenOptions::new()
+    // A file replacing one at the destination is written under a temporary name and renamed,
+    // so no partial file ever stands where a whole one was. A file new to the destination (all
+    // of them in a fresh restore) is written under its own name: half the directory operations.
+    // pg_control always waits under its temporary name until every other file is durable (see
+    // `PG_CONTROL`), so an interrupted restore is never a cluster PostgreSQL would start.
+    let is_pg_control = f.target == "pg_data" && f.name == PG_CONTROL;
+    let create = |path: &Path, new: bool| {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .create_new(new)
+            .truncate(!new)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("unable to create", &tmp, e))?;
+            .open(path)
+    };
+    let (tmp, direct, opened) = match (!is_pg_control).then(|| create(dest, true)) {
+        Some(Ok(file)) => (dest.to_path_buf(), true, Ok(file)),
+        Some(Err(e)) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(Error::io("unable to create", dest, e))
+        }
+        _ => {
+            let tmp = temporary_name(dest);
+            let opened = create(&tmp, false);
+            (tmp, false, opened)
+        }
+    };
+    let result = (|| -> Result<u64> {
+        let mut file = opened.map_err(|e| Error::io("unable to create", &tmp, e))?;
         let (size, checksum) = if let Some(map) = &f.block_map {
             let mut hasher = blake3::Hasher::new();
             let written = pipeline::fetch_blocks(
                 &ctx.storage,
                 &map.blocks,
+                0,
                 u64::from(map.block_size),
-                &|_| true,
                 &|r| ctx.blocks_object(f, r),
                 &|r| ctx.codec(r),
                 &file,
@@ -730,14 +790,7 @@ fn restore_file(
             let reference = f.reference.as_deref();
             let object = layout::bundle(&ctx.backup_dir(reference), b.id);
             let data = match bundle {
-                Some(all) => {
-                    let piece = usize::try_from(b.offset)
-                        .ok()
-                        .zip(usize::try_from(b.offset + b.length).ok())
-                        .and_then(|(start, end)| all.get(start..end))
-                        .ok_or_else(|| {
-                            Error::Corrupt(format!("{object}: shorter than the manifest says"))
-                        })?;
+                Some(piece) => {
                     pipeline::open_piece(&ctx.codec(reference)?, &object, b.offset, piece)?
                 }
                 None => pipeline::fetch_range(
@@ -773,8 +826,14 @@ fn restore_file(
         file.set_modified(mtime)
             .map_err(|e| Error::io("unable to set the time of", &tmp, e))?;
         // Made durable all at once (syncfs) before the recovery settings are written.
-        chown(&tmp, ctx.owner)?;
-        fs::rename(&tmp, dest).map_err(|e| Error::io("unable to rename into place", dest, e))?;
+        if let Some((uid, gid)) = ctx.owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(|e| Error::io("unable to set the owner of", &tmp, e))?;
+        }
+        if !direct && !is_pg_control {
+            fs::rename(&tmp, dest)
+                .map_err(|e| Error::io("unable to rename into place", dest, e))?;
+        }
         Ok(size)
     })();
     if result.is_err() {
@@ -783,8 +842,9 @@ fn restore_file(
     result.map(Some)
 }
 
-/// Delta restore of a block-mapped file in place: only blocks whose hash differs from the
-/// manifest's are fetched and written, then the file is cut to size and verified whole.
+/// Delta restore of a block-mapped file in place, in one pass: each block already right is
+/// kept, each run of differing blocks is fetched and written, and the whole file is hashed on
+/// the way and checked against the manifest. Durability comes from the restore's final syncfs.
 fn restore_changed_blocks(
     f: &FileEntry,
     dest: &Path,
@@ -792,7 +852,6 @@ fn restore_changed_blocks(
     mode: u32,
     mtime: SystemTime,
 ) -> Result<u64> {
-    use std::os::unix::fs::FileExt;
     let Some(map) = &f.block_map else {
         return Err(Error::Internal(
             "restore_changed_blocks without a block map".into(),
@@ -805,39 +864,67 @@ fn restore_changed_blocks(
         .map_err(|e| Error::io("unable to open", dest, e))?;
     let block_size = u64::from(map.block_size);
     let mut buf = vec![0u8; map.block_size as usize];
-    let mut differs = Vec::with_capacity(map.blocks.len());
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    // Blocks [run_start, i) differ and are not written yet.
+    let mut run_start = None;
+    let fetch_run = |start: usize, end: usize, hasher: &mut blake3::Hasher| {
+        pipeline::fetch_blocks(
+            &ctx.storage,
+            &map.blocks[start..end],
+            start,
+            block_size,
+            &|r| ctx.blocks_object(f, r),
+            &|r| ctx.codec(r),
+            &file,
+            dest,
+            Some(hasher),
+            &ctx.handle,
+        )
+    };
     for (i, b) in map.blocks.iter().enumerate() {
-        let want_len = (f.size - i as u64 * block_size).min(block_size) as usize;
-        let n = file
-            .read_at(&mut buf[..want_len], i as u64 * block_size)
+        let offset = i as u64 * block_size;
+        let want_len = f.size.saturating_sub(offset).min(block_size) as usize;
+        let n = read_at_most(&file, &mut buf[..want_len], offset)
             .map_err(|e| Error::io("unable to read", dest, e))?;
-        differs.push(n != want_len || pgbr_manifest::block_hash(&buf[..n]) != b.hash);
+        let same = n == want_len && pgbr_manifest::block_hash(&buf[..n]) == b.hash;
+        if !same {
+            run_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = run_start.take() {
+            written += fetch_run(start, i, &mut hasher)?;
+        }
+        hasher.update(&buf[..n]);
     }
-    let written = pipeline::fetch_blocks(
-        &ctx.storage,
-        &map.blocks,
-        block_size,
-        &|i| differs[i],
-        &|r| ctx.blocks_object(f, r),
-        &|r| ctx.codec(r),
-        &file,
-        dest,
-        None,
-        &ctx.handle,
-    )?;
+    if let Some(start) = run_start.take() {
+        written += fetch_run(start, map.blocks.len(), &mut hasher)?;
+    }
     file.set_len(f.size)
         .map_err(|e| Error::io("unable to truncate", dest, e))?;
-    file.sync_all()
-        .map_err(|e| Error::io("unable to sync", dest, e))?;
     drop(file);
-    let (size, checksum) =
-        pipeline::hash_file(dest).map_err(|e| Error::io("unable to read", dest, e))?;
-    if size != f.size || checksum != f.checksum {
-        return Err(mismatch(f, size, &checksum));
+    let checksum = hasher.finalize().to_hex().to_string();
+    if checksum != f.checksum {
+        return Err(mismatch(f, f.size, &checksum));
     }
     set_mode_and_time(dest, mode, mtime)?;
     chown(dest, ctx.owner)?;
     Ok(written)
+}
+
+/// Reads up to `buf.len()` bytes at `offset`, fewer only at the end of the file.
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Removes what the backup does not have under `dest` (delta/force restore). Returns the count.

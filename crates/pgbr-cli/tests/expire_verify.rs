@@ -88,7 +88,7 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     let conf = scratch.write_config(
         "pgbr.conf",
         &format!(
-            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nlock-path={}\nprocess-max=2\nstart-fast=y\narchive-timeout=30\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            "[global]\nrepo1-path={}\nrepo1-bundle=n\nrepo1-retention-full=2\nlock-path={}\nprocess-max=2\nstart-fast=y\narchive-timeout=30\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
             repo.display(),
             scratch.path("lock").display(),
             src.data.display(),
@@ -342,7 +342,7 @@ fn verify_of_an_encrypted_repository_names_a_tampered_file() {
     let conf = scratch.write_config(
         "pgbr.conf",
         &format!(
-            "[global]\nrepo1-path={}\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass=correct horse battery staple\nlock-path={}\nstart-fast=y\narchive-timeout=30\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            "[global]\nrepo1-path={}\nrepo1-bundle=n\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass=correct horse battery staple\nlock-path={}\nstart-fast=y\narchive-timeout=30\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
             repo.display(),
             scratch.path("lock").display(),
             src.data.display(),

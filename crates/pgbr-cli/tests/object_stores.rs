@@ -403,7 +403,9 @@ fn s3_permanent_fault_fails_the_backup_and_leaves_the_repository_usable() {
     let moto = start_moto();
     let scratch = Scratch::new();
     let mut src = Cluster::init(&scratch, "src");
-    let conf = write_config(&scratch, &src, &s3_repo(1, &moto.url()));
+    // One object per file, so the backup makes well over 20 PUTs.
+    let repo = format!("{}repo1-bundle=n\n", s3_repo(1, &moto.url()));
+    let conf = write_config(&scratch, &src, &repo);
     archiving_cluster(&scratch, &conf, &mut src);
     scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
     scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);

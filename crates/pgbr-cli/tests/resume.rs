@@ -13,7 +13,7 @@ use common::{Cluster, Stanza};
 type Env = Stanza;
 
 fn setup() -> Env {
-    let env = Stanza::new("process-max=1\n");
+    let env = Stanza::new("process-max=1\nrepo1-bundle=n\n");
     env.src.pgbench_init(1);
     env
 }

@@ -427,7 +427,13 @@ impl<R: Read> Read for DecompressReader<R> {
 }
 
 /// Compresses `data` in one go.
+///
+/// zstd reuses one compression context per thread, so sealing many small pieces (blocks,
+/// bundled files) does not pay a context set-up each; the frame carries its content size.
 pub fn compress_to_vec(kind: CompressType, level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
+    if kind == CompressType::Zst {
+        return zstd_piece::compress(level, data);
+    }
     let mut w = CompressWriter::new(kind, level, Vec::with_capacity(data.len() / 2 + 64))?;
     w.write_all(data)?;
     w.finish()
@@ -435,15 +441,145 @@ pub fn compress_to_vec(kind: CompressType, level: i32, data: &[u8]) -> io::Resul
 
 /// Decompresses `data` in one go (truncated or corrupt input is
 /// [`io::ErrorKind::InvalidData`]).
+///
+/// A single zstd frame that states its content size is decoded with a per-thread context
+/// straight into a buffer of that size; anything else is streamed.
 pub fn decompress_to_vec(kind: CompressType, data: &[u8]) -> io::Result<Vec<u8>> {
+    if kind == CompressType::Zst {
+        if let Some(out) = zstd_piece::decompress(data)? {
+            return Ok(out);
+        }
+    }
     let mut out = Vec::with_capacity(data.len().saturating_mul(2));
     DecompressReader::new(kind, data)?.read_to_end(&mut out)?;
     Ok(out)
 }
 
+/// Per-thread zstd contexts for one-shot pieces.
+mod zstd_piece {
+    use std::cell::RefCell;
+    use std::io;
+
+    use zstd::bulk::{Compressor, Decompressor};
+    use zstd::stream::raw::{CParameter, DParameter};
+
+    /// Largest content size decoded in one buffer; bigger frames are streamed.
+    const MAX_ONE_SHOT: u64 = 64 * 1024 * 1024;
+
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(i32, Compressor<'static>)>> = const { RefCell::new(None) };
+        static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn compress(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
+        let range = zstd::compression_level_range();
+        if !range.contains(&level) {
+            return Err(super::invalid_level(
+                super::CompressType::Zst,
+                level,
+                &format!("{}..={}", range.start(), range.end()),
+            ));
+        }
+        COMPRESSOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let ctx = match &mut *slot {
+                Some((l, ctx)) if *l == level => ctx,
+                other => {
+                    let mut ctx = Compressor::new(level)?;
+                    ctx.set_parameter(CParameter::ChecksumFlag(true))?;
+                    &mut other.insert((level, ctx)).1
+                }
+            };
+            ctx.compress(data)
+        })
+    }
+
+    /// `Ok(None)`: not a single frame with a stated size; the caller streams it instead.
+    pub(super) fn decompress(data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let single_frame = zstd::zstd_safe::find_frame_compressed_size(data) == Ok(data.len());
+        let size = match zstd::zstd_safe::get_frame_content_size(data) {
+            Ok(Some(n)) if single_frame && n <= MAX_ONE_SHOT => n as usize,
+            _ => return Ok(None),
+        };
+        DECOMPRESSOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let ctx = match &mut *slot {
+                Some(ctx) => ctx,
+                other => {
+                    let mut ctx = Decompressor::new()?;
+                    ctx.set_parameter(DParameter::WindowLogMax(27))?;
+                    other.insert(ctx)
+                }
+            };
+            let mut out = Vec::with_capacity(size);
+            match ctx.decompress_to_buffer(data, &mut out) {
+                Ok(n) if n == size => Ok(Some(out)),
+                Ok(n) => Err(super::corrupt(
+                    super::CompressType::Zst,
+                    format!("{n} bytes where the frame states {size}"),
+                )),
+                Err(e) => {
+                    // A failed decode can leave the context mid-frame: start afresh next time.
+                    *slot = None;
+                    Err(super::corrupt(super::CompressType::Zst, e))
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_pieces_reuse_contexts_and_survive_bad_input() {
+        let page: Vec<u8> = (0..8192u32).map(|i| (i % 97) as u8).collect();
+        for level in [3, 1, 3, 19] {
+            let piece = compress_to_vec(CompressType::Zst, level, &page).expect("compress");
+            assert!(matches!(
+                zstd::zstd_safe::get_frame_content_size(&piece),
+                Ok(Some(n)) if n == page.len() as u64
+            ));
+            assert_eq!(
+                decompress_to_vec(CompressType::Zst, &piece).expect("decompress"),
+                page
+            );
+        }
+        let piece = compress_to_vec(CompressType::Zst, 3, &page).expect("compress");
+        let mut bad = piece.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x55;
+        assert!(decompress_to_vec(CompressType::Zst, &bad).is_err());
+        assert!(decompress_to_vec(CompressType::Zst, &piece[..piece.len() - 1]).is_err());
+        let mut trailing = piece.clone();
+        trailing.push(0);
+        assert!(decompress_to_vec(CompressType::Zst, &trailing).is_err());
+        // The context is usable after a failure.
+        assert_eq!(
+            decompress_to_vec(CompressType::Zst, &piece).expect("decompress"),
+            page
+        );
+        // A streamed frame (no content size) and two frames in a row still decode.
+        let streamed = {
+            let mut w = CompressWriter::new(CompressType::Zst, 3, Vec::new()).expect("writer");
+            w.write_all(&page).expect("write");
+            w.finish().expect("finish")
+        };
+        let mut two = streamed.clone();
+        two.extend_from_slice(&piece);
+        let mut both = page.clone();
+        both.extend_from_slice(&page);
+        assert_eq!(
+            decompress_to_vec(CompressType::Zst, &streamed).expect("streamed"),
+            page
+        );
+        assert_eq!(
+            decompress_to_vec(CompressType::Zst, &two).expect("two frames"),
+            both
+        );
+        assert!(compress_to_vec(CompressType::Zst, 99, &page).is_err());
+    }
 
     #[test]
     fn multithreaded_zstd_round_trips_and_reads_as_one_stream() {

@@ -22,6 +22,9 @@ use crate::Error;
 
 /// Default size of one upload part, and of the in-memory buffer of an [`ObjectWriter`].
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Part size of [`Storage::local`]: a local write gains nothing from bigger parts, and each
+/// writer holds up to `(concurrency + 1)` of them in memory.
+pub const LOCAL_PART_SIZE: usize = 1024 * 1024;
 /// Default number of parts an [`ObjectWriter`] uploads concurrently.
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
 
@@ -177,10 +180,12 @@ impl Storage {
         let mut storage =
             Storage::from_object_store(Arc::new(store), format!("posix:{}", canonical.display()));
         storage.local_root = Some(Arc::new(canonical));
+        storage.part_size = LOCAL_PART_SIZE;
         Ok(storage)
     }
 
-    /// Sets the part size of [`ObjectWriter`]s (default 8 MiB, minimum 1 byte): objects up
+    /// Sets the part size of [`ObjectWriter`]s (default 8 MiB, [`LOCAL_PART_SIZE`] for
+    /// [`Storage::local`]; minimum 1 byte): objects up
     /// to this size are written with a single put, larger ones as a multipart upload of
     /// parts this size. S3 requires parts of at least 5 MiB.
     pub fn with_part_size(mut self, part_size: usize) -> Storage {
