@@ -23,6 +23,7 @@
 #         i.e. CIPHERS="none aes-256-cbc")   SEGMENTS (64)   PROCS (2)   LEVEL (3)
 #         PG_BASEBACKUP (1)   TOOLS ("pgbr pgbackrest")   PGBR (a prebuilt binary; default: build)
 #         BENCH_DIR (/tmp/pgbr-compare)   PORT (54331)   PGBIN (/usr/lib/postgresql/15/bin)
+#         DROP_CACHES (1: sync and drop the page cache before every timed step; 0: only sync)
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -136,9 +137,16 @@ timed() { # log cmd... : runs as postgres under /usr/bin/time; sets TIMED_*; ret
   return $rc
 }
 
+# Every timed step starts from the same memory state: dirty pages written back and, where the
+# kernel lets us (DROP_CACHES=1, the default), the page cache emptied. Otherwise the order of the
+# tools decides the figures: the first restore competes with gigabytes of cached backup data for
+# page cache, the second starts right after the first's directory was deleted.
+settle() { sync; [[ ${DROP_CACHES:-1} == 1 ]] && { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; true; }
+
 step() { # cipher step tool bytes-fn cmd-args... : one tool command, timed and recorded
   local c=$1 s=$2 t=$3; shift 3
   local log=$W/$t.log
+  settle
   echo "### $c $s: $(bin "$t") $*" >>"$log"
   if timed "$log" "$(bin "$t")" --config="$W/$t.conf" --stanza=main "$@"; then
     record "$c" "$s" "$t" ok "$TIMED_WALL" "$TIMED_CPU" "$TIMED_RSS" ""
@@ -260,6 +268,7 @@ for cipher in $CIPHERS; do
   # (full backups only, no encryption: measured in the first phase only)
   if [[ ${PG_BASEBACKUP:-1} == 1 && $cipher == "${CIPHERS%% *}" ]]; then
     echo "### $cipher full: pg_basebackup" >>"$W/pg_basebackup.log"
+    settle
     if timed "$W/pg_basebackup.log" "$PGBIN/pg_basebackup" -h "$W" -p "$PORT" -D "$W/pbb" -Ft \
       --compress="client-zstd:$LEVEL" -X fetch -c fast; then
       record "$cipher" full pg_basebackup ok "$TIMED_WALL" "$TIMED_CPU" "$TIMED_RSS" "$(du -sb "$W/pbb" | cut -f1)"
@@ -301,6 +310,7 @@ for cipher in $CIPHERS; do
     get="for s in \$(cat $W/segments.txt); do $(bin "$t") --config=$W/$t-arch.conf --stanza=main archive-get \$s $W/get-$t/\$s || exit 1; done"
     n=${#SEGS[@]}
     echo "### $cipher archive-push x$n" >>"$W/$t.log"
+    settle
     if timed "$W/$t.log" bash -c "$push"; then
       record "$cipher" "archive-push x$n" "$t" ok "$TIMED_WALL" "$TIMED_CPU" "$TIMED_RSS" "$(arch_bytes "$a")" \
         ",\"segments\":$n,\"wall_s_per_segment\":$(awk -v w="$TIMED_WALL" -v n="$n" 'BEGIN{printf "%.4f", w/n}')"
@@ -308,6 +318,7 @@ for cipher in $CIPHERS; do
       record "$cipher" "archive-push x$n" "$t" failed "" "" "" ""
     fi
     echo "### $cipher archive-get x$n" >>"$W/$t.log"
+    settle
     if timed "$W/$t.log" bash -c "$get"; then
       bad=0; for s in "${SEGS[@]}"; do cmp -s "$W/wal/$s" "$W/get-$t/$s" || bad=$((bad + 1)); done
       record "$cipher" "archive-get x$n" "$t" "$([[ $bad == 0 ]] && echo ok || echo "mismatch:$bad")" \
