@@ -507,46 +507,60 @@ pub(crate) fn open_piece(
 
 /// Most stored bytes fetched in one ranged read of consecutive blocks.
 const MAX_RUN_BYTES: u64 = 2 * 1024 * 1024;
+/// Most blocks in one run: bounds the plaintext of a run held while it is decoded.
+const MAX_RUN_BLOCKS: usize = 128;
 
 /// Writes `blocks`, the consecutive blocks of a block-mapped file from index `first_index` on, at
 /// their places in `dest`, fetching runs of blocks stored one after another with one ranged read
-/// each. `object_of(reference)` names the object a block lives in and `codec_of(reference)` how
-/// it was stored. Given a `hasher` (the caller hashes the whole file in order and checks its
-/// checksum), the blocks go into it; without one each block is checked against its own hash.
-/// Returns the bytes written.
+/// each. While `spare_core()` says a core is idle (the other workers are done), runs are decoded
+/// two at a time, the second on a helper thread, so that the last big file uses two cores.
+/// `object_of(reference)` names the object a block lives in and
+/// `codec_of(reference)` how it was stored. Given a `hasher` (the caller hashes the whole file
+/// in order and checks its checksum), the blocks go into it in order; without one each block is
+/// checked against its own hash. Returns the bytes written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fetch_blocks(
     storage: &Storage,
     blocks: &[BlockRef],
     first_index: usize,
     block_size: u64,
-    object_of: &dyn Fn(Option<&str>) -> String,
-    codec_of: &dyn Fn(Option<&str>) -> Result<Codec>,
+    object_of: &(dyn Fn(Option<&str>) -> String + Sync),
+    codec_of: &(dyn Fn(Option<&str>) -> Result<Codec> + Sync),
+    spare_core: &dyn Fn() -> bool,
     dest: &File,
     dest_path: &Path,
     mut hasher: Option<&mut blake3::Hasher>,
     handle: &tokio::runtime::Handle,
 ) -> Result<u64> {
     use std::os::unix::fs::FileExt;
-    let mut written = 0u64;
+    // Runs of blocks stored one after another in one object.
+    let mut runs = Vec::new();
     let mut i = 0;
     while i < blocks.len() {
-        // Extend a run over following blocks stored right after this one.
         let first = &blocks[i];
         let mut end = i + 1;
         while end < blocks.len()
+            && end - i < MAX_RUN_BLOCKS
             && blocks[end].reference == first.reference
             && blocks[end].offset == blocks[end - 1].offset + blocks[end - 1].length
             && blocks[end].offset + blocks[end].length - first.offset <= MAX_RUN_BYTES
         {
             end += 1;
         }
+        runs.push(i..end);
+        i = end;
+    }
+    // Reads one run and decodes its blocks in order, handing each to `each(index in blocks)`.
+    let decode = |run: &std::ops::Range<usize>,
+                  each: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>|
+     -> Result<()> {
+        let first = &blocks[run.start];
+        let last = &blocks[run.end - 1];
         let object = object_of(first.reference.as_deref());
         let codec = codec_of(first.reference.as_deref())?;
-        let run_len = blocks[end - 1].offset + blocks[end - 1].length - first.offset;
         let raw =
-            handle.block_on(storage.get_range(&object, first.offset..first.offset + run_len))?;
-        for (k, b) in blocks[i..end].iter().enumerate() {
+            handle.block_on(storage.get_range(&object, first.offset..last.offset + last.length))?;
+        for (k, b) in blocks[run.clone()].iter().enumerate() {
             let start = (b.offset - first.offset) as usize;
             let piece = raw.get(start..start + b.length as usize).ok_or_else(|| {
                 Error::Corrupt(format!("{object}: shorter than its block map says"))
@@ -554,28 +568,75 @@ pub(crate) fn fetch_blocks(
             let plain = unseal(&codec, piece).map_err(|e| {
                 Error::Corrupt(format!(
                     "{object}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
-                    first_index + i + k
+                    first_index + run.start + k
                 ))
             })?;
-            // With the whole file hashed, its checksum vouches for every block; otherwise
-            // each block is checked on its own.
-            match hasher.as_deref_mut() {
-                Some(h) => {
-                    h.update(&plain);
-                }
-                None if block_hash(&plain) != b.hash => {
-                    return Err(Error::Corrupt(format!(
-                        "{object}: block {} does not match its hash; the stored data is damaged",
-                        first_index + i + k
-                    )));
-                }
-                None => {}
-            }
-            dest.write_all_at(&plain, (first_index + i + k) as u64 * block_size)
-                .map_err(|e| Error::io("unable to write", dest_path, e))?;
-            written += plain.len() as u64;
+            each(run.start + k, plain)?;
         }
-        i = end;
+        Ok(())
+    };
+    let mut written = 0u64;
+    // Hashes or checks one block, then writes it at its place.
+    let mut emit = |at: usize, plain: Vec<u8>| -> Result<()> {
+        // With the whole file hashed, its checksum vouches for every block; otherwise each
+        // block is checked on its own.
+        match hasher.as_deref_mut() {
+            Some(h) => {
+                h.update(&plain);
+            }
+            None if block_hash(&plain) != blocks[at].hash => {
+                return Err(Error::Corrupt(format!(
+                    "{}: block {} does not match its hash; the stored data is damaged",
+                    object_of(blocks[at].reference.as_deref()),
+                    first_index + at
+                )));
+            }
+            None => {}
+        }
+        dest.write_all_at(&plain, (first_index + at) as u64 * block_size)
+            .map_err(|e| Error::io("unable to write", dest_path, e))?;
+        written += plain.len() as u64;
+        Ok(())
+    };
+    // The disk writes a run while the next ones are decoded, instead of all at the final syncfs.
+    let writeback = |run: &std::ops::Range<usize>| {
+        let start = (first_index + run.start) as u64 * block_size;
+        let end = (first_index + run.end) as u64 * block_size;
+        pgbr_storage::posix::start_writeback(dest, start, end - start);
+    };
+    for pair in runs.chunks(2) {
+        match pair {
+            [a, b] if spare_core() => {
+                // This thread decodes and writes `a` block by block (each still in cache when
+                // written); a helper decodes `b` meanwhile, written after `a` in order.
+                let later = std::thread::scope(|scope| {
+                    let helper = scope.spawn(|| {
+                        let mut plains = Vec::with_capacity(b.len());
+                        decode(b, &mut |_, plain| {
+                            plains.push(plain);
+                            Ok(())
+                        })
+                        .map(|()| plains)
+                    });
+                    let now = decode(a, &mut emit);
+                    let later = helper.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("a block decoding thread panicked".into()))
+                    });
+                    now.and(later)
+                })?;
+                writeback(a);
+                for (k, plain) in later.into_iter().enumerate() {
+                    emit(b.start + k, plain)?;
+                }
+                writeback(b);
+            }
+            runs => {
+                for run in runs {
+                    decode(run, &mut emit)?;
+                    writeback(run);
+                }
+            }
+        }
     }
     Ok(written)
 }
@@ -642,6 +703,7 @@ mod tests {
                 }
             },
             &|_| Ok(codec()),
+            &|| true,
             &f,
             &out,
             None,

@@ -449,6 +449,8 @@ pub async fn run(
         },
         owner,
         handle: tokio::runtime::Handle::current(),
+        workers: opts.process_max,
+        active: Default::default(),
     });
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     progress.start(total, manifest.files.len() as u64);
@@ -483,14 +485,20 @@ pub async fn run(
     jobs.sort_by_key(|j| std::cmp::Reverse(j.size()));
     let worker_progress = Arc::clone(&progress);
     let results = pipeline::run_parallel(jobs, opts.process_max, move |job: RestoreJob| {
+        use std::sync::atomic::Ordering;
+        ctx.active.fetch_add(1, Ordering::Relaxed);
         let out = match job {
-            RestoreJob::File(f, dest) => vec![(restore_file(&f, &dest, &ctx, None)?, f)],
+            RestoreJob::File(f, dest) => {
+                restore_file(&f, &dest, &ctx, None).map(|written| vec![(written, f)])
+            }
             RestoreJob::Bundle {
                 reference,
                 id,
                 files,
-            } => restore_bundle(reference.as_deref(), id, files, &ctx)?,
+            } => restore_bundle(reference.as_deref(), id, files, &ctx),
         };
+        ctx.active.fetch_sub(1, Ordering::Relaxed);
+        let out = out?;
         for (_, f) in &out {
             worker_progress.file_done(&f.name, f.size);
         }
@@ -565,6 +573,10 @@ enum Overwrite {
 
 /// What every restore worker shares.
 struct RestoreContext {
+    /// `process-max`.
+    workers: usize,
+    /// Workers busy with a job right now: fewer than `workers` means a core is spare.
+    active: std::sync::atomic::AtomicUsize,
     storage: pgbr_storage::Storage,
     /// `backup/<stanza>`.
     stanza_dir: String,
@@ -590,6 +602,11 @@ impl RestoreContext {
                 self.label
             ))
         })
+    }
+
+    /// Whether a worker is idle (the job queue ran dry), so one file may use two cores.
+    fn spare_core(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed) < self.workers
     }
 
     fn blocks_object(&self, f: &FileEntry, reference: Option<&str>) -> String {
@@ -780,6 +797,7 @@ fn restore_file(
                 u64::from(map.block_size),
                 &|r| ctx.blocks_object(f, r),
                 &|r| ctx.codec(r),
+                &|| ctx.spare_core(),
                 &file,
                 &tmp,
                 Some(&mut hasher),
@@ -825,7 +843,9 @@ fn restore_file(
             .map_err(|e| Error::io("unable to set the mode of", &tmp, e))?;
         file.set_modified(mtime)
             .map_err(|e| Error::io("unable to set the time of", &tmp, e))?;
-        // Made durable all at once (syncfs) before the recovery settings are written.
+        // Made durable all at once (syncfs) before the recovery settings are written; the
+        // disk starts on it now.
+        pgbr_storage::posix::start_writeback(&file, 0, 0);
         if let Some((uid, gid)) = ctx.owner {
             std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
                 .map_err(|e| Error::io("unable to set the owner of", &tmp, e))?;
@@ -876,6 +896,7 @@ fn restore_changed_blocks(
             block_size,
             &|r| ctx.blocks_object(f, r),
             &|r| ctx.codec(r),
+            &|| ctx.spare_core(),
             &file,
             dest,
             Some(hasher),

@@ -59,7 +59,24 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// Caps glibc's malloc arenas at one per CPU (glibc allows eight per CPU). Buffers allocated on
+/// the runtime's I/O threads and freed on the workers otherwise fragment across many arenas:
+/// restore of 1.7 GB peaked at 47 MB with the default and 30 MB with this, at the same speed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = libc::c_int::try_from(cpus.max(2)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let parsed = match args::parse(std::env::args_os()) {
         Ok(p) => p,
         Err(e) => {

@@ -147,6 +147,22 @@ pub fn sync_filesystem(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` (0: to the end) to
+/// disk, without waiting. Best effort and not a durability guarantee: it only lets the disk
+/// work while the caller goes on, so that a later [`sync_filesystem`] or fsync has little
+/// left to wait for. Errors are ignored (an unsupported file system just writes back later).
+pub fn start_writeback(file: &fs::File, offset: u64, len: u64) {
+    use std::os::unix::io::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range takes a valid open descriptor, which `file` holds for the call;
+    // it reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// Writes `data` to `path` with permission bits `mode` (exactly, whatever the umask),
 /// durably and atomically: a temporary file in the same directory is written and fsynced,
 /// renamed over `path`, and the directory fsynced.
