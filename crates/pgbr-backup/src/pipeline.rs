@@ -271,21 +271,71 @@ pub(crate) fn hash_object(
     )
 }
 
-/// BLAKE3 hex and size of a local file (delta restore compares them with the manifest).
+/// Files at least this large are hashed on two threads by [`hash_file`].
+const PARALLEL_HASH_MIN: u64 = 2 * 1024 * 1024;
+
+/// BLAKE3 hex and size of a local file (archive-push names a segment by it; delta restore
+/// compares it with the manifest). A big file is hashed on two threads, one per half of the
+/// BLAKE3 tree, joined at the root: the same hash as one pass, in about half the time.
 pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut f = File::open(path)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    loop {
-        let n = read_full(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_root, HasherExt, Mode};
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len < PARALLEL_HASH_MIN {
+        let mut hasher = blake3::Hasher::new();
+        let size = hash_range(&file, 0, u64::MAX, &mut hasher)?;
+        return Ok((size, hasher.finalize().to_hex().to_string()));
     }
-    Ok((size, hasher.finalize().to_hex().to_string()))
+    let left_len = left_subtree_len(len);
+    let (left, right) = std::thread::scope(|scope| {
+        let right = scope.spawn(|| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(left_len);
+            let n = hash_range(&file, left_len, u64::MAX, &mut hasher)?;
+            Ok::<_, io::Error>((n, hasher.finalize_non_root()))
+        });
+        let mut hasher = blake3::Hasher::new();
+        let left = hash_range(&file, 0, left_len, &mut hasher)
+            .map(|n| (n, hasher.finalize_non_root()));
+        let right = right
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked")));
+        (left, right)
+    });
+    let ((left_read, left_cv), (right_read, right_cv)) = (left?, right?);
+    if left_read != left_len || right_read == 0 {
+        // The file shrank while it was read: hash what is there now, in one pass.
+        let mut hasher = blake3::Hasher::new();
+        let size = hash_range(&file, 0, u64::MAX, &mut hasher)?;
+        return Ok((size, hasher.finalize().to_hex().to_string()));
+    }
+    let root = merge_subtrees_root(&left_cv, &right_cv, Mode::Hash);
+    Ok((left_read + right_read, root.to_hex().to_string()))
+}
+
+/// Feeds up to `limit` bytes of `file` from `offset` (to its end) into `hasher`; returns the
+/// bytes read.
+fn hash_range(
+    file: &File,
+    offset: u64,
+    limit: u64,
+    hasher: &mut blake3::Hasher,
+) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < limit {
+        let want = (limit - done).min(CHUNK as u64) as usize;
+        let n = match file.read_at(&mut buf[..want], offset + done) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(done)
 }
 
 /// Block size of block-mapped files: each block is compressed and encrypted on its own, so an
@@ -712,6 +762,29 @@ mod tests {
         .expect("fetch");
         f.set_len(data.len() as u64).expect("len");
         (stored.blocks, std::fs::read(&out).expect("read"))
+    }
+
+    #[test]
+    fn hash_file_on_two_threads_equals_one_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        for len in [
+            0usize,
+            1,
+            1024,
+            1025,
+            PARALLEL_HASH_MIN as usize - 1,
+            PARALLEL_HASH_MIN as usize,
+            PARALLEL_HASH_MIN as usize + 1,
+            3 * 1024 * 1024 + 77,
+            16 * 1024 * 1024,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            std::fs::write(&path, &data).expect("write");
+            let (size, hex) = hash_file(&path).expect("hash");
+            assert_eq!(size, len as u64);
+            assert_eq!(hex, blake3::hash(&data).to_hex().to_string(), "length {len}");
+        }
     }
 
     proptest! {
