@@ -86,6 +86,9 @@ impl Work {
     }
 }
 
+/// Shortest time between two records of an unfinished backup's progress (see `save_inprogress`).
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Object names inside a backup directory (shared with restore and verify).
 pub(crate) mod layout {
     /// A file stored whole.
@@ -525,20 +528,37 @@ pub async fn run(
         files: Vec::new(),
     };
     repo.save_inprogress(&label, &skeleton).await?;
+    let (stop_snapshots, mut snapshots_stopped) = tokio::sync::oneshot::channel::<()>();
     let snapshots = {
         let done = Arc::clone(&done);
         let repo = repo.task_handle();
         let label = label.clone();
         tokio::spawn(async move {
+            let mut m = skeleton;
+            let mut pause = SNAPSHOT_INTERVAL;
             loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let files = done.lock().map(|d| d.clone()).unwrap_or_default();
-                let mut m = skeleton.clone();
-                m.backup.references = references_of(&files);
-                m.files = files;
-                if let Err(e) = repo.save_inprogress(&label, &m).await {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = &mut snapshots_stopped => return,
+                }
+                // The entries are lent to the snapshot, not copied: with many files a copy was
+                // the backup's peak memory. Workers meanwhile add to an empty list.
+                m.files = match done.lock() {
+                    Ok(mut d) => std::mem::take(&mut *d),
+                    Err(_) => return,
+                };
+                m.backup.references = references_of(&m.files);
+                let started = std::time::Instant::now();
+                let saved = repo.save_inprogress(&label, &m).await;
+                if let Ok(mut d) = done.lock() {
+                    let newer = std::mem::replace(&mut *d, std::mem::take(&mut m.files));
+                    d.extend(newer);
+                }
+                if let Err(e) = saved {
                     tracing::warn!("unable to record backup progress: {e}");
                 }
+                // Recording progress takes at most about a twentieth of the backup's time.
+                pause = SNAPSHOT_INTERVAL.max(started.elapsed() * 20);
             }
         })
     };
@@ -566,10 +586,15 @@ pub async fn run(
         Ok(out)
     })
     .await;
-    snapshots.abort();
-    let reused = resumed
-        .as_ref()
-        .map(|r| files_reused(r, &done.lock().map(|d| d.clone()).unwrap_or_default()));
+    // Stopped between two snapshots, so the lent entries are back in `done`.
+    let _ = stop_snapshots.send(());
+    let _ = snapshots.await;
+    let reused = resumed.as_ref().map(|r| match done.lock() {
+        Ok(d) => files_reused(r, &d),
+        Err(_) => 0,
+    });
+    // The progress record's copy of every entry is not needed any more.
+    drop(done);
     match copied {
         Ok(f) => files.extend(f.into_iter().flatten()),
         Err(e) => {

@@ -295,8 +295,8 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
             Ok::<_, io::Error>((n, hasher.finalize_non_root()))
         });
         let mut hasher = blake3::Hasher::new();
-        let left = hash_range(&file, 0, left_len, &mut hasher)
-            .map(|n| (n, hasher.finalize_non_root()));
+        let left =
+            hash_range(&file, 0, left_len, &mut hasher).map(|n| (n, hasher.finalize_non_root()));
         let right = right
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked")));
@@ -783,7 +783,11 @@ mod tests {
             std::fs::write(&path, &data).expect("write");
             let (size, hex) = hash_file(&path).expect("hash");
             assert_eq!(size, len as u64);
-            assert_eq!(hex, blake3::hash(&data).to_hex().to_string(), "length {len}");
+            assert_eq!(
+                hex,
+                blake3::hash(&data).to_hex().to_string(),
+                "length {len}"
+            );
         }
     }
 

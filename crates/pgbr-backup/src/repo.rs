@@ -272,9 +272,13 @@ impl Repository {
         })
     }
 
-    /// Encrypts small metadata with the repository's cipher.
-    pub(crate) fn seal(&self, plain: &[u8]) -> Result<Vec<u8>> {
-        pgbr_crypto::encrypt_to_vec(self.cipher(), self.key(), plain)
+    /// Encrypts metadata with the repository's cipher (without one, `plain` is returned as it
+    /// is: a manifest of many files is tens of megabytes, not worth a copy).
+    pub(crate) fn seal(&self, plain: Vec<u8>) -> Result<Vec<u8>> {
+        if self.cipher() == CipherType::None {
+            return Ok(plain);
+        }
+        pgbr_crypto::encrypt_to_vec(self.cipher(), self.key(), &plain)
             .map_err(|e| Error::Internal(format!("encrypting metadata: {e}")))
     }
 
@@ -315,7 +319,7 @@ impl Repository {
             context: format!("manifest of backup {label}"),
             source,
         })?;
-        let sealed = self.seal(&plain)?;
+        let sealed = self.seal(plain)?;
         let len = sealed.len() as u64;
         let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
         save_twice(&self.storage, &path, sealed).await?;
@@ -328,7 +332,7 @@ impl Repository {
             context: format!("in-progress manifest of backup {label}"),
             source,
         })?;
-        let sealed = self.seal(&plain)?;
+        let sealed = self.seal(plain)?;
         let path = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
         self.storage.put(&path, Bytes::from(sealed)).await?;
         Ok(())
