@@ -193,10 +193,11 @@ pub fn big_manifest(files: usize) -> Manifest {
                 _ => format!("base/{db}/{rel}_vm"),
             };
             let size = rng.below(1 << 17) * 8192;
-            let mut checksum = String::with_capacity(64);
-            for _ in 0..4 {
-                checksum.push_str(&format!("{:016x}", rng.next_u64()));
+            let mut checksum = [0u8; 32];
+            for part in checksum.chunks_mut(8) {
+                part.copy_from_slice(&rng.next_u64().to_le_bytes());
             }
+            let checksum = pgbr_manifest::Checksum(checksum);
             FileEntry {
                 target: "pg_data".into(),
                 name,

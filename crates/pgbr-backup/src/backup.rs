@@ -642,7 +642,7 @@ pub async fn run(
             size: data.len() as u64,
             mtime: stamp,
             mode: 0o600,
-            checksum: blake3::hash(&data).to_hex().to_string(),
+            checksum: pgbr_manifest::Checksum::of(&data),
             reference: None,
             stored_size,
             bundle: None,
@@ -778,7 +778,7 @@ fn stored_intact(
         return pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
             .is_ok_and(|plain| {
                 plain.len() as u64 == entry.size
-                    && blake3::hash(&plain).to_hex().as_str() == entry.checksum
+                    && pgbr_manifest::Checksum::of(&plain) == entry.checksum
             });
     }
     if entry.size == 0 && entry.stored_size == 0 {
@@ -799,22 +799,25 @@ fn store_work(
     delta: bool,
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<FileEntry>> {
-    let entry =
-        |job: &Job, size: u64, checksum: String, stored_size: u64, page_errors: Vec<u32>| {
-            FileEntry {
-                target: job.target.clone(),
-                name: job.name.clone(),
-                size,
-                mtime: job.mtime,
-                mode: job.mode,
-                checksum,
-                reference: None,
-                stored_size,
-                bundle: None,
-                block_map: None,
-                page_errors,
-            }
-        };
+    let entry = |job: &Job,
+                 size: u64,
+                 checksum: pgbr_manifest::Checksum,
+                 stored_size: u64,
+                 page_errors: Vec<u32>| {
+        FileEntry {
+            target: job.target.clone(),
+            name: job.name.clone(),
+            size,
+            mtime: job.mtime,
+            mode: job.mode,
+            checksum,
+            reference: None,
+            stored_size,
+            bundle: None,
+            block_map: None,
+            page_errors,
+        }
+    };
     match work {
         Work::Reuse { job, entry } => {
             if stored_intact(storage, dir, ext, codec, &entry, handle) {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pgbr_crypto::{CipherType, DataKey, DecryptReader, EncryptWriter};
-use pgbr_manifest::{block_hash, check_page, BlockRef, BundleRef, PageCheck, PAGE_SIZE};
+use pgbr_manifest::{block_hash, check_page, BlockRef, BundleRef, Checksum, PageCheck, PAGE_SIZE};
 use pgbr_storage::{CompressType, CompressWriter, DecompressReader, Storage};
 
 use crate::error::{Error, Result};
@@ -110,7 +110,7 @@ impl<W: Write> Write for Counting<W> {
 /// What storing one file produced.
 pub(crate) struct Stored {
     pub size: u64,
-    pub checksum: String,
+    pub checksum: Checksum,
     pub stored_size: u64,
     pub page_errors: Vec<u32>,
 }
@@ -146,7 +146,7 @@ pub(crate) fn store_file(
     if filled == 0 {
         return Ok(Some(Stored {
             size: 0,
-            checksum: hasher.finalize().to_hex().to_string(),
+            checksum: Checksum::from(hasher.finalize()),
             stored_size: 0,
             page_errors: Vec::new(),
         }));
@@ -178,7 +178,7 @@ pub(crate) fn store_file(
     sink.inner.finish()?;
     Ok(Some(Stored {
         size,
-        checksum: hasher.finalize().to_hex().to_string(),
+        checksum: Checksum::from(hasher.finalize()),
         stored_size,
         page_errors,
     }))
@@ -223,7 +223,7 @@ pub(crate) fn fetch_to_file(
     dest: &mut impl Write,
     dest_path: &Path,
     handle: &tokio::runtime::Handle,
-) -> Result<(u64, String)> {
+) -> Result<(u64, Checksum)> {
     let raw = storage.blocking_reader(object, handle.clone())?;
     let corrupt = |e: io::Error| {
         Error::Corrupt(format!(
@@ -251,7 +251,7 @@ pub(crate) fn fetch_to_file(
             .map_err(|e| Error::io("unable to write", dest_path, e))?;
         size += n as u64;
     }
-    Ok((size, hasher.finalize().to_hex().to_string()))
+    Ok((size, Checksum::from(hasher.finalize())))
 }
 
 /// Size and BLAKE3 hex of a stored object's plaintext (read, decrypted, decompressed).
@@ -260,7 +260,7 @@ pub(crate) fn hash_object(
     object: &str,
     codec: &Codec,
     handle: &tokio::runtime::Handle,
-) -> Result<(u64, String)> {
+) -> Result<(u64, Checksum)> {
     fetch_to_file(
         storage,
         object,
@@ -277,14 +277,14 @@ const PARALLEL_HASH_MIN: u64 = 2 * 1024 * 1024;
 /// BLAKE3 hex and size of a local file (archive-push names a segment by it; delta restore
 /// compares it with the manifest). A big file is hashed on two threads, one per half of the
 /// BLAKE3 tree, joined at the root: the same hash as one pass, in about half the time.
-pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, Checksum)> {
     use blake3::hazmat::{left_subtree_len, merge_subtrees_root, HasherExt, Mode};
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     if len < PARALLEL_HASH_MIN {
         let mut hasher = blake3::Hasher::new();
         let size = hash_range(&file, 0, u64::MAX, &mut hasher)?;
-        return Ok((size, hasher.finalize().to_hex().to_string()));
+        return Ok((size, Checksum::from(hasher.finalize())));
     }
     let left_len = left_subtree_len(len);
     let (left, right) = std::thread::scope(|scope| {
@@ -307,10 +307,10 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
         // The file shrank while it was read: hash what is there now, in one pass.
         let mut hasher = blake3::Hasher::new();
         let size = hash_range(&file, 0, u64::MAX, &mut hasher)?;
-        return Ok((size, hasher.finalize().to_hex().to_string()));
+        return Ok((size, Checksum::from(hasher.finalize())));
     }
     let root = merge_subtrees_root(&left_cv, &right_cv, Mode::Hash);
-    Ok((left_read + right_read, root.to_hex().to_string()))
+    Ok((left_read + right_read, Checksum::from(root)))
 }
 
 /// Feeds up to `limit` bytes of `file` from `offset` (to its end) into `hasher`; returns the
@@ -347,7 +347,7 @@ pub(crate) const BLOCK_THRESHOLD: u64 = 1024 * 1024;
 /// What storing one block-mapped file produced.
 pub(crate) struct StoredBlocks {
     pub size: u64,
-    pub checksum: String,
+    pub checksum: Checksum,
     pub stored_size: u64,
     pub blocks: Vec<BlockRef>,
     pub page_errors: Vec<u32>,
@@ -450,7 +450,7 @@ pub(crate) fn store_blocks(
     }
     Ok(Some(StoredBlocks {
         size,
-        checksum: hasher.finalize().to_hex().to_string(),
+        checksum: Checksum::from(hasher.finalize()),
         stored_size: written,
         blocks,
         page_errors,
@@ -489,7 +489,7 @@ pub(crate) fn store_bundle(
         if let Some(spec) = pages {
             check_pages(&data, 0, spec, &mut page_errors);
         }
-        let checksum = blake3::hash(&data).to_hex().to_string();
+        let checksum = Checksum::of(&data);
         if data.is_empty() {
             out.push(Some(Bundled {
                 stored: Stored {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use pgbr_crypto::CipherType;
-use pgbr_manifest::{BackupSummary, FileEntry, Manifest};
+use pgbr_manifest::{BackupSummary, Checksum, FileEntry, Manifest};
 use pgbr_storage::CompressType;
 use pgbr_wal::{Lsn, Segment};
 
@@ -625,7 +625,7 @@ fn set_mode_and_time(path: &Path, mode: u32, mtime: SystemTime) -> Result<()> {
         .map_err(|e| Error::io("unable to set the time of", path, e))
 }
 
-fn mismatch(f: &FileEntry, size: u64, checksum: &str) -> Error {
+fn mismatch(f: &FileEntry, size: u64, checksum: &Checksum) -> Error {
     Error::Corrupt(format!(
         "{}/{}: restored contents do not match the manifest (size {size}, expected {}; checksum {checksum}, expected {}); the backup is damaged",
         f.target, f.name, f.size, f.checksum
@@ -803,7 +803,7 @@ fn restore_file(
                 Some(&mut hasher),
                 &ctx.handle,
             )?;
-            (written, hasher.finalize().to_hex().to_string())
+            (written, Checksum::from(hasher.finalize()))
         } else if let Some(b) = &f.bundle {
             let reference = f.reference.as_deref();
             let object = layout::bundle(&ctx.backup_dir(reference), b.id);
@@ -822,9 +822,9 @@ fn restore_file(
             };
             file.write_all(&data)
                 .map_err(|e| Error::io("unable to write", &tmp, e))?;
-            (data.len() as u64, blake3::hash(&data).to_hex().to_string())
+            (data.len() as u64, Checksum::of(&data))
         } else if f.size == 0 && f.stored_size == 0 {
-            (0, blake3::hash(b"").to_hex().to_string())
+            (0, Checksum::of(b""))
         } else {
             let reference = f.reference.as_deref();
             let codec = ctx.codec(reference)?;
@@ -924,7 +924,7 @@ fn restore_changed_blocks(
     file.set_len(f.size)
         .map_err(|e| Error::io("unable to truncate", dest, e))?;
     drop(file);
-    let checksum = hasher.finalize().to_hex().to_string();
+    let checksum = Checksum::from(hasher.finalize());
     if checksum != f.checksum {
         return Err(mismatch(f, f.size, &checksum));
     }

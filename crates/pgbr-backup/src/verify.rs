@@ -380,7 +380,7 @@ pub async fn run(
                     object: crate::backup::layout::bundle(&dir, b.id),
                     compress,
                     ranges: vec![(b.offset, b.length, None)],
-                    whole: Some((f.size, f.checksum.clone())),
+                    whole: Some((f.size, f.checksum.to_string())),
                 });
                 continue;
             }
@@ -396,7 +396,7 @@ pub async fn run(
                 ),
                 compress,
                 size: f.size,
-                checksum: f.checksum.clone(),
+                checksum: f.checksum.to_string(),
             });
         }
         manifests.push(m);

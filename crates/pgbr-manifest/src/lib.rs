@@ -50,7 +50,7 @@
 //!         size: content.len() as u64,
 //!         mtime: 1_795_641_000,
 //!         mode: 0o600,
-//!         checksum: blake3::hash(content).to_hex().to_string(),
+//!         checksum: pgbr_manifest::Checksum::of(content),
 //!         reference: None,
 //!         stored_size: 12,
 //!         bundle: None,
@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 
 mod blockmap;
+mod checksum;
 mod envelope;
 mod error;
 mod info;
@@ -83,6 +84,7 @@ mod manifest;
 mod page;
 
 pub use blockmap::{block_hash, changed_blocks};
+pub use checksum::{Checksum, ParseChecksumError};
 pub use error::Error;
 pub use info::{ArchiveInfo, BackupInfo, BackupSummary, CipherInfo, DbHistory, INFO_FORMAT};
 pub use label::{new_label, parse_label, BackupType};

@@ -137,8 +137,8 @@ pub struct FileEntry {
     pub mtime: i64,
     /// Permission bits, e.g. `0o600`.
     pub mode: u32,
-    /// BLAKE3 of the plaintext, 64 lowercase hex digits.
-    pub checksum: String,
+    /// BLAKE3 of the plaintext (64 lowercase hex digits in the manifest).
+    pub checksum: crate::Checksum,
     /// Label of the backup that holds the bytes; `None` means this backup.
     pub reference: Option<String>,
     /// Size of the stored (compressed, encrypted) bytes.
@@ -350,7 +350,7 @@ fn estimated_size(f: &FileEntry) -> usize {
         + 1
         + digits(f.mtime.unsigned_abs())
         + digits(u64::from(f.mode))
-        + f.checksum.len()
+        + 64
         + opt_label_len(&f.reference)
         + digits(f.stored_size)
         + bundle
@@ -608,12 +608,6 @@ impl Manifest {
 
     fn validate_file(&self, f: &FileEntry, references: &HashSet<&str>) -> Result<(), Error> {
         let what = || format!("file {:?} in target {:?}", f.name, f.target);
-        if !is_lower_hex(&f.checksum, 64) {
-            return Err(Error::invalid(
-                what(),
-                format!("checksum {:?} is not 64 lowercase hex digits", f.checksum),
-            ));
-        }
         let check_ref = |r: &Option<String>| -> Result<(), Error> {
             match r {
                 Some(r) if !references.contains(r.as_str()) => Err(Error::UnknownReference {

@@ -58,7 +58,7 @@ fn file_strategy(targets: Vec<String>, refs: Vec<String>) -> impl Strategy<Value
         (
             any::<i64>(),
             any::<u32>(),
-            hex(64),
+            any::<[u8; 32]>().prop_map(pgbr_manifest::Checksum),
             reference(),
             any::<u64>(),
         ),
@@ -441,7 +441,7 @@ proptest! {
             size: 0,
             mtime: 0,
             mode: 0o600,
-            checksum: blake3::hash(b"").to_hex().to_string(),
+            checksum: pgbr_manifest::Checksum::of(b""),
             reference: None,
             stored_size: 0,
             bundle: None,

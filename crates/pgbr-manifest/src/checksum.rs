@@ -1,0 +1,178 @@
+//! [`Checksum`]: the BLAKE3 of a file's plaintext, held as 32 bytes.
+//!
+//! Stored as 64 lowercase hex digits in every format, held as bytes in memory: a manifest of a
+//! million files keeps a million of them, and a `String` costs three times the space.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The BLAKE3 hash of a file's plaintext.
+///
+/// Shown, parsed and serialized as 64 lowercase hex digits; compares equal to that text.
+///
+/// ```
+/// use pgbr_manifest::Checksum;
+///
+/// let sum = Checksum::of(b"15\n");
+/// let hex = sum.to_string();
+/// assert_eq!(hex.len(), 64);
+/// assert_eq!(hex.parse::<Checksum>().unwrap(), sum);
+/// assert!(sum == hex);
+/// assert!("ABC".parse::<Checksum>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Checksum(pub [u8; 32]);
+
+impl Checksum {
+    /// The checksum of `data`.
+    pub fn of(data: &[u8]) -> Checksum {
+        Checksum::from(blake3::hash(data))
+    }
+
+    /// The checksum as 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl From<blake3::Hash> for Checksum {
+    fn from(hash: blake3::Hash) -> Checksum {
+        Checksum(*hash.as_bytes())
+    }
+}
+
+/// Why a text is not a [`Checksum`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checksum {0:?} is not 64 lowercase hex digits")]
+pub struct ParseChecksumError(String);
+
+impl FromStr for Checksum {
+    type Err = ParseChecksumError;
+
+    fn from_str(s: &str) -> Result<Checksum, ParseChecksumError> {
+        let lower_hex = s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let mut bytes = [0u8; 32];
+        match lower_hex && hex::decode_to_slice(s, &mut bytes).is_ok() {
+            true => Ok(Checksum(bytes)),
+            false => Err(ParseChecksumError(s.chars().take(80).collect())),
+        }
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 64];
+        // Encoding 32 bytes into 64 always fits.
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Checksum({self})")
+    }
+}
+
+impl PartialEq<str> for Checksum {
+    fn eq(&self, other: &str) -> bool {
+        other.parse::<Checksum>().is_ok_and(|c| c == *self)
+    }
+}
+
+impl PartialEq<String> for Checksum {
+    fn eq(&self, other: &String) -> bool {
+        *self == *other.as_str()
+    }
+}
+
+impl PartialEq<Checksum> for String {
+    fn eq(&self, other: &Checksum) -> bool {
+        *other == *self.as_str()
+    }
+}
+
+impl PartialEq<Checksum> for str {
+    fn eq(&self, other: &Checksum) -> bool {
+        *other == *self
+    }
+}
+
+impl Serialize for Checksum {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for Checksum {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Checksum, D::Error> {
+        struct HexVisitor;
+        impl Visitor<'_> for HexVisitor {
+            type Value = Checksum;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 lowercase hex digits")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Checksum, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rejects_what_is_not_lowercase_hex_of_32_bytes() {
+        let good = Checksum::of(b"x").to_string();
+        assert!(good.parse::<Checksum>().is_ok());
+        for bad in [
+            String::new(),
+            "ABC".to_string(),
+            good.to_uppercase(),
+            good[..63].to_string(),
+            format!("{good}0"),
+            format!("{}g", &good[..63]),
+        ] {
+            assert!(bad.parse::<Checksum>().is_err(), "{bad}");
+            let json = serde_json::to_string(&bad).expect("json");
+            assert!(serde_json::from_str::<Checksum>(&json).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Checksum>("7").is_err());
+        // A manifest entry with a bad checksum does not load.
+        let entry = |sum: &str| {
+            format!(
+                r#"{{"target":"pg_data","name":"PG_VERSION","size":3,"mtime":0,"mode":384,"checksum":"{sum}","reference":null,"stored_size":3,"bundle":null,"block_map":null,"page_errors":[]}}"#
+            )
+        };
+        assert!(serde_json::from_str::<crate::FileEntry>(&entry(&good)).is_ok());
+        let err = serde_json::from_str::<crate::FileEntry>(&entry("ABC")).expect_err("bad sum");
+        assert!(
+            err.to_string().contains("not 64 lowercase hex digits"),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn text_and_json_round_trip(bytes in any::<[u8; 32]>()) {
+            let sum = Checksum(bytes);
+            let text = sum.to_string();
+            prop_assert_eq!(&text, &hex::encode(bytes));
+            prop_assert_eq!(text.parse::<Checksum>().ok(), Some(sum));
+            let json = serde_json::to_string(&sum).expect("json");
+            prop_assert_eq!(json, format!("\"{text}\""));
+            prop_assert!(sum == text);
+        }
+    }
+}
