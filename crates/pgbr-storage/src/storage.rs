@@ -73,6 +73,8 @@ pub struct Storage {
     upload_concurrency: usize,
     /// Root directory of a local repository, whose files get their modes fixed.
     local_root: Option<Arc<PathBuf>>,
+    /// The same store as `store` when it is a local repository, for reading files directly.
+    local_fs: Option<Arc<LocalFileSystem>>,
 }
 
 impl fmt::Debug for Storage {
@@ -131,6 +133,7 @@ impl Storage {
             part_size: DEFAULT_PART_SIZE,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             local_root: None,
+            local_fs: None,
         }
     }
 
@@ -177,8 +180,12 @@ impl Storage {
             })?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        let mut storage =
-            Storage::from_object_store(Arc::new(store), format!("posix:{}", canonical.display()));
+        let store = Arc::new(store);
+        let mut storage = Storage::from_object_store(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            format!("posix:{}", canonical.display()),
+        );
+        storage.local_fs = Some(store);
         storage.local_root = Some(Arc::new(canonical));
         storage.part_size = LOCAL_PART_SIZE;
         Ok(storage)
@@ -427,10 +434,32 @@ impl Storage {
     /// runtime. The object is opened now: a missing object is [`Error::NotFound`] here.
     ///
     /// Do not call it (or read from it) inside an async task: `Handle::block_on` panics there.
+    ///
+    /// A local repository's file is read directly, in the caller's buffer sizes: the object
+    /// store's stream comes in 8 KiB pieces, each handed over between threads.
     pub fn blocking_reader(&self, path: &str, handle: Handle) -> Result<BlockingReader, Error> {
+        if let Some(local) = &self.local_fs {
+            let key = object_key(path)?;
+            let file_path = local
+                .path_to_filesystem(&key)
+                .map_err(|e| Error::store(path, e))?;
+            return match std::fs::File::open(&file_path) {
+                Ok(file) => Ok(BlockingReader {
+                    stream: None,
+                    file: Some(file),
+                    chunk: Bytes::new(),
+                    handle,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound {
+                    path: path.to_string(),
+                }),
+                Err(e) => Err(Error::io(&file_path, e)),
+            };
+        }
         let stream = handle.block_on(self.get_stream(path))?;
         Ok(BlockingReader {
             stream: Some(stream),
+            file: None,
             chunk: Bytes::new(),
             handle,
         })
@@ -670,6 +699,8 @@ impl io::Write for BlockingWriter {
 /// A blocking [`std::io::Read`] over an object's stream (see [`Storage::blocking_reader`]).
 pub struct BlockingReader {
     stream: Option<BoxStream<'static, Result<Bytes, Error>>>,
+    /// A local repository's file, read directly instead of `stream`.
+    file: Option<std::fs::File>,
     chunk: Bytes,
     handle: Handle,
 }
@@ -678,7 +709,7 @@ impl fmt::Debug for BlockingReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlockingReader")
             .field("buffered", &self.chunk.len())
-            .field("done", &self.stream.is_none())
+            .field("done", &(self.stream.is_none() && self.file.is_none()))
             .finish()
     }
 }
@@ -687,6 +718,9 @@ impl io::Read for BlockingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(file) = self.file.as_mut() {
+            return file.read(buf);
         }
         while self.chunk.is_empty() {
             let Some(stream) = self.stream.as_mut() else {
@@ -891,6 +925,44 @@ mod tests {
             names.push(e.unwrap().file_name().into_string().unwrap());
         }
         assert_eq!(names, ["object"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_blocking_reader_reads_files_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::local(dir.path()).unwrap();
+        let data = pattern(3 * 1024 * 1024 + 5);
+        let keys = ["d/plain.zst", "d/with space+and%percent.txt"];
+        for key in keys {
+            s.put(key, Bytes::from(data.clone())).await.unwrap();
+        }
+        // A leftover staging file of a killed upload is invisible to list (and so to verify).
+        std::fs::write(dir.path().join("d/plain.zst#7"), b"partial").unwrap();
+        let listed: Vec<String> = s
+            .list("d/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        let handle = Handle::current();
+        let s2 = s.clone();
+        tokio::task::spawn_blocking(move || {
+            for key in keys {
+                let mut r = s2.blocking_reader(key, handle.clone()).unwrap();
+                assert!(r.file.is_some(), "a local object is read as a file");
+                let mut back = Vec::new();
+                r.read_to_end(&mut back).unwrap();
+                assert_eq!(back, data, "{key}");
+            }
+            assert!(matches!(
+                s2.blocking_reader("d/missing", handle),
+                Err(Error::NotFound { .. })
+            ));
+        })
+        .await
+        .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
