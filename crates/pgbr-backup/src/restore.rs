@@ -484,8 +484,16 @@ pub async fn run(
     );
     jobs.sort_by_key(|j| std::cmp::Reverse(j.size()));
     let worker_progress = Arc::clone(&progress);
+    // Test hook: slows every file down so tests can interrupt a restore part-way.
+    let file_delay = std::env::var("PGBR_TEST_FILE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
     let results = pipeline::run_parallel(jobs, opts.process_max, move |job: RestoreJob| {
         use std::sync::atomic::Ordering;
+        if let Some(d) = file_delay {
+            std::thread::sleep(d);
+        }
         ctx.active.fetch_add(1, Ordering::Relaxed);
         let out = match job {
             RestoreJob::File(f, dest) => {

@@ -1,6 +1,8 @@
 //! Interrupted backups against a real PostgreSQL 15: a backup killed with SIGKILL early, mid-copy
 //! or just before its manifest is committed leaves a repository the next backup resumes (reusing
 //! what verifies) or cleans, `info` never lists the unfinished one, and the result restores exactly.
+//! A restore killed part-way leaves no `global/pg_control`, so PostgreSQL cannot start the
+//! half-restored directory, and `restore --delta` finishes it.
 
 mod common;
 
@@ -35,12 +37,17 @@ fn spawn_backup(env: &Env, vars: &[(&str, &str)]) -> Child {
 
 /// SIGKILL to the pgbr backup process itself (not the runuser wrapper).
 fn kill_backup(env: &Env, child: &mut Child) {
-    let pattern = format!("^{} --config=.* backup", env.scratch.pgbr.display());
+    kill_pgbr(env, child, "backup");
+}
+
+/// SIGKILL to the pgbr process running `command` (not the runuser wrapper).
+fn kill_pgbr(env: &Env, child: &mut Child, command: &str) {
+    let pattern = format!("^{} --config=.* {command}", env.scratch.pgbr.display());
     let st = std::process::Command::new("pkill")
         .args(["-9", "-f", &pattern])
         .status()
         .expect("pkill");
-    assert!(st.success(), "no backup process to kill");
+    assert!(st.success(), "no {command} process to kill");
     let _ = child.wait();
 }
 
@@ -182,4 +189,80 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
 
     let c = env.restore_and_start("restored", &["--type=immediate", "--target-action=promote"]);
     assert_eq!(digest(&c), want);
+}
+
+#[test]
+fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
+    let env = setup();
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    let want = digest(&env.src);
+    let args = |dir: &Path, delta: bool| {
+        let mut a = vec![
+            "--stanza=main".to_string(),
+            "restore".into(),
+            "--type=immediate".into(),
+            "--target-action=promote".into(),
+            format!("--pg1-path={}", dir.display()),
+        ];
+        if delta {
+            a.push("--delta".into());
+        }
+        a
+    };
+    let spawn_restore = |dir: &Path| {
+        let mut c = common::as_pg(&env.scratch.pgbr);
+        c.arg(format!("--config={}", env.conf.display()))
+            .args(args(dir, false))
+            .env("PGBR_TEST_FILE_DELAY_MS", "5")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c.spawn().expect("spawn restore")
+    };
+
+    // 1. Watched: pg_control appears only once every other file is in place.
+    let watched = env.scratch.mkdir("watched");
+    let mut child = spawn_restore(&watched);
+    let mut files_when_startable = None;
+    while child.try_wait().expect("wait").is_none() {
+        if watched.join("global/pg_control").exists() {
+            files_when_startable = Some(count_objects(&watched));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "the watched restore failed");
+    let total = count_objects(&watched);
+    let seen = files_when_startable.unwrap_or(total);
+    // Only the recovery settings (recovery.signal, postgresql.auto.conf) may come after it.
+    assert!(
+        seen + 2 >= total,
+        "pg_control appeared with {seen} of {total} files in place"
+    );
+
+    // 2. Killed part-way: not startable; --delta finishes it and the result is exact.
+    let dir = env.scratch.mkdir("restored");
+    let mut child = spawn_restore(&dir);
+    wait_for("files being restored", || {
+        count_objects(&dir.join("base")) > 200
+    });
+    kill_pgbr(&env, &mut child, "restore");
+    assert!(
+        !dir.join("global/pg_control").exists(),
+        "a half-restored directory must not hold pg_control"
+    );
+    let delta = args(&dir, true);
+    let refs: Vec<&str> = delta.iter().map(String::as_str).collect();
+    env.scratch.pgbr_ok(&env.conf, &refs);
+    let mut restored = Cluster::existing(
+        &env.scratch,
+        "restored",
+        dir.clone(),
+        env.scratch.mkdir("restored-sock"),
+    );
+    restored.configure("archive_mode = off\n");
+    restored.start();
+    restored.wait_promoted();
+    assert_eq!(digest(&restored), want);
 }
