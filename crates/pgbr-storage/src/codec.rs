@@ -122,7 +122,37 @@ enum WriterInner<W: Write> {
     None(W),
     Zst(zstd::stream::write::Encoder<'static, W>),
     Gz(flate2::write::GzEncoder<W>),
-    Lz4(Box<lz4_flex::frame::FrameEncoder<W>>),
+    Lz4(Box<lz4_flex::frame::FrameEncoder<KeepError<W>>>),
+}
+
+/// Hands lz4_flex only the kind of an inner writer's error and keeps the error itself:
+/// lz4_flex 0.11 panics converting an `io::Error` that carries a message it did not create.
+struct KeepError<W> {
+    inner: W,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> KeepError<W> {
+    fn keep(&mut self, e: io::Error) -> io::Error {
+        let kind = e.kind();
+        self.error = Some(e);
+        io::Error::from(kind)
+    }
+
+    /// The inner writer's own error if there was one, else `e`.
+    fn take(&mut self, e: io::Error) -> io::Error {
+        self.error.take().unwrap_or(e)
+    }
+}
+
+impl<W: Write> Write for KeepError<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.keep(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.keep(e))
+    }
 }
 
 impl<W: Write> fmt::Debug for CompressWriter<W> {
@@ -186,7 +216,8 @@ impl<W: Write> CompressWriter<W> {
             CompressType::Lz4 => {
                 let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
                 WriterInner::Lz4(Box::new(lz4_flex::frame::FrameEncoder::with_frame_info(
-                    info, inner,
+                    info,
+                    KeepError { inner, error: None },
                 )))
             }
         };
@@ -209,7 +240,10 @@ impl<W: Write> CompressWriter<W> {
             WriterInner::None(w) => Ok(w),
             WriterInner::Zst(enc) => enc.finish(),
             WriterInner::Gz(enc) => enc.finish(),
-            WriterInner::Lz4(enc) => enc.finish().map_err(io::Error::other),
+            WriterInner::Lz4(mut enc) => match enc.try_finish() {
+                Ok(()) => Ok(enc.into_inner().inner),
+                Err(e) => Err(enc.get_mut().take(io::Error::other(e))),
+            },
         }
     }
 }
@@ -220,7 +254,7 @@ impl<W: Write> Write for CompressWriter<W> {
             WriterInner::None(w) => w.write(buf),
             WriterInner::Zst(w) => w.write(buf),
             WriterInner::Gz(w) => w.write(buf),
-            WriterInner::Lz4(w) => w.write(buf),
+            WriterInner::Lz4(w) => w.write(buf).map_err(|e| w.get_mut().take(e)),
         }
     }
 
@@ -229,7 +263,7 @@ impl<W: Write> Write for CompressWriter<W> {
             WriterInner::None(w) => w.flush(),
             WriterInner::Zst(w) => w.flush(),
             WriterInner::Gz(w) => w.flush(),
-            WriterInner::Lz4(w) => w.flush(),
+            WriterInner::Lz4(w) => w.flush().map_err(|e| w.get_mut().take(e)),
         }
     }
 }
@@ -531,6 +565,83 @@ mod zstd_piece {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_destination_is_an_error_with_its_message_for_every_codec() {
+        /// Accepts `room` bytes, then fails with a message of its own.
+        struct Full {
+            room: usize,
+        }
+        impl Write for Full {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if buf.len() > self.room {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        "disk full on test",
+                    ));
+                }
+                self.room -= buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let data: Vec<u8> = (0..2_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for kind in CompressType::ALL {
+            let mut w = CompressWriter::new(kind, kind.default_level(), Full { room: 1000 })
+                .expect("writer");
+            let err = match w.write_all(&data) {
+                Err(e) => e,
+                Ok(()) => w.finish().map(|_| ()).expect_err("the destination is full"),
+            };
+            assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{kind:?}: {err}");
+            assert!(
+                err.to_string().contains("disk full on test"),
+                "{kind:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failing_source_is_an_error_with_its_message_for_every_codec() {
+        /// Gives `good` bytes, then fails with a message of its own.
+        struct Broken {
+            good: Vec<u8>,
+            at: usize,
+        }
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.at >= self.good.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "link down on test",
+                    ));
+                }
+                let n = buf.len().min(self.good.len() - self.at).min(100);
+                buf[..n].copy_from_slice(&self.good[self.at..self.at + n]);
+                self.at += n;
+                Ok(n)
+            }
+        }
+        let data: Vec<u8> = (0..500_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for kind in CompressType::ALL {
+            let stream = compress_to_vec(kind, kind.default_level(), &data).expect("compress");
+            let good = stream[..stream.len() / 2].to_vec();
+            let mut r = DecompressReader::new(kind, Broken { good, at: 0 }).expect("reader");
+            let err = r
+                .read_to_end(&mut Vec::new())
+                .expect_err("the source breaks");
+            assert!(
+                err.to_string().contains("link down on test"),
+                "{kind:?}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn zstd_pieces_reuse_contexts_and_survive_bad_input() {
