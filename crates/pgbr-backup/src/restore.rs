@@ -387,6 +387,17 @@ pub async fn run(
             report.entries_removed += remove_extras(&manifest, target, dest)?;
         }
     }
+    // Rewriting a cluster in place: it stops being startable until the restore completes (the
+    // backup's pg_control takes its place last), so an interrupted delta restore never leaves
+    // a mix of old and new files that PostgreSQL would start on.
+    let old_control = dests["pg_data"].join(PG_CONTROL);
+    if (opts.delta || opts.force) && old_control.exists() {
+        fs::remove_file(&old_control)
+            .map_err(|e| Error::io("unable to remove", &old_control, e))?;
+        if let Some(dir) = old_control.parent() {
+            pgbr_storage::posix::sync_dir(dir)?;
+        }
+    }
     // Directories, parents first.
     let mut dirs: Vec<_> = manifest.paths.iter().collect();
     dirs.sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));

@@ -241,7 +241,7 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
         "pg_control appeared with {seen} of {total} files in place"
     );
 
-    // 2. Killed part-way: not startable; --delta finishes it and the result is exact.
+    // 2. Killed part-way: not startable; --delta finishes it (and the result is exact, below).
     let dir = env.scratch.mkdir("restored");
     let mut child = spawn_restore(&dir);
     wait_for("files being restored", || {
@@ -254,6 +254,27 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
     );
     let delta = args(&dir, true);
     let refs: Vec<&str> = delta.iter().map(String::as_str).collect();
+    env.scratch.pgbr_ok(&env.conf, &refs);
+    assert!(dir.join("global/pg_control").exists());
+
+    // 3. A delta restore killed part-way over a complete cluster: not startable either.
+    let mut c = common::as_pg(&env.scratch.pgbr);
+    c.arg(format!("--config={}", env.conf.display()))
+        .args(args(&dir, true))
+        .arg("--force")
+        .env("PGBR_TEST_FILE_DELAY_MS", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().expect("spawn delta restore");
+    wait_for("the old pg_control to go", || {
+        !dir.join("global/pg_control").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    kill_pgbr(&env, &mut child, "restore");
+    assert!(
+        !dir.join("global/pg_control").exists(),
+        "a half-rewritten directory must not hold pg_control"
+    );
     env.scratch.pgbr_ok(&env.conf, &refs);
     let mut restored = Cluster::existing(
         &env.scratch,
