@@ -39,19 +39,8 @@ fn backups(env: &Env) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
-fn newest(env: &Env) -> (String, serde_json::Value) {
-    backups(env)
-        .into_iter()
-        .max_by_key(|(_, b)| {
-            (
-                b["timestamp_stop"].as_i64(),
-                b["label"].as_str().map(str::to_string),
-            )
-        })
-        .expect("a backup")
-}
-
 fn backup(env: &Env, kind: &str) -> (String, serde_json::Value, String) {
+    let before: Vec<String> = backups(env).into_keys().collect();
     let out = env.scratch.pgbr(
         &env.conf,
         &["--stanza=main", "backup", &format!("--type={kind}")],
@@ -61,7 +50,11 @@ fn backup(env: &Env, kind: &str) -> (String, serde_json::Value, String) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (label, summary) = newest(env);
+    // The backup this call made: two backups can finish within the same second.
+    let (label, summary) = backups(env)
+        .into_iter()
+        .find(|(label, _)| !before.contains(label))
+        .expect("a new backup");
     (
         label,
         summary,
