@@ -135,9 +135,12 @@ async fn choose_prior(
         .backup_info()
         .backups
         .iter()
-        .filter(|b| b.db_id == db.db_id)
-        .filter(|b| backup_type == BackupType::Incr || b.backup_type == BackupType::Full)
-        .max_by_key(|b| (b.timestamp_stop, b.label.clone()));
+        // backup.info lists backups in the order they were committed; stop times have a
+        // resolution of a second, in which two backups can end.
+        .rfind(|b| {
+            b.db_id == db.db_id
+                && (backup_type == BackupType::Incr || b.backup_type == BackupType::Full)
+        });
     let Some(candidate) = candidate else {
         return Ok(None);
     };

@@ -126,10 +126,11 @@ pub fn choose_backup(
             .unwrap_or(false),
         _ => true,
     };
+    // The newest is the last committed (backup.info keeps commit order; stop times have a
+    // resolution of a second, in which two backups can end).
     info.backups
         .iter()
-        .filter(|b| usable(b))
-        .max_by_key(|b| (b.timestamp_stop, b.label.clone()))
+        .rfind(|b| usable(b))
         .map(|b| b.label.clone())
         .ok_or_else(|| {
             let oldest = info.backups.iter().min_by_key(|b| b.timestamp_stop);
