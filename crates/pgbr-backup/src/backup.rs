@@ -121,6 +121,19 @@ fn carried(entry: &FileEntry, label: &str) -> FileEntry {
     e
 }
 
+/// The summary a `backup_type` backup of database `db_id` builds on: the last full (diff) or the
+/// last backup (incr). Last means last committed: backup.info keeps commit order, while stop
+/// times have a resolution of a second, in which two backups can end.
+fn prior_of(
+    backups: &[BackupSummary],
+    backup_type: BackupType,
+    db_id: u32,
+) -> Option<&BackupSummary> {
+    backups.iter().rfind(|b| {
+        b.db_id == db_id && (backup_type == BackupType::Incr || b.backup_type == BackupType::Full)
+    })
+}
+
 /// The backup an incremental builds on: the last full (diff) or the last backup (incr) of the
 /// current cluster, with its manifest. `None` when there is none: the backup becomes full.
 async fn choose_prior(
@@ -131,17 +144,7 @@ async fn choose_prior(
     if backup_type == BackupType::Full {
         return Ok(None);
     }
-    let candidate = repo
-        .backup_info()
-        .backups
-        .iter()
-        // backup.info lists backups in the order they were committed; stop times have a
-        // resolution of a second, in which two backups can end.
-        .rfind(|b| {
-            b.db_id == db.db_id
-                && (backup_type == BackupType::Incr || b.backup_type == BackupType::Full)
-        });
-    let Some(candidate) = candidate else {
+    let Some(candidate) = prior_of(&repo.backup_info().backups, backup_type, db.db_id) else {
         return Ok(None);
     };
     let manifest = repo.load_manifest(&candidate.label).await?;
@@ -1102,4 +1105,46 @@ async fn reconcile_with(
         repo.save_backup_info().await?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(label: &str, backup_type: BackupType, stop: i64) -> BackupSummary {
+        BackupSummary {
+            label: label.into(),
+            backup_type,
+            prior: None,
+            references: Vec::new(),
+            timestamp_start: stop - 1,
+            timestamp_stop: stop,
+            lsn_start: "0/0".into(),
+            lsn_stop: "0/0".into(),
+            wal_start: String::new(),
+            wal_stop: String::new(),
+            timeline: 1,
+            db_id: 1,
+            size_original: 0,
+            size_stored: 0,
+            file_count: 0,
+            page_errors: 0,
+        }
+    }
+
+    #[test]
+    fn the_prior_is_the_last_committed_even_within_one_second() {
+        // Committed in this order, the last three in the same second: by label the incr would
+        // sort last.
+        let backups = vec![
+            summary("20261126-010000F", BackupType::Full, 100),
+            summary("20261126-010000F_20261126-010001I", BackupType::Incr, 101),
+            summary("20261126-010000F_20261126-010001D", BackupType::Diff, 101),
+        ];
+        let incr = prior_of(&backups, BackupType::Incr, 1).map(|b| b.label.as_str());
+        assert_eq!(incr, Some("20261126-010000F_20261126-010001D"));
+        let diff = prior_of(&backups, BackupType::Diff, 1).map(|b| b.label.as_str());
+        assert_eq!(diff, Some("20261126-010000F"));
+        assert!(prior_of(&backups, BackupType::Incr, 2).is_none());
+    }
 }
