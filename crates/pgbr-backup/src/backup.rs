@@ -1110,36 +1110,30 @@ async fn reconcile_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn summary(label: &str, backup_type: BackupType, stop: i64) -> BackupSummary {
-        BackupSummary {
-            label: label.into(),
-            backup_type,
-            prior: None,
-            references: Vec::new(),
-            timestamp_start: stop - 1,
-            timestamp_stop: stop,
-            lsn_start: "0/0".into(),
-            lsn_stop: "0/0".into(),
-            wal_start: String::new(),
-            wal_stop: String::new(),
-            timeline: 1,
-            db_id: 1,
-            size_original: 0,
-            size_stored: 0,
-            file_count: 0,
-            page_errors: 0,
-        }
-    }
+    use crate::test_support::summary;
 
     #[test]
     fn the_prior_is_the_last_committed_even_within_one_second() {
         // Committed in this order, the last three in the same second: by label the incr would
         // sort last.
+        let full = "20261126-010000F";
+        let wal = "000000010000000000000002";
         let backups = vec![
-            summary("20261126-010000F", BackupType::Full, 100),
-            summary("20261126-010000F_20261126-010001I", BackupType::Incr, 101),
-            summary("20261126-010000F_20261126-010001D", BackupType::Diff, 101),
+            summary(full, BackupType::Full, None, 100, wal),
+            summary(
+                "20261126-010000F_20261126-010001I",
+                BackupType::Incr,
+                Some(full),
+                101,
+                wal,
+            ),
+            summary(
+                "20261126-010000F_20261126-010001D",
+                BackupType::Diff,
+                Some(full),
+                101,
+                wal,
+            ),
         ];
         let incr = prior_of(&backups, BackupType::Incr, 1).map(|b| b.label.as_str());
         assert_eq!(incr, Some("20261126-010000F_20261126-010001D"));

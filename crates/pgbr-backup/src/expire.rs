@@ -399,33 +399,7 @@ fn summarize(wal: &[WalObject]) -> Vec<ArchiveExpired> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn summary(
-        label: &str,
-        t: BackupType,
-        prior: Option<&str>,
-        start: i64,
-        wal: &str,
-    ) -> BackupSummary {
-        BackupSummary {
-            label: label.into(),
-            backup_type: t,
-            prior: prior.map(str::to_string),
-            references: prior.map(|p| vec![p.to_string()]).unwrap_or_default(),
-            timestamp_start: start,
-            timestamp_stop: start + 10,
-            lsn_start: "0/0".into(),
-            lsn_stop: "0/0".into(),
-            wal_start: wal.into(),
-            wal_stop: wal.into(),
-            timeline: 1,
-            db_id: 1,
-            size_original: 0,
-            size_stored: 0,
-            file_count: 0,
-            page_errors: 0,
-        }
-    }
+    use crate::test_support::summary;
 
     fn chain() -> Vec<BackupSummary> {
         vec![

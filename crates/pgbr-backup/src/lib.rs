@@ -46,6 +46,8 @@ pub mod recovery;
 mod repo;
 pub mod restore;
 pub mod stanza;
+#[cfg(test)]
+mod test_support;
 pub mod verify;
 
 pub use error::{Error, Result};
