@@ -155,7 +155,6 @@ pub async fn push(
     // segment size: the object's name carries the checksum, known only after a full read.
     let read_err = |e| Error::io("unable to read WAL file", &path, e);
     let mut file = std::fs::File::open(&path).map_err(read_err)?;
-    pgbr_storage::posix::prefetch(&file);
     let len = file.metadata().map_err(read_err)?.len();
     let mut head = vec![0u8; len.min(8192) as usize];
     std::io::Read::read_exact(&mut file, &mut head).map_err(read_err)?;

@@ -573,11 +573,7 @@ pub async fn run(
     let worker_dir = backup_dir.clone();
     let worker_done = Arc::clone(&done);
     let delta = opts.delta;
-    // Test hook: slows every file down so tests can interrupt a backup mid-copy.
-    let file_delay = std::env::var("PGBR_TEST_FILE_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis);
+    let file_delay = pipeline::test_file_delay();
     let copied = pipeline::run_parallel(work, opts.process_max, move |w: Work| {
         if let Some(d) = file_delay {
             std::thread::sleep(d);

@@ -321,21 +321,42 @@ fn hash_range(
     limit: u64,
     hasher: &mut blake3::Hasher,
 ) -> io::Result<u64> {
-    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     while done < limit {
         let want = (limit - done).min(CHUNK as u64) as usize;
-        let n = match file.read_at(&mut buf[..want], offset + done) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let n = read_full_at(file, &mut buf[..want], offset + done)?;
+        if n == 0 {
+            break;
+        }
         hasher.update(&buf[..n]);
         done += n as u64;
     }
     Ok(done)
+}
+
+/// Fills `buf` from `offset` as far as the file allows; fewer bytes only at its end.
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Test hook: `PGBR_TEST_FILE_DELAY_MS` slows every file of a backup or restore down, so tests
+/// can interrupt one part-way.
+pub(crate) fn test_file_delay() -> Option<std::time::Duration> {
+    std::env::var("PGBR_TEST_FILE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis)
 }
 
 /// Block size of block-mapped files: each block is compressed and encrypted on its own, so an

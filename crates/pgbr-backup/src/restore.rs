@@ -496,11 +496,7 @@ pub async fn run(
     );
     jobs.sort_by_key(|j| std::cmp::Reverse(j.size()));
     let worker_progress = Arc::clone(&progress);
-    // Test hook: slows every file down so tests can interrupt a restore part-way.
-    let file_delay = std::env::var("PGBR_TEST_FILE_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis);
+    let file_delay = pipeline::test_file_delay();
     let results = pipeline::run_parallel(jobs, opts.process_max, move |job: RestoreJob| {
         use std::sync::atomic::Ordering;
         if let Some(d) = file_delay {
@@ -926,7 +922,7 @@ fn restore_changed_blocks(
     for (i, b) in map.blocks.iter().enumerate() {
         let offset = i as u64 * block_size;
         let want_len = f.size.saturating_sub(offset).min(block_size) as usize;
-        let n = read_at_most(&file, &mut buf[..want_len], offset)
+        let n = pipeline::read_full_at(&file, &mut buf[..want_len], offset)
             .map_err(|e| Error::io("unable to read", dest, e))?;
         let same = n == want_len && pgbr_manifest::block_hash(&buf[..n]) == b.hash;
         if !same {
@@ -951,21 +947,6 @@ fn restore_changed_blocks(
     set_mode_and_time(dest, mode, mtime)?;
     chown(dest, ctx.owner)?;
     Ok(written)
-}
-
-/// Reads up to `buf.len()` bytes at `offset`, fewer only at the end of the file.
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Removes what the backup does not have under `dest` (delta/force restore). Returns the count.

@@ -21,18 +21,19 @@ fn setup() -> Env {
 }
 
 fn spawn_backup(env: &Env, vars: &[(&str, &str)]) -> Child {
+    spawn_pgbr(env, &["--stanza=main", "backup", "--type=full"], vars)
+}
+
+/// Starts pgbr as postgres with `args` and environment `vars`, output discarded.
+fn spawn_pgbr<S: AsRef<std::ffi::OsStr>>(env: &Env, args: &[S], vars: &[(&str, &str)]) -> Child {
     let mut c = common::as_pg(&env.scratch.pgbr);
-    c.arg(format!("--config={}", env.conf.display())).args([
-        "--stanza=main",
-        "backup",
-        "--type=full",
-    ]);
+    c.arg(format!("--config={}", env.conf.display())).args(args);
     for (k, v) in vars {
         c.env(k, v);
     }
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    c.spawn().expect("spawn backup")
+    c.spawn().expect("spawn pgbr")
 }
 
 /// SIGKILL to the pgbr backup process itself (not the runuser wrapper).
@@ -210,15 +211,8 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
         }
         a
     };
-    let spawn_restore = |dir: &Path| {
-        let mut c = common::as_pg(&env.scratch.pgbr);
-        c.arg(format!("--config={}", env.conf.display()))
-            .args(args(dir, false))
-            .env("PGBR_TEST_FILE_DELAY_MS", "5")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        c.spawn().expect("spawn restore")
-    };
+    let slow = [("PGBR_TEST_FILE_DELAY_MS", "5")];
+    let spawn_restore = |dir: &Path| spawn_pgbr(&env, &args(dir, false), &slow);
 
     // 1. Watched: pg_control appears only once every other file is in place.
     let watched = env.scratch.mkdir("watched");
@@ -258,14 +252,9 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
     assert!(dir.join("global/pg_control").exists());
 
     // 3. A delta restore killed part-way over a complete cluster: not startable either.
-    let mut c = common::as_pg(&env.scratch.pgbr);
-    c.arg(format!("--config={}", env.conf.display()))
-        .args(args(&dir, true))
-        .arg("--force")
-        .env("PGBR_TEST_FILE_DELAY_MS", "5")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().expect("spawn delta restore");
+    let mut delta_force = args(&dir, true);
+    delta_force.push("--force".into());
+    let mut child = spawn_pgbr(&env, &delta_force, &slow);
     wait_for("the old pg_control to go", || {
         !dir.join("global/pg_control").exists()
     });

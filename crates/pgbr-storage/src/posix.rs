@@ -147,18 +147,6 @@ pub fn sync_filesystem(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Tells the kernel that all of `file` will be read soon, sequentially, so that it reads ahead
-/// in big requests while the caller works on the first bytes. Best effort: errors are ignored.
-pub fn prefetch(file: &fs::File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: posix_fadvise takes a valid open descriptor, which `file` holds for the call; it
-    // reads no memory of ours.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
-    }
-}
-
 /// Asks the kernel to start writing `len` bytes of `file` from `offset` (0: to the end) to
 /// disk, without waiting. Best effort and not a durability guarantee: it only lets the disk
 /// work while the caller goes on, so that a later [`sync_filesystem`] or fsync has little
