@@ -22,7 +22,7 @@
 # GET_QUEUE_MAX=256MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PGBIN=/usr/lib/postgresql/15/bin
+. benches/common.sh
 W=${W:-/tmp/pgbr-bench-archive}
 NSEG=${NSEG:-64}
 RUNS=${RUNS:-2}
@@ -31,23 +31,8 @@ CIPHER=${CIPHER:-none}
 PROCESS_MAX=${PROCESS_MAX:-2}
 GET_QUEUE_MAX=${GET_QUEUE_MAX:-256MB}
 STANZA=bench
-[[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 2; }
-
-as_pg() { runuser -u postgres -- "$@"; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
-now() { date +%s.%N; }
-free_port() {
-  local p
-  for p in $(shuf -i 20000-60000 -n 50); do
-    ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-  echo 54322
-}
-stop_all() {
-  if [[ -f $W/src/postmaster.pid ]]; then
-    as_pg "$PGBIN/pg_ctl" -D "$W/src" -m fast -w stop >/dev/null 2>&1 || true
-  fi
-}
+require_root
+stop_all() { stop_clusters fast "$W/src"; }
 trap stop_all EXIT
 # Waits until no process started from $W (background pgbr workers) is left, at most $1 seconds.
 wait_workers() {
@@ -59,11 +44,8 @@ wait_workers() {
 }
 
 stop_all
-rm -rf "$W"
-mkdir -p "$W/wal"
-install -m 755 "${PGBR:-target/release/pgbr}" "$W/pgbr"
-chown -R postgres:postgres "$W"
-PORT=$(free_port)
+fresh_workdir "${PGBR:-target/release/pgbr}" wal
+PORT=$(free_port 54322)
 
 conf() { # name repo [extra lines...]
   local name=$1 repo=$2
@@ -96,15 +78,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 echo "== initdb --wal-segsize=16 (port $PORT, work dir $W), WAL until $NSEG segments are archived" >&2
-as_pg "$PGBIN/initdb" -k -A trust --wal-segsize=16 -D "$W/src" >/dev/null
-cat >>"$W/src/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$W'
-wal_level = replica
-archive_mode = on
-archive_command = 'test ! -f $W/wal/%f && cp %p $W/wal/%f'
-CONF
+init_cluster "$W/src" "$PORT" "test ! -f $W/wal/%f && cp %p $W/wal/%f"
 as_pg "$PGBIN/pg_ctl" -D "$W/src" -l "$W/src.log" -w start >/dev/null
 for run in $(seq 1 "$RUNS"); do
   pgbr "sync-$run" stanza-create
@@ -138,13 +112,18 @@ check_fetched() { # dir: compares every fetched segment with the original
   for s in "${SEGS[@]}"; do cmp -s "$W/wal/$s" "$1/$s" || bad=$((bad + 1)); done
   echo "$bad"
 }
+push_all() { # config error-file: archive-push of every segment, one call each; $fail counts failures
+  local s
+  fail=0
+  for s in "${SEGS[@]}"; do
+    pgbr "$1" archive-push "$W/wal/$s" 2>>"$2" || fail=$((fail + 1))
+  done
+}
 
 for run in $(seq 1 "$RUNS"); do
   # (a) sync push
-  sync; l=$(load1); fail=0; t0=$(now)
-  for s in "${SEGS[@]}"; do
-    pgbr "sync-$run" archive-push "$W/wal/$s" 2>>"$W/err-push-sync-$run" || fail=$((fail + 1))
-  done
+  sync; l=$(load1); t0=$(now)
+  push_all "sync-$run" "$W/err-push-sync-$run"
   t1=$(now)
   n=$(repo_count "$W/repo-sync-$run")
   row "push sync" "$run" "${#SEGS[@]}" "$(echo "$t1 - $t0" | bc -l)" "$fail" "$l" "$n in repository"
@@ -152,10 +131,8 @@ for run in $(seq 1 "$RUNS"); do
 
   # (b) async push
   queue=$W/spool-push-$run/archive/$STANZA/queue
-  sync; l=$(load1); fail=0; t0=$(now)
-  for s in "${SEGS[@]}"; do
-    pgbr "async-$run" archive-push "$W/wal/$s" 2>>"$W/err-push-async-$run" || fail=$((fail + 1))
-  done
+  sync; l=$(load1); t0=$(now)
+  push_all "async-$run" "$W/err-push-async-$run"
   t1=$(now)
   max_queue=$(queue_count "$queue")
   deadline=$(($(date +%s) + 300))

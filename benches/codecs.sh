@@ -13,7 +13,7 @@
 #   SCALE=20 RUNS=2 CODECS="zst gz lz4 none" CIPHER=none PROCESS_MAX=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PGBIN=/usr/lib/postgresql/15/bin
+. benches/common.sh
 W=${W:-/tmp/pgbr-bench-codecs}
 SCALE=${SCALE:-20}
 RUNS=${RUNS:-2}
@@ -21,30 +21,14 @@ CODECS=${CODECS:-zst gz lz4 none}
 CIPHER=${CIPHER:-none}
 PROCESS_MAX=${PROCESS_MAX:-2}
 STANZA=bench
-[[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 2; }
+require_root
 [[ -x /usr/bin/time ]] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 
-as_pg() { runuser -u postgres -- "$@"; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
-free_port() {
-  local p
-  for p in $(shuf -i 20000-60000 -n 50); do
-    ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-  echo 54321
-}
-stop_all() {
-  if [[ -f $W/src/postmaster.pid ]]; then
-    as_pg "$PGBIN/pg_ctl" -D "$W/src" -m fast -w stop >/dev/null 2>&1 || true
-  fi
-}
+stop_all() { stop_clusters fast "$W/src"; }
 trap stop_all EXIT
 
 stop_all
-rm -rf "$W"
-mkdir -p "$W"
-install -m 755 "${PGBR:-target/release/pgbr}" "$W/pgbr"
-chown postgres:postgres "$W"
+fresh_workdir "${PGBR:-target/release/pgbr}"
 PORT=$(free_port)
 
 write_conf() { # repo-dir compress-type
@@ -77,15 +61,7 @@ timed() {
 
 echo "== initdb (port $PORT, work dir $W), pgbench -i -s $SCALE" >&2
 write_conf "$W/repo-init" zst
-as_pg "$PGBIN/initdb" -k -A trust -D "$W/src" >/dev/null
-cat >>"$W/src/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$W'
-wal_level = replica
-archive_mode = on
-archive_command = '$W/pgbr --config=$W/pgbr.conf --stanza=$STANZA archive-push %p'
-CONF
+init_cluster "$W/src" "$PORT" "$W/pgbr --config=$W/pgbr.conf --stanza=$STANZA archive-push %p"
 as_pg "$PGBIN/pg_ctl" -D "$W/src" -l "$W/src.log" -w start >/dev/null
 pgbr stanza-create
 as_pg "$PGBIN/pgbench" -q -i -s "$SCALE" -h "$W" -p "$PORT" postgres >/dev/null 2>&1

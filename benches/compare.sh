@@ -28,7 +28,8 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+W=${BENCH_DIR:-/tmp/pgbr-compare}
+. "$HERE/common.sh"
 SCALE=${SCALE:-10}
 RANDOM_ROWS=${RANDOM_ROWS:-200000}
 MANY_TABLES=${MANY_TABLES:-0}
@@ -36,7 +37,6 @@ CIPHERS=${CIPHER:-${CIPHERS:-none aes-256-cbc}}
 SEGMENTS=${SEGMENTS:-64}
 PROCS=${PROCS:-2}
 LEVEL=${LEVEL:-3}
-W=${BENCH_DIR:-/tmp/pgbr-compare}
 PORT=${PORT:-54331}
 TOOLS=${TOOLS:-"pgbr pgbackrest"}
 PASS=bench-passphrase-not-a-secret
@@ -69,14 +69,8 @@ fi
 [[ -x $PGBR ]] || die "no pgbr binary at $PGBR"
 
 # --- helpers ---------------------------------------------------------------------------------
-as_pg() { runuser -u postgres -- "$@"; }
 sql() { as_pg "$PGBIN/psql" -X -q -At -h "$W" -p "$PORT" -d postgres -c "$*"; }
-cleanup() {
-  for d in "$W"/src "$W"/dst-*; do
-    [[ -f $d/postmaster.pid ]] && as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
-  done
-  true
-}
+cleanup() { stop_clusters immediate "$W"/src "$W"/dst-*; }
 trap cleanup EXIT
 cleanup; rm -rf "$W"; mkdir -p "$W/bin" "$W/wal"; chown -R postgres:postgres "$W"
 install -m 755 "$PGBR" "$W/bin/pgbr"   # readable by postgres wherever the build lives
@@ -194,17 +188,7 @@ done
 SH
 chmod 755 "$ARCH"; : >"$W/archive-tools"; chown postgres:postgres "$ARCH" "$W/archive-tools"
 cmd="$ARCH %p %f"
-as_pg "$PGBIN/initdb" -k -D "$W/src" -A trust >/dev/null || die "initdb failed"
-cat >>"$W/src/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$W'
-wal_level = replica
-archive_mode = on
-archive_command = '$cmd'
-max_wal_size = 4GB
-shared_buffers = 256MB
-CONF
+init_cluster "$W/src" "$PORT" "$cmd" "max_wal_size = 4GB" "shared_buffers = 256MB" || die "initdb failed"
 as_pg "$PGBIN/pg_ctl" -D "$W/src" -l "$W/src.log" -w start >/dev/null || die "the cluster did not start (see $W/src.log)"
 
 echo "loading: pgbench scale $SCALE, $RANDOM_ROWS random rows, $MANY_TABLES small tables ..."

@@ -21,7 +21,7 @@
 # SCALE=5, PROCESS_MAX=4, COMPRESS=zst, CIPHER=none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PGBIN=/usr/lib/postgresql/15/bin
+. benches/common.sh
 W=${W:-/tmp/pgbr-bench-s3}
 TABLES=${TABLES:-3000}
 ROWS=${ROWS:-20}
@@ -31,26 +31,11 @@ COMPRESS=${COMPRESS:-zst}
 CIPHER=${CIPHER:-none}
 STANZA=bench
 MODES=(plain bundle)
-[[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 2; }
+require_root
 
-as_pg() { runuser -u postgres -- "$@"; }
-now() { date +%s.%N; }
-calc() { echo "$*" | bc -l; }
-free_port() {
-  local p
-  for p in $(shuf -i 20000-60000 -n 50); do
-    ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-  echo 54323
-}
 MOTO_PID=
 stop_all() {
-  local d
-  for d in "$W/src" "$W"/restore-*; do
-    if [[ -f $d/postmaster.pid ]]; then
-      as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-  done
+  stop_clusters immediate "$W/src" "$W"/restore-*
   if [[ -n $MOTO_PID ]]; then
     kill "$MOTO_PID" 2>/dev/null || true
     wait "$MOTO_PID" 2>/dev/null || true
@@ -68,12 +53,9 @@ MOTO=$(command -v moto_server || true)
 [[ -x $MOTO ]] || { echo "moto_server is not installed (pip install 'moto[server]')" >&2; exit 2; }
 
 stop_all
-rm -rf "$W"
-mkdir -p "$W"
-install -m 755 "$PGBR" "$W/pgbr"
-chown -R postgres:postgres "$W"
-PORT=$(free_port)
-MPORT=$(free_port)
+fresh_workdir "$PGBR"
+PORT=$(free_port 54323)
+MPORT=$(free_port 54324)
 ENDPOINT=http://127.0.0.1:$MPORT
 
 echo "== moto_server on $ENDPOINT (log $W/moto.log)" >&2
@@ -118,7 +100,7 @@ conf() { # mode
     echo "repo1-s3-key-secret=bench"
     echo "repo1-cipher-type=$CIPHER"
     [[ $CIPHER != none ]] && echo "repo1-cipher-pass=bench-passphrase"
-    [[ $m == bundle ]] && echo "repo1-bundle=y"
+    if [[ $m == bundle ]]; then echo "repo1-bundle=y"; else echo "repo1-bundle=n"; fi
     echo "compress-type=$COMPRESS"
     echo "process-max=$PROCESS_MAX"
     echo "start-fast=y"
@@ -138,16 +120,7 @@ psql_at() { # port sql
 }
 
 echo "== initdb (port $PORT, work dir $W); $TABLES tables of $ROWS rows, pgbench -i -s $SCALE" >&2
-as_pg "$PGBIN/initdb" -k -A trust -U postgres -D "$W/src" >/dev/null
-cat >>"$W/src/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$W'
-wal_level = replica
-archive_mode = on
-archive_command = 'true'
-max_locks_per_transaction = 256
-CONF
+init_cluster "$W/src" "$PORT" true "max_locks_per_transaction = 256"
 as_pg "$PGBIN/pg_ctl" -D "$W/src" -l "$W/src.log" -w start >/dev/null
 as_pg "$PGBIN/pgbench" -q -i -s "$SCALE" -h "$W" -p "$PORT" postgres >/dev/null 2>&1
 psql_at "$PORT" "do \$\$ begin for i in 1..$TABLES loop

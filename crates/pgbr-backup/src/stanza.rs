@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use pgbr_crypto::{CipherType, DataKey, WrappedKey};
 use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory};
+use pgbr_storage::Storage;
 
 use crate::config::{PgOptions, RepoOptions};
 use crate::error::{Error, Result};
@@ -37,34 +38,17 @@ pub async fn create(
     stanza: &str,
     pg: &PgOptions,
 ) -> Result<StanzaCreated> {
-    let (session, ident, control) = crate::pg::connect_checked(pg).await?;
-    session.close().await;
-    let pg_version = ident.major();
-    if control.pg_major_version() != Some(pg_version) {
-        return Err(Error::ClusterMismatch(format!(
-            "pg_control in {} is not from PostgreSQL {pg_version}, the version the server reports",
-            pg.path.display()
-        )));
-    }
-    let storage = repo::open_storage(repo_opts)?;
-    let name = describe(repo_opts, &storage);
-    let archive = load_twice(&storage, &archive_info_path(stanza), |b| {
-        ArchiveInfo::from_bytes(b).map_err(|source| Error::Manifest {
-            context: format!("{name}: archive.info"),
-            source,
-        })
-    })
-    .await?;
-    let backup = load_twice(&storage, &backup_info_path(stanza), |b| {
-        BackupInfo::from_bytes(b).map_err(|source| Error::Manifest {
-            context: format!("{name}: backup.info"),
-            source,
-        })
-    })
-    .await?;
+    let ClusterAndInfo {
+        system_id,
+        pg_version,
+        storage,
+        name,
+        archive,
+        backup,
+    } = ClusterAndInfo::read(repo_opts, stanza, pg).await?;
     let wanted = DbHistory {
         db_id: 1,
-        system_id: ident.system_id,
+        system_id,
         pg_version,
     };
     match (archive, backup) {
@@ -181,6 +165,50 @@ fn manifest_err(what: &str) -> impl Fn(pgbr_manifest::Error) -> Error + '_ {
     }
 }
 
+/// What stanza-create and stanza-upgrade both start from: the running cluster's identity (checked
+/// against its pg_control) and the stanza's info files as the repository holds them.
+struct ClusterAndInfo {
+    system_id: u64,
+    pg_version: u32,
+    storage: Storage,
+    /// The repository, as error messages name it.
+    name: String,
+    archive: Option<ArchiveInfo>,
+    backup: Option<BackupInfo>,
+}
+
+impl ClusterAndInfo {
+    async fn read(repo_opts: &RepoOptions, stanza: &str, pg: &PgOptions) -> Result<Self> {
+        let (session, ident, control) = crate::pg::connect_checked(pg).await?;
+        session.close().await;
+        let pg_version = ident.major();
+        if control.pg_major_version() != Some(pg_version) {
+            return Err(Error::ClusterMismatch(format!(
+                "pg_control in {} is not from PostgreSQL {pg_version}, the version the server reports",
+                pg.path.display()
+            )));
+        }
+        let storage = repo::open_storage(repo_opts)?;
+        let name = describe(repo_opts, &storage);
+        let archive = load_twice(&storage, &archive_info_path(stanza), |b| {
+            ArchiveInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: archive.info")))
+        })
+        .await?;
+        let backup = load_twice(&storage, &backup_info_path(stanza), |b| {
+            BackupInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: backup.info")))
+        })
+        .await?;
+        Ok(Self {
+            system_id: ident.system_id,
+            pg_version,
+            storage,
+            name,
+            archive,
+            backup,
+        })
+    }
+}
+
 /// `stanza-upgrade`: after `pg_upgrade` (or when the stanza's cluster was replaced), records the
 /// cluster `pg` describes (which must be running) as the stanza's new current database: a history
 /// entry with `db_id` one above the highest so far is appended to `archive.info` and then to
@@ -197,25 +225,14 @@ pub async fn upgrade(
     lock_path: &Path,
 ) -> Result<StanzaUpgraded> {
     let _lock = crate::lock::Lock::acquire(lock_path, stanza)?;
-    let (session, ident, control) = crate::pg::connect_checked(pg).await?;
-    session.close().await;
-    let pg_version = ident.major();
-    if control.pg_major_version() != Some(pg_version) {
-        return Err(Error::ClusterMismatch(format!(
-            "pg_control in {} is not from PostgreSQL {pg_version}, the version the server reports",
-            pg.path.display()
-        )));
-    }
-    let storage = repo::open_storage(repo_opts)?;
-    let name = describe(repo_opts, &storage);
-    let archive = load_twice(&storage, &archive_info_path(stanza), |b| {
-        ArchiveInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: archive.info")))
-    })
-    .await?;
-    let backup = load_twice(&storage, &backup_info_path(stanza), |b| {
-        BackupInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: backup.info")))
-    })
-    .await?;
+    let ClusterAndInfo {
+        system_id,
+        pg_version,
+        storage,
+        name,
+        archive,
+        backup,
+    } = ClusterAndInfo::read(repo_opts, stanza, pg).await?;
     let (Some(mut archive), Some(mut backup)) = (archive, backup) else {
         return Err(Error::StanzaMissing {
             stanza: stanza.to_string(),
@@ -224,7 +241,7 @@ pub async fn upgrade(
     };
     // The key must unlock: an upgrade must not make the stanza unusable.
     repo::unlock(repo_opts, &name, &archive.cipher)?;
-    let same = |d: &DbHistory| d.system_id == ident.system_id && d.pg_version == pg_version;
+    let same = |d: &DbHistory| d.system_id == system_id && d.pg_version == pg_version;
     let lists_nothing = || {
         Error::Corrupt(format!(
             "{name}: an info file of stanza '{stanza}' lists no database"
@@ -259,7 +276,7 @@ pub async fn upgrade(
     };
     let to = DbHistory {
         db_id,
-        system_id: ident.system_id,
+        system_id,
         pg_version,
     };
     if !same(&archive_current) {
