@@ -494,58 +494,197 @@ pub(crate) fn store_bundle(
     codec: &Codec,
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<Option<Bundled>>> {
-    let mut writer: Option<pgbr_storage::BlockingWriter> = None;
-    let mut offset = 0u64;
-    let mut out = Vec::with_capacity(files.len());
-    for (src, pages) in files {
-        let data = match std::fs::read(src) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                out.push(None);
+    let ahead = OpenAhead::new(files.iter().map(|(path, _)| path.as_path()).collect());
+    std::thread::scope(|scope| {
+        scope.spawn(|| ahead.run());
+        // Stops the opening thread however this ends (an error, a panic), before the scope joins it.
+        let ahead = ahead.stop_when_dropped();
+        let mut writer: Option<pgbr_storage::BlockingWriter> = None;
+        let mut offset = 0u64;
+        let mut out = Vec::with_capacity(files.len());
+        for (index, (src, pages)) in files.iter().enumerate() {
+            let data = match ahead.open(index).and_then(read_whole) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    out.push(None);
+                    continue;
+                }
+                Err(e) => return Err(Error::io("unable to read", src, e)),
+            };
+            let mut page_errors = Vec::new();
+            if let Some(spec) = pages {
+                check_pages(&data, 0, spec, &mut page_errors);
+            }
+            let checksum = Checksum::of(&data);
+            if data.is_empty() {
+                out.push(Some(Bundled {
+                    stored: Stored {
+                        size: 0,
+                        checksum,
+                        stored_size: 0,
+                        page_errors,
+                    },
+                    bundle: None,
+                }));
                 continue;
             }
-            Err(e) => return Err(Error::io("unable to read", src, e)),
-        };
-        let mut page_errors = Vec::new();
-        if let Some(spec) = pages {
-            check_pages(&data, 0, spec, &mut page_errors);
-        }
-        let checksum = Checksum::of(&data);
-        if data.is_empty() {
+            let sealed = seal(codec, &data).map_err(|e| Error::io("unable to store", src, e))?;
+            let w = writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
+            w.write_all(&sealed)
+                .map_err(|e| Error::io("unable to store", src, e))?;
             out.push(Some(Bundled {
                 stored: Stored {
-                    size: 0,
+                    size: data.len() as u64,
                     checksum,
-                    stored_size: 0,
+                    stored_size: sealed.len() as u64,
                     page_errors,
                 },
-                bundle: None,
+                bundle: Some(BundleRef {
+                    id,
+                    offset,
+                    length: sealed.len() as u64,
+                }),
             }));
-            continue;
+            offset += sealed.len() as u64;
         }
-        let sealed = seal(codec, &data).map_err(|e| Error::io("unable to store", src, e))?;
-        let w = writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
-        w.write_all(&sealed)
-            .map_err(|e| Error::io("unable to store", src, e))?;
-        out.push(Some(Bundled {
-            stored: Stored {
-                size: data.len() as u64,
-                checksum,
-                stored_size: sealed.len() as u64,
-                page_errors,
-            },
-            bundle: Some(BundleRef {
-                id,
-                offset,
-                length: sealed.len() as u64,
+        if let Some(w) = writer {
+            w.finish()?;
+        }
+        Ok(out)
+    })
+}
+
+/// How many files [`OpenAhead`] opens before the reader needs them (each holds a descriptor).
+const OPEN_AHEAD: usize = 64;
+
+/// Opens the files of a bundle ahead of the one reader that reads them in order, and asks the
+/// kernel to read them in ([`pgbr_storage::posix::will_need`]). A bundle's files are small: read
+/// one after another on a cold cache, each read would wait for the disk alone, and the open of
+/// each for its inode. The reader takes the opened files over, so a warm cache pays no extra
+/// open.
+struct OpenAhead<'a> {
+    paths: Vec<&'a Path>,
+    opened: Vec<Mutex<Option<File>>>,
+    progress: Mutex<Progress>,
+    moved: std::sync::Condvar,
+}
+
+struct Progress {
+    /// The index the reader is at; `None` once it has finished.
+    reading: Option<usize>,
+    /// The opening thread sleeps until the reader reaches this index (a batch at a time, so
+    /// that a reader faster than the disk does not wake it for every file).
+    wake_at: Option<usize>,
+}
+
+impl<'a> OpenAhead<'a> {
+    fn new(paths: Vec<&'a Path>) -> Self {
+        let opened = paths.iter().map(|_| Mutex::new(None)).collect();
+        Self {
+            paths,
+            opened,
+            progress: Mutex::new(Progress {
+                reading: Some(0),
+                wake_at: None,
             }),
-        }));
-        offset += sealed.len() as u64;
+            moved: std::sync::Condvar::new(),
+        }
     }
-    if let Some(w) = writer {
-        w.finish()?;
+
+    /// The opening thread: at most [`OPEN_AHEAD`] files ahead of the reader, never behind it.
+    fn run(&self) {
+        let mut next = 1;
+        while next < self.paths.len() {
+            let Ok(mut progress) = self.progress.lock() else {
+                return;
+            };
+            loop {
+                match progress.reading {
+                    None => return,
+                    Some(at) if next >= at + OPEN_AHEAD => {
+                        progress.wake_at = Some(next - OPEN_AHEAD / 2);
+                        progress = match self.moved.wait(progress) {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        };
+                    }
+                    Some(at) => {
+                        next = next.max(at + 1);
+                        break;
+                    }
+                }
+            }
+            drop(progress);
+            let Some(path) = self.paths.get(next) else {
+                return;
+            };
+            // A file that cannot be opened is left to the reader, which reports why.
+            if let Ok(file) = File::open(path) {
+                pgbr_storage::posix::will_need(&file);
+                if let Ok(mut slot) = self.opened[next].lock() {
+                    *slot = Some(file);
+                }
+            }
+            next += 1;
+        }
     }
-    Ok(out)
+
+    /// The reader: file `index`, opened ahead or now.
+    fn open(&self, index: usize) -> io::Result<File> {
+        self.set_reading(Some(index));
+        let ahead = self.opened[index]
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        match ahead {
+            Some(file) => Ok(file),
+            None => File::open(self.paths[index]),
+        }
+    }
+
+    /// A guard that stops the opening thread when dropped (the opened files go with `self`).
+    fn stop_when_dropped(&self) -> StopWhenDropped<'_, 'a> {
+        StopWhenDropped(self)
+    }
+
+    fn set_reading(&self, index: Option<usize>) {
+        let Ok(mut progress) = self.progress.lock() else {
+            return;
+        };
+        progress.reading = index;
+        let wake = match (index, progress.wake_at) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(at), Some(wake_at)) => at >= wake_at,
+        };
+        if wake {
+            progress.wake_at = None;
+            self.moved.notify_one();
+        }
+    }
+}
+
+struct StopWhenDropped<'s, 'a>(&'s OpenAhead<'a>);
+
+impl<'a> std::ops::Deref for StopWhenDropped<'_, 'a> {
+    type Target = OpenAhead<'a>;
+    fn deref(&self) -> &OpenAhead<'a> {
+        self.0
+    }
+}
+
+impl Drop for StopWhenDropped<'_, '_> {
+    fn drop(&mut self) {
+        self.0.set_reading(None);
+    }
+}
+
+/// All of `file`, in one allocation of its size.
+fn read_whole(mut file: File) -> io::Result<Vec<u8>> {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// Reads and opens one sealed piece of an object by range.
@@ -810,6 +949,60 @@ mod tests {
                 "length {len}"
             );
         }
+    }
+
+    /// More files than are opened ahead, some gone before the bundle is stored, one empty: each
+    /// piece reads back as its file, the gone ones are `None`, and nothing is held open after.
+    #[test]
+    fn bundle_of_files_opened_ahead_reads_back_each_file() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let storage = Storage::memory();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count = OPEN_AHEAD * 3 + 7;
+        let content = |i: usize| -> Vec<u8> {
+            let len = if i == 5 { 0 } else { (i * 37) % 9000 + 1 };
+            (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+        };
+        let gone = |i: usize| i % 50 == 3;
+        let files: Vec<_> = (0..count)
+            .map(|i| {
+                let path = dir.path().join(format!("f{i}"));
+                if !gone(i) {
+                    std::fs::write(&path, content(i)).expect("write");
+                }
+                (path, None)
+            })
+            .collect();
+        let stored =
+            store_bundle(&files, &storage, "b/1", 1, &codec(), rt.handle()).expect("store_bundle");
+        assert_eq!(stored.len(), count);
+        for (i, piece) in stored.iter().enumerate() {
+            let Some(piece) = piece else {
+                assert!(gone(i), "file {i} exists but was not stored");
+                continue;
+            };
+            assert!(!gone(i), "file {i} was gone but is stored");
+            assert_eq!(piece.stored.checksum, Checksum::of(&content(i)), "file {i}");
+            match &piece.bundle {
+                None => assert!(content(i).is_empty(), "file {i} has no piece"),
+                Some(b) => {
+                    let back =
+                        fetch_range(&storage, "b/1", b.offset, b.length, &codec(), rt.handle())
+                            .expect("fetch_range");
+                    assert_eq!(back, content(i), "file {i}");
+                }
+            }
+        }
+        let open_fds = std::fs::read_dir("/proc/self/fd").expect("fds").count();
+        drop(stored);
+        assert!(
+            open_fds < 64,
+            "{open_fds} descriptors open after the bundle"
+        );
     }
 
     proptest! {

@@ -163,6 +163,19 @@ pub fn start_writeback(file: &fs::File, offset: u64, len: u64) {
     }
 }
 
+/// Asks the kernel to start reading all of `file` into the page cache, without waiting for the
+/// data, so that a later read finds it there. Reading many small files one after another waits
+/// on the disk once per file; asking for the next ones ahead keeps several reads in flight.
+/// Best effort: errors (a file system that ignores the hint) are ignored.
+pub fn will_need(file: &fs::File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: posix_fadvise takes a valid open descriptor, which `file` holds for the call; it
+    // reads no memory of ours.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+    }
+}
+
 /// Writes `data` to `path` with permission bits `mode` (exactly, whatever the umask),
 /// durably and atomically: a temporary file in the same directory is written and fsynced,
 /// renamed over `path`, and the directory fsynced.
