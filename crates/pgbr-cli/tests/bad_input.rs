@@ -9,13 +9,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use common::{as_pg, chown_pg, free_port, Cluster, Scratch, PG_BIN};
+use common::{
+    as_pg, assert_fails, assert_unchanged, chown_pg, config_text, free_port, snapshot, Cluster,
+    Scratch, Snapshot,
+};
 
 const PASS: &str = "correct horse battery staple";
 const WRONG_PASS: &str = "WRONG-zebra-passphrase-9417";
@@ -36,28 +37,15 @@ struct Fixture {
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Stops the shared clusters and removes the scratch directory when the test binary exits
-/// (statics are never dropped).
-extern "C" fn cleanup() {
-    if let Some(f) = FIXTURE.get() {
-        for c in [&f.a, &f.b] {
-            let _ = as_pg(format!("{PG_BIN}/pg_ctl"))
-                .arg("-D")
-                .arg(&c.data)
-                .args(["-m", "immediate", "-w", "stop"])
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(f.scratch.dir.path());
-    }
-}
-
-fn config_text(repo: &Path, pass: &str, a: &Cluster) -> String {
-    format!(
-        "[global]\nrepo1-path={}\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={pass}\nprocess-max=2\nstart-fast=y\n\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-        repo.display(),
-        a.data.display(),
-        a.port,
-        a.socket_dir.display()
+fn config(scratch: &Scratch, repo: &Path, pass: &str, a: &Cluster) -> String {
+    config_text(
+        scratch,
+        &format!(
+            "repo1-path={}\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={pass}\nprocess-max=2\nstart-fast=y\n",
+            repo.display()
+        ),
+        "main",
+        a,
     )
 }
 
@@ -70,9 +58,14 @@ impl Fixture {
         b.configure("");
         a.start();
         b.start();
+        for c in [&a, &b] {
+            common::stop_at_exit(&c.data);
+        }
+        common::remove_at_exit(&scratch);
         let repo = scratch.mkdir("repo");
-        let conf = scratch.write_config("pgbr.conf", &config_text(&repo, PASS, &a));
-        let wrong_conf = scratch.write_config("wrong.conf", &config_text(&repo, WRONG_PASS, &a));
+        let conf = scratch.write_config("pgbr.conf", &config(&scratch, &repo, PASS, &a));
+        let wrong_conf =
+            scratch.write_config("wrong.conf", &config(&scratch, &repo, WRONG_PASS, &a));
         a.psql(
             "create table t as select g as id, md5(g::text) as v from generate_series(1, 5000) g",
         );
@@ -103,15 +96,7 @@ impl Fixture {
 
 /// The shared fixture, and the turn of the calling test.
 fn fixture() -> (&'static Fixture, MutexGuard<'static, ()>) {
-    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let f = FIXTURE.get_or_init(|| {
-        // SAFETY: registers a plain extern "C" function; it only runs at process exit.
-        unsafe {
-            libc::atexit(cleanup);
-        }
-        Fixture::new()
-    });
-    (f, turn)
+    common::shared(&FIXTURE, &SERIAL, Fixture::new)
 }
 
 /// Copies the first complete WAL segment of `pg_wal` into `dir`.
@@ -129,47 +114,6 @@ fn copy_first_segment(pg_wal: &Path, dir: &Path) -> PathBuf {
     dest
 }
 
-/// Relative name → kind, mode and contents.
-type Snapshot = BTreeMap<String, (String, u32, Vec<u8>)>;
-
-/// Every entry under `root` (relative name → kind, mode and contents), to prove nothing changed.
-fn snapshot(root: &Path) -> Snapshot {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("read_dir") {
-            let p = e.expect("entry").path();
-            let rel = p.strip_prefix(root).expect("prefix").display().to_string();
-            let meta = std::fs::symlink_metadata(&p).expect("stat");
-            let mode = meta.permissions().mode();
-            if meta.file_type().is_symlink() {
-                let to = std::fs::read_link(&p).expect("readlink");
-                out.insert(rel, ("link".into(), mode, to.display().to_string().into()));
-            } else if meta.is_dir() {
-                out.insert(rel, ("dir".into(), mode, Vec::new()));
-                stack.push(p);
-            } else {
-                out.insert(rel, ("file".into(), mode, std::fs::read(&p).expect("read")));
-            }
-        }
-    }
-    out
-}
-
-fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
-    if before == after {
-        return;
-    }
-    let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
-    let removed: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
-    let changed: Vec<_> = before
-        .iter()
-        .filter(|(k, v)| after.get(*k).is_some_and(|w| w != *v))
-        .map(|(k, _)| k)
-        .collect();
-    panic!("{what} changed: added {added:?}, removed {removed:?}, changed {changed:?}");
-}
-
 /// Runs pgbr as the PostgreSQL user with extra environment variables.
 fn pgbr_env(scratch: &Scratch, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = as_pg(&scratch.pgbr);
@@ -181,36 +125,6 @@ fn pgbr_env(scratch: &Scratch, config: &Path, args: &[&str], env: &[(&str, &str)
     c.output().expect("run pgbr")
 }
 
-/// Checks the exit code and that stderr is exactly one `pgbr: ERROR:` line containing every
-/// `needle`; returns that line.
-fn assert_fails(out: &Output, code: i32, needles: &[&str], what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: expected exit {code}\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{what}: expected one error line on stderr, got:\n{stderr}"
-    );
-    let line = lines[0];
-    assert!(
-        line.starts_with("pgbr: ERROR: "),
-        "{what}: stderr does not start with 'pgbr: ERROR: ': {line}"
-    );
-    for n in needles {
-        assert!(
-            line.contains(n),
-            "{what}: stderr does not name {n:?}: {line}"
-        );
-    }
-    line.to_string()
-}
-
 fn assert_secret_absent(out: &Output, secret: &str, what: &str) {
     for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         let text = String::from_utf8_lossy(bytes);
@@ -219,6 +133,19 @@ fn assert_secret_absent(out: &Output, secret: &str, what: &str) {
             "{what}: the passphrase appears on {stream}: {text}"
         );
     }
+}
+
+/// A command refused for a wrong passphrase: exit 5 naming the option, neither passphrase on
+/// stdout or stderr, the repository as `before`.
+fn assert_wrong_pass_refused(f: &Fixture, out: &Output, what: &str, before: &Snapshot) {
+    assert_fails(out, 5, &["repo1-cipher-pass"], what);
+    assert_secret_absent(out, WRONG_PASS, what);
+    assert_secret_absent(out, PASS, what);
+    assert_unchanged(
+        before,
+        &snapshot(&f.repo),
+        &format!("repository after {what}"),
+    );
 }
 
 #[test]
@@ -238,14 +165,7 @@ fn wrong_passphrase_exits_5_writes_nothing_and_is_never_echoed() {
         // The wrong passphrase from the configuration file ...
         let before = snapshot(&f.repo);
         let out = f.scratch.pgbr(&f.wrong_conf, args);
-        assert_fails(&out, 5, &["repo1-cipher-pass"], &format!("{what} (file)"));
-        assert_secret_absent(&out, WRONG_PASS, what);
-        assert_secret_absent(&out, PASS, what);
-        assert_unchanged(
-            &before,
-            &snapshot(&f.repo),
-            &format!("repository after {what}"),
-        );
+        assert_wrong_pass_refused(f, &out, &format!("{what} (file)"), &before);
         // ... and from the environment, which overrides the (right) one in the file.
         let out = pgbr_env(
             &f.scratch,
@@ -253,29 +173,17 @@ fn wrong_passphrase_exits_5_writes_nothing_and_is_never_echoed() {
             args,
             &[("PGBR_REPO1_CIPHER_PASS", WRONG_PASS)],
         );
-        assert_fails(&out, 5, &["repo1-cipher-pass"], &format!("{what} (env)"));
-        assert_secret_absent(&out, WRONG_PASS, what);
-        assert_secret_absent(&out, PASS, what);
-        assert_unchanged(
-            &before,
-            &snapshot(&f.repo),
-            &format!("repository after {what}"),
-        );
+        assert_wrong_pass_refused(f, &out, &format!("{what} (env)"), &before);
     }
 }
 
 #[test]
 fn backup_without_pg1_path_exits_2_naming_it() {
     let (f, _turn) = fixture();
-    let conf = f.scratch.write_config(
-        "no-pg1-path.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={PASS}\n\n[main]\npg1-port={}\npg1-socket-path={}\n",
-            f.repo.display(),
-            f.a.port,
-            f.a.socket_dir.display()
-        ),
-    );
+    let text = config(&f.scratch, &f.repo, PASS, &f.a)
+        .replace(&format!("pg1-path={}\n", f.a.data.display()), "");
+    assert!(!text.contains("pg1-path"), "{text}");
+    let conf = f.scratch.write_config("no-pg1-path.conf", &text);
     let before = snapshot(&f.repo);
     let out = f
         .scratch
@@ -287,7 +195,8 @@ fn backup_without_pg1_path_exits_2_naming_it() {
 #[test]
 fn unknown_option_in_config_file_exits_2_naming_it() {
     let (f, _turn) = fixture();
-    let text = config_text(&f.repo, PASS, &f.a).replace("[main]\n", "[main]\npg1-bogus-knob=7\n");
+    let text =
+        config(&f.scratch, &f.repo, PASS, &f.a).replace("[main]\n", "[main]\npg1-bogus-knob=7\n");
     let conf = f.scratch.write_config("unknown.conf", &text);
     let before = snapshot(&f.repo);
     for args in [
@@ -338,8 +247,8 @@ fn bad_option_values_exit_2_naming_the_option() {
         ("process-max=0", "process-max"),
         ("compress-type=xz", "compress-type"),
     ] {
-        let text =
-            config_text(&f.repo, PASS, &f.a).replace("process-max=2\n", &format!("{line}\n"));
+        let text = config(&f.scratch, &f.repo, PASS, &f.a)
+            .replace("process-max=2\n", &format!("{line}\n"));
         let conf = f.scratch.write_config("bad-value.conf", &text);
         let out = f
             .scratch
@@ -399,46 +308,47 @@ fn backup_of_unreachable_database_exits_10_naming_the_port() {
     assert_unchanged(&before, &snapshot(&f.repo), "repository");
 }
 
+/// `args` with cluster B's `pg1-*` options fail with exit 4, naming the stanza and B's system
+/// identifier, and change nothing in the repository.
+fn assert_refuses_cluster_b(f: &Fixture, args: &[&str], what: &str) {
+    let before = snapshot(&f.repo);
+    let b = [
+        format!("--pg1-path={}", f.b.data.display()),
+        format!("--pg1-port={}", f.b.port),
+        format!("--pg1-socket-path={}", f.b.socket_dir.display()),
+    ];
+    let mut all = args.to_vec();
+    all.extend(b.iter().map(String::as_str));
+    let out = f.scratch.pgbr(&f.conf, &all);
+    let b_sysid =
+        f.b.psql("select system_identifier from pg_control_system()");
+    assert_fails(&out, 4, &["'main'", &b_sysid], what);
+    assert_unchanged(&before, &snapshot(&f.repo), "repository");
+}
+
 #[test]
 fn stanza_create_for_another_cluster_exits_4() {
     let (f, _turn) = fixture();
-    let before = snapshot(&f.repo);
-    let out = f.scratch.pgbr(
-        &f.conf,
-        &[
-            "--stanza=main",
-            "stanza-create",
-            &format!("--pg1-path={}", f.b.data.display()),
-            &format!("--pg1-port={}", f.b.port),
-            &format!("--pg1-socket-path={}", f.b.socket_dir.display()),
-        ],
+    assert_refuses_cluster_b(
+        f,
+        &["--stanza=main", "stanza-create"],
+        "stanza-create of cluster B",
     );
-    let b_sysid =
-        f.b.psql("select system_identifier from pg_control_system()");
-    assert_fails(&out, 4, &["'main'", &b_sysid], "stanza-create of cluster B");
-    assert_unchanged(&before, &snapshot(&f.repo), "repository");
 }
 
 #[test]
 fn backup_of_another_cluster_exits_4() {
     let (f, _turn) = fixture();
-    let before = snapshot(&f.repo);
-    let out = f.scratch.pgbr(
-        &f.conf,
+    assert_refuses_cluster_b(
+        f,
         &[
             "--stanza=main",
             "backup",
             "--type=full",
             "--no-archive-check",
-            &format!("--pg1-path={}", f.b.data.display()),
-            &format!("--pg1-port={}", f.b.port),
-            &format!("--pg1-socket-path={}", f.b.socket_dir.display()),
         ],
+        "backup of cluster B",
     );
-    let b_sysid =
-        f.b.psql("select system_identifier from pg_control_system()");
-    assert_fails(&out, 4, &["'main'", &b_sysid], "backup of cluster B");
-    assert_unchanged(&before, &snapshot(&f.repo), "repository");
 }
 
 /// A restore target holding a few files and a directory, owned by the PostgreSQL user.

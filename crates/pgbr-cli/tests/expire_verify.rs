@@ -9,22 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Scratch};
-
-fn info(scratch: &Scratch, conf: &Path) -> serde_json::Value {
-    let text = scratch.pgbr_ok(conf, &["--stanza=main", "info", "--output=json"]);
-    let json: serde_json::Value = serde_json::from_str(&text).expect("info json");
-    json[0].clone()
-}
-
-fn labels(info: &serde_json::Value) -> Vec<String> {
-    info["backups"]
-        .as_array()
-        .expect("backups")
-        .iter()
-        .map(|b| b["label"].as_str().expect("label").to_string())
-        .collect()
-}
+use common::{info, labels, Scratch, Setup, Stanza};
 
 fn backup(scratch: &Scratch, conf: &Path) -> String {
     scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
@@ -56,66 +41,23 @@ fn flip_byte(path: &Path, at: usize) {
     std::fs::write(path, bytes).expect("write");
 }
 
-fn restore_and_start(scratch: &Scratch, conf: &Path, set: &str, name: &str) -> Cluster {
-    let dst = scratch.mkdir(name);
-    scratch.pgbr_ok(
-        conf,
-        &[
-            "--stanza=main",
-            "restore",
-            &format!("--set={set}"),
-            &format!("--pg1-path={}", dst.display()),
-        ],
-    );
-    let mut c = Cluster::existing(scratch, name, dst, scratch.mkdir(&format!("{name}-sock")));
-    c.configure("archive_mode = off\n");
-    c.start();
-    for _ in 0..300 {
-        if c.psql("select pg_is_in_recovery()") == "f" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(c.psql("select pg_is_in_recovery()"), "f", "{}", c.log());
-    c
-}
-
 #[test]
 fn retention_expire_crash_and_verify_find_every_damage() {
-    let scratch = Scratch::new();
-    let repo = scratch.mkdir("repo");
-    let mut src = Cluster::init(&scratch, "src");
-    let conf = scratch.write_config(
-        "pgbr.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nrepo1-bundle=n\nrepo1-retention-full=2\nlock-path={}\nprocess-max=2\nstart-fast=y\narchive-timeout=30\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            repo.display(),
-            scratch.path("lock").display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display()
-        ),
-    );
-    src.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    src.start();
-    src.psql("create table t (id int)");
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    let mut env = Stanza::new("repo1-bundle=n\nrepo1-retention-full=2\nprocess-max=2\n");
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
+    env.src.psql("create table t (id int)");
 
     // Four full backups with retention-full=2: the newest two remain, with the WAL from the
     // oldest one's start onward.
     let mut all = Vec::new();
     for i in 1..=4 {
-        src.psql(&format!(
+        env.src.psql(&format!(
             "insert into t select g from generate_series(1, {i}) g"
         ));
-        src.switch_and_wait_archived();
-        all.push(backup(&scratch, &conf));
+        env.src.switch_and_wait_archived();
+        all.push(backup(scratch, conf));
     }
-    let now = info(&scratch, &conf);
+    let now = info(scratch, conf);
     assert_eq!(labels(&now), all[2..].to_vec(), "{now}");
     for gone in &all[..2] {
         assert!(!repo.join(format!("backup/main/{gone}")).exists(), "{gone}");
@@ -133,7 +75,7 @@ fn retention_expire_crash_and_verify_find_every_damage() {
 
     // --dry-run says what would go and removes nothing.
     let dry = scratch.pgbr_ok(
-        &conf,
+        conf,
         &[
             "--stanza=main",
             "expire",
@@ -145,11 +87,11 @@ fn retention_expire_crash_and_verify_find_every_damage() {
         dry.contains(&format!("[dry-run] would expire backup {}", all[2])),
         "{dry}"
     );
-    assert_eq!(labels(&info(&scratch, &conf)), all[2..].to_vec());
+    assert_eq!(labels(&info(scratch, conf)), all[2..].to_vec());
     // repo1-retention-archive=1: only the newest backup keeps WAL for PITR; the older one keeps
     // just its own start..stop range, so some WAL between them would go.
     let dry = scratch.pgbr_ok(
-        &conf,
+        conf,
         &[
             "--stanza=main",
             "expire",
@@ -164,20 +106,20 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     );
     // --set refuses the newest full backup without --force.
     let out = scratch.pgbr(
-        &conf,
+        conf,
         &["--stanza=main", "expire", &format!("--set={}", all[3])],
     );
     assert_eq!(out.status.code(), Some(9));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 
     // Every retained backup restores and starts.
-    let rows = src.psql("select count(*) from t");
+    let rows = env.src.psql("select count(*) from t");
     for (i, label) in all[2..].iter().enumerate() {
-        let mut c = restore_and_start(&scratch, &conf, label, &format!("dst{i}"));
+        let mut c = env.restore_and_start(&format!("dst{i}"), &[&format!("--set={label}")]);
         assert_eq!(c.psql("select count(*) from t"), rows);
         c.stop();
     }
-    let v = scratch.pgbr_ok(&conf, &["--stanza=main", "verify"]);
+    let v = scratch.pgbr_ok(conf, &["--stanza=main", "verify"]);
     assert!(v.contains("status: ok"), "{v}");
 
     // kill -9 of expire mid-way: the repository still verifies, the next expire finishes.
@@ -211,7 +153,7 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     // SAFETY: sending a signal to a pid we read from the lock file of the process we started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let _ = child.wait();
-    let v = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    let v = scratch.pgbr(conf, &["--stanza=main", "verify"]);
     assert!(
         v.status.success(),
         "verify after a killed expire:\n{}{}",
@@ -222,21 +164,21 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     let v = String::from_utf8_lossy(&v.stdout).into_owned();
     assert!(v.contains(&format!("note: backup/main/{}", all[2])), "{v}");
     scratch.pgbr_ok(
-        &conf,
+        conf,
         &["--stanza=main", "expire", "--repo1-retention-full=1"],
     );
-    assert_eq!(labels(&info(&scratch, &conf)), vec![all[3].clone()]);
+    assert_eq!(labels(&info(scratch, conf)), vec![all[3].clone()]);
     assert!(!repo.join(format!("backup/main/{}", all[2])).exists());
-    scratch.pgbr_ok(&conf, &["--stanza=main", "verify"]);
+    scratch.pgbr_ok(conf, &["--stanza=main", "verify"]);
 
     // Some WAL between the two backups that remain, then the fifth backup.
     for i in 0..3 {
-        src.psql(&format!("insert into t values ({i})"));
-        src.switch_and_wait_archived();
+        env.src.psql(&format!("insert into t values ({i})"));
+        env.src.switch_and_wait_archived();
     }
     let b4 = all[3].clone();
-    let b5 = backup(&scratch, &conf);
-    assert_eq!(labels(&info(&scratch, &conf)), vec![b4.clone(), b5.clone()]);
+    let b5 = backup(scratch, conf);
+    assert_eq!(labels(&info(scratch, conf)), vec![b4.clone(), b5.clone()]);
 
     // Damage: a file of b4, both manifest copies of b5, one segment; delete another segment.
     let b4_dir = repo.join(format!("backup/main/{b4}"));
@@ -250,7 +192,7 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     for (set, expect) in [(&b4, "damaged"), (&b5, "manifest of backup")] {
         let dst = scratch.mkdir(&format!("refused-{set}"));
         let out = scratch.pgbr(
-            &conf,
+            conf,
             &[
                 "--stanza=main",
                 "restore",
@@ -262,11 +204,11 @@ fn retention_expire_crash_and_verify_find_every_damage() {
         assert_eq!(out.status.code(), Some(6), "{err}");
         assert!(err.contains(expect), "{err}");
     }
-    let b4_start = info(&scratch, &conf)["backups"][0]["wal_start"]
+    let b4_start = info(scratch, conf)["backups"][0]["wal_start"]
         .as_str()
         .expect("wal_start")
         .to_string();
-    let segs: Vec<(String, PathBuf)> = archived_segments(&repo)
+    let segs: Vec<(String, PathBuf)> = archived_segments(repo)
         .into_iter()
         .filter(|(s, _)| *s >= b4_start)
         .collect();
@@ -276,15 +218,10 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     let (missing_name, missing) = segs[3].clone();
     std::fs::remove_file(&missing).expect("remove segment");
 
-    let out = scratch.pgbr(&conf, &["--stanza=main", "verify", "--process-max=3"]);
+    let out = scratch.pgbr(conf, &["--stanza=main", "verify", "--process-max=3"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(14), "{text}");
-    let rel = |p: &Path| {
-        p.strip_prefix(&repo)
-            .expect("in repo")
-            .display()
-            .to_string()
-    };
+    let rel = |p: &Path| p.strip_prefix(repo).expect("in repo").display().to_string();
     for named in [
         rel(&victim),
         rel(&b5_manifest),
@@ -301,7 +238,7 @@ fn retention_expire_crash_and_verify_find_every_damage() {
         text.contains(&format!("segment {missing_name} is missing")),
         "{text}"
     );
-    let out = scratch.pgbr(&conf, &["--stanza=main", "verify", "--output=json"]);
+    let out = scratch.pgbr(conf, &["--stanza=main", "verify", "--output=json"]);
     assert_eq!(out.status.code(), Some(14));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify json");
     assert_eq!(json["ok"], false);
@@ -314,7 +251,7 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     assert!(objects.contains(&rel(&victim).as_str()), "{objects:?}");
     assert!(objects.contains(&missing_name.as_str()), "{objects:?}");
 
-    src.stop();
+    env.src.stop();
 }
 
 fn common_largest_file(dir: &Path) -> PathBuf {
@@ -336,29 +273,14 @@ fn common_largest_file(dir: &Path) -> PathBuf {
 
 #[test]
 fn verify_of_an_encrypted_repository_names_a_tampered_file() {
-    let scratch = Scratch::new();
-    let repo = scratch.mkdir("repo");
-    let mut src = Cluster::init(&scratch, "src");
-    let conf = scratch.write_config(
-        "pgbr.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nrepo1-bundle=n\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass=correct horse battery staple\nlock-path={}\nstart-fast=y\narchive-timeout=30\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            repo.display(),
-            scratch.path("lock").display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display()
-        ),
-    );
-    src.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    src.start();
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    let label = backup(&scratch, &conf);
-    let v = scratch.pgbr_ok(&conf, &["--stanza=main", "verify", "--output=json"]);
+    let mut env = Stanza::setup(Setup {
+        global: "repo1-bundle=n\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass=correct horse battery staple\n",
+        quiet: true,
+        ..Setup::default()
+    });
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
+    let label = backup(scratch, conf);
+    let v = scratch.pgbr_ok(conf, &["--stanza=main", "verify", "--output=json"]);
     let json: serde_json::Value = serde_json::from_str(&v).expect("json");
     assert_eq!(json["ok"], true, "{v}");
     assert!(json["files_checked"].as_u64().expect("files") > 100, "{v}");
@@ -366,11 +288,11 @@ fn verify_of_an_encrypted_repository_names_a_tampered_file() {
 
     let victim = common_largest_file(&repo.join(format!("backup/main/{label}/pg_data/base")));
     flip_byte(&victim, 4000);
-    let out = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    let out = scratch.pgbr(conf, &["--stanza=main", "verify"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(14), "{text}");
     let rel = victim
-        .strip_prefix(&repo)
+        .strip_prefix(repo)
         .expect("in repo")
         .display()
         .to_string();
@@ -380,7 +302,7 @@ fn verify_of_an_encrypted_repository_names_a_tampered_file() {
         )),
         "{text}"
     );
-    src.stop();
+    env.src.stop();
 }
 
 /// Every `.blk` object (a block-mapped file's blocks) under `dir`.
@@ -403,33 +325,17 @@ fn block_objects(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
-    let scratch = Scratch::new();
-    let repo = scratch.mkdir("repo");
-    let mut src = Cluster::init(&scratch, "src");
-    let conf = scratch.write_config(
-        "pgbr.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=30\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            repo.display(),
-            scratch.path("lock").display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display()
-        ),
-    );
-    src.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    src.start();
+    let mut env = Stanza::setup(Setup {
+        quiet: true,
+        ..Setup::default()
+    });
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
     // A 2+ MiB relation: stored as 64 KiB blocks in one `.blk` object.
-    src.psql(
+    env.src.psql(
         "create table big as select g as id, md5(g::text) as v from generate_series(1, 40000) g",
     );
-    let rel = src.psql("select pg_relation_filepath('big')");
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    let label = backup(&scratch, &conf);
+    let rel = env.src.psql("select pg_relation_filepath('big')");
+    let label = backup(scratch, conf);
     let object = repo.join(format!("backup/main/{label}/pg_data/{rel}.blk"));
     assert!(
         object.exists(),
@@ -437,17 +343,17 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
         object.display(),
         block_objects(&repo.join(format!("backup/main/{label}")))
     );
-    let v = scratch.pgbr_ok(&conf, &["--stanza=main", "verify"]);
+    let v = scratch.pgbr_ok(conf, &["--stanza=main", "verify"]);
     assert!(v.contains("status: ok"), "{v}");
 
     // A byte in the middle of the object: inside some block's stored bytes.
     let len = std::fs::metadata(&object).expect("stat").len() as usize;
     flip_byte(&object, len / 2);
-    let out = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    let out = scratch.pgbr(conf, &["--stanza=main", "verify"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(14), "{text}");
     let named = object
-        .strip_prefix(&repo)
+        .strip_prefix(repo)
         .expect("in repo")
         .display()
         .to_string();
@@ -458,7 +364,7 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
 
     let dst = scratch.mkdir("dst");
     let out = scratch.pgbr(
-        &conf,
+        conf,
         &[
             "--stanza=main",
             "restore",
@@ -469,5 +375,5 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(err.contains(rel.as_str()), "{err}");
-    src.stop();
+    env.src.stop();
 }

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{Cluster, Scratch};
+use common::{assert_same_dump, Cluster, Scratch};
 
 fn config(scratch: &Scratch, src: &Cluster, cipher: &str, extra: &str) -> std::path::PathBuf {
     let repo = scratch.mkdir("repo");
@@ -75,27 +75,6 @@ fn walk(root: &Path) -> Vec<std::path::PathBuf> {
         i += 1;
     }
     out
-}
-
-/// Compares two dumps, reporting the first differing line rather than megabytes of text.
-fn assert_same_dump(actual: &str, expected: &str) {
-    if actual == expected {
-        return;
-    }
-    let (a, e): (Vec<_>, Vec<_>) = (actual.lines().collect(), expected.lines().collect());
-    let first = a
-        .iter()
-        .zip(&e)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.len().min(e.len()));
-    panic!(
-        "restored data differs from the source at dump line {}: restored {:?}, source {:?} ({} vs {} lines)",
-        first + 1,
-        a.get(first),
-        e.get(first),
-        a.len(),
-        e.len()
-    );
 }
 
 fn backup_restore_round_trip(cipher: &str) {

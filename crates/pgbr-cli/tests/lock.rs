@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Scratch};
+use common::{Scratch, Stanza};
 
 fn spawn_backup(scratch: &Scratch, conf: &Path) -> Child {
     common::as_pg(&scratch.pgbr)
@@ -42,39 +42,18 @@ fn wait_for_holder(lock_file: &Path, child: &mut Child) -> i32 {
 
 #[test]
 fn concurrent_backups_and_a_killed_holder() {
-    let scratch = Scratch::new();
-    let repo = scratch.mkdir("repo");
+    let mut env = Stanza::new("");
+    env.add_stanza("other");
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
+    env.src.pgbench_init(2);
     let lock_dir = scratch.path("lock");
-    let mut src = Cluster::init(&scratch, "src");
-    let conf = scratch.write_config(
-        "pgbr.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=30\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n[other]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            repo.display(),
-            lock_dir.display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display()
-        ),
-    );
-    src.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    src.start();
-    src.pgbench_init(2);
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
     let lock_file = lock_dir.join("main.lock");
 
     // Two concurrent backups: the second fails at once, naming the first one's pid.
-    let mut first = spawn_backup(&scratch, &conf);
+    let mut first = spawn_backup(scratch, conf);
     let pid = wait_for_holder(&lock_file, &mut first);
     let t = Instant::now();
-    let second = scratch.pgbr(&conf, &["--stanza=main", "backup", "--type=full"]);
+    let second = scratch.pgbr(conf, &["--stanza=main", "backup", "--type=full"]);
     let err = String::from_utf8_lossy(&second.stderr).into_owned();
     assert_eq!(second.status.code(), Some(13), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -86,7 +65,7 @@ fn concurrent_backups_and_a_killed_holder() {
     );
     assert!(err.contains(&lock_file.display().to_string()), "{err}");
     // expire and stanza-create are refused the same way while the backup runs.
-    let e = scratch.pgbr(&conf, &["--stanza=main", "expire"]);
+    let e = scratch.pgbr(conf, &["--stanza=main", "expire"]);
     if first.try_wait().expect("wait").is_none() {
         assert_eq!(e.status.code(), Some(13));
     }
@@ -98,7 +77,7 @@ fn concurrent_backups_and_a_killed_holder() {
     );
 
     // A backup killed with -9 leaves its pid in the lock file; the next backup takes over.
-    let mut killed = spawn_backup(&scratch, &conf);
+    let mut killed = spawn_backup(scratch, conf);
     let pid = wait_for_holder(&lock_file, &mut killed);
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling the pgbr process we started (its pid is in the lock file).
@@ -111,15 +90,15 @@ fn concurrent_backups_and_a_killed_holder() {
         pid.to_string()
     );
     let t = Instant::now();
-    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
+    scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
     assert!(t.elapsed() < Duration::from_secs(60));
-    let v = scratch.pgbr_ok(&conf, &["--stanza=main", "verify"]);
+    let v = scratch.pgbr_ok(conf, &["--stanza=main", "verify"]);
     assert!(v.contains("status: ok"), "{v}");
 
     // Concurrent archive-push of one segment (to a second stanza): all succeed, one object,
     // and archive-get returns the same bytes.
-    scratch.pgbr_ok(&conf, &["--stanza=other", "stanza-create"]);
-    let wal_dir = src.data.join("pg_wal");
+    scratch.pgbr_ok(conf, &["--stanza=other", "stanza-create"]);
+    let wal_dir = env.src.data.join("pg_wal");
     let segment = std::fs::read_dir(&wal_dir)
         .expect("pg_wal")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -158,7 +137,7 @@ fn concurrent_backups_and_a_killed_holder() {
     assert_eq!(stored.len(), 1, "{stored:?}");
     let got = scratch.path("got");
     scratch.pgbr_ok(
-        &conf,
+        conf,
         &[
             "--stanza=other",
             "archive-get",
@@ -170,5 +149,5 @@ fn concurrent_backups_and_a_killed_holder() {
         std::fs::read(&got).expect("got"),
         std::fs::read(&copy).expect("copy")
     );
-    src.stop();
+    env.src.stop();
 }

@@ -8,184 +8,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{as_pg, free_port, Cluster, Scratch};
+use common::emulator::{start_azurite, start_moto, AZURITE_ACCOUNT, AZURITE_KEY};
+use common::{as_pg, assert_same_dump, free_port, labels, Cluster, Scratch, Setup, Stanza};
 
-const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-/// Azurite's published development key.
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const S3_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 const SECRET: &str = "pgbrSuperSecretValue0123456789abcdefXYZ";
 const PASSPHRASE: &str = "correct horse battery staple";
-
-// ---------------------------------------------------------------------------------------
-// Emulators (as in pgbr-storage's tests/emulators.rs)
-
-/// A running emulator, killed (and reaped) when dropped, including during a panic.
-struct Emulator {
-    name: &'static str,
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Emulator {
-    fn start(name: &'static str, program: &Path, args: &[&str]) -> Emulator {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| {
-                a.replace("{port}", &port.to_string())
-                    .replace("{dir}", &dir.path().display().to_string())
-            })
-            .collect();
-        let log = std::fs::File::create(dir.path().join("emulator.log")).expect("log");
-        let child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        let mut emu = Emulator {
-            name,
-            child,
-            port,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return emu;
-            }
-            if let Ok(Some(status)) = emu.child.try_wait() {
-                panic!("{name} exited ({status}) before listening:\n{}", emu.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not listen on port {port} in 30 s:\n{}",
-                emu.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// One plain HTTP/1.1 request; returns the status.
-    fn http(&self, method: &str, path: &str) -> u16 {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-            self.port
-        );
-        s.write_all(req.as_bytes()).expect("write");
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).expect("read");
-        let text = String::from_utf8_lossy(&out).to_string();
-        text.split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("{}: bad HTTP response: {text}", self.name))
-    }
-}
-
-fn python(code: &str) -> Option<String> {
-    let out = Command::new("python3").args(["-c", code]).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// A program on PATH or in Python's scripts directory (where pip puts `moto_server`).
-fn find_program(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = python("import sysconfig; print(sysconfig.get_path('scripts'))") {
-        dirs.push(d.into());
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} is not installed: run .ci/run (it installs moto[server] and azurite) before these tests")
-        })
-}
-
-/// moto with bucket `pgbr-it`.
-fn start_moto() -> Emulator {
-    let emu = Emulator::start(
-        "moto_server",
-        &find_program("moto_server"),
-        &["-H", "127.0.0.1", "-p", "{port}"],
-    );
-    assert_eq!(emu.http("PUT", "/pgbr-it"), 200, "create bucket");
-    emu
-}
-
-/// Azurite with container `pgbr` (created with a SharedKey-signed request).
-fn start_azurite() -> Emulator {
-    let emu = Emulator::start(
-        "azurite-blob",
-        &find_program("azurite-blob"),
-        &[
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            "{port}",
-            "--location",
-            "{dir}",
-            "--skipApiVersionCheck",
-            "--silent",
-        ],
-    );
-    let code = format!(
-        r#"
-import base64, datetime, hashlib, hmac, urllib.request
-acct, cont = "{AZURITE_ACCOUNT}", "pgbr"
-key = base64.b64decode("{AZURITE_KEY}")
-date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
-ver = "2021-08-06"
-sts = "PUT" + "\n" * 12 + f"x-ms-date:{{date}}\nx-ms-version:{{ver}}\n/{{acct}}/{{acct}}/{{cont}}\nrestype:container"
-sig = base64.b64encode(hmac.new(key, sts.encode(), hashlib.sha256).digest()).decode()
-req = urllib.request.Request("http://127.0.0.1:{port}/" + acct + "/" + cont + "?restype=container", method="PUT",
-    headers={{"x-ms-date": date, "x-ms-version": ver, "Authorization": f"SharedKey {{acct}}:{{sig}}", "Content-Length": "0"}})
-print(urllib.request.urlopen(req).status)
-"#,
-        port = emu.port
-    );
-    assert_eq!(
-        python(&code).as_deref(),
-        Some("201"),
-        "container creation failed:\n{}",
-        emu.log()
-    );
-    emu
-}
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -203,26 +35,13 @@ fn azure_repo(n: u32, endpoint: &str) -> String {
     )
 }
 
-fn write_config(scratch: &Scratch, src: &Cluster, repos: &str) -> PathBuf {
-    scratch.write_config(
-        "pgbr.conf",
-        &format!(
-            "[global]\n{repos}lock-path={}\nprocess-max=2\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            scratch.path("lock").display(),
-            src.data.display(),
-            src.port,
-            src.socket_dir.display()
-        ),
-    )
-}
-
-fn archiving_cluster(scratch: &Scratch, conf: &Path, src: &mut Cluster) {
-    src.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    src.start();
+/// A stanza of a new cluster archiving into the repositories `repos` (their lines).
+fn stanza(repos: &str) -> Stanza {
+    Stanza::setup(Setup {
+        repo: Some(repos),
+        global: "process-max=2\n",
+        ..Setup::default()
+    })
 }
 
 /// pgbr as the PostgreSQL user with extra environment variables.
@@ -267,25 +86,6 @@ fn report<'a>(reports: &'a [serde_json::Value], repo: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no report of {repo}: {reports:?}"))
 }
 
-/// Compares two dumps, reporting the first differing line rather than megabytes of text.
-fn assert_same_dump(actual: &str, expected: &str) {
-    if actual == expected {
-        return;
-    }
-    let (a, e): (Vec<_>, Vec<_>) = (actual.lines().collect(), expected.lines().collect());
-    let first = a
-        .iter()
-        .zip(&e)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.len().min(e.len()));
-    panic!(
-        "restored data differs from the source at dump line {}: restored {:?}, source {:?}",
-        first + 1,
-        a.get(first),
-        e.get(first)
-    );
-}
-
 /// Restores into `name` with `args`, checks that no secret reached postgresql.auto.conf, and
 /// returns the (stopped) cluster.
 fn restore(scratch: &Scratch, conf: &Path, name: &str, args: &[&str]) -> (Cluster, String) {
@@ -309,22 +109,15 @@ fn restore(scratch: &Scratch, conf: &Path, name: &str, args: &[&str]) -> (Cluste
             "a secret is repeated on restore_command: {auto}"
         );
     }
-    let mut c = Cluster::existing(scratch, name, dir, scratch.mkdir(&format!("{name}-sock")));
+    let c = Cluster::existing(scratch, name, dir, scratch.mkdir(&format!("{name}-sock")));
     c.configure("archive_mode = off\n");
-    c.stop();
     (c, log)
 }
 
 /// Starts a restored cluster, waits for the end of recovery, returns its dump.
 fn start_and_dump(c: &mut Cluster) -> String {
     c.start();
-    for _ in 0..300 {
-        if c.psql("select pg_is_in_recovery()") == "f" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(c.psql("select pg_is_in_recovery()"), "f", "{}", c.log());
+    c.wait_promoted();
     c.dump()
 }
 
@@ -332,13 +125,10 @@ fn start_and_dump(c: &mut Cluster) -> String {
 // One object store repository
 
 fn round_trip(repo_lines: impl Fn(u32) -> String) {
-    let scratch = Scratch::new();
-    let mut src = Cluster::init(&scratch, "src");
-    let conf = write_config(&scratch, &src, &repo_lines(1));
-    archiving_cluster(&scratch, &conf, &mut src);
-
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    let mut env = stanza(&repo_lines(1));
+    let (scratch, conf, src) = (&env.scratch, &env.conf, &env.src);
+    // stanza-create again: a no-op.
+    scratch.pgbr_ok(conf, &["--stanza=main", "stanza-create"]);
     src.pgbench_init(1);
     src.psql(
         "create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g",
@@ -346,8 +136,8 @@ fn round_trip(repo_lines: impl Fn(u32) -> String) {
     // Transient faults: the first 2 requests of every HTTP method fail with a 503 in each pgbr
     // process of the backup (test-only hook of debug builds); the storage's retries absorb them.
     let out = pgbr_env(
-        &scratch,
-        &conf,
+        scratch,
+        conf,
         &["--stanza=main", "backup", "--type=full"],
         &[("PGBRTEST_HTTP_FAIL_FIRST", "2")],
     );
@@ -357,32 +147,32 @@ fn round_trip(repo_lines: impl Fn(u32) -> String) {
     src.switch_and_wait_archived();
     let expected = src.dump();
 
-    let reports = info_json(&scratch, &conf, &[]);
+    let reports = info_json(scratch, conf, &[]);
     assert_eq!(reports.len(), 1, "{reports:?}");
     let r = &reports[0];
     assert_eq!(r["cipher"], "aes-256-gcm");
     assert_eq!(r["backups"].as_array().expect("backups").len(), 1, "{r}");
     assert!(!r["archive"].as_array().expect("archive").is_empty(), "{r}");
-    let info = scratch.pgbr_ok(&conf, &["--stanza=main", "info"]);
+    let info = scratch.pgbr_ok(conf, &["--stanza=main", "info"]);
     assert!(info.contains("full backup:"), "{info}");
     assert!(info.contains("repo1 ("), "{info}");
     assert!(!info.contains(SECRET), "{info}");
 
-    src.stop();
-    let (mut dst, _) = restore(&scratch, &conf, "dst", &[]);
+    env.src.stop();
+    let (mut dst, _) = restore(scratch, conf, "dst", &[]);
     assert_same_dump(&start_and_dump(&mut dst), &expected);
     assert_eq!(dst.psql("select count(*) from t"), "21000");
 }
 
 #[test]
 fn s3_repository_encrypted_backup_restore() {
-    let moto = start_moto();
+    let moto = start_moto("pgbr-it");
     round_trip(|n| s3_repo(n, &moto.url()));
 }
 
 #[test]
 fn azure_repository_encrypted_backup_restore() {
-    let azurite = start_azurite();
+    let azurite = start_azurite("pgbr");
     round_trip(|n| azure_repo(n, &azurite.url()));
 }
 
@@ -390,34 +180,25 @@ fn azure_repository_encrypted_backup_restore() {
 fn backup_labels(scratch: &Scratch, conf: &Path) -> Vec<String> {
     let reports = info_json(scratch, conf, &[]);
     assert_eq!(reports.len(), 1, "{reports:?}");
-    reports[0]["backups"]
-        .as_array()
-        .expect("backups")
-        .iter()
-        .map(|b| b["label"].as_str().expect("label").to_string())
-        .collect()
+    labels(&reports[0])
 }
 
 #[test]
 fn s3_permanent_fault_fails_the_backup_and_leaves_the_repository_usable() {
-    let moto = start_moto();
-    let scratch = Scratch::new();
-    let mut src = Cluster::init(&scratch, "src");
+    let moto = start_moto("pgbr-it");
     // One object per file, so the backup makes well over 20 PUTs.
-    let repo = format!("{}repo1-bundle=n\n", s3_repo(1, &moto.url()));
-    let conf = write_config(&scratch, &src, &repo);
-    archiving_cluster(&scratch, &conf, &mut src);
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
-    let earlier = backup_labels(&scratch, &conf);
+    let env = stanza(&format!("{}repo1-bundle=n\n", s3_repo(1, &moto.url())));
+    let (scratch, conf, src) = (&env.scratch, &env.conf, &env.src);
+    scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
+    let earlier = backup_labels(scratch, conf);
     assert_eq!(earlier.len(), 1, "{earlier:?}");
 
     // A permanent fault part-way through the next backup: every PUT after the first 20 of the
     // pgbr process gets a 503 (test-only hook of debug builds), so the retries exhaust.
     src.psql("create table after_first as select g as id from generate_series(1, 5000) g");
     let out = pgbr_env(
-        &scratch,
-        &conf,
+        scratch,
+        conf,
         &["--stanza=main", "backup", "--type=full"],
         &[("PGBRTEST_HTTP_FAIL_AFTER", "20")],
     );
@@ -436,8 +217,8 @@ fn s3_permanent_fault_fails_the_backup_and_leaves_the_repository_usable() {
 
     // No new usable backup: info lists only the earlier one; verify passes (the interrupted
     // backup's directory is a note); restore restores the earlier backup.
-    assert_eq!(backup_labels(&scratch, &conf), earlier);
-    let verify = scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    assert_eq!(backup_labels(scratch, conf), earlier);
+    let verify = scratch.pgbr(conf, &["--stanza=main", "verify"]);
     assert!(verify.status.success(), "verify: {}", text(&verify));
     assert!(
         text(&verify).contains("incomplete backup"),
@@ -446,7 +227,7 @@ fn s3_permanent_fault_fails_the_backup_and_leaves_the_repository_usable() {
     );
     src.switch_and_wait_archived();
     let expected = src.dump();
-    let (mut dst, log) = restore(&scratch, &conf, "dst", &[]);
+    let (mut dst, log) = restore(scratch, conf, "dst", &[]);
     assert!(
         log.contains(&format!("restore of {} complete", earlier[0])),
         "{log}"
@@ -456,8 +237,8 @@ fn s3_permanent_fault_fails_the_backup_and_leaves_the_repository_usable() {
     dst.stop();
 
     // Fault removed: the next backup succeeds and is listed after the earlier one.
-    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
-    let now = backup_labels(&scratch, &conf);
+    scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
+    let now = backup_labels(scratch, conf);
     assert_eq!(now.len(), 2, "{now:?}");
     assert_eq!(now[0], earlier[0], "{now:?}");
 }
@@ -479,43 +260,38 @@ fn pg_stat_archiver(c: &Cluster) -> (i64, String, String) {
 
 #[test]
 fn two_repositories_archive_everywhere_and_fall_back() {
-    let moto = start_moto();
-    let scratch = Scratch::new();
-    let mut src = Cluster::init(&scratch, "src");
-    let repo1 = scratch.mkdir("repo1");
-    let repo_lines = |endpoint: &str| {
-        format!(
-            "repo1-path={}\nrepo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={PASSPHRASE}\n{}",
-            repo1.display(),
-            s3_repo(2, endpoint)
-        )
-    };
-    let conf = write_config(&scratch, &src, &repo_lines(&moto.url()));
-    archiving_cluster(&scratch, &conf, &mut src);
+    let moto = start_moto("pgbr-it");
+    let mut env = Stanza::setup(Setup {
+        global: &format!(
+            "repo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={PASSPHRASE}\n{}process-max=2\n",
+            s3_repo(2, &moto.url())
+        ),
+        ..Setup::default()
+    });
+    let (scratch, conf, src, repo1) = (&env.scratch, &env.conf, &env.src, &env.repo);
 
-    // stanza-create creates the stanza in both repositories.
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    // stanza-create (run by `Stanza`) created the stanza in both repositories.
     assert!(repo1.join("archive/main/archive.info").exists());
-    let r2 = info_json(&scratch, &conf, &["--repo=2"]);
+    let r2 = info_json(scratch, conf, &["--repo=2"]);
     assert_eq!(r2.len(), 1);
     assert_eq!(r2[0]["status"], "ok", "{r2:?}");
 
     // archive-push lands in both.
     src.pgbench_init(1);
     src.switch_and_wait_archived();
-    let both = info_json(&scratch, &conf, &[]);
+    let both = info_json(scratch, conf, &[]);
     assert_eq!(both.len(), 2, "{both:?}");
     let a1 = report(&both, "repo1")["archive"].clone();
     assert!(!a1.as_array().expect("archive").is_empty(), "{both:?}");
     assert_eq!(a1, report(&both, "repo2")["archive"], "{both:?}");
 
     // backup chooses its repository; default repo1.
-    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
+    scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
     scratch.pgbr_ok(
-        &conf,
+        conf,
         &["--stanza=main", "backup", "--type=full", "--repo=2"],
     );
-    let both = info_json(&scratch, &conf, &[]);
+    let both = info_json(scratch, conf, &[]);
     for repo in ["repo1", "repo2"] {
         let b = report(&both, repo)["backups"]
             .as_array()
@@ -523,12 +299,12 @@ fn two_repositories_archive_everywhere_and_fall_back() {
             .len();
         assert_eq!(b, 1, "{repo}: {both:?}");
     }
-    let info = scratch.pgbr_ok(&conf, &["--stanza=main", "info"]);
+    let info = scratch.pgbr_ok(conf, &["--stanza=main", "info"]);
     assert!(
         info.contains("repo1 (posix:") && info.contains("repo2 (s3:"),
         "{info}"
     );
-    let out = scratch.pgbr(&conf, &["--stanza=main", "info", "--repo=3"]);
+    let out = scratch.pgbr(conf, &["--stanza=main", "info", "--repo=3"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("repo3"), "{}", text(&out));
 
@@ -536,23 +312,23 @@ fn two_repositories_archive_everywhere_and_fall_back() {
     // an empty directory, on restore and (repeated on restore_command) on every archive-get.
     let empty = scratch.mkdir("empty-repo");
     let empty_flag = format!("--repo1-path={}", empty.display());
-    let (mut from_repo2, log) = restore(&scratch, &conf, "dst-repo2", &[&empty_flag]);
+    let (mut from_repo2, log) = restore(scratch, conf, "dst-repo2", &[&empty_flag]);
     assert!(log.contains("restoring from repo2"), "{log}");
 
     // repo2 down (its endpoint where nothing listens): archive-push fails, PostgreSQL retries.
     let dead = free_port();
     scratch.write_config(
         "pgbr.conf",
-        &std::fs::read_to_string(&conf)
+        &std::fs::read_to_string(conf)
             .expect("conf")
             .replace(&moto.url(), &format!("http://127.0.0.1:{dead}")),
     );
-    let failed_before = pg_stat_archiver(&src).0;
+    let failed_before = pg_stat_archiver(src).0;
     src.psql("create table during_outage as select g from generate_series(1, 5000) g");
     let outage_wal = src.psql("select pg_walfile_name(pg_switch_wal())");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (failed, _, last_failed) = pg_stat_archiver(&src);
+        let (failed, _, last_failed) = pg_stat_archiver(src);
         if failed > failed_before && last_failed == outage_wal {
             break;
         }
@@ -563,7 +339,7 @@ fn two_repositories_archive_everywhere_and_fall_back() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (_, last_archived, _) = pg_stat_archiver(&src);
+    let (_, last_archived, _) = pg_stat_archiver(src);
     assert!(
         last_archived.as_str() < outage_wal.as_str(),
         "{last_archived} {outage_wal}"
@@ -574,7 +350,7 @@ fn two_repositories_archive_everywhere_and_fall_back() {
     // archive-get still serves from repo1 (which took the segment), restore uses repo1.
     let dest = scratch.path("fetched");
     let fetched = scratch.pgbr(
-        &conf,
+        conf,
         &[
             "--stanza=main",
             "archive-get",
@@ -590,7 +366,7 @@ fn two_repositories_archive_everywhere_and_fall_back() {
     // A file in no reachable repository, with one repository down, is a failure (126), not
     // "not found": recovery must not end early on a repository outage.
     let missing = scratch.pgbr(
-        &conf,
+        conf,
         &[
             "--stanza=main",
             "archive-get",
@@ -600,18 +376,18 @@ fn two_repositories_archive_everywhere_and_fall_back() {
     );
     assert_eq!(missing.status.code(), Some(126), "{}", text(&missing));
     assert!(text(&missing).contains("repo2"), "{}", text(&missing));
-    let (mut from_repo1, log) = restore(&scratch, &conf, "dst-repo1", &[]);
+    let (mut from_repo1, log) = restore(scratch, conf, "dst-repo1", &[]);
     assert!(log.contains("restoring from repo1"), "{log}");
 
     // repo2 back: PostgreSQL's retries push the segments archived during the outage to it.
     scratch.write_config(
         "pgbr.conf",
-        &std::fs::read_to_string(&conf)
+        &std::fs::read_to_string(conf)
             .expect("conf")
             .replace(&format!("http://127.0.0.1:{dead}"), &moto.url()),
     );
     src.switch_and_wait_archived();
-    let both = info_json(&scratch, &conf, &[]);
+    let both = info_json(scratch, conf, &[]);
     let max = |repo: &str| {
         report(&both, repo)["archive"][0]["max"]
             .as_str()
@@ -623,7 +399,7 @@ fn two_repositories_archive_everywhere_and_fall_back() {
     // (Expire after each backup drops WAL older than that repository's backup, so the two
     // archives start at different segments.)
     let caught_up = scratch.pgbr(
-        &conf,
+        conf,
         &[
             "--stanza=main",
             "archive-get",
@@ -634,7 +410,7 @@ fn two_repositories_archive_everywhere_and_fall_back() {
     );
     assert!(caught_up.status.success(), "{}", text(&caught_up));
     let expected = src.dump();
-    src.stop();
+    env.src.stop();
 
     // Both restored clusters recover to the end of the archive and hold the source's data.
     assert_same_dump(&start_and_dump(&mut from_repo1), &expected);

@@ -24,46 +24,20 @@ fn insert(c: &Cluster, id: i32) -> String {
     ))
 }
 
-/// Restores with `args` into a new directory, starts it, waits for recovery to end, returns the
-/// cluster and the ids present.
-fn restore_and_read(env: &Env, name: &str, args: &[&str]) -> (Cluster, Vec<i32>) {
-    restore_and_read_with(env, name, args, "archive_mode = off\n", None)
-}
-
-fn restore_and_read_with(
-    env: &Env,
-    name: &str,
-    args: &[&str],
-    conf: &str,
-    port: Option<u16>,
-) -> (Cluster, Vec<i32>) {
-    let dir = env.scratch.mkdir(name);
-    let mut all = vec![
-        "--stanza=main".to_string(),
-        "restore".into(),
-        format!("--pg1-path={}", dir.display()),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    env.scratch.pgbr_ok(&env.conf, &refs);
-    let mut c = Cluster::existing(
-        &env.scratch,
-        name,
-        dir,
-        env.scratch.mkdir(&format!("{name}-sock")),
-    );
-    if let Some(p) = port {
-        c.port = p;
-    }
-    c.configure(conf);
-    c.start();
-    c.wait_promoted();
-    let ids = c
-        .psql("select coalesce(string_agg(id::text, ',' order by id), '') from marks")
+/// The ids in `marks`.
+fn ids(c: &Cluster) -> Vec<i32> {
+    c.psql("select coalesce(string_agg(id::text, ',' order by id), '') from marks")
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("id"))
-        .collect();
+        .collect()
+}
+
+/// Restores with `args` into a new directory, starts it, waits for recovery to end, returns the
+/// cluster and the ids present.
+fn restore_and_read(env: &Env, name: &str, args: &[&str]) -> (Cluster, Vec<i32>) {
+    let c = env.restore_and_start(name, args);
+    let ids = ids(&c);
     (c, ids)
 }
 
@@ -106,45 +80,58 @@ fn every_target_type_stops_exactly_at_its_target() {
     src.switch_and_wait_archived();
 
     let promote = "--target-action=promote";
-    let (_c, ids) = restore_and_read(
-        &env,
-        "t-time",
-        &["--type=time", &format!("--target={time_target}"), promote],
-    );
-    assert_eq!(ids, upto(5), "time target {time_target}");
-    let (_c, ids) = restore_and_read(
-        &env,
-        "t-xid",
-        &["--type=xid", &format!("--target={xid_target}"), promote],
-    );
-    assert_eq!(ids, upto(11), "xid target {xid_target} (inclusive)");
-    let (_c, ids) = restore_and_read(
-        &env,
-        "t-xid-excl",
-        &[
-            "--type=xid",
-            &format!("--target={xid_target}"),
-            "--target-exclusive",
-            promote,
-        ],
-    );
-    assert_eq!(ids, upto(10), "xid target {xid_target} (exclusive)");
-    let (_c, ids) = restore_and_read(
-        &env,
-        "t-lsn",
-        &["--type=lsn", &format!("--target={lsn_target}"), promote],
-    );
-    assert_eq!(ids, upto(12), "lsn target {lsn_target}");
-    let (_c, ids) = restore_and_read(
-        &env,
-        "t-name",
-        &["--type=name", "--target=before-15", promote],
-    );
-    assert_eq!(ids, upto(14), "restore point");
-    let (_c, ids) = restore_and_read(&env, "t-immediate", &["--type=immediate", promote]);
-    assert_eq!(ids, upto(0), "immediate: consistent at the backup's end");
-    let (_c, ids) = restore_and_read(&env, "t-default", &[]);
-    assert_eq!(ids, upto(20), "default: end of the archive");
+    let time = format!("--target={time_target}");
+    let xid = format!("--target={xid_target}");
+    let lsn = format!("--target={lsn_target}");
+    // (directory, restore options, last id restored, what)
+    let cases = [
+        (
+            "t-time",
+            vec!["--type=time", &time, promote],
+            5,
+            format!("time target {time_target}"),
+        ),
+        (
+            "t-xid",
+            vec!["--type=xid", &xid, promote],
+            11,
+            format!("xid target {xid_target} (inclusive)"),
+        ),
+        (
+            "t-xid-excl",
+            vec!["--type=xid", &xid, "--target-exclusive", promote],
+            10,
+            format!("xid target {xid_target} (exclusive)"),
+        ),
+        (
+            "t-lsn",
+            vec!["--type=lsn", &lsn, promote],
+            12,
+            format!("lsn target {lsn_target}"),
+        ),
+        (
+            "t-name",
+            vec!["--type=name", "--target=before-15", promote],
+            14,
+            "restore point".into(),
+        ),
+        (
+            "t-immediate",
+            vec!["--type=immediate", promote],
+            0,
+            "immediate: consistent at the backup's end".into(),
+        ),
+        (
+            "t-default",
+            vec![],
+            20,
+            "default: end of the archive".into(),
+        ),
+    ];
+    for (name, args, last, what) in cases {
+        let (_c, ids) = restore_and_read(&env, name, &args);
+        assert_eq!(ids, upto(last), "{what}");
+    }
 }
 
 #[test]
@@ -167,17 +154,7 @@ fn time_target_picks_newest_backup_before_it_and_refuses_unreachable_targets() {
         .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
     insert(src, 2);
     src.switch_and_wait_archived();
-    let info: serde_json::Value = serde_json::from_str(
-        &env.scratch
-            .pgbr_ok(&env.conf, &["--stanza=main", "info", "--output=json"]),
-    )
-    .expect("json");
-    let labels: Vec<String> = info[0]["backups"]
-        .as_array()
-        .expect("backups")
-        .iter()
-        .map(|b| b["label"].as_str().expect("label").to_string())
-        .collect();
+    let labels = common::labels(&common::info(&env.scratch, &env.conf));
     assert_eq!(labels.len(), 2);
 
     // A target between the two backups restores from the first.
@@ -325,49 +302,23 @@ fn archive_gap_is_refused_before_any_file_is_written() {
 
 #[test]
 fn backup_on_timeline_two_restores() {
-    let env = setup();
-    let src = &env.src;
+    let mut env = setup();
     env.scratch
         .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
-    insert(src, 1);
-    src.switch_and_wait_archived();
+    insert(&env.src, 1);
+    env.src.switch_and_wait_archived();
 
     // Restore and promote: the new cluster runs on timeline 2 and archives to the same stanza
     // (the original is stopped first, as after a failover).
-    let mut src = env.src;
-    src.stop();
-    let tl2_dir = env.scratch.path("tl2");
-    let tl2_port = common::free_port();
-    let tl2_sock = env.scratch.path("tl2-sock");
-    let conf2 = env.scratch.write_config(
-        "pgbr-tl2.conf",
-        &format!(
-            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=60\nlog-level-console=info\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            env.repo.display(),
-            env.scratch.path("lock").display(),
-            tl2_dir.display(),
-            tl2_port,
-            tl2_sock.display()
-        ),
-    );
-    let env = Env {
-        scratch: env.scratch,
-        src,
-        conf: env.conf,
-        repo: env.repo,
-    };
-    let (tl2, ids) = restore_and_read_with(
-        &env,
-        "tl2",
+    env.src.stop();
+    let mut tl2 = Cluster::empty(&env.scratch, "tl2");
+    let conf2 = env.config_for("pgbr-tl2.conf", &tl2);
+    env.restore_into(
+        &mut tl2,
         &[],
-        &format!(
-            "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-            env.scratch.pgbr.display(),
-            conf2.display()
-        ),
-        Some(tl2_port),
+        &common::archive_command(&env.scratch, &conf2),
     );
-    assert_eq!(ids, upto(1));
+    assert_eq!(ids(&tl2), upto(1));
     assert_eq!(
         tl2.psql("select timeline_id from pg_control_checkpoint()"),
         "2"
@@ -394,10 +345,9 @@ fn backup_on_timeline_two_restores() {
     assert!(info.contains("timeline 2"), "{info}");
 
     let env2 = Env {
-        scratch: env.scratch,
         src: tl2,
         conf: conf2,
-        repo: env.repo,
+        ..env
     };
     let (c, ids) = restore_and_read(&env2, "tl2-restored", &[]);
     assert_eq!(ids, upto(3));

@@ -6,48 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Scratch};
-
-fn conf_for(scratch: &Scratch, file: &str, repo: &Path, c: &Cluster) -> PathBuf {
-    scratch.write_config(
-        file,
-        &format!(
-            "[global]\nrepo1-path={}\nlock-path={}\nstart-fast=y\narchive-timeout=30\n[main]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            repo.display(),
-            scratch.path("lock").display(),
-            c.data.display(),
-            c.port,
-            c.socket_dir.display()
-        ),
-    )
-}
-
-fn archiving(scratch: &Scratch, c: &mut Cluster, conf: &Path) {
-    c.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config={} --stanza=main archive-push %p'\n",
-        scratch.pgbr.display(),
-        conf.display()
-    ));
-    c.start();
-}
-
-fn info(scratch: &Scratch, conf: &Path) -> serde_json::Value {
-    let text = scratch.pgbr_ok(conf, &["--stanza=main", "info", "--output=json"]);
-    serde_json::from_str::<serde_json::Value>(&text).expect("info json")[0].clone()
-}
-
-fn labels(info: &serde_json::Value) -> Vec<String> {
-    info["backups"]
-        .as_array()
-        .expect("backups")
-        .iter()
-        .map(|b| b["label"].as_str().expect("label").to_string())
-        .collect()
-}
+use common::{archive_command, info, labels, Cluster, Stanza};
 
 fn assert_code(out: &Output, code: i32, text: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -57,16 +19,12 @@ fn assert_code(out: &Output, code: i32, text: &str) {
 
 #[test]
 fn stop_start_force_and_stanza_delete() {
-    let scratch = Scratch::new();
-    let repo = scratch.mkdir("repo");
-    let mut src = Cluster::init(&scratch, "src");
-    let conf = conf_for(&scratch, "pgbr.conf", &repo, &src);
-    archiving(&scratch, &mut src, &conf);
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
+    let mut env = Stanza::new("");
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
+    scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
     let lock_dir = scratch.path("lock");
 
-    let out = scratch.pgbr_ok(&conf, &["--stanza=main", "stop"]);
+    let out = scratch.pgbr_ok(conf, &["--stanza=main", "stop"]);
     assert!(out.contains("stanza 'main' stopped"), "{out}");
     assert!(lock_dir.join("main.stop").exists());
     let stopped = "stanza 'main' is stopped: run 'pgbr --stanza=main start'";
@@ -76,21 +34,21 @@ fn stop_start_force_and_stanza_delete() {
         &["--stanza=main", "stanza-create"],
         &["--stanza=main", "stanza-upgrade"],
     ] {
-        assert_code(&scratch.pgbr(&conf, args), 15, stopped);
+        assert_code(&scratch.pgbr(conf, args), 15, stopped);
     }
     // archive-push refuses (PostgreSQL retries later); archive-get fails with 126, not 1, so
     // recovery does not take a stopped stanza for the end of the archive.
-    let wal = src.data.join("pg_wal/000000010000000000000001");
+    let wal = env.src.data.join("pg_wal/000000010000000000000001");
     let wal = wal.display().to_string();
     assert_code(
-        &scratch.pgbr(&conf, &["--stanza=main", "archive-push", &wal]),
+        &scratch.pgbr(conf, &["--stanza=main", "archive-push", &wal]),
         15,
         stopped,
     );
     let dest = scratch.path("got").display().to_string();
     assert_code(
         &scratch.pgbr(
-            &conf,
+            conf,
             &[
                 "--stanza=main",
                 "archive-get",
@@ -102,33 +60,33 @@ fn stop_start_force_and_stanza_delete() {
         stopped,
     );
     // info and verify only read: they still work.
-    scratch.pgbr_ok(&conf, &["--stanza=main", "info"]);
+    scratch.pgbr_ok(conf, &["--stanza=main", "info"]);
     // stanza-delete refuses a running PostgreSQL without --force.
     assert_code(
-        &scratch.pgbr(&conf, &["--stanza=main", "stanza-delete"]),
+        &scratch.pgbr(conf, &["--stanza=main", "stanza-delete"]),
         9,
         "postmaster.pid",
     );
-    let out = scratch.pgbr_ok(&conf, &["--stanza=main", "start"]);
+    let out = scratch.pgbr_ok(conf, &["--stanza=main", "start"]);
     assert!(out.contains("stanza 'main' started"), "{out}");
     assert!(!lock_dir.join("main.stop").exists());
-    scratch.pgbr_ok(&conf, &["--stanza=main", "backup", "--type=full"]);
+    scratch.pgbr_ok(conf, &["--stanza=main", "backup", "--type=full"]);
     // stanza-delete of a stanza that is not stopped.
     assert_code(
-        &scratch.pgbr(&conf, &["--stanza=main", "stanza-delete", "--force"]),
+        &scratch.pgbr(conf, &["--stanza=main", "stanza-delete", "--force"]),
         15,
         "run 'pgbr --stanza=main stop' before stanza-delete",
     );
 
     // Without --stanza: every stanza.
-    scratch.pgbr_ok(&conf, &["stop"]);
+    scratch.pgbr_ok(conf, &["stop"]);
     assert!(lock_dir.join("all.stop").exists());
     assert_code(
-        &scratch.pgbr(&conf, &["--stanza=main", "backup", "--type=full"]),
+        &scratch.pgbr(conf, &["--stanza=main", "backup", "--type=full"]),
         15,
         "all stanzas are stopped",
     );
-    scratch.pgbr_ok(&conf, &["start"]);
+    scratch.pgbr_ok(conf, &["start"]);
     assert!(!lock_dir.join("all.stop").exists());
 
     // stop --force terminates a running pgbr holding the stanza's lock (an expire slowed down).
@@ -152,7 +110,7 @@ fn stop_start_force_and_stanza_delete() {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    let out = scratch.pgbr_ok(&conf, &["--stanza=main", "stop", "--force"]);
+    let out = scratch.pgbr_ok(conf, &["--stanza=main", "stop", "--force"]);
     assert!(
         out.contains(&format!("terminated pgbr process {pid}")),
         "{out}"
@@ -162,41 +120,39 @@ fn stop_start_force_and_stanza_delete() {
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // stanza-delete: stopped, server running -> --force; nothing of the stanza remains.
-    let out = scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-delete", "--force"]);
+    let out = scratch.pgbr_ok(conf, &["--stanza=main", "stanza-delete", "--force"]);
     assert!(out.contains("stanza 'main' deleted"), "{out}");
     assert!(!repo.join("backup/main").exists());
     assert!(!repo.join("archive/main").exists());
-    let out = scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-delete", "--force"]);
+    let out = scratch.pgbr_ok(conf, &["--stanza=main", "stanza-delete", "--force"]);
     assert!(out.contains("does not exist"), "{out}");
-    scratch.pgbr_ok(&conf, &["--stanza=main", "start"]);
+    scratch.pgbr_ok(conf, &["--stanza=main", "start"]);
     assert_code(
-        &scratch.pgbr(&conf, &["--stanza=main", "backup", "--type=full"]),
+        &scratch.pgbr(conf, &["--stanza=main", "backup", "--type=full"]),
         3,
         "stanza 'main' does not exist",
     );
     // The stanza can be created anew in the emptied place.
-    scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
-    src.stop();
+    scratch.pgbr_ok(conf, &["--stanza=main", "stanza-create"]);
+    env.src.stop();
 }
 
 #[test]
 fn stanza_upgrade_to_a_new_cluster_keeps_old_backups_restorable() {
-    let scratch = Scratch::new();
-    let repo = scratch.mkdir("repo");
-    let mut a = Cluster::init(&scratch, "a");
-    let conf_a = conf_for(&scratch, "a.conf", &repo, &a);
-    archiving(&scratch, &mut a, &conf_a);
-    a.psql("create table t as select g as id from generate_series(1, 1234) g");
-    scratch.pgbr_ok(&conf_a, &["--stanza=main", "stanza-create"]);
-    scratch.pgbr_ok(&conf_a, &["--stanza=main", "backup", "--type=full"]);
-    let label_a = labels(&info(&scratch, &conf_a))[0].clone();
-    a.switch_and_wait_archived();
-    a.stop();
+    let mut a = Stanza::new("");
+    let (scratch, conf_a, repo) = (&a.scratch, &a.conf, &a.repo);
+    a.src
+        .psql("create table t as select g as id from generate_series(1, 1234) g");
+    scratch.pgbr_ok(conf_a, &["--stanza=main", "backup", "--type=full"]);
+    let label_a = labels(&info(scratch, conf_a))[0].clone();
+    a.src.switch_and_wait_archived();
+    a.src.stop();
 
     // The stanza now points at another cluster (new system id, same version 15).
-    let mut b = Cluster::init(&scratch, "b");
-    let conf_b = conf_for(&scratch, "b.conf", &repo, &b);
-    archiving(&scratch, &mut b, &conf_b);
+    let mut b = Cluster::init(scratch, "b");
+    let conf_b = a.config_for("b.conf", &b);
+    b.configure(&archive_command(scratch, &conf_b));
+    b.start();
     assert_code(
         &scratch.pgbr(&conf_b, &["--stanza=main", "backup", "--type=full"]),
         4,
@@ -206,7 +162,7 @@ fn stanza_upgrade_to_a_new_cluster_keeps_old_backups_restorable() {
     assert!(out.contains("stanza 'main' upgraded: db-id 2"), "{out}");
     let out = scratch.pgbr_ok(&conf_b, &["--stanza=main", "stanza-upgrade"]);
     assert!(out.contains("already up to date"), "{out}");
-    let now = info(&scratch, &conf_b);
+    let now = info(scratch, &conf_b);
     let ids: Vec<u64> = now["db"]
         .as_array()
         .expect("db")
@@ -232,7 +188,7 @@ fn stanza_upgrade_to_a_new_cluster_keeps_old_backups_restorable() {
         new_dir.display()
     );
     scratch.pgbr_ok(&conf_b, &["--stanza=main", "backup", "--type=full"]);
-    let now = info(&scratch, &conf_b);
+    let now = info(scratch, &conf_b);
     let all = labels(&now);
     assert_eq!(all.len(), 2, "{now}");
     assert_eq!(all[0], label_a);
@@ -240,26 +196,12 @@ fn stanza_upgrade_to_a_new_cluster_keeps_old_backups_restorable() {
     b.stop();
 
     // A's old backup restores and starts, replaying A's WAL from 15-1.
-    let dst = scratch.mkdir("dst");
-    scratch.pgbr_ok(
-        &conf_b,
-        &[
-            "--stanza=main",
-            "restore",
-            &format!("--set={label_a}"),
-            &format!("--pg1-path={}", dst.display()),
-        ],
-    );
-    let mut c = Cluster::existing(&scratch, "dst", dst, scratch.mkdir("dst-sock"));
-    c.configure("archive_mode = off\n");
-    c.start();
-    for _ in 0..300 {
-        if c.psql("select pg_is_in_recovery()") == "f" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(c.psql("select pg_is_in_recovery()"), "f", "{}", c.log());
+    let b = Stanza {
+        src: b,
+        conf: conf_b,
+        ..a
+    };
+    let mut c = b.restore_and_start("dst", &[&format!("--set={label_a}")]);
     assert_eq!(c.psql("select count(*) from t"), "1234");
     c.stop();
 }

@@ -748,107 +748,11 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
 
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 31 % 253) as u8).collect()
+    #[allow(dead_code)]
+    mod contract {
+        include!("../tests/support/contract.rs");
     }
-
-    async fn exercise(s: &Storage) {
-        let b = |x: &'static str| Bytes::from_static(x.as_bytes());
-        s.put("backup/main/backup.info", b("info")).await.unwrap();
-        s.put("backup/main/20260101-000000F/backup.manifest", b("m1"))
-            .await
-            .unwrap();
-        s.put("backup/main/20260101-000000F/pg_data/base/1", b("12345"))
-            .await
-            .unwrap();
-        s.put("backup/mainx/other", b("x")).await.unwrap();
-
-        assert_eq!(s.get("backup/main/backup.info").await.unwrap(), b("info"));
-        let err = s.get("backup/main/missing").await.unwrap_err();
-        assert!(matches!(err, Error::NotFound { .. }), "{err}");
-        assert!(err.to_string().contains("backup/main/missing"), "{err}");
-        assert!(s.get_opt("backup/main/missing").await.unwrap().is_none());
-        assert_eq!(
-            s.get_range("backup/main/20260101-000000F/pg_data/base/1", 1..4)
-                .await
-                .unwrap(),
-            b("234")
-        );
-        assert!(s.get_range("nope", 0..0).await.unwrap_err().is_not_found());
-
-        let mut stream = s
-            .get_stream("backup/main/20260101-000000F/pg_data/base/1")
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            got.extend_from_slice(&chunk.unwrap());
-        }
-        assert_eq!(got, b"12345");
-        assert!(matches!(
-            s.get_stream("nope").await.err(),
-            Some(Error::NotFound { .. })
-        ));
-
-        assert_eq!(
-            s.head("backup/main/backup.info").await.unwrap(),
-            Some(ObjectInfo {
-                path: "backup/main/backup.info".into(),
-                size: 4
-            })
-        );
-        assert!(s.head("backup/main/nope").await.unwrap().is_none());
-        assert!(s.exists("backup/main/backup.info").await.unwrap());
-        assert!(!s.exists("backup/main").await.unwrap());
-
-        let listed: Vec<String> = s
-            .list("backup/main")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.path)
-            .collect();
-        assert_eq!(
-            listed,
-            [
-                "backup/main/20260101-000000F/backup.manifest",
-                "backup/main/20260101-000000F/pg_data/base/1",
-                "backup/main/backup.info",
-            ]
-        );
-        assert_eq!(s.list("").await.unwrap().len(), 4);
-        assert!(s.list("nothing/here").await.unwrap().is_empty());
-
-        let (dirs, objs) = s.list_dir("backup/main").await.unwrap();
-        assert_eq!(dirs, ["20260101-000000F"]);
-        assert_eq!(objs.len(), 1);
-        assert_eq!(objs[0].path, "backup/main/backup.info");
-        let (dirs, objs) = s.list_dir("").await.unwrap();
-        assert_eq!(dirs, ["backup"]);
-        assert!(objs.is_empty());
-        let (dirs, objs) = s.list_dir("nothing/here").await.unwrap();
-        assert!(dirs.is_empty() && objs.is_empty());
-
-        assert!(s.put_if_absent("archive/main/seg", b("a")).await.unwrap());
-        assert!(!s.put_if_absent("archive/main/seg", b("b")).await.unwrap());
-        assert_eq!(s.get("archive/main/seg").await.unwrap(), b("a"));
-
-        s.delete("backup/main/backup.info").await.unwrap();
-        s.delete("backup/main/backup.info").await.unwrap();
-        assert!(!s.exists("backup/main/backup.info").await.unwrap());
-
-        assert_eq!(s.delete_prefix("backup/main").await.unwrap(), 2);
-        assert!(s.list("backup/main").await.unwrap().is_empty());
-        let (dirs, _) = s.list_dir("backup").await.unwrap();
-        assert_eq!(dirs, ["mainx"], "emptied directories are gone");
-        assert_eq!(s.delete_prefix("backup/none").await.unwrap(), 0);
-        assert!(s.delete_prefix("").await.is_err());
-
-        for bad in ["", "/abs", "a//b", "a/../b", "./a"] {
-            let err = s.put(bad, b("x")).await.unwrap_err();
-            assert!(matches!(err, Error::InvalidPath { .. }), "{bad}: {err}");
-        }
-    }
+    use contract::{exercise, list_paths, pattern};
 
     #[tokio::test]
     async fn memory_storage_operations() {
@@ -938,13 +842,7 @@ mod tests {
         }
         // A leftover staging file of a killed upload is invisible to list (and so to verify).
         std::fs::write(dir.path().join("d/plain.zst#7"), b"partial").unwrap();
-        let listed: Vec<String> = s
-            .list("d/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.path)
-            .collect();
+        let listed = list_paths(&s, "d/").await;
         assert_eq!(listed.len(), 2, "{listed:?}");
         let handle = Handle::current();
         let s2 = s.clone();

