@@ -151,8 +151,6 @@ pub async fn push(
         .ok_or_else(|| Error::config(format!("'{}' does not name a WAL file", path.display())))?
         .to_string();
     let kind = classify(&name)?;
-    // Streamed twice (checksum, then compress and store), so memory stays small whatever the
-    // segment size: the object's name carries the checksum, known only after a full read.
     let read_err = |e| Error::io("unable to read WAL file", &path, e);
     let mut file = std::fs::File::open(&path).map_err(read_err)?;
     let len = file.metadata().map_err(read_err)?.len();
@@ -182,32 +180,10 @@ pub async fn push(
         }
     }
     drop(file);
-    let checksum = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || crate::pipeline::hash_file(&path))
-            .await
-            .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))?
-            .map_err(read_err)?
-            .1
-    };
     let archive_id = ArchiveInfo::archive_id(&db);
     let dir = wal_dir(repo, &archive_id, &name)?;
     let (_, objects) = repo.storage().list_dir(&dir).await?;
-    if let Some(existing) = pick(&objects, &name) {
-        if existing.checksum == checksum {
-            return Ok(PushOutcome::AlreadyArchived);
-        }
-        return Err(Error::ArchiveDuplicate(format!(
-            "WAL file {name} is already in {} with different contents (checksum {}, this file {checksum}); nothing was overwritten. Check that no other cluster archives to stanza '{}'",
-            repo.name(),
-            existing.checksum,
-            repo.stanza()
-        )));
-    }
-    let object = format!(
-        "{dir}/{name}-{checksum}{}",
-        opts.compress.compress_type.extension()
-    );
+    let ext = opts.compress.compress_type.extension();
     let codec = crate::pipeline::Codec {
         compress_type: opts.compress.compress_type,
         level: opts.compress.level,
@@ -220,11 +196,52 @@ pub async fn push(
             0
         },
     };
+    let existing = pick(&objects, &name);
+    // Nothing to compare with, and a local object can take its name at the end: one pass reads,
+    // hashes and stores the file, then names it by its checksum. Otherwise the checksum comes
+    // first (to compare, or because an object store's name is fixed before the upload) and the
+    // file is streamed twice, so memory stays small whatever the segment size.
+    let two_pass = if existing.is_none() && repo.storage().is_local() {
+        None
+    } else {
+        let checksum = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || crate::pipeline::hash_file(&path))
+                .await
+                .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))?
+                .map_err(read_err)?
+                .1
+        };
+        if let Some(existing) = existing {
+            if existing.checksum == checksum {
+                return Ok(PushOutcome::AlreadyArchived);
+            }
+            return Err(Error::ArchiveDuplicate(format!(
+                "WAL file {name} is already in {} with different contents (checksum {}, this file {checksum}); nothing was overwritten. Check that no other cluster archives to stanza '{}'",
+                repo.name(),
+                existing.checksum,
+                repo.stanza()
+            )));
+        }
+        Some((format!("{dir}/{name}-{checksum}{ext}"), checksum))
+    };
     let stored = {
-        let (storage, object, path) = (repo.storage().clone(), object.clone(), path.clone());
+        let (storage, path) = (repo.storage().clone(), path.clone());
         let handle = tokio::runtime::Handle::current();
+        let object = two_pass.as_ref().map(|(object, _)| object.clone());
+        let (dir, name) = (dir.clone(), name.clone());
         tokio::task::spawn_blocking(move || {
-            crate::pipeline::store_file(&path, &storage, &object, &codec, None, &handle)
+            let name_of =
+                |checksum: &pgbr_manifest::Checksum| format!("{dir}/{name}-{checksum}{ext}");
+            let pending = format!("{dir}/{name}.pending");
+            let to = match &object {
+                Some(object) => crate::pipeline::Publish::At(object),
+                None => crate::pipeline::Publish::Named {
+                    pending: &pending,
+                    name_of: &name_of,
+                },
+            };
+            crate::pipeline::store_file(&path, &storage, to, &codec, None, &handle)
         })
         .await
         .map_err(|e| Error::Internal(format!("archive task failed: {e}")))??
@@ -236,13 +253,15 @@ pub async fn push(
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     };
-    if stored.checksum != checksum {
-        // The file changed between the two reads: what was stored does not match its name.
-        repo.storage().delete(&object).await?;
-        return Err(Error::Corrupt(format!(
-            "{} changed while it was being archived; nothing was kept (PostgreSQL will retry)",
-            path.display()
-        )));
+    if let Some((object, checksum)) = two_pass {
+        if stored.checksum != checksum {
+            // The file changed between the two reads: what was stored does not match its name.
+            repo.storage().delete(&object).await?;
+            return Err(Error::Corrupt(format!(
+                "{} changed while it was being archived; nothing was kept (PostgreSQL will retry)",
+                path.display()
+            )));
+        }
     }
     Ok(PushOutcome::Stored {
         stored_bytes: stored.stored_size,

@@ -2,6 +2,7 @@
 //! on one session, its files streamed to the repository by `process-max` workers (largest first),
 //! the WAL it needs checked in the archive, and the manifest written last to commit it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,10 +202,14 @@ fn references_of(files: &[FileEntry]) -> Vec<String> {
     let mut references: Vec<String> = files
         .iter()
         .flat_map(|f| {
-            let blocks = f
-                .block_map
-                .iter()
-                .flat_map(|m| m.blocks.iter().filter_map(|b| b.reference.clone()));
+            let blocks = f.block_map.iter().flat_map(|m| {
+                m.blocks.iter().flat_map(|b| {
+                    b.reference
+                        .clone()
+                        .into_iter()
+                        .chain(b.base.as_ref().map(|base| base.reference.clone()))
+                })
+            });
             f.reference.clone().into_iter().chain(blocks)
         })
         .collect();
@@ -568,6 +573,22 @@ pub async fn run(
             }
         })
     };
+    // Codecs of the earlier backups whose blocks can be delta bases, from backup.info.
+    let base_codecs: BTreeMap<String, Codec> = repo
+        .backup_info()
+        .backups
+        .iter()
+        .filter_map(|b| {
+            let compress_type = b.compress_type.as_deref()?.parse().ok()?;
+            Some((
+                b.label.clone(),
+                Codec {
+                    compress_type,
+                    ..codec.clone()
+                },
+            ))
+        })
+        .collect();
     let worker_progress = Arc::clone(&progress);
     let worker_codec = codec.clone();
     let worker_dir = backup_dir.clone();
@@ -578,7 +599,16 @@ pub async fn run(
         if let Some(d) = file_delay {
             std::thread::sleep(d);
         }
-        let out = store_work(w, &storage, &worker_dir, ext, &worker_codec, delta, &handle)?;
+        let out = store_work(
+            w,
+            &storage,
+            &worker_dir,
+            ext,
+            &worker_codec,
+            delta,
+            &base_codecs,
+            &handle,
+        )?;
         if let Ok(mut d) = worker_done.lock() {
             d.extend(out.iter().filter(|e| e.reference.is_none()).cloned());
         }
@@ -766,13 +796,15 @@ fn stored_intact(
 ) -> bool {
     if let Some(map) = &entry.block_map {
         let object = layout::blocks(dir, &entry.target, &entry.name);
+        // A delta-coded block reads back only with its base: such a file is stored again.
         return map
             .blocks
             .iter()
             .filter(|b| b.reference.is_none())
             .all(|b| {
-                pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
-                    .is_ok_and(|plain| pgbr_manifest::block_hash(&plain) == b.hash)
+                b.base.is_none()
+                    && pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
+                        .is_ok_and(|plain| pgbr_manifest::block_hash(&plain) == b.hash)
             });
     }
     if let Some(b) = &entry.bundle {
@@ -792,6 +824,7 @@ fn stored_intact(
 }
 
 /// Runs one unit of work on a worker thread; returns the manifest entries it produced.
+#[allow(clippy::too_many_arguments)]
 fn store_work(
     work: Work,
     storage: &pgbr_storage::Storage,
@@ -799,6 +832,7 @@ fn store_work(
     ext: &str,
     codec: &Codec,
     delta: bool,
+    base_codecs: &BTreeMap<String, Codec>,
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<FileEntry>> {
     let entry = |job: &Job,
@@ -832,7 +866,7 @@ fn store_work(
             } else {
                 Work::Whole(job)
             };
-            store_work(again, storage, dir, ext, codec, delta, handle)
+            store_work(again, storage, dir, ext, codec, delta, base_codecs, handle)
         }
         Work::Whole(job) => {
             if delta {
@@ -851,8 +885,14 @@ fn store_work(
                 }
             }
             let object = layout::whole(dir, &job.target, &job.name, ext);
-            let stored =
-                pipeline::store_file(&job.source, storage, &object, codec, job.pages, handle)?;
+            let stored = pipeline::store_file(
+                &job.source,
+                storage,
+                pipeline::Publish::At(&object),
+                codec,
+                job.pages,
+                handle,
+            )?;
             Ok(stored
                 .map(|s| entry(&job, s.size, s.checksum, s.stored_size, s.page_errors))
                 .into_iter()
@@ -860,11 +900,39 @@ fn store_work(
         }
         Work::Blocks(job) => {
             let object = layout::blocks(dir, &job.target, &job.name);
+            // Earlier backups of this file: `dir` is this backup's, its siblings theirs.
+            let stanza_dir = dir.rsplit_once('/').map_or("", |(d, _)| d);
+            let object_of = |label: Option<&str>| match label {
+                Some(label) => {
+                    layout::blocks(&format!("{stanza_dir}/{label}"), &job.target, &job.name)
+                }
+                None => object.clone(),
+            };
+            let codec_of = |label: Option<&str>| {
+                label
+                    .and_then(|l| base_codecs.get(l))
+                    .cloned()
+                    .ok_or_else(|| Error::Internal(format!("no codec known for backup {label:?}")))
+            };
+            let reader = pipeline::BaseReader {
+                object_of: &object_of,
+                codec_of: &codec_of,
+            };
             let prior = job.prior.as_ref().and_then(|p| {
                 let map = p.block_map.as_ref()?;
                 let label = p.reference.as_deref()?;
-                (map.block_size as usize == pipeline::BLOCK_SIZE)
-                    .then_some((map.blocks.as_slice(), label))
+                // Deltas only against blocks whose backups' codecs are all known.
+                let known = |l: &str| base_codecs.contains_key(l);
+                let bases_known = known(label)
+                    && map.blocks.iter().all(|b| {
+                        b.reference.as_deref().is_none_or(known)
+                            && b.base.as_ref().is_none_or(|base| known(&base.reference))
+                    });
+                (map.block_size as usize == pipeline::BLOCK_SIZE).then_some(pipeline::Prior {
+                    blocks: map.blocks.as_slice(),
+                    label,
+                    bases: bases_known.then_some(reader),
+                })
             });
             let stored = pipeline::store_blocks(
                 &job.source,

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pgbr_crypto::{CipherType, DataKey, DecryptReader, EncryptWriter};
-use pgbr_manifest::{block_hash, check_page, BlockRef, BundleRef, Checksum, PageCheck, PAGE_SIZE};
+use pgbr_manifest::{
+    block_hash, check_page, BlockBase, BlockRef, BundleRef, Checksum, PageCheck, PAGE_SIZE,
+};
 use pgbr_storage::{CompressType, CompressWriter, DecompressReader, Storage};
 
 use crate::error::{Error, Result};
@@ -124,16 +126,35 @@ pub(crate) struct PageCheckSpec {
     pub start_lsn: u64,
 }
 
-/// Stores the local file `src` at `object` (nothing is stored for an empty file).
-/// `Ok(None)` if the file vanished before it could be opened (PostgreSQL dropped it).
+/// Where [`store_file`] publishes what it stored.
+pub(crate) enum Publish<'a> {
+    /// At this object (nothing is stored for an empty file).
+    At(&'a str),
+    /// Under `name_of(checksum)`, which must be in the directory of `pending` (the name it is
+    /// written under meanwhile, which never becomes visible): one pass, where a name that
+    /// carries the checksum would otherwise need a hashing pass first. Only for a local
+    /// repository ([`Storage::is_local`]). An empty file is stored too.
+    Named {
+        pending: &'a str,
+        name_of: &'a dyn Fn(&Checksum) -> String,
+    },
+}
+
+/// Stores the local file `src`: reads, hashes, page-checks, compresses, encrypts and writes it
+/// in one pass, and publishes it as `to` says. `Ok(None)` if the file vanished before it could
+/// be opened (PostgreSQL dropped it).
 pub(crate) fn store_file(
     src: &Path,
     storage: &Storage,
-    object: &str,
+    to: Publish<'_>,
     codec: &Codec,
     pages: Option<PageCheckSpec>,
     handle: &tokio::runtime::Handle,
 ) -> Result<Option<Stored>> {
+    let object = match &to {
+        Publish::At(object) => object,
+        Publish::Named { pending, .. } => pending,
+    };
     let mut file = match File::open(src) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -144,12 +165,22 @@ pub(crate) fn store_file(
         read_full(&mut file, &mut buf).map_err(|e| Error::io("unable to read", src, e))?;
     let mut hasher = blake3::Hasher::new();
     if filled == 0 {
-        return Ok(Some(Stored {
+        let mut stored = Stored {
             size: 0,
             checksum: Checksum::from(hasher.finalize()),
             stored_size: 0,
             page_errors: Vec::new(),
-        }));
+        };
+        if let Publish::Named { pending, name_of } = to {
+            // Named: an empty file is still stored as a (sealed) piece, so that it reads back.
+            let sealed = seal(codec, &[]).map_err(|e| Error::io("unable to store", src, e))?;
+            let mut w = storage.blocking_writer(pending, handle.clone());
+            w.write_all(&sealed)
+                .map_err(|e| Error::io("unable to store", src, e))?;
+            w.finish_as(&name_of(&stored.checksum))?;
+            stored.stored_size = sealed.len() as u64;
+        }
+        return Ok(Some(stored));
     }
     let sink = Counting {
         inner: storage.blocking_writer(object, handle.clone()),
@@ -174,14 +205,17 @@ pub(crate) fn store_file(
     }
     let enc = comp.finish().map_err(io_err)?;
     let sink = enc.finish().map_err(io_err)?;
-    let stored_size = sink.count;
-    sink.inner.finish()?;
-    Ok(Some(Stored {
+    let stored = Stored {
         size,
         checksum: Checksum::from(hasher.finalize()),
-        stored_size,
+        stored_size: sink.count,
         page_errors,
-    }))
+    };
+    match to {
+        Publish::At(_) => sink.inner.finish()?,
+        Publish::Named { name_of, .. } => sink.inner.finish_as(&name_of(&stored.checksum))?,
+    };
+    Ok(Some(stored))
 }
 
 /// Stores bytes already in memory (backup_label, tablespace_map, archived WAL).
@@ -396,16 +430,59 @@ fn check_pages(chunk: &[u8], first_page_in_file: u64, spec: &PageCheckSpec, erro
     }
 }
 
+/// Encrypts a delta ([`pgbr_storage::DeltaCoder::encode`]) as [`seal`] encrypts a compressed
+/// piece.
+fn seal_delta(codec: &Codec, delta: &[u8]) -> io::Result<Vec<u8>> {
+    pgbr_crypto::encrypt_to_vec(codec.cipher, codec.key.as_ref(), delta)
+}
+
+/// Opens a piece stored with [`seal_delta`] against `base` (at most `max_size` bytes).
+fn unseal_delta<'b>(
+    codec: &Codec,
+    coder: &mut pgbr_storage::DeltaCoder<'b>,
+    base: &'b [u8],
+    data: &[u8],
+    max_size: usize,
+) -> io::Result<Vec<u8>> {
+    let delta = pgbr_crypto::decrypt_to_vec(codec.cipher, codec.key.as_ref(), data)?;
+    coder.decode_at_most(base, &delta, max_size)
+}
+
+/// The prior backup's copy of a file stored as blocks, for an incremental store of it.
+pub(crate) struct Prior<'a> {
+    /// Its block map.
+    pub blocks: &'a [BlockRef],
+    /// Label of the prior backup (blocks with no reference are in it).
+    pub label: &'a str,
+    /// Where earlier versions of changed blocks can be read as delta bases; `None` stores
+    /// changed blocks whole.
+    pub bases: Option<BaseReader<'a>>,
+}
+
+/// Reads stored blocks of this file in earlier backups.
+pub(crate) struct BaseReader<'a> {
+    /// The object of this file's blocks in the backup with that label.
+    pub object_of: &'a (dyn Fn(Option<&str>) -> String + Sync),
+    /// How that backup stored them; an error when it cannot be known.
+    pub codec_of: &'a (dyn Fn(Option<&str>) -> Result<Codec> + Sync),
+}
+
+/// Blocks read, hashed and stored together: a window's delta bases are fetched with as few
+/// ranged reads as their places allow.
+const WINDOW_BLOCKS: usize = 32;
+
 /// Stores `src` as blocks at `object`: blocks whose hash matches `prior` (the same file's block
-/// map in the prior backup, whose label is given) are referenced, the others are written.
-/// No object is written when no block changed. `Ok(None)` if the file vanished.
+/// map in the prior backup) are referenced, the others are written. With `prior.bases` and
+/// zstd, a changed block is coded as a delta against its earlier version (the whole block the
+/// prior version is, or is itself a delta against), so a page that changed in a few bytes costs a
+/// few bytes. No object is written when no block changed. `Ok(None)` if the file vanished.
 pub(crate) fn store_blocks(
     src: &Path,
     storage: &Storage,
     object: &str,
     codec: &Codec,
     pages: Option<PageCheckSpec>,
-    prior: Option<(&[BlockRef], &str)>,
+    prior: Option<Prior<'_>>,
     handle: &tokio::runtime::Handle,
 ) -> Result<Option<StoredBlocks>> {
     let mut file = match File::open(src) {
@@ -414,57 +491,99 @@ pub(crate) fn store_blocks(
         Err(e) => return Err(Error::io("unable to open", src, e)),
     };
     let io_err = |e: io::Error| Error::io("unable to store", src, e);
-    let mut buf = vec![0u8; BLOCK_SIZE];
+    let deltas = codec.compress_type == CompressType::Zst;
+    let mut window = vec![0u8; WINDOW_BLOCKS * BLOCK_SIZE];
     let mut hasher = blake3::Hasher::new();
     let mut writer: Option<pgbr_storage::BlockingWriter> = None;
-    let mut blocks = Vec::new();
+    let mut blocks: Vec<BlockRef> = Vec::new();
     let mut page_errors = Vec::new();
     let mut size = 0u64;
     let mut written = 0u64;
     loop {
-        let n = read_full(&mut file, &mut buf).map_err(|e| Error::io("unable to read", src, e))?;
+        let n =
+            read_full(&mut file, &mut window).map_err(|e| Error::io("unable to read", src, e))?;
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
-        hasher.update(chunk);
-        if let Some(spec) = &pages {
-            check_pages(chunk, size / PAGE_SIZE as u64, spec, &mut page_errors);
-        }
-        let hash = block_hash(chunk);
-        let index = blocks.len();
-        let reused = prior.and_then(|(prior_blocks, prior_label)| {
-            prior_blocks
-                .get(index)
-                .filter(|b| b.hash == hash)
-                .map(|b| BlockRef {
-                    hash: b.hash.clone(),
-                    reference: Some(
-                        b.reference
-                            .clone()
-                            .unwrap_or_else(|| prior_label.to_string()),
-                    ),
+        let first = blocks.len();
+        // Changed blocks of this window: (index in `blocks`, the block, its delta base).
+        let mut changed: Vec<(usize, &[u8], Option<BlockBase>)> = Vec::new();
+        for chunk in window[..n].chunks(BLOCK_SIZE) {
+            hasher.update(chunk);
+            if let Some(spec) = &pages {
+                check_pages(chunk, size / PAGE_SIZE as u64, spec, &mut page_errors);
+            }
+            size += chunk.len() as u64;
+            let hash = block_hash(chunk);
+            let index = blocks.len();
+            let before = prior
+                .as_ref()
+                .and_then(|p| p.blocks.get(index).map(|b| (b, p.label)));
+            match before {
+                Some((b, label)) if b.hash == hash => blocks.push(BlockRef {
+                    hash,
+                    reference: Some(b.reference.clone().unwrap_or_else(|| label.to_string())),
                     offset: b.offset,
                     length: b.length,
-                })
-        });
-        match reused {
-            Some(b) => blocks.push(b),
-            None => {
-                let sealed = seal(codec, chunk).map_err(io_err)?;
-                let w =
-                    writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
-                w.write_all(&sealed).map_err(io_err)?;
-                blocks.push(BlockRef {
-                    hash,
-                    reference: None,
-                    offset: written,
-                    length: sealed.len() as u64,
-                });
-                written += sealed.len() as u64;
+                    base: b.base.clone(),
+                }),
+                _ => {
+                    let base = before
+                        .filter(|_| deltas && prior.as_ref().is_some_and(|p| p.bases.is_some()))
+                        .map(|(b, label)| {
+                            b.base.clone().unwrap_or_else(|| BlockBase {
+                                reference: b.reference.clone().unwrap_or_else(|| label.to_string()),
+                                offset: b.offset,
+                                length: b.length,
+                            })
+                        });
+                    changed.push((index, chunk, base));
+                    blocks.push(BlockRef {
+                        hash,
+                        reference: None,
+                        offset: 0,
+                        length: 0,
+                        base: None,
+                    });
+                }
             }
         }
-        size += n as u64;
+        debug_assert!(blocks.len() - first <= WINDOW_BLOCKS);
+        if changed.is_empty() {
+            continue;
+        }
+        let wanted: Vec<&BlockBase> = changed.iter().filter_map(|(_, _, b)| b.as_ref()).collect();
+        let plains = match prior.as_ref().and_then(|p| p.bases.as_ref()) {
+            Some(reader) if !wanted.is_empty() => fetch_bases(
+                storage,
+                &wanted,
+                reader.object_of,
+                reader.codec_of,
+                BLOCK_SIZE,
+                handle,
+            )?,
+            _ => Vec::new(),
+        };
+        let mut coder = pgbr_storage::DeltaCoder::new(codec.level).map_err(io_err)?;
+        let mut next_base = plains.iter();
+        for (index, chunk, base) in changed {
+            let sealed = match base {
+                Some(base) => {
+                    let plain = next_base
+                        .next()
+                        .ok_or_else(|| Error::Internal("a delta base was not fetched".into()))?;
+                    let delta = coder.encode(plain, chunk).map_err(io_err)?;
+                    blocks[index].base = Some(base);
+                    seal_delta(codec, &delta).map_err(io_err)?
+                }
+                None => seal(codec, chunk).map_err(io_err)?,
+            };
+            let w = writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
+            w.write_all(&sealed).map_err(io_err)?;
+            blocks[index].offset = written;
+            blocks[index].length = sealed.len() as u64;
+            written += sealed.len() as u64;
+        }
     }
     if let Some(w) = writer {
         w.finish()?;
@@ -476,6 +595,64 @@ pub(crate) fn store_blocks(
         blocks,
         page_errors,
     }))
+}
+
+/// Largest gap between two wanted pieces read through in one ranged read.
+const MAX_GAP_BYTES: u64 = 256 * 1024;
+
+/// Reads and opens the whole (not delta-coded) stored blocks at `bases`, in order, with one
+/// ranged read per group of pieces that lie close together, in order, in one object.
+/// `object_of` and `codec_of` as for [`fetch_blocks`]; each block is at most `max_size` bytes.
+fn fetch_bases(
+    storage: &Storage,
+    bases: &[&BlockBase],
+    object_of: &(dyn Fn(Option<&str>) -> String + Sync),
+    codec_of: &(dyn Fn(Option<&str>) -> Result<Codec> + Sync),
+    max_size: usize,
+    handle: &tokio::runtime::Handle,
+) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(bases.len());
+    let mut i = 0;
+    while i < bases.len() {
+        let first = bases[i];
+        let mut end = i + 1;
+        while end < bases.len() {
+            let (prev, next) = (bases[end - 1], bases[end]);
+            let prev_end = prev.offset + prev.length;
+            if next.reference != first.reference
+                || next.offset < prev_end
+                || next.offset - prev_end > MAX_GAP_BYTES
+                || next.offset + next.length - first.offset > MAX_RUN_BYTES
+            {
+                break;
+            }
+            end += 1;
+        }
+        let reference = Some(first.reference.as_str());
+        let object = object_of(reference);
+        let codec = codec_of(reference)?;
+        let last = bases[end - 1];
+        let raw =
+            handle.block_on(storage.get_range(&object, first.offset..last.offset + last.length))?;
+        for b in &bases[i..end] {
+            let start = (b.offset - first.offset) as usize;
+            let piece = raw.get(start..start + b.length as usize).ok_or_else(|| {
+                Error::Corrupt(format!("{object}: shorter than a block map says"))
+            })?;
+            let plain = open_piece(&codec, &object, b.offset, piece)?;
+            if plain.len() > max_size {
+                return Err(Error::Corrupt(format!(
+                    "{object} (bytes {}..{}): a block of {} bytes, more than {max_size}",
+                    b.offset,
+                    b.offset + b.length,
+                    plain.len()
+                )));
+            }
+            out.push(plain);
+        }
+        i = end;
+    }
+    Ok(out)
 }
 
 /// One small file packed into a bundle.
@@ -700,6 +877,28 @@ pub(crate) fn fetch_range(
     open_piece(codec, object, offset, &raw)
 }
 
+/// Reads and opens one delta-coded block of an object by range, against the plaintext of its
+/// base.
+pub(crate) fn fetch_delta_range(
+    storage: &Storage,
+    object: &str,
+    offset: u64,
+    length: u64,
+    codec: &Codec,
+    base: &[u8],
+    handle: &tokio::runtime::Handle,
+) -> Result<Vec<u8>> {
+    let raw = handle.block_on(storage.get_range(object, offset..offset + length))?;
+    let mut coder = pgbr_storage::DeltaCoder::new(3)
+        .map_err(|e| Error::Internal(format!("delta decoder: {e}")))?;
+    unseal_delta(codec, &mut coder, base, &raw, BLOCK_SIZE).map_err(|e| {
+        Error::Corrupt(format!(
+            "{object} (bytes {offset}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
+            offset + length
+        ))
+    })
+}
+
 /// Opens one sealed piece that starts at `offset` in `object`; errors name both.
 pub(crate) fn open_piece(
     codec: &Codec,
@@ -768,6 +967,21 @@ pub(crate) fn fetch_blocks(
         let last = &blocks[run.end - 1];
         let object = object_of(first.reference.as_deref());
         let codec = codec_of(first.reference.as_deref())?;
+        let wanted: Vec<&BlockBase> = blocks[run.clone()]
+            .iter()
+            .filter_map(|b| b.base.as_ref())
+            .collect();
+        let bases = fetch_bases(
+            storage,
+            &wanted,
+            object_of,
+            codec_of,
+            block_size as usize,
+            handle,
+        )?;
+        let mut next_base = bases.iter();
+        let mut coder = pgbr_storage::DeltaCoder::new(3)
+            .map_err(|e| Error::Internal(format!("delta decoder: {e}")))?;
         let raw =
             handle.block_on(storage.get_range(&object, first.offset..last.offset + last.length))?;
         for (k, b) in blocks[run.clone()].iter().enumerate() {
@@ -775,7 +989,16 @@ pub(crate) fn fetch_blocks(
             let piece = raw.get(start..start + b.length as usize).ok_or_else(|| {
                 Error::Corrupt(format!("{object}: shorter than its block map says"))
             })?;
-            let plain = unseal(&codec, piece).map_err(|e| {
+            let plain = match b.base {
+                Some(_) => match next_base.next() {
+                    Some(base) => {
+                        unseal_delta(&codec, &mut coder, base, piece, block_size as usize)
+                    }
+                    None => return Err(Error::Internal("a delta base was not fetched".into())),
+                },
+                None => unseal(&codec, piece),
+            };
+            let plain = plain.map_err(|e| {
                 Error::Corrupt(format!(
                     "{object}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
                     first_index + run.start + k
@@ -866,26 +1089,44 @@ mod tests {
         }
     }
 
-    /// Stores `data` as blocks (optionally against `prior`), then rebuilds the file from the blocks
-    /// (prior blocks from `prior_object`) and returns (blocks, rebuilt bytes).
+    /// The object of the test file in the backup labelled `label`.
+    fn object_of_label(label: &str) -> String {
+        format!("{label}/file.blk")
+    }
+
+    /// Stores `data` as blocks of backup `label` (optionally against `prior`, the block map of
+    /// the prior backup and its label; with `deltas`, changed blocks are coded against their
+    /// earlier versions), then rebuilds the file from the blocks and returns (blocks, rebuilt
+    /// bytes).
     fn store_and_rebuild(
         rt: &tokio::runtime::Runtime,
         storage: &Storage,
         dir: &Path,
         data: &[u8],
-        object: &str,
-        prior: Option<(&[BlockRef], &str, &str)>,
+        label: &str,
+        prior: Option<(&[BlockRef], &str)>,
+        deltas: bool,
     ) -> (Vec<BlockRef>, Vec<u8>) {
         let src = dir.join("file");
         std::fs::write(&src, data).expect("write");
         let handle = rt.handle().clone();
+        let object = object_of_label(label);
+        let object_of = |r: Option<&str>| object_of_label(r.unwrap_or(label));
+        let codec_of = |_: Option<&str>| Ok(codec());
         let stored = store_blocks(
             &src,
             storage,
-            object,
+            &object,
             &codec(),
             None,
-            prior.map(|(b, label, _)| (b, label)),
+            prior.map(|(blocks, label)| Prior {
+                blocks,
+                label,
+                bases: deltas.then_some(BaseReader {
+                    object_of: &object_of,
+                    codec_of: &codec_of,
+                }),
+            }),
             &handle,
         )
         .expect("store")
@@ -899,20 +1140,13 @@ mod tests {
             .truncate(true)
             .open(&out)
             .expect("create");
-        let prior_object = prior.map(|(_, _, o)| o.to_string()).unwrap_or_default();
         fetch_blocks(
             storage,
             &stored.blocks,
             0,
             BLOCK_SIZE as u64,
-            &|r| {
-                if r.is_some() {
-                    prior_object.clone()
-                } else {
-                    object.to_string()
-                }
-            },
-            &|_| Ok(codec()),
+            &object_of,
+            &codec_of,
             &|| true,
             &f,
             &out,
@@ -1011,6 +1245,69 @@ mod tests {
         /// An incremental stores exactly the blocks a random edit changed (or added), references
         /// every other block, and the blocks rebuild the edited file.
         #[test]
+        fn delta_coded_generations_rebuild_exactly_and_stay_one_delta_deep(
+            seed in any::<u64>(),
+            blocks in 1usize..6,
+            tail in 0usize..BLOCK_SIZE,
+            generations in prop::collection::vec(
+                (prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), -70_000i64..70_000),
+                1..4,
+            ),
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+            let storage = Storage::memory();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut state = seed | 1;
+            let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; (state & 0xff) as u8 };
+            let mut data: Vec<u8> = (0..blocks * BLOCK_SIZE + tail).map(|_| next()).collect();
+            let (full, rebuilt) = store_and_rebuild(&rt, &storage, dir.path(), &data, "g0", None, true);
+            prop_assert_eq!(&rebuilt, &data);
+            // Every generation's own blocks, by label, to check where bases point.
+            let mut own: std::collections::HashMap<String, Vec<BlockRef>> = std::collections::HashMap::new();
+            own.insert("g0".into(), full.iter().filter(|b| b.reference.is_none()).cloned().collect());
+            let mut prior = full;
+            for (g, (edits, len_delta)) in generations.iter().enumerate() {
+                let old = data.clone();
+                let new_len = (data.len() as i64 + len_delta).max(1) as usize;
+                data.resize(new_len, 0);
+                for byte in data.iter_mut().skip(old.len()) { *byte = next(); }
+                for (pos, byte) in edits {
+                    let p = pos % data.len();
+                    data[p] ^= byte | 1;
+                }
+                let label = format!("g{}", g + 1);
+                let prior_label = format!("g{g}");
+                let (map, rebuilt) = store_and_rebuild(
+                    &rt, &storage, dir.path(), &data, &label, Some((&prior, &prior_label)), true,
+                );
+                prop_assert_eq!(&rebuilt, &data, "generation {}", g + 1);
+                for (i, b) in map.iter().enumerate() {
+                    let start = i * BLOCK_SIZE;
+                    let had = prior.get(i);
+                    if had.is_some_and(|p| p.hash == b.hash) {
+                        prop_assert!(b.reference.is_some(), "unchanged block {} is referenced", i);
+                        continue;
+                    }
+                    prop_assert!(b.reference.is_none(), "changed block {} is stored", i);
+                    prop_assert_eq!(b.base.is_some(), had.is_some(), "block {} has a base iff it had a version", i);
+                    if let Some(base) = &b.base {
+                        let whole = own[&base.reference].iter().find(|o| o.offset == base.offset);
+                        prop_assert!(whole.is_some_and(|o| o.base.is_none() && o.length == base.length),
+                            "block {}'s base is a whole block of {}", i, base.reference);
+                        // A block of random bytes that kept its length and changed in a few
+                        // bytes costs a few bytes.
+                        let same_len = start + BLOCK_SIZE <= old.len().min(data.len());
+                        if same_len && old.len() == data.len() && edits.len() <= 2 && g == 0 {
+                            prop_assert!(b.length < 400, "block {} stored {} bytes", i, b.length);
+                        }
+                    }
+                }
+                own.insert(label, map.iter().filter(|b| b.reference.is_none()).cloned().collect());
+                prior = map;
+            }
+        }
+
+        #[test]
         fn block_incremental_stores_exactly_the_changed_blocks(
             seed in any::<u64>(),
             blocks in 1usize..8,
@@ -1025,7 +1322,7 @@ mod tests {
             let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; (state & 0xff) as u8 };
             let len = blocks * BLOCK_SIZE + tail;
             let old: Vec<u8> = (0..len).map(|_| next()).collect();
-            let (prior, rebuilt) = store_and_rebuild(&rt, &storage, dir.path(), &old, "full/file.blk", None);
+            let (prior, rebuilt) = store_and_rebuild(&rt, &storage, dir.path(), &old, "full", None, false);
             prop_assert_eq!(&rebuilt, &old);
             prop_assert!(prior.iter().all(|b| b.reference.is_none()));
 
@@ -1038,8 +1335,7 @@ mod tests {
                 new[p] ^= byte | 1;
             }
             let (incr, rebuilt) = store_and_rebuild(
-                &rt, &storage, dir.path(), &new, "incr/file.blk",
-                Some((&prior, "20261125-000000F", "full/file.blk")),
+                &rt, &storage, dir.path(), &new, "incr", Some((&prior, "full")), false,
             );
             prop_assert_eq!(&rebuilt, &new);
             for (i, b) in incr.iter().enumerate() {

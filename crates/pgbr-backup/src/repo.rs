@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use pgbr_crypto::{CipherType, DataKey, WrappedKey};
 use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory, Manifest};
-use pgbr_storage::Storage;
+use pgbr_storage::{CompressType, Storage};
 
 use crate::config::{CloudOptions, RepoOptions, RepoType};
 use crate::error::{Error, Result};
@@ -18,6 +18,10 @@ use crate::lock::Lock;
 pub const COPY_SUFFIX: &str = ".copy";
 /// File name of a backup's manifest.
 pub const MANIFEST_FILE: &str = "backup.manifest";
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// zstd level of stored manifests.
+const MANIFEST_LEVEL: i32 = 3;
 /// File name of the manifest of a backup still running (or interrupted): what it stored so far,
 /// so that the next backup can resume it.
 pub const INPROGRESS_FILE: &str = "backup.manifest.inprogress";
@@ -294,16 +298,47 @@ impl Repository {
         format!("backup/{}/{label}", self.stanza)
     }
 
+    /// Decrypts, decompresses and parses a stored manifest; `what` names it in errors.
+    ///
+    /// Manifests are stored compressed with zstd (a big one is mostly block maps, which shrink
+    /// about threefold); one that starts with `{` is read as it is.
+    pub(crate) fn open_manifest(&self, raw: &[u8], what: &str) -> Result<Manifest> {
+        let plain = self.unseal(raw, what)?;
+        let plain = if plain.starts_with(&ZSTD_MAGIC) {
+            pgbr_storage::decompress_to_vec(CompressType::Zst, &plain).map_err(|e| {
+                Error::Corrupt(format!(
+                    "{}: {what} cannot be decompressed: {e}",
+                    self.name()
+                ))
+            })?
+        } else {
+            plain
+        };
+        Manifest::from_bytes(&plain).map_err(|source| Error::Manifest {
+            context: format!("{}: {what}", self.name()),
+            source,
+        })
+    }
+
+    /// Serializes, compresses and encrypts a manifest for storing (see
+    /// [`Repository::open_manifest`]).
+    fn close_manifest(&self, manifest: &Manifest, what: &str) -> Result<Vec<u8>> {
+        let plain = manifest.to_bytes().map_err(|source| Error::Manifest {
+            context: what.to_string(),
+            source,
+        })?;
+        let compressed = pgbr_storage::compress_to_vec(CompressType::Zst, MANIFEST_LEVEL, &plain)
+            .map_err(|e| Error::Internal(format!("compressing the {what}: {e}")))?;
+        drop(plain);
+        self.seal(compressed)
+    }
+
     /// Loads and verifies the manifest of backup `label` (first copy that verifies).
     pub async fn load_manifest(&self, label: &str) -> Result<Manifest> {
         let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
         let name = self.name();
         let m = load_twice(&self.storage, &path, |raw| {
-            let plain = self.unseal(raw, &format!("manifest of backup {label}"))?;
-            Manifest::from_bytes(&plain).map_err(|source| Error::Manifest {
-                context: format!("{name}: manifest of backup {label}"),
-                source,
-            })
+            self.open_manifest(raw, &format!("manifest of backup {label}"))
         })
         .await?;
         m.ok_or_else(|| {
@@ -315,11 +350,7 @@ impl Repository {
 
     /// Writes `manifest` for backup `label`: this commits the backup.
     pub(crate) async fn save_manifest(&self, label: &str, manifest: &Manifest) -> Result<u64> {
-        let plain = manifest.to_bytes().map_err(|source| Error::Manifest {
-            context: format!("manifest of backup {label}"),
-            source,
-        })?;
-        let sealed = self.seal(plain)?;
+        let sealed = self.close_manifest(manifest, &format!("manifest of backup {label}"))?;
         let len = sealed.len() as u64;
         let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
         save_twice(&self.storage, &path, sealed).await?;
@@ -328,11 +359,8 @@ impl Repository {
 
     /// Writes the in-progress manifest of backup `label` (not a commit: see [`INPROGRESS_FILE`]).
     pub(crate) async fn save_inprogress(&self, label: &str, manifest: &Manifest) -> Result<()> {
-        let plain = manifest.to_bytes().map_err(|source| Error::Manifest {
-            context: format!("in-progress manifest of backup {label}"),
-            source,
-        })?;
-        let sealed = self.seal(plain)?;
+        let sealed =
+            self.close_manifest(manifest, &format!("in-progress manifest of backup {label}"))?;
         let path = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
         self.storage.put(&path, Bytes::from(sealed)).await?;
         Ok(())
@@ -345,10 +373,7 @@ impl Repository {
         let Some(raw) = self.storage.get_opt(&path).await? else {
             return Ok(None);
         };
-        let Ok(plain) = self.unseal(&raw, "in-progress manifest") else {
-            return Ok(None);
-        };
-        Ok(Manifest::from_bytes(&plain).ok())
+        Ok(self.open_manifest(&raw, "in-progress manifest").ok())
     }
 
     /// Writes backup.info.

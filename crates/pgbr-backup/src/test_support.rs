@@ -27,5 +27,6 @@ pub(crate) fn summary(
         size_stored: 0,
         file_count: 0,
         page_errors: 0,
+        compress_type: Some("zst".into()),
     }
 }

@@ -93,8 +93,9 @@ enum Job {
     Pieces {
         object: String,
         compress: CompressType,
-        /// (offset, length, expected block hash; `None` for a bundled file).
-        ranges: Vec<(u64, u64, Option<String>)>,
+        /// (offset, length, expected block hash (`None` for a bundled file), the base of a
+        /// delta-coded block).
+        ranges: Vec<(u64, u64, Option<String>, Option<PieceBase>)>,
         /// For a bundled file: expected size and checksum of its one piece.
         whole: Option<(u64, String)>,
     },
@@ -105,6 +106,14 @@ enum Job {
         checksum: String,
         is_segment: bool,
     },
+}
+
+/// Where the base of a delta-coded block is stored, and how.
+struct PieceBase {
+    object: String,
+    compress: CompressType,
+    offset: u64,
+    length: u64,
 }
 
 struct JobResult {
@@ -251,6 +260,13 @@ pub async fn run(
     }
     let mut jobs = Vec::new();
     let mut manifests: Vec<Manifest> = Vec::new();
+    // How each backup stored its files: a delta-coded block is read with its base's codec.
+    let mut compress_of: BTreeMap<String, CompressType> = repo
+        .backup_info()
+        .backups
+        .iter()
+        .filter_map(|b| Some((b.label.clone(), b.compress_type.as_deref()?.parse().ok()?)))
+        .collect();
     for label in &labels {
         let is_listed = listed.contains(label);
         let dir = repo.backup_path(label);
@@ -266,9 +282,8 @@ pub async fn run(
             present += 1;
             report.bytes_read += raw.len() as u64;
             let parsed = repo
-                .unseal(&raw, &format!("manifest of backup {label}"))
-                .map_err(|e| e.to_string())
-                .and_then(|plain| Manifest::from_bytes(&plain).map_err(|e| e.to_string()));
+                .open_manifest(&raw, &format!("manifest of backup {label}"))
+                .map_err(|e| e.to_string());
             match parsed {
                 Ok(m) if m.backup.label != *label => report.error(
                     &path,
@@ -335,6 +350,7 @@ pub async fn run(
             );
             continue;
         };
+        compress_of.insert(label.clone(), compress);
         let dir = format!("backup/{stanza}/{label}");
         for f in &m.files {
             // Bytes held by an earlier backup are verified with that backup.
@@ -348,12 +364,38 @@ pub async fn run(
                 continue;
             }
             if let Some(map) = &f.block_map {
+                let mut unknown_base = None;
                 let ranges: Vec<_> = map
                     .blocks
                     .iter()
                     .filter(|b| b.reference.is_none())
-                    .map(|b| (b.offset, b.length, Some(b.hash.clone())))
+                    .map(|b| {
+                        let base = b.base.as_ref().and_then(|base| {
+                            let Some(compress) = compress_of.get(&base.reference) else {
+                                unknown_base = Some(base.reference.clone());
+                                return None;
+                            };
+                            Some(PieceBase {
+                                object: crate::backup::layout::blocks(
+                                    &repo.backup_path(&base.reference),
+                                    &f.target,
+                                    &f.name,
+                                ),
+                                compress: *compress,
+                                offset: base.offset,
+                                length: base.length,
+                            })
+                        });
+                        (b.offset, b.length, Some(b.hash.clone()), base)
+                    })
                     .collect();
+                if let Some(r) = unknown_base {
+                    report.error(
+                        format!("{dir}/{}/{}", f.target, f.name),
+                        format!("a block is coded against a block of backup {r}, which is not in the repository"),
+                    );
+                    continue;
+                }
                 for r in map.blocks.iter().filter_map(|b| b.reference.as_deref()) {
                     if repo.backup_info().backup(r).is_none() {
                         report.error(
@@ -379,7 +421,7 @@ pub async fn run(
                 jobs.push(Job::Pieces {
                     object: crate::backup::layout::bundle(&dir, b.id),
                     compress,
-                    ranges: vec![(b.offset, b.length, None)],
+                    ranges: vec![(b.offset, b.length, None, None)],
                     whole: Some((f.size, f.checksum.to_string())),
                 });
                 continue;
@@ -499,9 +541,20 @@ pub async fn run(
                 };
                 let mut problem = None;
                 let mut stored = 0;
-                for (i, (offset, length, hash)) in ranges.iter().enumerate() {
+                for (i, (offset, length, hash, base)) in ranges.iter().enumerate() {
                     stored += length;
-                    match crate::pipeline::fetch_range(&worker_storage, &object, *offset, *length, &codec, &handle) {
+                    let plain = match base {
+                        None => crate::pipeline::fetch_range(&worker_storage, &object, *offset, *length, &codec, &handle),
+                        Some(base) => {
+                            let base_codec = crate::pipeline::Codec {
+                                compress_type: base.compress,
+                                ..codec.clone()
+                            };
+                            crate::pipeline::fetch_range(&worker_storage, &base.object, base.offset, base.length, &base_codec, &handle)
+                                .and_then(|plain_base| crate::pipeline::fetch_delta_range(&worker_storage, &object, *offset, *length, &codec, &plain_base, &handle))
+                        }
+                    };
+                    match plain {
                         Err(e) => {
                             problem = Some(e.to_string());
                             break;

@@ -180,13 +180,7 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
     assert_eq!(listed_backups(&env).len(), completed);
     let want = digest(&env.src);
 
-    let out = env.scratch.pgbr(&env.conf, &["--stanza=main", "verify"]);
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.verify_ok();
 
     let c = env.restore_and_start("restored", &["--type=immediate", "--target-action=promote"]);
     assert_eq!(digest(&c), want);

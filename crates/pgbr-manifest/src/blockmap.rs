@@ -42,6 +42,7 @@ mod tests {
                 reference: None,
                 offset: 0,
                 length: 1,
+                base: None,
             })
             .collect();
         let new: Vec<String> = ["a", "x", "c", "d"].iter().map(|s| s.to_string()).collect();

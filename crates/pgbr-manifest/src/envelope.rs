@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {
-//!   "format": 1,
+//!   "format": 2,
 //!   "kind": "backup.info",
 //!   "content": {...},
 //!   "checksum": "<blake3 hex>"

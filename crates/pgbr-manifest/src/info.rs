@@ -9,7 +9,7 @@ use crate::label::parse_label;
 use crate::{BackupType, Error, Manifest};
 
 /// Version of the info file formats this build reads and writes.
-pub const INFO_FORMAT: u32 = 1;
+pub const INFO_FORMAT: u32 = 2;
 
 const BACKUP_KIND: &str = "backup.info";
 const ARCHIVE_KIND: &str = "archive.info";
@@ -76,6 +76,9 @@ pub struct BackupSummary {
     pub file_count: u64,
     /// Number of pages that failed checksum verification.
     pub page_errors: u64,
+    /// How the backup's files are compressed (its manifest's `compress_type`), so that a later
+    /// backup can read blocks of it as delta bases without loading its manifest.
+    pub compress_type: Option<String>,
 }
 
 impl BackupSummary {
@@ -99,6 +102,7 @@ impl BackupSummary {
             size_stored: b.size_stored,
             file_count: m.files.len() as u64,
             page_errors: m.files.iter().map(|f| f.page_errors.len() as u64).sum(),
+            compress_type: Some(b.compress_type.clone()),
         }
     }
 }
@@ -166,7 +170,7 @@ fn current(history: &[DbHistory]) -> Option<&DbHistory> {
 
 impl BackupInfo {
     /// Serializes to the info file format:
-    /// `{"format":1,"kind":"backup.info","content":{...},"checksum":"..."}`.
+    /// `{"format":2,"kind":"backup.info","content":{...},"checksum":"..."}`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
         envelope::write_kind(INFO_FORMAT, BACKUP_KIND, self)
     }
@@ -228,7 +232,7 @@ impl BackupInfo {
 
 impl ArchiveInfo {
     /// Serializes to the info file format:
-    /// `{"format":1,"kind":"archive.info","content":{...},"checksum":"..."}`.
+    /// `{"format":2,"kind":"archive.info","content":{...},"checksum":"..."}`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
         envelope::write_kind(INFO_FORMAT, ARCHIVE_KIND, self)
     }

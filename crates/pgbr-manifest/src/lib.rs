@@ -89,7 +89,7 @@ pub use error::Error;
 pub use info::{ArchiveInfo, BackupInfo, BackupSummary, CipherInfo, DbHistory, INFO_FORMAT};
 pub use label::{new_label, parse_label, BackupType};
 pub use manifest::{
-    validate_relative_name, BackupMeta, BlockMapRef, BlockRef, BundleRef, FileEntry, LinkEntry,
-    Manifest, PathEntry, Target, MANIFEST_FORMAT,
+    validate_relative_name, BackupMeta, BlockBase, BlockMapRef, BlockRef, BundleRef, FileEntry,
+    LinkEntry, Manifest, PathEntry, Target, MANIFEST_FORMAT,
 };
 pub use page::{check_page, page_checksum, page_lsn, PageCheck, PAGE_SIZE};

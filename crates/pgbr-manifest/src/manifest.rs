@@ -9,7 +9,7 @@ use crate::label::{full_part, parse_label};
 use crate::{BackupType, Error};
 
 /// Version of the manifest format this build reads and writes.
-pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// The manifest of one backup. It is written last: a backup exists once its
 /// manifest is in the repository.
@@ -185,6 +185,23 @@ pub struct BlockRef {
     pub offset: u64,
     /// Length of the block's stored bytes.
     pub length: u64,
+    /// Set when the stored bytes are a delta: a zstd frame that refers to the plaintext of
+    /// another stored block, an earlier version of this one (see
+    /// `pgbr_storage::DeltaCoder`); restoring the block needs both.
+    pub base: Option<BlockBase>,
+}
+
+/// Where the base of a delta-coded block is stored: a whole (not delta-coded) block of an
+/// earlier backup of the same file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockBase {
+    /// Label of the backup holding the base.
+    pub reference: String,
+    /// Where the base's stored bytes start in that backup's object for this file.
+    pub offset: u64,
+    /// Length of the base's stored bytes.
+    pub length: u64,
 }
 
 /// An entry named by `(target, name)`.
@@ -340,6 +357,9 @@ fn estimated_size(f: &FileEntry) -> usize {
                         + opt_label_len(&b.reference)
                         + digits(b.offset)
                         + digits(b.length)
+                        + b.base.as_ref().map_or(12, |base| {
+                            45 + base.reference.len() + digits(base.offset) + digits(base.length)
+                        })
                 })
                 .sum::<usize>()
     });
@@ -375,7 +395,7 @@ impl Manifest {
     }
 
     /// Serializes to the manifest file format: JSON
-    /// `{"format":1,"manifest":{...},"checksum":"<blake3 hex>"}` with one
+    /// `{"format":2,"manifest":{...},"checksum":"<blake3 hex>"}` with one
     /// path, link or file per line (see `docs/format.md`), with the entries in
     /// sorted order (see [`Manifest::sort`]; `self` is not changed). The
     /// output depends only on the manifest's content.
@@ -645,6 +665,9 @@ impl Manifest {
                     ));
                 }
                 check_ref(&block.reference)?;
+                if let Some(base) = &block.base {
+                    check_ref(&Some(base.reference.clone()))?;
+                }
             }
         }
         Ok(())

@@ -90,12 +90,18 @@ fn valid_manifest_round_trips() {
                 reference: m.backup.prior.clone(),
                 offset: 0,
                 length: 5,
+                base: None,
             },
             BlockRef {
                 hash: block_hash(b"c"),
                 reference: None,
                 offset: 0,
                 length: 4,
+                base: Some(BlockBase {
+                    reference: m.backup.prior.clone().unwrap(),
+                    offset: 5,
+                    length: 7,
+                }),
             },
         ],
     });
@@ -105,6 +111,19 @@ fn valid_manifest_round_trips() {
         length: 9,
     });
     assert_eq!(reload(&with_refs).unwrap(), with_refs);
+    // A delta base must be in a backup the manifest lists as referenced.
+    let mut unknown_base = with_refs.clone();
+    if let Some(map) = unknown_base.files[1].block_map.as_mut() {
+        map.blocks[1].base = Some(BlockBase {
+            reference: "20250101-000000F".into(),
+            offset: 5,
+            length: 7,
+        });
+    }
+    assert!(matches!(
+        reload(&unknown_base),
+        Err(Error::UnknownReference { .. })
+    ));
     m.sort();
     assert_eq!(reload(&m).unwrap(), m);
     assert!(m.file("pg_data", "base/1/1259").is_some());
@@ -231,13 +250,22 @@ fn refuses_bad_labels_and_references() {
 fn envelope_checks_format_checksum_and_kind() {
     let m = manifest();
     let text = String::from_utf8(m.to_bytes().unwrap()).unwrap();
-    assert!(text.starts_with("{\n  \"format\": 1,\n  \"manifest\": {"));
-    let newer = text.replacen("\"format\": 1", "\"format\": 2", 1);
+    assert!(text.starts_with("{\n  \"format\": 2,\n  \"manifest\": {"));
+    let newer = text.replacen("\"format\": 2", "\"format\": 3", 1);
     assert!(matches!(
         Manifest::from_bytes(newer.as_bytes()),
         Err(Error::UnsupportedFormat {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
+        })
+    ));
+    // Format 1 lacked delta bases; such a manifest is refused, not half-read.
+    let older = text.replacen("\"format\": 2", "\"format\": 1", 1);
+    assert!(matches!(
+        Manifest::from_bytes(older.as_bytes()),
+        Err(Error::UnsupportedFormat {
+            found: 1,
+            supported: 2
         })
     ));
     let edited = text.replacen("\"mode\":448", "\"mode\":511", 1);
@@ -253,7 +281,7 @@ fn envelope_checks_format_checksum_and_kind() {
         Manifest::from_bytes(respaced.as_bytes()),
         Err(Error::ChecksumMismatch { .. })
     ));
-    let outside = text.replacen("\"format\": 1,", "\"format\":1,", 1);
+    let outside = text.replacen("\"format\": 2,", "\"format\":2,", 1);
     assert_ne!(outside, text);
     assert_eq!(Manifest::from_bytes(outside.as_bytes()).unwrap(), m);
     assert!(matches!(
@@ -392,6 +420,7 @@ fn large_manifest_round_trips() {
                             reference: if b == 0 { prior.clone() } else { None },
                             offset: b * 1000,
                             length: 1000,
+                            base: None,
                         })
                         .collect(),
                 });

@@ -49,7 +49,16 @@ fn file_strategy(targets: Vec<String>, refs: Vec<String>) -> impl Strategy<Value
     let block_map = prop::option::of((
         prop::sample::select(vec![1u32, 7, 8192, 65536]),
         0u64..8,
-        prop::collection::vec((hex(32), reference(), any::<u64>(), any::<u64>()), 8),
+        prop::collection::vec(
+            (
+                hex(32),
+                reference(),
+                any::<u64>(),
+                any::<u64>(),
+                (reference(), any::<u64>(), any::<u64>()),
+            ),
+            8,
+        ),
     ));
     (
         prop::sample::select(targets),
@@ -87,11 +96,19 @@ fn file_strategy(targets: Vec<String>, refs: Vec<String>) -> impl Strategy<Value
                         let blocks = blocks
                             .into_iter()
                             .take(nblocks as usize)
-                            .map(|(hash, reference, offset, length)| BlockRef {
+                            .map(|(hash, reference, offset, length, base)| BlockRef {
                                 hash,
                                 reference,
                                 offset,
                                 length,
+                                base: match base {
+                                    (Some(reference), offset, length) => Some(BlockBase {
+                                        reference,
+                                        offset,
+                                        length,
+                                    }),
+                                    (None, ..) => None,
+                                },
                             })
                             .collect();
                         (
@@ -489,7 +506,7 @@ proptest! {
         new_len in 0usize..50,
     ) {
         let prior: Vec<BlockRef> = (0..prior_len)
-            .map(|i| BlockRef { hash: block_hash(format!("p{i}").as_bytes()), reference: None, offset: i as u64, length: 1 })
+            .map(|i| BlockRef { hash: block_hash(format!("p{i}").as_bytes()), reference: None, offset: i as u64, length: 1, base: None })
             .collect();
         let new: Vec<String> = (0..new_len)
             .map(|i| {

@@ -489,6 +489,137 @@ pub fn decompress_to_vec(kind: CompressType, data: &[u8]) -> io::Result<Vec<u8>>
     Ok(out)
 }
 
+/// Delta coding of a piece against an earlier version of it: a zstd frame compressed with the
+/// earlier version (the *base*) as a raw-content prefix, so that what the two share costs a few
+/// bytes of back-references. Decoding needs the very same base bytes.
+///
+/// One coder serves many pieces (its tables are set up once); each base must outlive it.
+///
+/// ```
+/// use pgbr_storage::DeltaCoder;
+///
+/// let base = vec![7u8; 65536];
+/// let mut new = base.clone();
+/// new[1000..1010].copy_from_slice(b"0123456789");
+/// let mut coder = DeltaCoder::new(3)?;
+/// let delta = coder.encode(&base, &new)?;
+/// assert!(delta.len() < 100);
+/// assert_eq!(coder.decode(&base, &delta)?, new);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct DeltaCoder<'b> {
+    level: i32,
+    compressor: Option<zstd::zstd_safe::CCtx<'b>>,
+    decompressor: Option<zstd::zstd_safe::DCtx<'b>>,
+}
+
+impl fmt::Debug for DeltaCoder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeltaCoder")
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+impl<'b> DeltaCoder<'b> {
+    /// A coder that compresses at zstd `level`.
+    pub fn new(level: i32) -> io::Result<Self> {
+        let range = zstd::compression_level_range();
+        if !range.contains(&level) {
+            return Err(invalid_level(
+                CompressType::Zst,
+                level,
+                &format!("{}..={}", range.start(), range.end()),
+            ));
+        }
+        Ok(Self {
+            level,
+            compressor: None,
+            decompressor: None,
+        })
+    }
+
+    /// `data` as one zstd frame (with its content size and a checksum) that refers to `base`.
+    pub fn encode(&mut self, base: &'b [u8], data: &[u8]) -> io::Result<Vec<u8>> {
+        use zstd::zstd_safe::{CCtx, CParameter, ResetDirective};
+        let zerr = |code| io::Error::other(zstd::zstd_safe::get_error_name(code));
+        let level = self.level;
+        let ctx = match &mut self.compressor {
+            Some(ctx) => ctx,
+            none => {
+                let mut ctx =
+                    CCtx::try_create().ok_or_else(|| io::Error::other("out of memory"))?;
+                ctx.set_parameter(CParameter::CompressionLevel(level))
+                    .map_err(zerr)?;
+                ctx.set_parameter(CParameter::ChecksumFlag(true))
+                    .map_err(zerr)?;
+                none.insert(ctx)
+            }
+        };
+        ctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
+        ctx.set_pledged_src_size(Some(data.len() as u64))
+            .map_err(zerr)?;
+        ctx.ref_prefix(base).map_err(zerr)?;
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+        match ctx.compress2(&mut out, data) {
+            Ok(_) => Ok(out),
+            Err(code) => {
+                // A failed frame can leave the context mid-way: start afresh next time.
+                self.compressor = None;
+                Err(zerr(code))
+            }
+        }
+    }
+
+    /// The bytes [`DeltaCoder::encode`] coded against `base`. A frame that does not state its
+    /// size, states more than `max_size`, or does not decode with this base is
+    /// [`io::ErrorKind::InvalidData`].
+    pub fn decode_at_most(
+        &mut self,
+        base: &'b [u8],
+        delta: &[u8],
+        max_size: usize,
+    ) -> io::Result<Vec<u8>> {
+        use zstd::zstd_safe::{DCtx, ResetDirective};
+        let single_frame = zstd::zstd_safe::find_frame_compressed_size(delta) == Ok(delta.len());
+        let size = match zstd::zstd_safe::get_frame_content_size(delta) {
+            Ok(Some(n)) if single_frame && n <= max_size as u64 => n as usize,
+            _ => {
+                return Err(corrupt(
+                    CompressType::Zst,
+                    format!("not a delta frame of at most {max_size} bytes"),
+                ))
+            }
+        };
+        let ctx = match &mut self.decompressor {
+            Some(ctx) => ctx,
+            none => {
+                none.insert(DCtx::try_create().ok_or_else(|| io::Error::other("out of memory"))?)
+            }
+        };
+        let zerr = |code| corrupt(CompressType::Zst, zstd::zstd_safe::get_error_name(code));
+        ctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
+        ctx.ref_prefix(base).map_err(zerr)?;
+        let mut out = Vec::with_capacity(size);
+        match ctx.decompress(&mut out, delta) {
+            Ok(n) if n == size => Ok(out),
+            Ok(n) => Err(corrupt(
+                CompressType::Zst,
+                format!("{n} bytes where the delta frame states {size}"),
+            )),
+            Err(code) => {
+                self.decompressor = None;
+                Err(zerr(code))
+            }
+        }
+    }
+
+    /// [`DeltaCoder::decode_at_most`] with a limit of 64 MiB.
+    pub fn decode(&mut self, base: &'b [u8], delta: &[u8]) -> io::Result<Vec<u8>> {
+        self.decode_at_most(base, delta, 64 * 1024 * 1024)
+    }
+}
+
 /// Per-thread zstd contexts for one-shot pieces.
 mod zstd_piece {
     use std::cell::RefCell;
@@ -897,6 +1028,42 @@ mod tests {
                       read_chunk in 1usize..100_000) {
             let c = compress_chunked(kind, &data, &chunks);
             prop_assert_eq!(read_chunked(kind, &c, read_chunk).unwrap(), data);
+        }
+
+        #[test]
+        fn delta_round_trip_and_wrong_base(base in prop::collection::vec(any::<u8>(), 0..70_000),
+                                           edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..20),
+                                           grow in 0usize..5000,
+                                           pieces in 1usize..4) {
+            let mut new = base.clone();
+            new.extend((0..grow).map(|i| i as u8));
+            for (pos, byte) in &edits {
+                if !new.is_empty() {
+                    let p = pos % new.len();
+                    new[p] ^= byte | 1;
+                }
+            }
+            // One coder for several pieces, as the pipeline uses it.
+            let mut coder = DeltaCoder::new(3).unwrap();
+            for _ in 0..pieces {
+                let delta = coder.encode(&base, &new).unwrap();
+                prop_assert_eq!(&coder.decode(&base, &delta).unwrap(), &new);
+                prop_assert!(coder.decode_at_most(&base, &delta, new.len().saturating_sub(1)).is_err() || new.is_empty());
+                if base.len() > 64 && !edits.is_empty() {
+                    // Another base never silently gives other bytes.
+                    let mut other = base.clone();
+                    other[base.len() / 2] ^= 0x55;
+                    let decoded = DeltaCoder::new(3).unwrap().decode(&other, &delta);
+                    match decoded {
+                        Ok(out) => prop_assert_eq!(&out, &new),
+                        Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+                    }
+                }
+            }
+            if base.len() >= 8192 && edits.len() <= 4 && grow == 0 {
+                let delta = coder.encode(&base, &new).unwrap();
+                prop_assert!(delta.len() < 400, "{} bytes for {} edits", delta.len(), edits.len());
+            }
         }
 
         #[test]

@@ -49,6 +49,7 @@ mod cloud;
 mod codec;
 mod error;
 mod fault;
+mod local;
 pub mod posix;
 mod storage;
 
@@ -57,7 +58,7 @@ pub use cloud::{
     CONNECT_TIMEOUT, MAX_RETRIES, REQUEST_TIMEOUT, RETRY_TIMEOUT,
 };
 pub use codec::{
-    compress_to_vec, decompress_to_vec, CompressType, CompressWriter, DecompressReader,
+    compress_to_vec, decompress_to_vec, CompressType, CompressWriter, DecompressReader, DeltaCoder,
     ParseCompressTypeError,
 };
 pub use error::Error;

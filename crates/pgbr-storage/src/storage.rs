@@ -29,9 +29,9 @@ pub const LOCAL_PART_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
 
 /// Mode of repository files on a local repository.
-const LOCAL_FILE_MODE: u32 = 0o640;
+pub(crate) const LOCAL_FILE_MODE: u32 = 0o640;
 /// Mode of the repository root directory created by [`Storage::local`].
-const LOCAL_DIR_MODE: u32 = 0o750;
+pub(crate) const LOCAL_DIR_MODE: u32 = 0o750;
 
 /// One stored object, as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl fmt::Debug for Storage {
 }
 
 /// Checks and converts an object key.
-fn object_key(key: &str) -> Result<Path, Error> {
+pub(crate) fn object_key(key: &str) -> Result<Path, Error> {
     let path = prefix_key(key)?;
     if path.as_ref().is_empty() {
         return Err(Error::InvalidPath {
@@ -205,6 +205,13 @@ impl Storage {
     pub fn with_upload_concurrency(mut self, concurrency: usize) -> Storage {
         self.upload_concurrency = concurrency.max(1);
         self
+    }
+
+    /// Whether this is a local (posix) repository ([`Storage::local`]), whose
+    /// [`BlockingWriter`]s can publish under a name chosen at the end
+    /// ([`BlockingWriter::finish_as`]).
+    pub fn is_local(&self) -> bool {
+        self.local_fs.is_some() && self.local_root.is_some()
     }
 
     /// The description used in messages, such as `posix:/var/lib/pgbr` or `memory`.
@@ -423,9 +430,32 @@ impl Storage {
     /// (such as `spawn_blocking` workers): each call runs on `handle` with `block_on`.
     ///
     /// Do not use it from inside an async task: `Handle::block_on` panics there.
+    ///
+    /// A local repository's object is written directly by the calling thread, with the same
+    /// publication (staging file, fsync, rename, directory fsync) and modes as
+    /// [`Storage::writer`]'s, and its writeback starts while it is written.
     pub fn blocking_writer(&self, path: &str, handle: Handle) -> BlockingWriter {
+        let local = match (&self.local_fs, &self.local_root) {
+            (Some(fs), Some(root)) => object_key(path)
+                .and_then(|key| {
+                    fs.path_to_filesystem(&key)
+                        .map_err(|e| Error::store(path, e))
+                })
+                .map(|file| {
+                    crate::local::LocalObjectWriter::new(Arc::clone(fs), Arc::clone(root), file)
+                }),
+            _ => {
+                return BlockingWriter {
+                    target: Target::Store(self.writer(path)),
+                    handle,
+                }
+            }
+        };
         BlockingWriter {
-            writer: Some(self.writer(path)),
+            target: match local {
+                Ok(w) => Target::Local(w),
+                Err(e) => Target::Invalid(e),
+            },
             handle,
         }
     }
@@ -479,7 +509,7 @@ impl Storage {
     }
 }
 
-fn fix_perms_blocking(root: &FsPath, file: &FsPath) -> Result<(), Error> {
+pub(crate) fn fix_perms_blocking(root: &FsPath, file: &FsPath) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(LOCAL_FILE_MODE))
         .map_err(|e| Error::io(file, e))?;
@@ -649,41 +679,83 @@ impl Drop for ObjectWriter {
 /// Call [`BlockingWriter::finish`] to publish the object; dropping it abandons the object.
 #[derive(Debug)]
 pub struct BlockingWriter {
-    writer: Option<ObjectWriter>,
+    target: Target,
     handle: Handle,
 }
 
-impl BlockingWriter {
-    fn writer_mut(&mut self) -> io::Result<&mut ObjectWriter> {
-        self.writer
-            .as_mut()
-            .ok_or_else(|| io::Error::other("blocking writer already finished or aborted"))
-    }
+#[derive(Debug)]
+enum Target {
+    Store(ObjectWriter),
+    Local(crate::local::LocalObjectWriter),
+    /// The object's path was refused; writes and `finish` fail with this error.
+    Invalid(Error),
+    Closed,
+}
 
+impl BlockingWriter {
     /// Completes the object; returns the bytes written.
     pub fn finish(mut self) -> Result<u64, Error> {
-        match self.writer.take() {
-            Some(w) => self.handle.block_on(w.finish()),
-            None => Err(Error::WriterClosed {
+        match std::mem::replace(&mut self.target, Target::Closed) {
+            Target::Store(w) => self.handle.block_on(w.finish()),
+            Target::Local(w) => w.finish(),
+            Target::Invalid(e) => Err(e),
+            Target::Closed => Err(Error::WriterClosed {
                 path: String::new(),
+            }),
+        }
+    }
+
+    /// Completes the object under `path` instead of the name it was opened with (which never
+    /// becomes visible); returns the bytes written. Only a local repository's writer can: any
+    /// other is abandoned and this is an error.
+    pub fn finish_as(mut self, path: &str) -> Result<u64, Error> {
+        match std::mem::replace(&mut self.target, Target::Closed) {
+            Target::Local(w) => w.finish_as(path),
+            Target::Store(w) => {
+                let _ = self.handle.block_on(w.abort());
+                Err(Error::InvalidPath {
+                    path: path.to_string(),
+                    reason: "only a local repository's object can be published under another name"
+                        .to_string(),
+                })
+            }
+            Target::Invalid(e) => Err(e),
+            Target::Closed => Err(Error::WriterClosed {
+                path: path.to_string(),
             }),
         }
     }
 
     /// Abandons the object.
     pub fn abort(mut self) -> Result<(), Error> {
-        match self.writer.take() {
-            Some(w) => self.handle.block_on(w.abort()),
-            None => Ok(()),
+        match std::mem::replace(&mut self.target, Target::Closed) {
+            Target::Store(w) => self.handle.block_on(w.abort()),
+            Target::Local(w) => w.abort(),
+            Target::Invalid(_) | Target::Closed => Ok(()),
         }
     }
 }
 
 impl io::Write for BlockingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let handle = self.handle.clone();
-        let w = self.writer_mut()?;
-        handle.block_on(w.write(buf))?;
+        match &mut self.target {
+            Target::Store(w) => self.handle.block_on(w.write(buf))?,
+            Target::Local(w) => {
+                if let Err(e) = w.write_all(buf) {
+                    // Like a failed store write: the object is abandoned.
+                    self.target = Target::Closed;
+                    return Err(e);
+                }
+            }
+            Target::Invalid(e) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+            }
+            Target::Closed => {
+                return Err(io::Error::other(
+                    "blocking writer already finished or aborted",
+                ))
+            }
+        }
         Ok(buf.len())
     }
 

@@ -374,6 +374,17 @@ pub struct Stanza {
 }
 
 impl Stanza {
+    /// Runs `pgbr verify` on stanza `main` and fails, with its output, unless it passes.
+    pub fn verify_ok(&self) {
+        let out = self.scratch.pgbr(&self.conf, &["--stanza=main", "verify"]);
+        assert!(
+            out.status.success(),
+            "verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `extra_global` goes into `[global]` (e.g. `process-max=2\n`).
     pub fn new(extra_global: &str) -> Stanza {
         Stanza::setup(Setup {
