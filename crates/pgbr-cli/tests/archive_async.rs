@@ -13,8 +13,9 @@ use common::{Cluster, Scratch};
 const SEGMENT: u64 = 1024 * 1024;
 
 struct Env {
-    scratch: Scratch,
+    // The server stops (drops) before its scratch directory is removed.
     src: Cluster,
+    scratch: Scratch,
     conf: PathBuf,
     repo: PathBuf,
     spool: PathBuf,

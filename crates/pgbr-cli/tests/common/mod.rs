@@ -363,8 +363,10 @@ pub struct Setup<'a> {
 /// A PostgreSQL cluster archiving through pgbr into a fresh repository, its stanza `main`
 /// created: what most end-to-end tests start from.
 pub struct Stanza {
-    pub scratch: Scratch,
+    // Fields drop in order: the server stops before its scratch directory is removed (the
+    // other way round, pg_ctl finds no data directory and the server outlives the test).
     pub src: Cluster,
+    pub scratch: Scratch,
     pub conf: PathBuf,
     pub repo: PathBuf,
     /// The `repo1-*` lines of the configuration.
