@@ -135,6 +135,53 @@ impl Drop for LocalObjectWriter {
     }
 }
 
+/// Whether `name` is a staging file's name: `<object name>#<digits>`.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the staging files below `dir` (a directory inside the repository `root`, or nothing),
+/// then the directories from `dir` down that are left empty (never `root`). Used after the
+/// objects below a prefix were deleted.
+pub(crate) fn remove_staging_files(root: &Path, dir: &Path) -> Result<(), Error> {
+    if dir == root || !dir.starts_with(root) {
+        return Ok(());
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut removed = false;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if kind.is_dir() {
+            remove_staging_files(root, &path)?;
+        } else if entry.file_name().to_str().is_some_and(is_staging_name) {
+            match fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+    // Only an empty directory goes (a concurrent writer's new file keeps it).
+    match fs::remove_dir(dir) {
+        Ok(()) => removed = true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(_) => {}
+    }
+    if removed {
+        if let Some(parent) = dir.parent() {
+            crate::posix::sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 /// fsync, close, rename over `target`, fsync of the directory.
 fn publish(file: File, staging: &Path, target: &Path) -> Result<(), Error> {
     file.sync_all().map_err(|e| Error::io(staging, e))?;
@@ -338,6 +385,47 @@ mod tests {
         drop(w);
         assert_eq!(tree(dir.path()), vec![("d".to_string(), 0o750)]);
         assert!(rt.block_on(storage.list("d")).expect("list").is_empty());
+    }
+
+    #[test]
+    fn deleting_a_prefix_also_removes_staging_files_a_killed_writer_left() {
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::local(dir.path()).expect("local");
+        let mut w = storage.blocking_writer("backup/x/a/object", rt.handle().clone());
+        w.write_all(b"done").expect("write");
+        w.finish().expect("finish");
+        let mut w = storage.blocking_writer("backup/y/kept", rt.handle().clone());
+        w.write_all(b"kept").expect("write");
+        w.finish().expect("finish");
+        // What a killed writer leaves: a staging file the listing does not show, plus one whose
+        // name only looks like it (not all digits after '#'), which is an object.
+        std::fs::create_dir_all(dir.path().join("backup/x/b")).expect("mkdir");
+        std::fs::write(dir.path().join("backup/x/b/object#1234"), b"partial").expect("staging");
+        std::fs::write(dir.path().join("backup/y/other#12ab"), b"object").expect("object");
+        std::fs::write(dir.path().join("backup/y/left#99"), b"partial").expect("staging");
+        assert_eq!(
+            rt.block_on(storage.list("backup/x")).expect("list").len(),
+            1
+        );
+
+        assert_eq!(
+            rt.block_on(storage.delete_prefix("backup/x/"))
+                .expect("delete"),
+            1
+        );
+        assert!(
+            !dir.path().join("backup/x").exists(),
+            "{:?}",
+            tree(dir.path())
+        );
+        // Another prefix keeps everything, its own staging file included.
+        assert!(dir.path().join("backup/y/left#99").exists());
+        assert!(dir.path().join("backup/y/other#12ab").exists());
+        assert!(dir.path().join("backup/y/kept").exists());
+        assert!(crate::local::is_staging_name("a#1"));
+        assert!(!crate::local::is_staging_name("a#1b"));
+        assert!(!crate::local::is_staging_name("a#"));
     }
 
     #[test]

@@ -411,6 +411,17 @@ impl Storage {
                 Err(e) => return Err(Error::store(prefix, e)),
             }
         }
+        if let (Some(fs), Some(root)) = (&self.local_fs, &self.local_root) {
+            // Listing skips the staging files a killed writer leaves (`<name>#<digits>`), so
+            // the deletes above leave them, and the directories holding them, behind.
+            let dir = fs
+                .path_to_filesystem(&key)
+                .map_err(|e| Error::store(prefix, e))?;
+            let root = Arc::clone(root);
+            tokio::task::spawn_blocking(move || crate::local::remove_staging_files(&root, &dir))
+                .await
+                .map_err(|e| task_error(prefix, e))??;
+        }
         Ok(deleted)
     }
 
