@@ -225,15 +225,10 @@ pub async fn upgrade(
     lock_path: &Path,
 ) -> Result<StanzaUpgraded> {
     let _lock = crate::lock::Lock::acquire(lock_path, stanza)?;
-    let ClusterAndInfo {
-        system_id,
-        pg_version,
-        storage,
-        name,
-        archive,
-        backup,
-    } = ClusterAndInfo::read(repo_opts, stanza, pg).await?;
-    let (Some(mut archive), Some(mut backup)) = (archive, backup) else {
+    let found = ClusterAndInfo::read(repo_opts, stanza, pg).await?;
+    let (system_id, pg_version) = (found.system_id, found.pg_version);
+    let (storage, name) = (found.storage, found.name);
+    let (Some(mut archive), Some(mut backup)) = (found.archive, found.backup) else {
         return Err(Error::StanzaMissing {
             stanza: stanza.to_string(),
             repo: name,

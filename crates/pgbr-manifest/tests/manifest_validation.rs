@@ -251,23 +251,14 @@ fn envelope_checks_format_checksum_and_kind() {
     let m = manifest();
     let text = String::from_utf8(m.to_bytes().unwrap()).unwrap();
     assert!(text.starts_with("{\n  \"format\": 2,\n  \"manifest\": {"));
-    let newer = text.replacen("\"format\": 2", "\"format\": 3", 1);
-    assert!(matches!(
-        Manifest::from_bytes(newer.as_bytes()),
-        Err(Error::UnsupportedFormat {
-            found: 3,
-            supported: 2
-        })
-    ));
-    // Format 1 lacked delta bases; such a manifest is refused, not half-read.
-    let older = text.replacen("\"format\": 2", "\"format\": 1", 1);
-    assert!(matches!(
-        Manifest::from_bytes(older.as_bytes()),
-        Err(Error::UnsupportedFormat {
-            found: 1,
-            supported: 2
-        })
-    ));
+    // A newer format, and format 1 (which lacked delta bases), are refused, not half-read.
+    for other in [3u64, 1] {
+        let text = text.replacen("\"format\": 2", &format!("\"format\": {other}"), 1);
+        assert!(matches!(
+            Manifest::from_bytes(text.as_bytes()),
+            Err(Error::UnsupportedFormat { found, supported: 2 }) if found == other
+        ));
+    }
     let edited = text.replacen("\"mode\":448", "\"mode\":511", 1);
     assert_ne!(edited, text);
     assert!(matches!(

@@ -274,6 +274,20 @@ mod tests {
             .expect("runtime")
     }
 
+    /// A runtime, a temporary directory and a local repository in it.
+    fn local_repo() -> (tokio::runtime::Runtime, tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::local(dir.path()).expect("local");
+        (runtime(), dir, storage)
+    }
+
+    /// Writes `data` as the object `path` through a blocking writer.
+    fn write_object(rt: &tokio::runtime::Runtime, storage: &Storage, path: &str, data: &[u8]) {
+        let mut w = storage.blocking_writer(path, rt.handle().clone());
+        w.write_all(data).expect("write");
+        w.finish().expect("finish");
+    }
+
     /// Every file and directory below `dir`, relative, with its mode.
     fn tree(dir: &std::path::Path) -> Vec<(String, u32)> {
         let mut out = Vec::new();
@@ -300,9 +314,7 @@ mod tests {
 
     #[test]
     fn a_streamed_object_appears_whole_with_the_repository_modes_and_no_staging_file() {
-        let rt = runtime();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::local(dir.path()).expect("local");
+        let (rt, dir, storage) = local_repo();
         let data: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
         let mut w = storage.blocking_writer("a/b/c/object", rt.handle().clone());
         for piece in data.chunks(100_000) {
@@ -344,9 +356,7 @@ mod tests {
 
     #[test]
     fn an_object_can_be_published_under_a_name_chosen_at_the_end() {
-        let rt = runtime();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::local(dir.path()).expect("local");
+        let (rt, dir, storage) = local_repo();
         assert!(storage.is_local());
         let mut w = storage.blocking_writer("wal/seg.pending", rt.handle().clone());
         w.write_all(b"segment bytes").expect("write");
@@ -374,9 +384,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_object_leaves_nothing_behind() {
-        let rt = runtime();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::local(dir.path()).expect("local");
+        let (rt, dir, storage) = local_repo();
         let mut w = storage.blocking_writer("d/aborted", rt.handle().clone());
         w.write_all(&[7u8; 4096]).expect("write");
         w.abort().expect("abort");
@@ -389,15 +397,9 @@ mod tests {
 
     #[test]
     fn deleting_a_prefix_also_removes_staging_files_a_killed_writer_left() {
-        let rt = runtime();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::local(dir.path()).expect("local");
-        let mut w = storage.blocking_writer("backup/x/a/object", rt.handle().clone());
-        w.write_all(b"done").expect("write");
-        w.finish().expect("finish");
-        let mut w = storage.blocking_writer("backup/y/kept", rt.handle().clone());
-        w.write_all(b"kept").expect("write");
-        w.finish().expect("finish");
+        let (rt, dir, storage) = local_repo();
+        write_object(&rt, &storage, "backup/x/a/object", b"done");
+        write_object(&rt, &storage, "backup/y/kept", b"kept");
         // What a killed writer leaves: a staging file the listing does not show, plus one whose
         // name only looks like it (not all digits after '#'), which is an object.
         std::fs::create_dir_all(dir.path().join("backup/x/b")).expect("mkdir");
@@ -430,9 +432,7 @@ mod tests {
 
     #[test]
     fn a_path_outside_the_repository_is_refused() {
-        let rt = runtime();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::local(dir.path()).expect("local");
+        let (rt, dir, storage) = local_repo();
         let mut w = storage.blocking_writer("../escape", rt.handle().clone());
         assert!(w.write_all(b"x").is_err());
         assert!(w.finish().is_err());
