@@ -64,6 +64,18 @@ fn backup(env: &Env, kind: &str) -> (String, serde_json::Value, String) {
 
 /// Restores `label` (recovery stops at the backup's consistency point), starts it, returns the
 /// cluster.
+/// A stanza (`extra` in `[global]`) whose cluster holds pgbench at `scale`, vacuumed (so that
+/// hint bits and the visibility map do not change every page before the next backup), and its
+/// full backup: (env, label, info summary).
+fn pgbench_full(extra: &str, scale: u32) -> (Env, String, serde_json::Value) {
+    let env = setup(extra);
+    env.src.pgbench_init(scale);
+    env.src.psql("vacuum (freeze, analyze)");
+    env.src.psql("checkpoint");
+    let (label, summary, _) = backup(&env, "full");
+    (env, label, summary)
+}
+
 fn restore(env: &Env, name: &str, label: &str) -> Cluster {
     env.restore_and_start(
         name,
@@ -90,11 +102,10 @@ fn digest(c: &Cluster) -> String {
 /// small, and verify.
 #[test]
 fn encrypted_delta_coded_incrementals_restore_exactly_and_verify() {
-    let env = setup("repo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass=delta-coded-blocks\n");
-    env.src.pgbench_init(10);
-    env.src.psql("vacuum (freeze, analyze)");
-    env.src.psql("checkpoint");
-    let (_, full, _) = backup(&env, "full");
+    let (env, _, full) = pgbench_full(
+        "repo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass=delta-coded-blocks\n",
+        10,
+    );
     let full_stored = full["size_stored"].as_u64().expect("full");
     let mut labels = Vec::new();
     for step in 1..=2 {
@@ -205,11 +216,7 @@ fn bytes_written(log: &str) -> u64 {
 
 #[test]
 fn block_incremental_is_small_and_delta_restore_rewrites_only_what_differs() {
-    let env = setup("");
-    env.src.pgbench_init(20);
-    env.src.psql("vacuum (freeze, analyze)");
-    env.src.psql("checkpoint");
-    let (full_label, full, _) = backup(&env, "full");
+    let (env, full_label, full) = pgbench_full("", 20);
     // Touch about 1% of pgbench_accounts' rows, which sit in about 1% of its pages.
     env.src
         .psql("update pgbench_accounts set abalance = abalance + 7 where aid <= 20000");
