@@ -62,8 +62,9 @@ struct Job {
     mtime: i64,
     mode: u32,
     pages: Option<PageCheckSpec>,
-    /// The same file in the prior backup, references resolved (incremental backups).
-    prior: Option<FileEntry>,
+    /// The same file in the prior backup, references resolved (incremental backups). Boxed:
+    /// most jobs have none, and a cluster of many files holds every job at once.
+    prior: Option<Box<FileEntry>>,
 }
 
 /// What a worker does.
@@ -431,7 +432,7 @@ pub async fn run(
                     files.push(e);
                     continue;
                 }
-                job.prior = Some(carried(p, p_label));
+                job.prior = Some(Box::new(carried(p, p_label)));
             }
         }
         // Stored by the interrupted attempt this one resumes, and unchanged since before it began.
@@ -875,7 +876,7 @@ fn store_work(
                     if p.size == job.size && p.block_map.is_none() {
                         if let Ok((_, sum)) = pipeline::hash_file(&job.source) {
                             if sum == p.checksum {
-                                let mut e = p.clone();
+                                let mut e = (**p).clone();
                                 e.mode = job.mode;
                                 e.mtime = job.mtime;
                                 return Ok(vec![e]);

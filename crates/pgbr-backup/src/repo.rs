@@ -323,13 +323,16 @@ impl Repository {
     /// Serializes, compresses and encrypts a manifest for storing (see
     /// [`Repository::open_manifest`]).
     fn close_manifest(&self, manifest: &Manifest, what: &str) -> Result<Vec<u8>> {
-        let plain = manifest.to_bytes().map_err(|source| Error::Manifest {
+        // Serialized straight into the compressor: a manifest of many files is never held
+        // uncompressed.
+        let compress_err = |e| Error::Internal(format!("compressing the {what}: {e}"));
+        let w = pgbr_storage::CompressWriter::new(CompressType::Zst, MANIFEST_LEVEL, Vec::new())
+            .map_err(compress_err)?;
+        let w = manifest.write_to(w).map_err(|source| Error::Manifest {
             context: what.to_string(),
             source,
         })?;
-        let compressed = pgbr_storage::compress_to_vec(CompressType::Zst, MANIFEST_LEVEL, &plain)
-            .map_err(|e| Error::Internal(format!("compressing the {what}: {e}")))?;
-        drop(plain);
+        let compressed = w.finish().map_err(compress_err)?;
         self.seal(compressed)
     }
 

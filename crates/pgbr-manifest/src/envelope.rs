@@ -122,8 +122,77 @@ impl Formatter for Layout {
     }
 }
 
-/// Writes the envelope into a buffer of `capacity` bytes: `format`, `kind`
-/// (info files only), the content under `body`, then its checksum.
+/// Passes bytes on to `inner`, hashing them while `hasher` is set.
+struct Hashing<W> {
+    inner: W,
+    hasher: Option<blake3::Hasher>,
+}
+
+impl<W: io::Write> io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Streams the envelope into `w`: `format`, `kind` (info files only), the content under
+/// `body`, then its checksum (hashed as the content goes by, so nothing is held in memory).
+/// Returns `w`.
+fn write_to<T: Serialize + ?Sized, W: io::Write>(
+    format: u32,
+    kind: Option<&str>,
+    body: &str,
+    content: &T,
+    w: W,
+) -> Result<W, Error> {
+    use io::Write as _;
+    let io_err = serde_json::Error::io;
+    let mut out = Hashing {
+        inner: w,
+        hasher: None,
+    };
+    out.write_all(format!("{{\n  \"format\": {format},\n").as_bytes())
+        .map_err(io_err)?;
+    if let Some(kind) = kind {
+        out.write_all(b"  \"kind\": ").map_err(io_err)?;
+        serde_json::to_writer(&mut out, kind)?;
+        out.write_all(b",\n").map_err(io_err)?;
+    }
+    out.write_all(format!("  \"{body}\": ").as_bytes())
+        .map_err(io_err)?;
+    out.hasher = Some(blake3::Hasher::new());
+    {
+        // serde_json writes in small pieces: they are gathered before the hasher and `w`.
+        let mut buffered = io::BufWriter::with_capacity(64 * 1024, &mut out);
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut buffered,
+            Layout {
+                depth: 1,
+                has_value: false,
+            },
+        );
+        content.serialize(&mut ser)?;
+        buffered.flush().map_err(io_err)?;
+    }
+    let checksum = out
+        .hasher
+        .take()
+        .map(|h| h.finalize())
+        .unwrap_or_else(|| blake3::hash(b""));
+    out.write_all(b",\n  \"checksum\": \"").map_err(io_err)?;
+    out.write_all(checksum.to_hex().as_bytes())
+        .map_err(io_err)?;
+    out.write_all(b"\"\n}\n").map_err(io_err)?;
+    Ok(out.inner)
+}
+
+/// Writes the envelope into a buffer of `capacity` bytes (see [`write_to`]).
 fn write<T: Serialize + ?Sized>(
     format: u32,
     kind: Option<&str>,
@@ -131,28 +200,7 @@ fn write<T: Serialize + ?Sized>(
     content: &T,
     capacity: usize,
 ) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(capacity);
-    out.extend_from_slice(format!("{{\n  \"format\": {format},\n").as_bytes());
-    if let Some(kind) = kind {
-        out.extend_from_slice(b"  \"kind\": ");
-        serde_json::to_writer(&mut out, kind)?;
-        out.extend_from_slice(b",\n");
-    }
-    out.extend_from_slice(format!("  \"{body}\": ").as_bytes());
-    let start = out.len();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut out,
-        Layout {
-            depth: 1,
-            has_value: false,
-        },
-    );
-    content.serialize(&mut ser)?;
-    let checksum = blake3::hash(&out[start..]);
-    out.extend_from_slice(b",\n  \"checksum\": \"");
-    out.extend_from_slice(checksum.to_hex().as_bytes());
-    out.extend_from_slice(b"\"\n}\n");
-    Ok(out)
+    write_to(format, kind, body, content, Vec::with_capacity(capacity))
 }
 
 /// Writes `{"format":..,"kind":..,"content":..,"checksum":..}`.
@@ -172,6 +220,15 @@ pub(crate) fn write_manifest<T: Serialize + ?Sized>(
     capacity: usize,
 ) -> Result<Vec<u8>, Error> {
     write(format, None, "manifest", manifest, capacity)
+}
+
+/// Streams `{"format":..,"manifest":..,"checksum":..}` into `w` and returns it.
+pub(crate) fn write_manifest_to<T: Serialize + ?Sized, W: io::Write>(
+    format: u32,
+    manifest: &T,
+    w: W,
+) -> Result<W, Error> {
+    write_to(format, None, "manifest", manifest, w)
 }
 
 /// Reads an envelope written by [`write_kind`], checking format, kind and checksum.

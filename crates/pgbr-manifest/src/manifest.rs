@@ -417,6 +417,13 @@ impl Manifest {
         envelope::write_manifest(MANIFEST_FORMAT, &SortedManifest::new(self), capacity)
     }
 
+    /// Streams the bytes [`Manifest::to_bytes`] returns into `w` (a compressor, a file) without
+    /// holding them, and returns `w`. For a manifest of many files this saves a buffer of about
+    /// 270 bytes per file.
+    pub fn write_to<W: std::io::Write>(&self, w: W) -> Result<W, Error> {
+        envelope::write_manifest_to(MANIFEST_FORMAT, &SortedManifest::new(self), w)
+    }
+
     /// Loads a manifest written by [`Manifest::to_bytes`]: checks the format
     /// version, the self-checksum, then [`Manifest::validate`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, Error> {

@@ -410,6 +410,8 @@ proptest! {
     fn manifest_to_bytes_is_deterministic(m in manifest_strategy(), seed in any::<u64>()) {
         let a = m.to_bytes().unwrap();
         prop_assert_eq!(&a, &m.to_bytes().unwrap());
+        // Streamed, the same bytes.
+        prop_assert_eq!(&a, &m.write_to(Vec::new()).unwrap());
         let mut shuffled = m.clone();
         let n = shuffled.files.len();
         if n > 1 {
