@@ -436,6 +436,11 @@ fn seal_delta(codec: &Codec, delta: &[u8]) -> io::Result<Vec<u8>> {
     pgbr_crypto::encrypt_to_vec(codec.cipher, codec.key.as_ref(), delta)
 }
 
+/// A coder for decoding deltas (its level only matters when encoding).
+fn delta_decoder<'b>() -> Result<pgbr_storage::DeltaCoder<'b>> {
+    pgbr_storage::DeltaCoder::new(3).map_err(|e| Error::Internal(format!("delta decoder: {e}")))
+}
+
 /// Opens a piece stored with [`seal_delta`] against `base` (at most `max_size` bytes).
 fn unseal_delta<'b>(
     codec: &Codec,
@@ -491,7 +496,9 @@ pub(crate) fn store_blocks(
         Err(e) => return Err(Error::io("unable to open", src, e)),
     };
     let io_err = |e: io::Error| Error::io("unable to store", src, e);
-    let deltas = codec.compress_type == CompressType::Zst;
+    // Changed blocks are delta-coded with zstd, when earlier versions can be read.
+    let deltas = codec.compress_type == CompressType::Zst
+        && prior.as_ref().is_some_and(|p| p.bases.is_some());
     let mut window = vec![0u8; WINDOW_BLOCKS * BLOCK_SIZE];
     let mut hasher = blake3::Hasher::new();
     let mut writer: Option<pgbr_storage::BlockingWriter> = None;
@@ -505,7 +512,6 @@ pub(crate) fn store_blocks(
         if n == 0 {
             break;
         }
-        let first = blocks.len();
         // Changed blocks of this window: (index in `blocks`, the block, its delta base).
         let mut changed: Vec<(usize, &[u8], Option<BlockBase>)> = Vec::new();
         for chunk in window[..n].chunks(BLOCK_SIZE) {
@@ -528,15 +534,13 @@ pub(crate) fn store_blocks(
                     base: b.base.clone(),
                 }),
                 _ => {
-                    let base = before
-                        .filter(|_| deltas && prior.as_ref().is_some_and(|p| p.bases.is_some()))
-                        .map(|(b, label)| {
-                            b.base.clone().unwrap_or_else(|| BlockBase {
-                                reference: b.reference.clone().unwrap_or_else(|| label.to_string()),
-                                offset: b.offset,
-                                length: b.length,
-                            })
-                        });
+                    let base = before.filter(|_| deltas).map(|(b, label)| {
+                        b.base.clone().unwrap_or_else(|| BlockBase {
+                            reference: b.reference.clone().unwrap_or_else(|| label.to_string()),
+                            offset: b.offset,
+                            length: b.length,
+                        })
+                    });
                     changed.push((index, chunk, base));
                     blocks.push(BlockRef {
                         hash,
@@ -548,7 +552,6 @@ pub(crate) fn store_blocks(
                 }
             }
         }
-        debug_assert!(blocks.len() - first <= WINDOW_BLOCKS);
         if changed.is_empty() {
             continue;
         }
@@ -600,6 +603,86 @@ pub(crate) fn store_blocks(
 /// Largest gap between two wanted pieces read through in one ranged read.
 const MAX_GAP_BYTES: u64 = 256 * 1024;
 
+/// Where a stored piece is: in the object of the backup `reference` names (`None`: this one),
+/// `length` bytes from `offset`.
+#[derive(Clone, Copy)]
+struct PieceAt<'a> {
+    reference: Option<&'a str>,
+    offset: u64,
+    length: u64,
+}
+
+impl<'a> From<&'a BlockRef> for PieceAt<'a> {
+    fn from(b: &'a BlockRef) -> Self {
+        PieceAt {
+            reference: b.reference.as_deref(),
+            offset: b.offset,
+            length: b.length,
+        }
+    }
+}
+
+impl<'a> From<&'a BlockBase> for PieceAt<'a> {
+    fn from(b: &'a BlockBase) -> Self {
+        PieceAt {
+            reference: Some(&b.reference),
+            offset: b.offset,
+            length: b.length,
+        }
+    }
+}
+
+/// Splits `pieces` into runs that one ranged read each fetches: pieces of the same object, in
+/// order, at most `max_gap` bytes apart, spanning at most [`MAX_RUN_BYTES`], at most
+/// `max_count` of them.
+fn runs_of(pieces: &[PieceAt], max_gap: u64, max_count: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < pieces.len() {
+        let first = pieces[i];
+        let mut end = i + 1;
+        while end < pieces.len() && end - i < max_count {
+            let (prev, next) = (pieces[end - 1], pieces[end]);
+            let prev_end = prev.offset + prev.length;
+            if next.reference != first.reference
+                || next.offset < prev_end
+                || next.offset - prev_end > max_gap
+                || next.offset + next.length - first.offset > MAX_RUN_BYTES
+            {
+                break;
+            }
+            end += 1;
+        }
+        runs.push(i..end);
+        i = end;
+    }
+    runs
+}
+
+/// Fetches `run` (pieces of `object`, as [`runs_of`] groups them) with one ranged read and
+/// hands each piece's stored bytes, with its place in `run`, to `each`.
+fn read_run(
+    storage: &Storage,
+    object: &str,
+    run: &[PieceAt],
+    handle: &tokio::runtime::Handle,
+    each: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Ok(());
+    };
+    let raw =
+        handle.block_on(storage.get_range(object, first.offset..last.offset + last.length))?;
+    for (k, p) in run.iter().enumerate() {
+        let start = (p.offset - first.offset) as usize;
+        let piece = raw
+            .get(start..start + p.length as usize)
+            .ok_or_else(|| Error::Corrupt(format!("{object}: shorter than its block map says")))?;
+        each(k, piece)?;
+    }
+    Ok(())
+}
+
 /// Reads and opens the whole (not delta-coded) stored blocks at `bases`, in order, with one
 /// ranged read per group of pieces that lie close together, in order, in one object.
 /// `object_of` and `codec_of` as for [`fetch_blocks`]; each block is at most `max_size` bytes.
@@ -611,46 +694,25 @@ fn fetch_bases(
     max_size: usize,
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<Vec<u8>>> {
+    let pieces: Vec<PieceAt> = bases.iter().map(|&b| PieceAt::from(b)).collect();
     let mut out = Vec::with_capacity(bases.len());
-    let mut i = 0;
-    while i < bases.len() {
-        let first = bases[i];
-        let mut end = i + 1;
-        while end < bases.len() {
-            let (prev, next) = (bases[end - 1], bases[end]);
-            let prev_end = prev.offset + prev.length;
-            if next.reference != first.reference
-                || next.offset < prev_end
-                || next.offset - prev_end > MAX_GAP_BYTES
-                || next.offset + next.length - first.offset > MAX_RUN_BYTES
-            {
-                break;
-            }
-            end += 1;
-        }
-        let reference = Some(first.reference.as_str());
-        let object = object_of(reference);
-        let codec = codec_of(reference)?;
-        let last = bases[end - 1];
-        let raw =
-            handle.block_on(storage.get_range(&object, first.offset..last.offset + last.length))?;
-        for b in &bases[i..end] {
-            let start = (b.offset - first.offset) as usize;
-            let piece = raw.get(start..start + b.length as usize).ok_or_else(|| {
-                Error::Corrupt(format!("{object}: shorter than a block map says"))
-            })?;
-            let plain = open_piece(&codec, &object, b.offset, piece)?;
+    for run in runs_of(&pieces, MAX_GAP_BYTES, usize::MAX) {
+        let run = &pieces[run];
+        let object = object_of(run[0].reference);
+        let codec = codec_of(run[0].reference)?;
+        read_run(storage, &object, run, handle, &mut |k, piece| {
+            let offset = run[k].offset;
+            let plain = open_piece(&codec, &object, offset, piece)?;
             if plain.len() > max_size {
                 return Err(Error::Corrupt(format!(
-                    "{object} (bytes {}..{}): a block of {} bytes, more than {max_size}",
-                    b.offset,
-                    b.offset + b.length,
+                    "{object} (bytes {offset}..{}): a block of {} bytes, more than {max_size}",
+                    offset + piece.len() as u64,
                     plain.len()
                 )));
             }
             out.push(plain);
-        }
-        i = end;
+            Ok(())
+        })?;
     }
     Ok(out)
 }
@@ -889,9 +951,7 @@ pub(crate) fn fetch_delta_range(
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<u8>> {
     let raw = handle.block_on(storage.get_range(object, offset..offset + length))?;
-    let mut coder = pgbr_storage::DeltaCoder::new(3)
-        .map_err(|e| Error::Internal(format!("delta decoder: {e}")))?;
-    unseal_delta(codec, &mut coder, base, &raw, BLOCK_SIZE).map_err(|e| {
+    unseal_delta(codec, &mut delta_decoder()?, base, &raw, BLOCK_SIZE).map_err(|e| {
         Error::Corrupt(format!(
             "{object} (bytes {offset}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
             offset + length
@@ -943,30 +1003,15 @@ pub(crate) fn fetch_blocks(
 ) -> Result<u64> {
     use std::os::unix::fs::FileExt;
     // Runs of blocks stored one after another in one object.
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < blocks.len() {
-        let first = &blocks[i];
-        let mut end = i + 1;
-        while end < blocks.len()
-            && end - i < MAX_RUN_BLOCKS
-            && blocks[end].reference == first.reference
-            && blocks[end].offset == blocks[end - 1].offset + blocks[end - 1].length
-            && blocks[end].offset + blocks[end].length - first.offset <= MAX_RUN_BYTES
-        {
-            end += 1;
-        }
-        runs.push(i..end);
-        i = end;
-    }
+    let pieces: Vec<PieceAt> = blocks.iter().map(PieceAt::from).collect();
+    let runs = runs_of(&pieces, 0, MAX_RUN_BLOCKS);
     // Reads one run and decodes its blocks in order, handing each to `each(index in blocks)`.
     let decode = |run: &std::ops::Range<usize>,
                   each: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>|
      -> Result<()> {
-        let first = &blocks[run.start];
-        let last = &blocks[run.end - 1];
-        let object = object_of(first.reference.as_deref());
-        let codec = codec_of(first.reference.as_deref())?;
+        let reference = pieces[run.start].reference;
+        let object = object_of(reference);
+        let codec = codec_of(reference)?;
         let wanted: Vec<&BlockBase> = blocks[run.clone()]
             .iter()
             .filter_map(|b| b.base.as_ref())
@@ -980,33 +1025,31 @@ pub(crate) fn fetch_blocks(
             handle,
         )?;
         let mut next_base = bases.iter();
-        let mut coder = pgbr_storage::DeltaCoder::new(3)
-            .map_err(|e| Error::Internal(format!("delta decoder: {e}")))?;
-        let raw =
-            handle.block_on(storage.get_range(&object, first.offset..last.offset + last.length))?;
-        for (k, b) in blocks[run.clone()].iter().enumerate() {
-            let start = (b.offset - first.offset) as usize;
-            let piece = raw.get(start..start + b.length as usize).ok_or_else(|| {
-                Error::Corrupt(format!("{object}: shorter than its block map says"))
-            })?;
-            let plain = match b.base {
-                Some(_) => match next_base.next() {
-                    Some(base) => {
-                        unseal_delta(&codec, &mut coder, base, piece, block_size as usize)
-                    }
-                    None => return Err(Error::Internal("a delta base was not fetched".into())),
-                },
-                None => unseal(&codec, piece),
-            };
-            let plain = plain.map_err(|e| {
+        let mut coder = delta_decoder()?;
+        read_run(
+            storage,
+            &object,
+            &pieces[run.clone()],
+            handle,
+            &mut |k, piece| {
+                let plain = match blocks[run.start + k].base {
+                    Some(_) => match next_base.next() {
+                        Some(base) => {
+                            unseal_delta(&codec, &mut coder, base, piece, block_size as usize)
+                        }
+                        None => return Err(Error::Internal("a delta base was not fetched".into())),
+                    },
+                    None => unseal(&codec, piece),
+                };
+                let plain = plain.map_err(|e| {
                 Error::Corrupt(format!(
                     "{object}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
                     first_index + run.start + k
                 ))
             })?;
-            each(run.start + k, plain)?;
-        }
-        Ok(())
+                each(run.start + k, plain)
+            },
+        )
     };
     let mut written = 0u64;
     // Hashes or checks one block, then writes it at its place.
