@@ -18,15 +18,30 @@ use crate::error::Error;
 /// Bytes written between two requests to start writeback.
 const WRITEBACK_EVERY: u64 = 1024 * 1024;
 
+/// A local repository: its object store (which names its files) and its root directory.
+#[derive(Debug)]
+pub(crate) struct LocalRepo {
+    pub(crate) fs: Arc<object_store::local::LocalFileSystem>,
+    pub(crate) root: PathBuf,
+}
+
+impl LocalRepo {
+    /// The file of the object `path`.
+    pub(crate) fn file_of(&self, path: &str) -> Result<PathBuf, Error> {
+        let key = crate::storage::object_key(path)?;
+        self.fs
+            .path_to_filesystem(&key)
+            .map_err(|e| Error::store(path, e))
+    }
+}
+
 /// One object of a local repository being written (see the module documentation).
 ///
 /// Nothing is visible at the object's name before [`LocalObjectWriter::finish`]; dropping the
 /// writer (or [`LocalObjectWriter::abort`]) removes the staging file.
 #[derive(Debug)]
 pub(crate) struct LocalObjectWriter {
-    /// Resolves object names to files (for [`LocalObjectWriter::finish_as`]).
-    fs: Arc<object_store::local::LocalFileSystem>,
-    root: Arc<PathBuf>,
+    repo: Arc<LocalRepo>,
     target: PathBuf,
     staging: Option<(File, PathBuf)>,
     written: u64,
@@ -35,16 +50,11 @@ pub(crate) struct LocalObjectWriter {
 }
 
 impl LocalObjectWriter {
-    /// A writer of the object at `target`, a path inside the repository `root`. The staging
-    /// file is created at the first write.
-    pub(crate) fn new(
-        fs: Arc<object_store::local::LocalFileSystem>,
-        root: Arc<PathBuf>,
-        target: PathBuf,
-    ) -> Self {
+    /// A writer of the object at `target`, a file inside `repo`. The staging file is created at
+    /// the first write.
+    pub(crate) fn new(repo: Arc<LocalRepo>, target: PathBuf) -> Self {
         Self {
-            fs,
-            root,
+            repo,
             target,
             staging: None,
             written: 0,
@@ -78,11 +88,7 @@ impl LocalObjectWriter {
     /// Makes the object durable and visible under the object name `path` (in the same
     /// directory as the name it was opened with, so the rename stays atomic).
     pub(crate) fn finish_as(mut self, path: &str) -> Result<u64, Error> {
-        let key = crate::storage::object_key(path)?;
-        let target = self
-            .fs
-            .path_to_filesystem(&key)
-            .map_err(|e| Error::store(path, e))?;
+        let target = self.repo.file_of(path)?;
         if target.parent() != self.target.parent() {
             return Err(Error::InvalidPath {
                 path: path.to_string(),
@@ -106,7 +112,7 @@ impl LocalObjectWriter {
             let _ = fs::remove_file(&staging);
         }
         published?;
-        crate::storage::fix_perms_blocking(&self.root, target)?;
+        crate::storage::fix_perms_blocking(&self.repo.root, target)?;
         Ok(self.written)
     }
 

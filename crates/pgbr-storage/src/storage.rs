@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,10 +71,8 @@ pub struct Storage {
     description: Arc<str>,
     part_size: usize,
     upload_concurrency: usize,
-    /// Root directory of a local repository, whose files get their modes fixed.
-    local_root: Option<Arc<PathBuf>>,
-    /// The same store as `store` when it is a local repository, for reading files directly.
-    local_fs: Option<Arc<LocalFileSystem>>,
+    /// Set when this is a local repository: its files are read and written directly.
+    local: Option<Arc<crate::local::LocalRepo>>,
 }
 
 impl fmt::Debug for Storage {
@@ -132,8 +130,7 @@ impl Storage {
             description: description.into(),
             part_size: DEFAULT_PART_SIZE,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
-            local_root: None,
-            local_fs: None,
+            local: None,
         }
     }
 
@@ -185,8 +182,10 @@ impl Storage {
             Arc::clone(&store) as Arc<dyn ObjectStore>,
             format!("posix:{}", canonical.display()),
         );
-        storage.local_fs = Some(store);
-        storage.local_root = Some(Arc::new(canonical));
+        storage.local = Some(Arc::new(crate::local::LocalRepo {
+            fs: store,
+            root: canonical,
+        }));
         storage.part_size = LOCAL_PART_SIZE;
         Ok(storage)
     }
@@ -211,7 +210,7 @@ impl Storage {
     /// [`BlockingWriter`]s can publish under a name chosen at the end
     /// ([`BlockingWriter::finish_as`]).
     pub fn is_local(&self) -> bool {
-        self.local_fs.is_some() && self.local_root.is_some()
+        self.local.is_some()
     }
 
     /// The description used in messages, such as `posix:/var/lib/pgbr` or `memory`.
@@ -411,16 +410,19 @@ impl Storage {
                 Err(e) => return Err(Error::store(prefix, e)),
             }
         }
-        if let (Some(fs), Some(root)) = (&self.local_fs, &self.local_root) {
+        if let Some(local) = &self.local {
             // Listing skips the staging files a killed writer leaves (`<name>#<digits>`), so
             // the deletes above leave them, and the directories holding them, behind.
-            let dir = fs
+            let dir = local
+                .fs
                 .path_to_filesystem(&key)
                 .map_err(|e| Error::store(prefix, e))?;
-            let root = Arc::clone(root);
-            tokio::task::spawn_blocking(move || crate::local::remove_staging_files(&root, &dir))
-                .await
-                .map_err(|e| task_error(prefix, e))??;
+            let local = Arc::clone(local);
+            tokio::task::spawn_blocking(move || {
+                crate::local::remove_staging_files(&local.root, &dir)
+            })
+            .await
+            .map_err(|e| task_error(prefix, e))??;
         }
         Ok(deleted)
     }
@@ -446,16 +448,11 @@ impl Storage {
     /// publication (staging file, fsync, rename, directory fsync) and modes as
     /// [`Storage::writer`]'s, and its writeback starts while it is written.
     pub fn blocking_writer(&self, path: &str, handle: Handle) -> BlockingWriter {
-        let local = match (&self.local_fs, &self.local_root) {
-            (Some(fs), Some(root)) => object_key(path)
-                .and_then(|key| {
-                    fs.path_to_filesystem(&key)
-                        .map_err(|e| Error::store(path, e))
-                })
-                .map(|file| {
-                    crate::local::LocalObjectWriter::new(Arc::clone(fs), Arc::clone(root), file)
-                }),
-            _ => {
+        let local = match &self.local {
+            Some(local) => local
+                .file_of(path)
+                .map(|file| crate::local::LocalObjectWriter::new(Arc::clone(local), file)),
+            None => {
                 return BlockingWriter {
                     target: Target::Store(self.writer(path)),
                     handle,
@@ -479,11 +476,8 @@ impl Storage {
     /// A local repository's file is read directly, in the caller's buffer sizes: the object
     /// store's stream comes in 8 KiB pieces, each handed over between threads.
     pub fn blocking_reader(&self, path: &str, handle: Handle) -> Result<BlockingReader, Error> {
-        if let Some(local) = &self.local_fs {
-            let key = object_key(path)?;
-            let file_path = local
-                .path_to_filesystem(&key)
-                .map_err(|e| Error::store(path, e))?;
+        if let Some(local) = &self.local {
+            let file_path = local.file_of(path)?;
             return match std::fs::File::open(&file_path) {
                 Ok(file) => Ok(BlockingReader {
                     stream: None,
@@ -509,12 +503,12 @@ impl Storage {
     /// Gives a just-written local object mode 0640 and strips group-write and "other" bits
     /// from the directories between it and the root.
     async fn fix_local_perms(&self, key: &str) -> Result<(), Error> {
-        let Some(root) = self.local_root.clone() else {
+        let Some(local) = self.local.clone() else {
             return Ok(());
         };
-        let file = root.join(key);
+        let file = local.root.join(key);
         let owned = key.to_string();
-        tokio::task::spawn_blocking(move || fix_perms_blocking(&root, &file))
+        tokio::task::spawn_blocking(move || fix_perms_blocking(&local.root, &file))
             .await
             .map_err(|e| task_error(&owned, e))?
     }
