@@ -372,12 +372,7 @@ fn archive_get_of_corrupted_object_exits_126_and_writes_no_destination() {
 /// Starts a cluster over the restored data directory `data` (archiving off) and waits until
 /// recovery ended.
 fn start_restored(f: &Fixture, name: &str, data: PathBuf) -> Cluster {
-    let mut c = Cluster::existing(
-        &f.env.scratch,
-        name,
-        data,
-        f.env.scratch.mkdir(&format!("{name}-sock")),
-    );
+    let mut c = Cluster::over(&f.env.scratch, name, data);
     c.configure("archive_mode = off\n");
     common::stop_at_exit(&c.data);
     c.start();

@@ -137,7 +137,7 @@ fn backup_restore_round_trip(cipher: &str) {
 
     let mut src = src;
     src.stop();
-    let mut dst = Cluster::existing(&scratch, "dst", dst_dir.clone(), scratch.mkdir("dst-sock"));
+    let mut dst = Cluster::over(&scratch, "dst", dst_dir.clone());
     dst.configure("archive_mode = off\n");
     dst.start();
     // Recovery replays the archive to its end, then the server promotes.

@@ -357,15 +357,7 @@ fn block_incremental_is_small_and_delta_restore_rewrites_only_what_differs() {
         "delta restore is not identical to a clean restore"
     );
 
-    let mut c = Cluster::existing(
-        &env.scratch,
-        "fresh",
-        fresh,
-        env.scratch.mkdir("fresh-sock"),
-    );
-    c.configure("archive_mode = off\n");
-    c.start();
-    c.wait_promoted();
+    let c = Cluster::start_restored(&env.scratch, "fresh", fresh);
     assert_eq!(
         c.psql("select sum(abalance), count(*) from pgbench_accounts"),
         want

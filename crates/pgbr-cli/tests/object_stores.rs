@@ -109,7 +109,7 @@ fn restore(scratch: &Scratch, conf: &Path, name: &str, args: &[&str]) -> (Cluste
             "a secret is repeated on restore_command: {auto}"
         );
     }
-    let c = Cluster::existing(scratch, name, dir, scratch.mkdir(&format!("{name}-sock")));
+    let c = Cluster::over(scratch, name, dir);
     c.configure("archive_mode = off\n");
     (c, log)
 }

@@ -379,12 +379,7 @@ fn standby_type_follows_the_archive_and_preserve_keeps_recovery_settings() {
     );
     assert!(dir.join("standby.signal").exists());
     assert!(!dir.join("recovery.signal").exists());
-    let mut c = Cluster::existing(
-        &env.scratch,
-        "as-standby",
-        dir.clone(),
-        env.scratch.mkdir("as-standby-sock"),
-    );
+    let mut c = Cluster::over(&env.scratch, "as-standby", dir.clone());
     c.configure("archive_mode = off\nhot_standby = on\n");
     c.start();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -259,14 +259,6 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
         "a half-rewritten directory must not hold pg_control"
     );
     env.scratch.pgbr_ok(&env.conf, &refs);
-    let mut restored = Cluster::existing(
-        &env.scratch,
-        "restored",
-        dir.clone(),
-        env.scratch.mkdir("restored-sock"),
-    );
-    restored.configure("archive_mode = off\n");
-    restored.start();
-    restored.wait_promoted();
+    let restored = Cluster::start_restored(&env.scratch, "restored", dir.clone());
     assert_eq!(digest(&restored), want);
 }

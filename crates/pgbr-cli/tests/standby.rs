@@ -96,12 +96,7 @@ fn backup_from_standby_restores_to_the_primary_data() {
             &format!("--pg1-path={}", dir.display()),
         ],
     );
-    let mut restored = Cluster::existing(
-        &scratch,
-        "restored",
-        dir.clone(),
-        scratch.mkdir("restored-sock"),
-    );
+    let mut restored = Cluster::over(&scratch, "restored", dir.clone());
     restored.configure("archive_mode = off\n");
     restored.start();
     for _ in 0..300 {

@@ -153,12 +153,23 @@ impl Cluster {
 
     /// A cluster to restore into: an empty data directory `name`, not started.
     pub fn empty(scratch: &Scratch, name: &str) -> Cluster {
-        Cluster::existing(
-            scratch,
-            name,
-            scratch.mkdir(name),
-            scratch.mkdir(&format!("{name}-sock")),
-        )
+        Cluster::over(scratch, name, scratch.mkdir(name))
+    }
+
+    /// A cluster `name` over the data directory `data` (restored, say), with a socket directory
+    /// of its own; not started.
+    pub fn over(scratch: &Scratch, name: &str, data: PathBuf) -> Cluster {
+        Cluster::existing(scratch, name, data, scratch.mkdir(&format!("{name}-sock")))
+    }
+
+    /// Starts a cluster `name` over the restored data directory `data`, archiving off, and waits
+    /// until recovery ended.
+    pub fn start_restored(scratch: &Scratch, name: &str, data: PathBuf) -> Cluster {
+        let mut c = Cluster::over(scratch, name, data);
+        c.configure("archive_mode = off\n");
+        c.start();
+        c.wait_promoted();
+        c
     }
 
     /// A cluster over an existing (restored) data directory.
