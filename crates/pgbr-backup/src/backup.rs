@@ -576,18 +576,14 @@ pub async fn run(
     };
     // Codecs of the earlier backups whose blocks can be delta bases, from backup.info.
     let base_codecs: BTreeMap<String, Codec> = repo
-        .backup_info()
-        .backups
-        .iter()
-        .filter_map(|b| {
-            let compress_type = b.compress_type.as_deref()?.parse().ok()?;
-            Some((
-                b.label.clone(),
-                Codec {
-                    compress_type,
-                    ..codec.clone()
-                },
-            ))
+        .compress_types()
+        .into_iter()
+        .map(|(label, compress_type)| {
+            let codec = Codec {
+                compress_type,
+                ..codec.clone()
+            };
+            (label, codec)
         })
         .collect();
     let worker_progress = Arc::clone(&progress);

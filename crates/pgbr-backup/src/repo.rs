@@ -246,6 +246,16 @@ impl Repository {
         &self.backup_info
     }
 
+    /// How each backup listed in backup.info compressed its files, by label (from the
+    /// summaries, so without loading manifests); backups recorded without it are left out.
+    pub(crate) fn compress_types(&self) -> std::collections::BTreeMap<String, CompressType> {
+        self.backup_info
+            .backups
+            .iter()
+            .filter_map(|b| Some((b.label.clone(), b.compress_type.as_deref()?.parse().ok()?)))
+            .collect()
+    }
+
     /// The stanza's archive identity.
     pub fn archive_info(&self) -> &ArchiveInfo {
         &self.archive_info

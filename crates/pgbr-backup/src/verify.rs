@@ -261,12 +261,7 @@ pub async fn run(
     let mut jobs = Vec::new();
     let mut manifests: Vec<Manifest> = Vec::new();
     // How each backup stored its files: a delta-coded block is read with its base's codec.
-    let mut compress_of: BTreeMap<String, CompressType> = repo
-        .backup_info()
-        .backups
-        .iter()
-        .filter_map(|b| Some((b.label.clone(), b.compress_type.as_deref()?.parse().ok()?)))
-        .collect();
+    let mut compress_of = repo.compress_types();
     for label in &labels {
         let is_listed = listed.contains(label);
         let dir = repo.backup_path(label);
