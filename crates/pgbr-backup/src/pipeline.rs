@@ -411,13 +411,21 @@ pub(crate) struct StoredBlocks {
 /// Compresses then encrypts one piece of data held in memory.
 pub(crate) fn seal(codec: &Codec, data: &[u8]) -> io::Result<Vec<u8>> {
     let compressed = pgbr_storage::compress_to_vec(codec.compress_type, codec.level, data)?;
-    pgbr_crypto::encrypt_to_vec(codec.cipher, codec.key.as_ref(), &compressed)
+    encrypted(codec, compressed)
 }
 
 /// Decrypts then decompresses one piece stored with [`seal`].
 pub(crate) fn unseal(codec: &Codec, data: &[u8]) -> io::Result<Vec<u8>> {
-    let compressed = pgbr_crypto::decrypt_to_vec(codec.cipher, codec.key.as_ref(), data)?;
-    pgbr_storage::decompress_to_vec(codec.compress_type, &compressed)
+    pgbr_storage::decompress_to_vec(codec.compress_type, &decrypted(codec, data)?)
+}
+
+/// `data` decrypted; without a cipher, `data` itself (not a copy of it).
+fn decrypted<'d>(codec: &Codec, data: &'d [u8]) -> io::Result<std::borrow::Cow<'d, [u8]>> {
+    match codec.cipher {
+        CipherType::None => Ok(std::borrow::Cow::Borrowed(data)),
+        cipher => pgbr_crypto::decrypt_to_vec(cipher, codec.key.as_ref(), data)
+            .map(std::borrow::Cow::Owned),
+    }
 }
 
 fn check_pages(chunk: &[u8], first_page_in_file: u64, spec: &PageCheckSpec, errors: &mut Vec<u32>) {
@@ -430,10 +438,13 @@ fn check_pages(chunk: &[u8], first_page_in_file: u64, spec: &PageCheckSpec, erro
     }
 }
 
-/// Encrypts a delta ([`pgbr_storage::DeltaCoder::encode`]) as [`seal`] encrypts a compressed
-/// piece.
-fn seal_delta(codec: &Codec, delta: &[u8]) -> io::Result<Vec<u8>> {
-    pgbr_crypto::encrypt_to_vec(codec.cipher, codec.key.as_ref(), delta)
+/// Encrypts one compressed piece or delta ([`pgbr_storage::DeltaCoder::encode`]); without a
+/// cipher, the piece itself.
+fn encrypted(codec: &Codec, piece: Vec<u8>) -> io::Result<Vec<u8>> {
+    match codec.cipher {
+        CipherType::None => Ok(piece),
+        cipher => pgbr_crypto::encrypt_to_vec(cipher, codec.key.as_ref(), &piece),
+    }
 }
 
 /// A coder for decoding deltas (its level only matters when encoding).
@@ -441,7 +452,7 @@ fn delta_decoder<'b>() -> Result<pgbr_storage::DeltaCoder<'b>> {
     pgbr_storage::DeltaCoder::new(3).map_err(|e| Error::Internal(format!("delta decoder: {e}")))
 }
 
-/// Opens a piece stored with [`seal_delta`] against `base` (at most `max_size` bytes).
+/// Opens a piece stored delta-coded against `base` (at most `max_size` bytes).
 fn unseal_delta<'b>(
     codec: &Codec,
     coder: &mut pgbr_storage::DeltaCoder<'b>,
@@ -449,8 +460,7 @@ fn unseal_delta<'b>(
     data: &[u8],
     max_size: usize,
 ) -> io::Result<Vec<u8>> {
-    let delta = pgbr_crypto::decrypt_to_vec(codec.cipher, codec.key.as_ref(), data)?;
-    coder.decode_at_most(base, &delta, max_size)
+    coder.decode_at_most(base, &decrypted(codec, data)?, max_size)
 }
 
 /// The prior backup's copy of a file stored as blocks, for an incremental store of it.
@@ -577,7 +587,7 @@ pub(crate) fn store_blocks(
                         .ok_or_else(|| Error::Internal("a delta base was not fetched".into()))?;
                     let delta = coder.encode(plain, chunk).map_err(io_err)?;
                     blocks[index].base = Some(base);
-                    seal_delta(codec, &delta).map_err(io_err)?
+                    encrypted(codec, delta).map_err(io_err)?
                 }
                 None => seal(codec, chunk).map_err(io_err)?,
             };
@@ -632,60 +642,99 @@ impl<'a> From<&'a BlockBase> for PieceAt<'a> {
     }
 }
 
-/// Splits `pieces` into runs that one ranged read each fetches: pieces of the same object, in
-/// order, at most `max_gap` bytes apart, spanning at most [`MAX_RUN_BYTES`], at most
-/// `max_count` of them.
-fn runs_of(pieces: &[PieceAt], max_gap: u64, max_count: usize) -> Vec<std::ops::Range<usize>> {
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < pieces.len() {
-        let first = pieces[i];
-        let mut end = i + 1;
-        while end < pieces.len() && end - i < max_count {
-            let (prev, next) = (pieces[end - 1], pieces[end]);
-            let prev_end = prev.offset + prev.length;
-            if next.reference != first.reference
-                || next.offset < prev_end
-                || next.offset - prev_end > max_gap
-                || next.offset + next.length - first.offset > MAX_RUN_BYTES
+/// One ranged read that [`plan_reads`] plans: `range` of the object of the backup `reference`
+/// names, holding the pieces at `members` (indexes into the pieces planned).
+struct PlannedRead<'a> {
+    reference: Option<&'a str>,
+    range: std::ops::Range<u64>,
+    members: Vec<usize>,
+}
+
+/// Plans the ranged reads that fetch `pieces`. Pieces of one object that lie at most
+/// [`MAX_GAP_BYTES`] apart are fetched with one read spanning at most [`MAX_RUN_BYTES`] (one
+/// piece may be longer): an incremental's blocks alternate between its own object and earlier
+/// ones, and the delta bases of its changed blocks lie between the blocks still current in the
+/// earlier object, so one read per object covers a window of blocks where one read per run of
+/// consecutive pieces would be hundreds.
+fn plan_reads<'a>(pieces: &[PieceAt<'a>]) -> Vec<PlannedRead<'a>> {
+    let mut order: Vec<usize> = (0..pieces.len()).collect();
+    order.sort_by_key(|&i| (pieces[i].reference, pieces[i].offset));
+    let mut reads: Vec<PlannedRead> = Vec::new();
+    for i in order {
+        let p = pieces[i];
+        let p_end = p.offset.saturating_add(p.length);
+        match reads.last_mut() {
+            // Sorted: a piece of the same object starts at or after the read's start.
+            Some(read)
+                if read.reference == p.reference
+                    && p.offset <= read.range.end.saturating_add(MAX_GAP_BYTES)
+                    && p_end - read.range.start <= MAX_RUN_BYTES =>
             {
-                break;
+                read.range.end = read.range.end.max(p_end);
+                read.members.push(i);
             }
-            end += 1;
+            _ => reads.push(PlannedRead {
+                reference: p.reference,
+                range: p.offset..p_end,
+                members: vec![i],
+            }),
         }
-        runs.push(i..end);
-        i = end;
     }
-    runs
+    reads
 }
 
-/// Fetches `run` (pieces of `object`, as [`runs_of`] groups them) with one ranged read and
-/// hands each piece's stored bytes, with its place in `run`, to `each`.
-fn read_run(
+/// Reads the stored bytes of `pieces` (each in the object `object_of(reference)` names) with
+/// the reads [`plan_reads`] plans, handed back in the order given.
+fn fetch_pieces(
     storage: &Storage,
-    object: &str,
-    run: &[PieceAt],
+    pieces: &[PieceAt],
+    object_of: &(dyn Fn(Option<&str>) -> String + Sync),
     handle: &tokio::runtime::Handle,
-    each: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let (Some(first), Some(last)) = (run.first(), run.last()) else {
-        return Ok(());
-    };
-    let raw =
-        handle.block_on(storage.get_range(object, first.offset..last.offset + last.length))?;
-    for (k, p) in run.iter().enumerate() {
-        let start = (p.offset - first.offset) as usize;
-        let piece = raw
-            .get(start..start + p.length as usize)
-            .ok_or_else(|| Error::Corrupt(format!("{object}: shorter than its block map says")))?;
-        each(k, piece)?;
+) -> Result<Vec<bytes::Bytes>> {
+    let mut out = vec![bytes::Bytes::new(); pieces.len()];
+    for read in plan_reads(pieces) {
+        let object = object_of(read.reference);
+        let raw = storage.get_range_blocking(&object, read.range.clone(), handle)?;
+        for i in read.members {
+            let p = pieces[i];
+            let start = usize::try_from(p.offset - read.range.start).unwrap_or(usize::MAX);
+            out[i] = start
+                .checked_add(usize::try_from(p.length).unwrap_or(usize::MAX))
+                .filter(|&piece_end| piece_end <= raw.len())
+                .map(|piece_end| raw.slice(start..piece_end))
+                .ok_or_else(|| {
+                    Error::Corrupt(format!("{object}: shorter than its block map says"))
+                })?;
+        }
     }
-    Ok(())
+    Ok(out)
 }
 
-/// Reads and opens the whole (not delta-coded) stored blocks at `bases`, in order, with one
-/// ranged read per group of pieces that lie close together, in order, in one object.
-/// `object_of` and `codec_of` as for [`fetch_blocks`]; each block is at most `max_size` bytes.
+/// Opens one whole (not delta-coded) stored block read as a delta base, of at most
+/// `max_size` bytes.
+fn open_base(
+    base: PieceAt,
+    raw: &[u8],
+    object_of: &(dyn Fn(Option<&str>) -> String + Sync),
+    codec_of: &(dyn Fn(Option<&str>) -> Result<Codec> + Sync),
+    max_size: usize,
+) -> Result<Vec<u8>> {
+    let object = object_of(base.reference);
+    let plain = open_piece(&codec_of(base.reference)?, &object, base.offset, raw)?;
+    if plain.len() > max_size {
+        return Err(Error::Corrupt(format!(
+            "{object} (bytes {}..{}): a block of {} bytes, more than {max_size}",
+            base.offset,
+            base.offset + raw.len() as u64,
+            plain.len()
+        )));
+    }
+    Ok(plain)
+}
+
+/// Reads and opens the whole (not delta-coded) stored blocks at `bases`, in order (see
+/// [`fetch_pieces`]). `object_of` and `codec_of` as for [`fetch_blocks`]; each block is at most
+/// `max_size` bytes.
 fn fetch_bases(
     storage: &Storage,
     bases: &[&BlockBase],
@@ -695,26 +744,12 @@ fn fetch_bases(
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<Vec<u8>>> {
     let pieces: Vec<PieceAt> = bases.iter().map(|&b| PieceAt::from(b)).collect();
-    let mut out = Vec::with_capacity(bases.len());
-    for run in runs_of(&pieces, MAX_GAP_BYTES, usize::MAX) {
-        let run = &pieces[run];
-        let object = object_of(run[0].reference);
-        let codec = codec_of(run[0].reference)?;
-        read_run(storage, &object, run, handle, &mut |k, piece| {
-            let offset = run[k].offset;
-            let plain = open_piece(&codec, &object, offset, piece)?;
-            if plain.len() > max_size {
-                return Err(Error::Corrupt(format!(
-                    "{object} (bytes {offset}..{}): a block of {} bytes, more than {max_size}",
-                    offset + piece.len() as u64,
-                    plain.len()
-                )));
-            }
-            out.push(plain);
-            Ok(())
-        })?;
-    }
-    Ok(out)
+    let raws = fetch_pieces(storage, &pieces, object_of, handle)?;
+    pieces
+        .iter()
+        .zip(&raws)
+        .map(|(&base, raw)| open_base(base, raw, object_of, codec_of, max_size))
+        .collect()
 }
 
 /// One small file packed into a bundle.
@@ -935,7 +970,7 @@ pub(crate) fn fetch_range(
     codec: &Codec,
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<u8>> {
-    let raw = handle.block_on(storage.get_range(object, offset..offset + length))?;
+    let raw = storage.get_range_blocking(object, offset..offset + length, handle)?;
     open_piece(codec, object, offset, &raw)
 }
 
@@ -950,7 +985,7 @@ pub(crate) fn fetch_delta_range(
     base: &[u8],
     handle: &tokio::runtime::Handle,
 ) -> Result<Vec<u8>> {
-    let raw = handle.block_on(storage.get_range(object, offset..offset + length))?;
+    let raw = storage.get_range_blocking(object, offset..offset + length, handle)?;
     unseal_delta(codec, &mut delta_decoder()?, base, &raw, BLOCK_SIZE).map_err(|e| {
         Error::Corrupt(format!(
             "{object} (bytes {offset}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
@@ -974,15 +1009,41 @@ pub(crate) fn open_piece(
     })
 }
 
-/// Most stored bytes fetched in one ranged read of consecutive blocks.
+/// Most stored bytes fetched in one ranged read.
 const MAX_RUN_BYTES: u64 = 2 * 1024 * 1024;
-/// Most blocks in one run: bounds the plaintext of a run held while it is decoded.
-const MAX_RUN_BLOCKS: usize = 128;
+/// Most blocks decoded together: bounds the plaintext of a window held while it is decoded.
+const MAX_WINDOW_BLOCKS: usize = 128;
+/// Most stored bytes (blocks and their delta bases) fetched for one window.
+const MAX_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Splits `blocks` into windows decoded together: at most [`MAX_WINDOW_BLOCKS`] blocks whose
+/// stored bytes, with their delta bases, come to at most [`MAX_WINDOW_BYTES`] (or one block).
+fn windows_of(blocks: &[BlockRef]) -> Vec<std::ops::Range<usize>> {
+    let mut windows = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, b) in blocks.iter().enumerate() {
+        let stored = b
+            .length
+            .saturating_add(b.base.as_ref().map_or(0, |base| base.length));
+        if i > start
+            && (i - start == MAX_WINDOW_BLOCKS || bytes.saturating_add(stored) > MAX_WINDOW_BYTES)
+        {
+            windows.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(stored);
+    }
+    if start < blocks.len() {
+        windows.push(start..blocks.len());
+    }
+    windows
+}
 
 /// Writes `blocks`, the consecutive blocks of a block-mapped file from index `first_index` on, at
-/// their places in `dest`, fetching runs of blocks stored one after another with one ranged read
-/// each. While `spare_core()` says a core is idle (the other workers are done), runs are decoded
-/// two at a time, the second on a helper thread, so that the last big file uses two cores.
+/// their places in `dest`, a window of blocks at a time, fetching each window's pieces (and their
+/// delta bases) with one ranged read per object they lie in (see [`fetch_pieces`]). While
+/// `spare_core()` says a core is idle (the other workers are done), windows are decoded two at
+/// a time, the second on a helper thread, so that the last big file uses two cores.
 /// `object_of(reference)` names the object a block lives in and
 /// `codec_of(reference)` how it was stored. Given a `hasher` (the caller hashes the whole file
 /// in order and checks its checksum), the blocks go into it in order; without one each block is
@@ -1002,54 +1063,54 @@ pub(crate) fn fetch_blocks(
     handle: &tokio::runtime::Handle,
 ) -> Result<u64> {
     use std::os::unix::fs::FileExt;
-    // Runs of blocks stored one after another in one object.
-    let pieces: Vec<PieceAt> = blocks.iter().map(PieceAt::from).collect();
-    let runs = runs_of(&pieces, 0, MAX_RUN_BLOCKS);
-    // Reads one run and decodes its blocks in order, handing each to `each(index in blocks)`.
-    let decode = |run: &std::ops::Range<usize>,
+    let windows = windows_of(blocks);
+    // Reads one window and decodes its blocks in order, handing each to `each(index in blocks)`.
+    let decode = |window: &std::ops::Range<usize>,
                   each: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>|
      -> Result<()> {
-        let reference = pieces[run.start].reference;
-        let object = object_of(reference);
-        let codec = codec_of(reference)?;
-        let wanted: Vec<&BlockBase> = blocks[run.clone()]
+        let in_window = &blocks[window.clone()];
+        // The window's stored blocks, then their delta bases.
+        let mut pieces: Vec<PieceAt> = in_window.iter().map(PieceAt::from).collect();
+        pieces.extend(
+            in_window
+                .iter()
+                .filter_map(|b| b.base.as_ref())
+                .map(PieceAt::from),
+        );
+        let raws = fetch_pieces(storage, &pieces, object_of, handle)?;
+        let (own, base_raws) = raws.split_at(in_window.len());
+        let bases = pieces[in_window.len()..]
             .iter()
-            .filter_map(|b| b.base.as_ref())
-            .collect();
-        let bases = fetch_bases(
-            storage,
-            &wanted,
-            object_of,
-            codec_of,
-            block_size as usize,
-            handle,
-        )?;
+            .zip(base_raws)
+            .map(|(&base, raw)| open_base(base, raw, object_of, codec_of, block_size as usize))
+            .collect::<Result<Vec<_>>>()?;
         let mut next_base = bases.iter();
         let mut coder = delta_decoder()?;
-        read_run(
-            storage,
-            &object,
-            &pieces[run.clone()],
-            handle,
-            &mut |k, piece| {
-                let plain = match blocks[run.start + k].base {
-                    Some(_) => match next_base.next() {
-                        Some(base) => {
-                            unseal_delta(&codec, &mut coder, base, piece, block_size as usize)
-                        }
-                        None => return Err(Error::Internal("a delta base was not fetched".into())),
-                    },
-                    None => unseal(&codec, piece),
-                };
-                let plain = plain.map_err(|e| {
+        // Consecutive blocks mostly come from one backup: look its codec up once per change.
+        let mut codec: Option<(Option<&str>, Codec)> = None;
+        for (k, (b, raw)) in in_window.iter().zip(own).enumerate() {
+            let reference = b.reference.as_deref();
+            let codec = match &codec {
+                Some((r, c)) if *r == reference => c,
+                _ => &codec.insert((reference, codec_of(reference)?)).1,
+            };
+            let plain = match b.base {
+                Some(_) => match next_base.next() {
+                    Some(base) => unseal_delta(codec, &mut coder, base, raw, block_size as usize),
+                    None => return Err(Error::Internal("a delta base was not fetched".into())),
+                },
+                None => unseal(codec, raw),
+            };
+            let plain = plain.map_err(|e| {
                 Error::Corrupt(format!(
-                    "{object}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
-                    first_index + run.start + k
+                    "{}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
+                    object_of(reference),
+                    first_index + window.start + k
                 ))
             })?;
-                each(run.start + k, plain)
-            },
-        )
+            each(window.start + k, plain)?;
+        }
+        Ok(())
     };
     let mut written = 0u64;
     // Hashes or checks one block, then writes it at its place.
@@ -1074,13 +1135,14 @@ pub(crate) fn fetch_blocks(
         written += plain.len() as u64;
         Ok(())
     };
-    // The disk writes a run while the next ones are decoded, instead of all at the final syncfs.
-    let writeback = |run: &std::ops::Range<usize>| {
-        let start = (first_index + run.start) as u64 * block_size;
-        let end = (first_index + run.end) as u64 * block_size;
+    // The disk writes a window while the next ones are decoded, instead of all at the final
+    // syncfs.
+    let writeback = |window: &std::ops::Range<usize>| {
+        let start = (first_index + window.start) as u64 * block_size;
+        let end = (first_index + window.end) as u64 * block_size;
         pgbr_storage::posix::start_writeback(dest, start, end - start);
     };
-    for pair in runs.chunks(2) {
+    for pair in windows.chunks(2) {
         match pair {
             [a, b] if spare_core() => {
                 // This thread decodes and writes `a` block by block (each still in cache when
@@ -1106,10 +1168,10 @@ pub(crate) fn fetch_blocks(
                 }
                 writeback(b);
             }
-            runs => {
-                for run in runs {
-                    decode(run, &mut emit)?;
-                    writeback(run);
+            windows => {
+                for window in windows {
+                    decode(window, &mut emit)?;
+                    writeback(window);
                 }
             }
         }
@@ -1130,6 +1192,63 @@ mod tests {
             key: None,
             workers: 0,
         }
+    }
+
+    #[test]
+    fn reads_are_planned_per_object_across_small_gaps() {
+        let at = |reference, offset, length| PieceAt {
+            reference,
+            offset,
+            length,
+        };
+        let pieces = [
+            at(None, 0, 100),
+            at(Some("F"), 1000, 50),
+            at(None, 100, 100),
+            // A delta base between blocks still current in F, read through.
+            at(Some("F"), 1100, 50),
+            // Too far from the rest of F.
+            at(Some("F"), 1150 + MAX_GAP_BYTES + 1, 10),
+            // One piece longer than a read may span starts a read of its own.
+            at(None, 300, MAX_RUN_BYTES),
+        ];
+        let reads: Vec<_> = plan_reads(&pieces)
+            .into_iter()
+            .map(|r| (r.reference, r.range, r.members))
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                (None, 0..200, vec![0, 2]),
+                (None, 300..300 + MAX_RUN_BYTES, vec![5]),
+                (Some("F"), 1000..1150, vec![1, 3]),
+                (
+                    Some("F"),
+                    1150 + MAX_GAP_BYTES + 1..1150 + MAX_GAP_BYTES + 11,
+                    vec![4]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn windows_hold_at_most_their_block_count_and_bytes() {
+        let block = |length| BlockRef {
+            hash: String::new(),
+            reference: None,
+            offset: 0,
+            length,
+            base: None,
+        };
+        let small: Vec<BlockRef> = (0..300).map(|_| block(10)).collect();
+        assert_eq!(windows_of(&small), [0..128, 128..256, 256..300]);
+        let big: Vec<BlockRef> = (0..5).map(|_| block(MAX_WINDOW_BYTES / 2)).collect();
+        assert_eq!(windows_of(&big), [0..2, 2..4, 4..5]);
+        assert_eq!(
+            windows_of(&[block(u64::MAX)]),
+            vec![std::ops::Range { start: 0, end: 1 }]
+        );
+        assert!(windows_of(&[]).is_empty());
     }
 
     /// The object of the test file in the backup labelled `label`.

@@ -439,7 +439,14 @@ pub async fn run(
         key: repo.key().cloned(),
     };
     codecs.insert(label.clone(), codec_of(compress_type));
+    // backup.info says how each backup stored its bytes; a manifest is read only where it
+    // does not.
+    let summarized = repo.compress_types();
     for reference in &manifest.backup.references {
+        if let Some(&ct) = summarized.get(reference) {
+            codecs.insert(reference.clone(), codec_of(ct));
+            continue;
+        }
         let m = repo.load_manifest(reference).await?;
         let ct: CompressType = m.backup.compress_type.parse().map_err(|_| {
             Error::Corrupt(format!(

@@ -87,6 +87,19 @@ pub async fn exercise(s: &Storage) {
     assert!(s.get_opt("backup/main/missing").await.unwrap().is_none());
     let key = "backup/main/20260101-000000F/pg_data/base/1";
     assert!(s.get_range("nope", 0..0).await.unwrap_err().is_not_found());
+    let (blocking, handle) = (s.clone(), tokio::runtime::Handle::current());
+    let (part, missing, past_end) = tokio::task::spawn_blocking(move || {
+        (
+            blocking.get_range_blocking(key, 1..4, &handle),
+            blocking.get_range_blocking("nope", 0..1, &handle),
+            blocking.get_range_blocking(key, 3..9, &handle),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(part.unwrap(), b("234"));
+    assert!(missing.unwrap_err().is_not_found());
+    assert!(past_end.is_err(), "a range past the end is an error");
 
     assert_eq!(streamed(s, key).await, b"12345");
     assert!(matches!(
