@@ -1,13 +1,21 @@
 //! Fuzz the metadata readers: whatever the bytes, loading a manifest or an
 //! info file returns `Ok` or `Err` and never panics; anything accepted must
-//! serialize again and load back equal.
+//! serialize again and load back equal; both manifest readers (whole text and
+//! stream) agree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pgbr_manifest::{ArchiveInfo, BackupInfo, Manifest};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = Manifest::from_bytes(data) {
+    // The streaming reader accepts exactly what the whole-text reader accepts.
+    let streamed = Manifest::from_reader(data);
+    assert_eq!(
+        streamed.as_ref().ok(),
+        Manifest::from_bytes(data).as_ref().ok(),
+        "the two manifest readers disagree"
+    );
+    if let Ok(m) = streamed {
         let bytes = m.to_bytes().expect("accepted manifest must serialize");
         let again = Manifest::from_bytes(&bytes).expect("re-serialized manifest must load");
         let mut sorted = m;

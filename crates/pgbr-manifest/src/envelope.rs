@@ -17,7 +17,9 @@
 //! the checksum; loading finds the content's byte range in the envelope,
 //! hashes it (on a second thread for large content) while parsing it strictly
 //! (unknown fields are refused), so any change to the content is detected,
-//! whitespace included.
+//! whitespace included. A manifest can also be read from a stream
+//! ([`read_manifest_from`]): parsed as it arrives and hashed on the way, so that
+//! its text is never held.
 
 use std::io;
 
@@ -245,6 +247,268 @@ pub(crate) fn read_manifest<T: DeserializeOwned>(bytes: &[u8], format: u32) -> R
     read(bytes, format, None)
 }
 
+/// Reads an envelope written by [`write_manifest`] from `reader`, checking format and
+/// checksum like [`read_manifest`]. The manifest is parsed as its bytes arrive and hashed on
+/// the way ([`Tap`]), so its text is never held: a manifest of 121k files is 42 MB of text.
+/// The envelope's fields are checked as they come (the format first, as written), then the
+/// checksum once the manifest has gone by.
+pub(crate) fn read_manifest_from<T: DeserializeOwned, R: io::Read>(
+    reader: R,
+    format: u32,
+) -> Result<T, Error> {
+    let tap = Tap::new(reader);
+    let refusal = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_reader(&tap);
+    let visited = de.deserialize_map(StreamVisitor::<T, R> {
+        tap: &tap,
+        format,
+        refusal: &refusal,
+        _content: std::marker::PhantomData,
+    });
+    let env = match visited {
+        Ok(env) => env,
+        Err(e) => return Err(refusal.take().unwrap_or(Error::Json(e))),
+    };
+    de.end()?;
+    if env.format.is_none() {
+        return Err(shape("missing field `format`".into()));
+    }
+    if let Some(problem) = env.problem {
+        return Err(shape(problem));
+    }
+    let (content, computed) = env
+        .manifest
+        .ok_or_else(|| shape("missing field `manifest`".into()))?;
+    let recorded = env
+        .checksum
+        .ok_or_else(|| shape("missing field `checksum`".into()))?;
+    check_checksum(&recorded, &computed)?;
+    Ok(content)
+}
+
+/// Bytes read ahead from the source by [`Tap`] at a time.
+const TAP_BUFFER: usize = 64 * 1024;
+
+/// A reader that hashes the bytes it hands out between [`Tap::start`] and [`Tap::stop`]
+/// (leading JSON whitespace excluded, as a raw value's text excludes it). serde_json reads a
+/// stream one byte at a time and never ahead of what it parses, so the bytes handed out
+/// between the two calls are exactly the text of the value parsed between them; they are
+/// hashed a buffer at a time, not a byte at a time.
+struct Tap<R> {
+    state: std::cell::RefCell<TapState<R>>,
+}
+
+struct TapState<R> {
+    source: R,
+    buffer: Box<[u8]>,
+    /// Next byte of `buffer` to hand out, and the end of what it holds.
+    at: usize,
+    end: usize,
+    /// Hashing from `buffer[hash_from]` on; `skip_space` until the value's first byte.
+    hashing: bool,
+    skip_space: bool,
+    hash_from: usize,
+    hasher: blake3::Hasher,
+}
+
+impl<R: io::Read> Tap<R> {
+    fn new(source: R) -> Tap<R> {
+        Tap {
+            state: std::cell::RefCell::new(TapState {
+                source,
+                buffer: vec![0u8; TAP_BUFFER].into_boxed_slice(),
+                at: 0,
+                end: 0,
+                hashing: false,
+                skip_space: false,
+                hash_from: 0,
+                hasher: blake3::Hasher::new(),
+            }),
+        }
+    }
+
+    /// Hashes what is handed out from now on.
+    fn start(&self) {
+        let mut s = self.state.borrow_mut();
+        s.hasher = blake3::Hasher::new();
+        s.hashing = true;
+        s.skip_space = true;
+        s.hash_from = s.at;
+    }
+
+    /// Stops hashing; the hash of what was handed out since [`Tap::start`].
+    fn stop(&self) -> blake3::Hash {
+        let mut s = self.state.borrow_mut();
+        s.hash_handed_out();
+        s.hashing = false;
+        s.hasher.finalize()
+    }
+}
+
+impl<R> TapState<R> {
+    fn hash_handed_out(&mut self) {
+        if !self.hashing {
+            return;
+        }
+        let mut from = self.hash_from;
+        if self.skip_space {
+            while from < self.at && matches!(self.buffer[from], b' ' | b'\n' | b'\r' | b'\t') {
+                from += 1;
+            }
+            self.skip_space = from == self.at;
+        }
+        self.hasher.update(&self.buffer[from..self.at]);
+        self.hash_from = self.at;
+    }
+}
+
+impl<R: io::Read> io::Read for &Tap<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut s = self.state.borrow_mut();
+        if s.at == s.end {
+            s.hash_handed_out();
+            let TapState { source, buffer, .. } = &mut *s;
+            let n = loop {
+                match source.read(buffer) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            };
+            (s.at, s.end, s.hash_from) = (0, n, 0);
+        }
+        let n = out.len().min(s.end - s.at);
+        out[..n].copy_from_slice(&s.buffer[s.at..s.at + n]);
+        s.at += n;
+        Ok(n)
+    }
+}
+
+/// The envelope of a manifest read by [`read_manifest_from`]: the manifest parsed, with the
+/// hash of its text.
+struct StreamEnvelope<T> {
+    format: Option<u64>,
+    manifest: Option<(T, blake3::Hash)>,
+    checksum: Option<String>,
+    problem: Option<String>,
+}
+
+struct StreamVisitor<'t, T, R> {
+    tap: &'t Tap<R>,
+    format: u32,
+    /// Why reading stopped, when it is not a JSON error (a format or kind refused).
+    refusal: &'t std::cell::RefCell<Option<Error>>,
+    _content: std::marker::PhantomData<T>,
+}
+
+impl<'t, T, R> StreamVisitor<'t, T, R> {
+    fn refuse<E: de::Error>(&self, why: Error) -> E {
+        let message = why.to_string();
+        *self.refusal.borrow_mut() = Some(why);
+        E::custom(message)
+    }
+}
+
+impl<'de, T: DeserializeOwned, R: io::Read> Visitor<'de> for StreamVisitor<'_, T, R> {
+    type Value = StreamEnvelope<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a pgbr manifest envelope (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamEnvelope<T>, A::Error> {
+        let mut env = StreamEnvelope {
+            format: None,
+            manifest: None,
+            checksum: None,
+            problem: None,
+        };
+        let mut kind_seen = false;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "format" => {
+                    if env.format.is_some() {
+                        return Err(de::Error::duplicate_field("format"));
+                    }
+                    let found: u64 = map.next_value()?;
+                    if found != u64::from(self.format) {
+                        return Err(self.refuse(Error::UnsupportedFormat {
+                            found,
+                            supported: self.format,
+                        }));
+                    }
+                    env.format = Some(found);
+                }
+                "kind" => {
+                    if kind_seen {
+                        return Err(de::Error::duplicate_field("kind"));
+                    }
+                    kind_seen = true;
+                    match map.next_value::<Option<String>>()? {
+                        Some(found) => {
+                            return Err(self.refuse(Error::WrongKind {
+                                expected: "backup.manifest".to_string(),
+                                found,
+                            }))
+                        }
+                        None => {
+                            env.problem
+                                .get_or_insert_with(|| "unknown field `kind`".into());
+                        }
+                    }
+                }
+                "manifest" if env.manifest.is_none() => {
+                    env.manifest = Some(map.next_value_seed(HashedContent::<T, R> {
+                        tap: self.tap,
+                        _content: std::marker::PhantomData,
+                    })?);
+                }
+                "checksum" if env.checksum.is_none() => {
+                    env.checksum = Some(map.next_value()?);
+                }
+                "manifest" | "checksum" => {
+                    map.next_value::<IgnoredAny>()?;
+                    env.problem
+                        .get_or_insert_with(|| format!("duplicate field `{key}`"));
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    env.problem
+                        .get_or_insert_with(|| format!("unknown field `{key}`"));
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// Parses the manifest, hashing its text as it goes by (see [`Tap`]).
+struct HashedContent<'t, T, R> {
+    tap: &'t Tap<R>,
+    _content: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned, R: io::Read> de::DeserializeSeed<'de> for HashedContent<'_, T, R> {
+    type Value = (T, blake3::Hash);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(T, blake3::Hash), D::Error> {
+        self.tap.start();
+        let content = T::deserialize(d)?;
+        Ok((content, self.tap.stop()))
+    }
+}
+
+/// The content's hash against the checksum the envelope records.
+fn check_checksum(recorded: &str, computed: &blake3::Hash) -> Result<(), Error> {
+    let computed = computed.to_hex();
+    if computed.as_str() != recorded {
+        return Err(Error::ChecksumMismatch {
+            expected: recorded.to_string(),
+            found: computed.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// A JSON error about the envelope's shape.
 fn shape(msg: String) -> Error {
     Error::Json(de::Error::custom(msg))
@@ -307,13 +571,7 @@ fn read<T: DeserializeOwned>(bytes: &[u8], format: u32, kind: Option<&str>) -> R
     let recorded: String = serde_json::from_str(recorded.get())?;
     let (content, computed) = parse_and_hash::<T>(body.get());
     let content = content?;
-    let computed = computed.to_hex();
-    if computed.as_str() != recorded {
-        return Err(Error::ChecksumMismatch {
-            expected: recorded,
-            found: computed.to_string(),
-        });
-    }
+    check_checksum(&recorded, &computed)?;
     Ok(content)
 }
 

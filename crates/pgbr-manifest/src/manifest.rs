@@ -432,6 +432,16 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// [`Manifest::from_bytes`] from a stream (a decompressor, a file): the manifest is
+    /// parsed as its bytes arrive, never held as text, and hashed on the way. The same
+    /// manifests load, with the same checks; it is slower per byte than
+    /// [`Manifest::from_bytes`], so it pays for manifests of many files.
+    pub fn from_reader<R: std::io::Read>(reader: R) -> Result<Manifest, Error> {
+        let manifest: Manifest = envelope::read_manifest_from(reader, MANIFEST_FORMAT)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
     /// Finds a file by target and name.
     pub fn file(&self, target: &str, name: &str) -> Option<&FileEntry> {
         // Fast path for sorted manifests (all loaded ones), then a scan.

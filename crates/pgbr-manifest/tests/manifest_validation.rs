@@ -246,6 +246,35 @@ fn refuses_bad_labels_and_references() {
     assert!(matches!(reload(&m), Err(Error::Invalid { .. })));
 }
 
+/// Loads with both loaders, which must agree: the same manifest, or errors of the same kind.
+fn load(bytes: &[u8]) -> Result<Manifest, Error> {
+    let whole = Manifest::from_bytes(bytes);
+    // Read a few bytes at a time, so the streaming reader refills mid-value.
+    let streamed = Manifest::from_reader(Trickle(bytes));
+    match (&whole, &streamed) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert_eq!(
+            std::mem::discriminant(a),
+            std::mem::discriminant(b),
+            "{a} / {b}"
+        ),
+        _ => panic!("the loaders disagree: {whole:?} / {streamed:?}"),
+    }
+    whole
+}
+
+/// A reader that hands out at most 7 bytes per read.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = out.len().min(self.0.len()).min(7);
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
 #[test]
 fn envelope_checks_format_checksum_and_kind() {
     let m = manifest();
@@ -255,30 +284,27 @@ fn envelope_checks_format_checksum_and_kind() {
     for other in [3u64, 1] {
         let text = text.replacen("\"format\": 2", &format!("\"format\": {other}"), 1);
         assert!(matches!(
-            Manifest::from_bytes(text.as_bytes()),
+            load(text.as_bytes()),
             Err(Error::UnsupportedFormat { found, supported: 2 }) if found == other
         ));
     }
     let edited = text.replacen("\"mode\":448", "\"mode\":511", 1);
     assert_ne!(edited, text);
     assert!(matches!(
-        Manifest::from_bytes(edited.as_bytes()),
+        load(edited.as_bytes()),
         Err(Error::ChecksumMismatch { .. })
     ));
     // The checksum covers the content's exact bytes, whitespace included, but
     // not the whitespace of the envelope around it.
     let respaced = text.replacen("\"mode\":448", "\"mode\": 448", 1);
     assert!(matches!(
-        Manifest::from_bytes(respaced.as_bytes()),
+        load(respaced.as_bytes()),
         Err(Error::ChecksumMismatch { .. })
     ));
     let outside = text.replacen("\"format\": 2,", "\"format\":2,", 1);
     assert_ne!(outside, text);
-    assert_eq!(Manifest::from_bytes(outside.as_bytes()).unwrap(), m);
-    assert!(matches!(
-        Manifest::from_bytes(b"not json"),
-        Err(Error::Json(_))
-    ));
+    assert_eq!(load(outside.as_bytes()).unwrap(), m);
+    assert!(matches!(load(b"not json"), Err(Error::Json(_))));
 
     let info = ArchiveInfo {
         stanza: "main".into(),
@@ -298,10 +324,7 @@ fn envelope_checks_format_checksum_and_kind() {
         BackupInfo::from_bytes(&bytes),
         Err(Error::WrongKind { .. })
     ));
-    assert!(matches!(
-        Manifest::from_bytes(&bytes),
-        Err(Error::WrongKind { .. })
-    ));
+    assert!(matches!(load(&bytes), Err(Error::WrongKind { .. })));
     assert!(matches!(
         ArchiveInfo::from_bytes(&m.to_bytes().unwrap()),
         Err(Error::WrongKind { .. })

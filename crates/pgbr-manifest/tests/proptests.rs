@@ -401,6 +401,7 @@ proptest! {
         sorted.sort();
         let bytes = m.to_bytes().unwrap();
         prop_assert_eq!(Manifest::from_bytes(&bytes).unwrap(), sorted.clone());
+        prop_assert_eq!(Manifest::from_reader(&bytes[..]).unwrap(), sorted.clone());
         for f in &m.files {
             prop_assert_eq!(sorted.file(&f.target, &f.name), Some(f));
         }
@@ -433,6 +434,21 @@ proptest! {
         let mut bad = bytes.clone();
         bad[at] ^= xor;
         prop_assert!(Manifest::from_bytes(&bad).is_err(), "flip at {} ({:?} -> {:?}) not detected", at, bytes[at] as char, bad[at] as char);
+        prop_assert!(Manifest::from_reader(&bad[..]).is_err(), "streamed: flip at {} not detected", at);
+    }
+
+    #[test]
+    fn streamed_and_whole_loads_agree_on_respaced_manifests(m in manifest_strategy(), pick in any::<prop::sample::Index>(), space in prop::sample::select(vec![" ", "\n", "\t "])) {
+        // Whitespace inserted anywhere: around the manifest it changes nothing, inside it
+        // breaks the checksum (or the JSON, inside a token); both loaders must say the same.
+        let bytes = m.to_bytes().unwrap();
+        let at = pick.index(bytes.len() + 1);
+        let mut edited = bytes[..at].to_vec();
+        edited.extend_from_slice(space.as_bytes());
+        edited.extend_from_slice(&bytes[at..]);
+        let whole = Manifest::from_bytes(&edited);
+        let streamed = Manifest::from_reader(&edited[..]);
+        prop_assert_eq!(whole.as_ref().ok(), streamed.as_ref().ok(), "at {}: {:?} / {:?}", at, whole.as_ref().err(), streamed.as_ref().err());
     }
 
     #[test]
@@ -543,6 +559,7 @@ proptest! {
     #[test]
     fn from_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = Manifest::from_bytes(&bytes);
+        let _ = Manifest::from_reader(&bytes[..]);
         let _ = BackupInfo::from_bytes(&bytes);
         let _ = ArchiveInfo::from_bytes(&bytes);
     }
