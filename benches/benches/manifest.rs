@@ -1,12 +1,15 @@
 //! Manifest save (`to_bytes`) and load (`from_bytes`, which verifies the checksum and every name)
 //! for 1,000,000 files: seconds per call, and the peak heap bytes of one call, measured with a
-//! counting global allocator and printed before criterion runs.
+//! counting global allocator and printed before criterion runs. Then the load of the manifest as
+//! a repository stores it (zstd): decompressed whole then `from_bytes`, against `from_reader`
+//! on the decompressor (the text never held).
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pgbr_benches::{big_manifest, CountingAlloc};
 use pgbr_manifest::Manifest;
+use pgbr_storage::{CompressType, DecompressReader};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -40,6 +43,18 @@ fn manifest(c: &mut Criterion) {
     });
     assert_eq!(loaded.files.len(), FILES);
     drop(loaded);
+    let stored = pgbr_storage::compress_to_vec(CompressType::Zst, 3, &bytes).expect("compress");
+    let whole = peak_of("decompress + from_bytes", || {
+        let text = pgbr_storage::decompress_to_vec(CompressType::Zst, &stored).expect("decompress");
+        Manifest::from_bytes(&text).expect("from_bytes")
+    });
+    drop(whole);
+    let streamed = peak_of("from_reader (zstd stream)", || {
+        let text = DecompressReader::new(CompressType::Zst, &stored[..]).expect("decompressor");
+        Manifest::from_reader(text).expect("from_reader")
+    });
+    assert_eq!(streamed.files.len(), FILES);
+    drop(streamed);
 
     let mut group = c.benchmark_group("manifest_1m_files");
     group.sample_size(10);
@@ -50,6 +65,9 @@ fn manifest(c: &mut Criterion) {
     });
     group.bench_function("from_bytes", |b| {
         b.iter(|| Manifest::from_bytes(&bytes).expect("from_bytes"))
+    });
+    group.bench_function("from_reader", |b| {
+        b.iter(|| Manifest::from_reader(&bytes[..]).expect("from_reader"))
     });
     group.finish();
 }
