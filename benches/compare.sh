@@ -239,17 +239,21 @@ damage() {
 }
 
 # --- an untimed warm-up --------------------------------------------------------------------------
-# One untimed full read of the cluster (pg_basebackup, discarded) before the first timed step.
-# Without it the first full backup of a run was measured on another machine state than the
-# second: pgbr took 4.8-4.9 s (6.0 s CPU) when it ran first and 3.4 s (3.9 s CPU) when it ran
-# second on the same data, and pgBackRest 7.2 s first against 8.3-8.7 s second. WARMUP=0 skips it.
-if [[ ${WARMUP:-1} == 1 ]]; then
+# One untimed full read of the cluster (pg_basebackup, discarded) before the first timed step of
+# each cipher phase. Without it the first full backup of a phase was measured on another machine
+# state than the second: pgbr took 4.8-4.9 s (6.0 s CPU) when it ran first and 3.4 s (3.9 s CPU)
+# when it ran second on the same data, and pgBackRest 7.2 s first against 8.3-8.7 s second. Run
+# by hand twice, pgbr's AES-256-CBC full backup took 1.1 s more CPU the first time, all of it in
+# the kernel copying source pages (the AES-256-CBC phase had no warm-up before).
+# WARMUP=0 skips it.
+warm_up() {
+  [[ ${WARMUP:-1} == 1 ]] || return 0
   echo "warm-up: an untimed pg_basebackup ..."
   settle
   as_pg "$PGBIN/pg_basebackup" -h "$W" -p "$PORT" -D "$W/warmup" -Ft -X none -c fast >/dev/null 2>&1 ||
     echo "  (warm-up pg_basebackup failed; going on)"
   rm -rf "$W/warmup"
-fi
+}
 
 # --- one phase per cipher ----------------------------------------------------------------------
 RESTORED=()
@@ -263,6 +267,7 @@ for cipher in $CIPHERS; do
   for t in $TOOLS; do step "$cipher" stanza-create "$t" stanza-create; done
   echo "$TOOLS" >"$W/archive-tools"
   drain
+  warm_up
 
   for t in $TOOLS; do
     step "$cipher" full "$t" backup --type=full && R[$cipher|full|$t|bytes]=$(repo_bytes "$W/repo-$t-$cipher") &&
