@@ -64,7 +64,10 @@ pub use codec::{
 pub use error::Error;
 pub use fault::{FaultyHttpConnector, FaultyStore, RequestKind};
 
-pub use storage::{BlockingReader, BlockingWriter, ObjectInfo, ObjectWriter, Storage};
+pub use storage::{
+    BlockingReader, BlockingWriter, ObjectInfo, ObjectWriter, Storage, DEFAULT_PART_SIZE,
+    DEFAULT_UPLOAD_CONCURRENCY, LOCAL_PART_SIZE,
+};
 
 /// Re-export of the `object_store` crate this API is built on, so callers can build
 /// backends with the exact same version.
