@@ -33,6 +33,19 @@ impl LocalRepo {
             .path_to_filesystem(&key)
             .map_err(|e| Error::store(path, e))
     }
+
+    /// The object `path` opened for reading, with its file; [`Error::NotFound`] if it does not
+    /// exist.
+    pub(crate) fn open(&self, path: &str) -> Result<(File, PathBuf), Error> {
+        let file_path = self.file_of(path)?;
+        match File::open(&file_path) {
+            Ok(file) => Ok((file, file_path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound {
+                path: path.to_string(),
+            }),
+            Err(e) => Err(Error::io(&file_path, e)),
+        }
+    }
 }
 
 /// One object of a local repository being written (see the module documentation).

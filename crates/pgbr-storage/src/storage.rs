@@ -246,13 +246,8 @@ impl Storage {
     /// Reads `range` of an object. The range must lie within the object.
     pub async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, Error> {
         let key = object_key(path)?;
-        if range.start > range.end {
-            return Err(Error::InvalidPath {
-                path: path.to_string(),
-                reason: format!("invalid range {}..{}", range.start, range.end),
-            });
-        }
-        if range.start == range.end {
+        let wanted = range_len(path, &range)?;
+        if wanted == 0 {
             // Still report a missing object.
             self.store
                 .head(&key)
@@ -260,7 +255,6 @@ impl Storage {
                 .map_err(|e| Error::store(path, e))?;
             return Ok(Bytes::new());
         }
-        let wanted = range.end - range.start;
         let bytes = self
             .store
             .get_range(&key, range.clone())
@@ -484,19 +478,13 @@ impl Storage {
     /// store's stream comes in 8 KiB pieces, each handed over between threads.
     pub fn blocking_reader(&self, path: &str, handle: Handle) -> Result<BlockingReader, Error> {
         if let Some(local) = &self.local {
-            let file_path = local.file_of(path)?;
-            return match std::fs::File::open(&file_path) {
-                Ok(file) => Ok(BlockingReader {
-                    stream: None,
-                    file: Some(file),
-                    chunk: Bytes::new(),
-                    handle,
-                }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound {
-                    path: path.to_string(),
-                }),
-                Err(e) => Err(Error::io(&file_path, e)),
-            };
+            let (file, _) = local.open(path)?;
+            return Ok(BlockingReader {
+                stream: None,
+                file: Some(file),
+                chunk: Bytes::new(),
+                handle,
+            });
         }
         let stream = handle.block_on(self.get_stream(path))?;
         Ok(BlockingReader {
@@ -522,25 +510,9 @@ impl Storage {
             return handle.block_on(self.get_range(path, range));
         };
         use std::os::unix::fs::FileExt;
-        let file_path = local.file_of(path)?;
-        let invalid = |reason: String| Error::InvalidPath {
-            path: path.to_string(),
-            reason,
-        };
-        let length = range
-            .end
-            .checked_sub(range.start)
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| invalid(format!("invalid range {}..{}", range.start, range.end)))?;
-        let file = match std::fs::File::open(&file_path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotFound {
-                    path: path.to_string(),
-                })
-            }
-            Err(e) => return Err(Error::io(&file_path, e)),
-        };
+        let length =
+            usize::try_from(range_len(path, &range)?).map_err(|_| invalid_range(path, &range))?;
+        let (file, file_path) = local.open(path)?;
         let mut buf = vec![0u8; length];
         let mut filled = 0;
         while filled < length {
@@ -869,6 +841,21 @@ impl io::Read for BlockingReader {
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
+    }
+}
+
+/// The length of `range`, a range of `path`; an error if it ends before it starts.
+fn range_len(path: &str, range: &Range<u64>) -> Result<u64, Error> {
+    range
+        .end
+        .checked_sub(range.start)
+        .ok_or_else(|| invalid_range(path, range))
+}
+
+fn invalid_range(path: &str, range: &Range<u64>) -> Error {
+    Error::InvalidPath {
+        path: path.to_string(),
+        reason: format!("invalid range {}..{}", range.start, range.end),
     }
 }
 
