@@ -227,7 +227,7 @@ pub(crate) async fn store_bytes(
 ) -> Result<u64> {
     let compressed = pgbr_storage::compress_to_vec(codec.compress_type, codec.level, data)
         .map_err(|e| Error::Internal(format!("compressing {object}: {e}")))?;
-    let sealed = pgbr_crypto::encrypt_to_vec(codec.cipher, codec.key.as_ref(), &compressed)
+    let sealed = pgbr_crypto::encrypt_owned(codec.cipher, codec.key.as_ref(), compressed)
         .map_err(|e| Error::Internal(format!("encrypting {object}: {e}")))?;
     let n = sealed.len() as u64;
     storage.put(object, bytes::Bytes::from(sealed)).await?;
@@ -411,21 +411,13 @@ pub(crate) struct StoredBlocks {
 /// Compresses then encrypts one piece of data held in memory.
 pub(crate) fn seal(codec: &Codec, data: &[u8]) -> io::Result<Vec<u8>> {
     let compressed = pgbr_storage::compress_to_vec(codec.compress_type, codec.level, data)?;
-    encrypted(codec, compressed)
+    pgbr_crypto::encrypt_owned(codec.cipher, codec.key.as_ref(), compressed)
 }
 
 /// Decrypts then decompresses one piece stored with [`seal`].
 pub(crate) fn unseal(codec: &Codec, data: &[u8]) -> io::Result<Vec<u8>> {
-    pgbr_storage::decompress_to_vec(codec.compress_type, &decrypted(codec, data)?)
-}
-
-/// `data` decrypted; without a cipher, `data` itself (not a copy of it).
-fn decrypted<'d>(codec: &Codec, data: &'d [u8]) -> io::Result<std::borrow::Cow<'d, [u8]>> {
-    match codec.cipher {
-        CipherType::None => Ok(std::borrow::Cow::Borrowed(data)),
-        cipher => pgbr_crypto::decrypt_to_vec(cipher, codec.key.as_ref(), data)
-            .map(std::borrow::Cow::Owned),
-    }
+    let compressed = pgbr_crypto::decrypt_borrowed(codec.cipher, codec.key.as_ref(), data)?;
+    pgbr_storage::decompress_to_vec(codec.compress_type, &compressed)
 }
 
 fn check_pages(chunk: &[u8], first_page_in_file: u64, spec: &PageCheckSpec, errors: &mut Vec<u32>) {
@@ -435,15 +427,6 @@ fn check_pages(chunk: &[u8], first_page_in_file: u64, spec: &PageCheckSpec, erro
         if let PageCheck::Mismatch { .. } = check_page(page, block, spec.start_lsn) {
             errors.push(u32::try_from(in_file).unwrap_or(u32::MAX));
         }
-    }
-}
-
-/// Encrypts one compressed piece or delta ([`pgbr_storage::DeltaCoder::encode`]); without a
-/// cipher, the piece itself.
-fn encrypted(codec: &Codec, piece: Vec<u8>) -> io::Result<Vec<u8>> {
-    match codec.cipher {
-        CipherType::None => Ok(piece),
-        cipher => pgbr_crypto::encrypt_to_vec(cipher, codec.key.as_ref(), &piece),
     }
 }
 
@@ -460,7 +443,8 @@ fn unseal_delta<'b>(
     data: &[u8],
     max_size: usize,
 ) -> io::Result<Vec<u8>> {
-    coder.decode_at_most(base, &decrypted(codec, data)?, max_size)
+    let delta = pgbr_crypto::decrypt_borrowed(codec.cipher, codec.key.as_ref(), data)?;
+    coder.decode_at_most(base, &delta, max_size)
 }
 
 /// The prior backup's copy of a file stored as blocks, for an incremental store of it.
@@ -587,7 +571,8 @@ pub(crate) fn store_blocks(
                         .ok_or_else(|| Error::Internal("a delta base was not fetched".into()))?;
                     let delta = coder.encode(plain, chunk).map_err(io_err)?;
                     blocks[index].base = Some(base);
-                    encrypted(codec, delta).map_err(io_err)?
+                    pgbr_crypto::encrypt_owned(codec.cipher, codec.key.as_ref(), delta)
+                        .map_err(io_err)?
                 }
                 None => seal(codec, chunk).map_err(io_err)?,
             };

@@ -297,10 +297,7 @@ impl Repository {
     /// Encrypts metadata with the repository's cipher (without one, `plain` is returned as it
     /// is: a manifest of many files is tens of megabytes, not worth a copy).
     pub(crate) fn seal(&self, plain: Vec<u8>) -> Result<Vec<u8>> {
-        if self.cipher() == CipherType::None {
-            return Ok(plain);
-        }
-        pgbr_crypto::encrypt_to_vec(self.cipher(), self.key(), &plain)
+        pgbr_crypto::encrypt_owned(self.cipher(), self.key(), plain)
             .map_err(|e| Error::Internal(format!("encrypting metadata: {e}")))
     }
 
@@ -311,14 +308,9 @@ impl Repository {
         data: &'d [u8],
         what: &str,
     ) -> Result<std::borrow::Cow<'d, [u8]>> {
-        if self.cipher() == CipherType::None {
-            return Ok(std::borrow::Cow::Borrowed(data));
-        }
-        pgbr_crypto::decrypt_to_vec(self.cipher(), self.key(), data)
-            .map(std::borrow::Cow::Owned)
-            .map_err(|e| {
-                Error::Corrupt(format!("{}: {what} cannot be decrypted: {e}", self.name()))
-            })
+        pgbr_crypto::decrypt_borrowed(self.cipher(), self.key(), data).map_err(|e| {
+            Error::Corrupt(format!("{}: {what} cannot be decrypted: {e}", self.name()))
+        })
     }
 
     /// The directory of backup `label`.
@@ -335,7 +327,6 @@ impl Repository {
     pub(crate) fn open_manifest(&self, raw: &[u8], what: &str) -> Result<Manifest> {
         use std::io::Read;
         let plain = self.unseal(raw, what)?;
-        let context = || format!("{}: {what}", self.name());
         let loaded = if plain.starts_with(&ZSTD_MAGIC) {
             let undecodable = |e: std::io::Error| {
                 Error::Corrupt(format!(
@@ -359,7 +350,7 @@ impl Repository {
             Manifest::from_bytes(&plain)
         };
         loaded.map_err(|source| Error::Manifest {
-            context: context(),
+            context: format!("{}: {what}", self.name()),
             source,
         })
     }

@@ -12,7 +12,8 @@
 //! - [`CbcWriter`]/[`CbcReader`]: AES-256-CBC in OpenSSL's `Salted__` format, as pgBackRest
 //!   writes it. It authenticates nothing: verify checksums of the plaintext after decrypting.
 //! - [`EncryptWriter`]/[`DecryptReader`]: one switch over [`CipherType`], plus
-//!   [`encrypt_to_vec`]/[`decrypt_to_vec`] for small buffers. For AES-256-CBC the OpenSSL
+//!   [`encrypt_to_vec`]/[`decrypt_to_vec`] for small buffers ([`encrypt_owned`]/
+//!   [`decrypt_borrowed`] copy nothing without a cipher). For AES-256-CBC the OpenSSL
 //!   passphrase derived from a [`DataKey`] is its lowercase hex string (64 ASCII bytes).
 //!
 //! Key material is zeroized on drop and never appears in `Debug` output or errors. Stream errors
@@ -58,4 +59,7 @@ pub use cbc::{CbcReader, CbcWriter};
 pub use error::Error;
 pub use gcm::{GcmReader, GcmWriter};
 pub use key::{DataKey, WrappedKey};
-pub use stream::{decrypt_to_vec, encrypt_to_vec, CipherType, DecryptReader, EncryptWriter};
+pub use stream::{
+    decrypt_borrowed, decrypt_to_vec, encrypt_owned, encrypt_to_vec, CipherType, DecryptReader,
+    EncryptWriter,
+};

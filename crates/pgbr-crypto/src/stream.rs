@@ -173,6 +173,31 @@ pub fn encrypt_to_vec(
     w.finish()
 }
 
+/// [`encrypt_to_vec`] of a buffer it takes over: without a cipher, `plain` itself comes back
+/// (no copy).
+pub fn encrypt_owned(
+    cipher: CipherType,
+    key: Option<&DataKey>,
+    plain: Vec<u8>,
+) -> io::Result<Vec<u8>> {
+    match cipher {
+        CipherType::None => Ok(plain),
+        _ => encrypt_to_vec(cipher, key, &plain),
+    }
+}
+
+/// [`decrypt_to_vec`] that borrows: without a cipher, `data` itself comes back (no copy).
+pub fn decrypt_borrowed<'d>(
+    cipher: CipherType,
+    key: Option<&DataKey>,
+    data: &'d [u8],
+) -> io::Result<std::borrow::Cow<'d, [u8]>> {
+    match cipher {
+        CipherType::None => Ok(std::borrow::Cow::Borrowed(data)),
+        _ => decrypt_to_vec(cipher, key, data).map(std::borrow::Cow::Owned),
+    }
+}
+
 /// Decrypt a small buffer (e.g. metadata) in one call.
 pub fn decrypt_to_vec(
     cipher: CipherType,
@@ -320,6 +345,33 @@ mod tests {
                 Err(e) => { crate_error(&e); }
                 // CBC's padding check passes by chance about once in 256; the output is still garbage.
                 Ok(out) => prop_assert!(cipher == CipherType::Aes256Cbc && out != plain),
+            }
+        }
+    }
+
+    #[test]
+    fn owned_and_borrowed_forms_copy_nothing_without_a_cipher() {
+        let key = DataKey::from_bytes([7; 32]);
+        let plain = bytes(11, 70_000);
+        for cipher in [
+            CipherType::None,
+            CipherType::Aes256Gcm,
+            CipherType::Aes256Cbc,
+        ] {
+            let owned = plain.clone();
+            let at = owned.as_ptr();
+            let sealed = encrypt_owned(cipher, Some(&key), owned).expect("encrypt");
+            let opened = decrypt_borrowed(cipher, Some(&key), &sealed).expect("decrypt");
+            assert_eq!(&*opened, &plain[..], "{cipher}");
+            assert_eq!(
+                decrypt_to_vec(cipher, Some(&key), &sealed).expect("decrypt"),
+                plain
+            );
+            if cipher == CipherType::None {
+                assert_eq!(sealed.as_ptr(), at, "the buffer itself comes back");
+                assert!(matches!(opened, std::borrow::Cow::Borrowed(_)));
+            } else {
+                assert_ne!(sealed, plain);
             }
         }
     }
