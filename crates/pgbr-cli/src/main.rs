@@ -59,43 +59,34 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Caps glibc's malloc arenas at one per CPU (glibc allows eight per CPU). Buffers allocated on
-/// the runtime's I/O threads and freed on the workers otherwise fragment across many arenas:
-/// restore of 1.7 GB peaked at 47 MB with the default and 30 MB with this, at the same speed.
+/// Tunes glibc's malloc for `command`; called before any other thread exists.
+///
+/// - At most one arena per CPU (glibc allows eight per CPU): buffers allocated on the runtime's
+///   I/O threads and freed on the workers otherwise fragment across many arenas. Restore of
+///   1.7 GB peaked at 47 MB with the default and 30 MB with this, at the same speed.
+/// - Backup allocates buffers of every size for every file. glibc maps a large buffer on its
+///   own, but after freeing one it raises that threshold to the buffer's size, so later buffers
+///   of up to 32 MiB come from the arenas and fragment them: backing up 121k files peaked at
+///   113-118 MB (73 MB of live heap) with the default and 92-93 MB with the threshold held at
+///   256 KiB, and the 1.7 GB backup at 28-29 MB against 23-25 MB, as fast. Restore is left
+///   alone: mapping its multi-megabyte ranged reads each time cost 10% more time.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
+fn tune_malloc(command: Command) {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arenas = libc::c_int::try_from(cpus.max(2)).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, arenas);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
-/// Backup allocates buffers of every size for every file. glibc maps a large buffer on its
-/// own, but after freeing one it raises that threshold to the buffer's size, so later
-/// buffers of up to 32 MiB come from the arenas and fragment them: backing up 121k files
-/// peaked at 113-118 MB (73 MB of live heap) with the default and 92-93 MB with the threshold
-/// held at 256 KiB, and the 1.7 GB backup at 28-29 MB against 23-25 MB, as fast. Restore is
-/// left alone: mapping its multi-megabyte ranged reads each time cost 10% more time.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc_for(command: Command) {
-    if command == Command::Backup {
-        // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
-        unsafe {
+        if command == Command::Backup {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
         }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc_for(_command: Command) {}
+fn tune_malloc(_command: Command) {}
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let parsed = match args::parse(std::env::args_os()) {
         Ok(p) => p,
         Err(e) => {
@@ -120,7 +111,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tune_malloc_for(parsed.command);
+    tune_malloc(parsed.command);
     if parsed.command == Command::Version {
         println!("pgbr {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
