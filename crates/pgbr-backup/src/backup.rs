@@ -55,9 +55,12 @@ pub struct BackupReport {
 
 /// One file to copy.
 struct Job {
-    target: String,
+    /// Shared by the target's jobs, like `root`.
+    target: Arc<str>,
     name: String,
-    source: PathBuf,
+    /// The directory `name` is under: shared by the target's jobs, not a path per file (with
+    /// many files, those paths were a tenth of a backup's memory).
+    root: Arc<Path>,
     size: u64,
     mtime: i64,
     mode: u32,
@@ -65,6 +68,13 @@ struct Job {
     /// The same file in the prior backup, references resolved (incremental backups). Boxed:
     /// most jobs have none, and a cluster of many files holds every job at once.
     prior: Option<Box<FileEntry>>,
+}
+
+impl Job {
+    /// Where the file is read from.
+    fn source(&self) -> PathBuf {
+        self.root.join(&self.name)
+    }
 }
 
 /// What a worker does.
@@ -110,17 +120,22 @@ pub(crate) mod layout {
 /// `entry` of backup `label`, as a later backup references it: every reference made explicit.
 fn carried(entry: &FileEntry, label: &str) -> FileEntry {
     let mut e = entry.clone();
-    if e.reference.is_none() {
-        e.reference = Some(label.to_string());
+    carry(&mut e, label);
+    e
+}
+
+/// Makes `entry`, of backup `label`'s manifest, name that backup where it held the bytes itself.
+fn carry(entry: &mut FileEntry, label: &str) {
+    if entry.reference.is_none() {
+        entry.reference = Some(label.to_string());
     }
-    if let Some(map) = &mut e.block_map {
+    if let Some(map) = &mut entry.block_map {
         for b in &mut map.blocks {
             if b.reference.is_none() {
                 b.reference = Some(label.to_string());
             }
         }
     }
-    e
 }
 
 /// The summary a `backup_type` backup of database `db_id` builds on: the last full (diff) or the
@@ -344,6 +359,8 @@ pub async fn run(
     let mut links = Vec::new();
     let mut jobs = Vec::new();
     let pg_entries = walk(&source.path, true)?;
+    let pg_root: Arc<Path> = Arc::from(source.path.as_path());
+    let pg_data: Arc<str> = Arc::from("pg_data");
     for e in pg_entries {
         if let Some(oid) = e.rel_path.strip_prefix("pg_tblspc/") {
             if let EntryKind::Symlink { target } = &e.kind {
@@ -362,8 +379,8 @@ pub async fn run(
                     tablespace_name: ts.map(|t| t.name.clone()),
                 });
                 collect(
-                    &name,
-                    target,
+                    &Arc::from(name.as_str()),
+                    &Arc::from(target.as_path()),
                     walk(target, false)?,
                     checksums,
                     lsn_start,
@@ -375,26 +392,20 @@ pub async fn run(
             }
         }
         collect_one(
-            "pg_data",
-            &source.path,
-            e,
-            checksums,
-            lsn_start,
-            &mut paths,
-            &mut links,
-            &mut jobs,
+            &pg_data, &pg_root, e, checksums, lsn_start, &mut paths, &mut links, &mut jobs,
         );
     }
     if source.path != pg.path {
         // Configuration at the top of the data directory is not replicated: take the primary's.
+        let primary_root: Arc<Path> = Arc::from(pg.path.as_path());
         for job in jobs
             .iter_mut()
-            .filter(|j| j.target == "pg_data" && !j.name.contains('/'))
+            .filter(|j| &*j.target == "pg_data" && !j.name.contains('/'))
         {
             let primary = pg.path.join(&job.name);
             if let Ok(meta) = std::fs::metadata(&primary) {
                 use std::os::unix::fs::MetadataExt;
-                job.source = primary;
+                job.root = Arc::clone(&primary_root);
                 job.size = meta.len();
                 job.mtime = meta.mtime();
             }
@@ -414,12 +425,16 @@ pub async fn run(
     }
 
     // Decide per file: reference it, store it whole, as blocks, or in a bundle.
-    let mut files: Vec<FileEntry> = Vec::new();
+    // An unchanged file's entry is the prior manifest's own, turned into a reference where it
+    // lies (`kept` marks it): with many files, a copy of each was the peak of an incremental.
+    let mut prior = prior;
+    let mut kept = vec![false; prior.as_ref().map_or(0, |m| m.files.len())];
     let mut work = Vec::new();
     let mut bundled: Vec<Job> = Vec::new();
     for mut job in jobs {
-        if let (Some(m), Some(p_label)) = (&prior, &prior_label) {
-            if let Some(p) = m.file(&job.target, &job.name) {
+        if let (Some(m), Some(p_label)) = (&mut prior, &prior_label) {
+            if let Some(i) = position(&m.files, &job.target, &job.name) {
+                let p = &mut m.files[i];
                 // A file changed in the same second the prior backup started could keep its
                 // size and time: only older files are trusted by size and time.
                 if !opts.delta
@@ -427,9 +442,9 @@ pub async fn run(
                     && p.mtime == job.mtime
                     && job.mtime < m.backup.timestamp_start
                 {
-                    let mut e = carried(p, p_label);
-                    e.mode = job.mode;
-                    files.push(e);
+                    carry(p, p_label);
+                    p.mode = job.mode;
+                    kept[i] = true;
                     continue;
                 }
                 job.prior = Some(Box::new(carried(p, p_label)));
@@ -462,6 +477,15 @@ pub async fn run(
             work.push(Work::Whole(job));
         }
     }
+    let mut files: Vec<FileEntry> = match prior {
+        Some(m) => {
+            let mut files = m.files;
+            let mut kept = kept.into_iter();
+            files.retain(|_| kept.next().unwrap_or(false));
+            files
+        }
+        None => Vec::new(),
+    };
     if let Some(b) = opts.bundle {
         bundled.sort_by(|x, y| (&x.target, &x.name).cmp(&(&y.target, &y.name)));
         // Bundles of a resumed attempt stay where they are: new ones take fresh ids.
@@ -606,26 +630,40 @@ pub async fn run(
             &base_codecs,
             &handle,
         )?;
-        if let Ok(mut d) = worker_done.lock() {
-            d.extend(out.iter().filter(|e| e.reference.is_none()).cloned());
-        }
         for e in &out {
             worker_progress.file_done(&e.name, e.size);
         }
-        Ok(out)
+        // What this backup stored goes to the progress record, which also hands it back at
+        // the end: one copy of each entry, not two (with many files, the copy was the peak).
+        // Entries of earlier backups are returned here: a resume cannot reuse them.
+        let (stored, referenced): (Vec<_>, Vec<_>) =
+            out.into_iter().partition(|e| e.reference.is_none());
+        match worker_done.lock() {
+            Ok(mut d) => d.extend(stored),
+            Err(_) => return Err(Error::Internal("backup progress record poisoned".into())),
+        }
+        Ok(referenced)
     })
     .await;
     // Stopped between two snapshots, so the lent entries are back in `done`.
     let _ = stop_snapshots.send(());
     let _ = snapshots.await;
-    let reused = resumed.as_ref().map(|r| match done.lock() {
-        Ok(d) => files_reused(r, &d),
-        Err(_) => 0,
-    });
-    // The progress record's copy of every entry is not needed any more.
-    drop(done);
+    let stored = match done.lock() {
+        Ok(mut d) => std::mem::take(&mut *d),
+        Err(_) => Vec::new(),
+    };
+    let reused = resumed.as_ref().map(|r| files_reused(r, &stored));
     match copied {
-        Ok(f) => files.extend(f.into_iter().flatten()),
+        Ok(referenced) => {
+            // The longer list takes the other in: no second buffer as long as both.
+            let mut others = if stored.len() > files.len() {
+                std::mem::replace(&mut files, stored)
+            } else {
+                stored
+            };
+            files.append(&mut others);
+            files.extend(referenced.into_iter().flatten());
+        }
         Err(e) => {
             session.close().await;
             return Err(e);
@@ -679,7 +717,9 @@ pub async fn run(
             page_errors: Vec::new(),
         });
     }
-    files.sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
+    // Names are unique: an unstable sort is the same order, without a scratch buffer half the
+    // list's size.
+    files.sort_unstable_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
     paths.sort_by(|a, b| (&a.target, &a.name).cmp(&(&b.target, &b.name)));
     let references = references_of(&files);
     let size_original: u64 = files.iter().map(|f| f.size).sum();
@@ -838,7 +878,7 @@ fn store_work(
                  stored_size: u64,
                  page_errors: Vec<u32>| {
         FileEntry {
-            target: job.target.clone(),
+            target: job.target.to_string(),
             name: job.name.clone(),
             size,
             mtime: job.mtime,
@@ -870,7 +910,7 @@ fn store_work(
                 // Same checksum as the prior backup's copy: reference it instead of storing.
                 if let Some(p) = &job.prior {
                     if p.size == job.size && p.block_map.is_none() {
-                        if let Ok((_, sum)) = pipeline::hash_file(&job.source) {
+                        if let Ok((_, sum)) = pipeline::hash_file(&job.source()) {
                             if sum == p.checksum {
                                 let mut e = (**p).clone();
                                 e.mode = job.mode;
@@ -883,7 +923,7 @@ fn store_work(
             }
             let object = layout::whole(dir, &job.target, &job.name, ext);
             let stored = pipeline::store_file(
-                &job.source,
+                &job.source(),
                 storage,
                 pipeline::Publish::At(&object),
                 codec,
@@ -932,7 +972,7 @@ fn store_work(
                 })
             });
             let stored = pipeline::store_blocks(
-                &job.source,
+                &job.source(),
                 storage,
                 &object,
                 codec,
@@ -954,7 +994,7 @@ fn store_work(
         }
         Work::Bundle { id, jobs } => {
             let object = layout::bundle(dir, id);
-            let sources: Vec<_> = jobs.iter().map(|j| (j.source.clone(), j.pages)).collect();
+            let sources: Vec<_> = jobs.iter().map(|j| (j.source(), j.pages)).collect();
             let stored = pipeline::store_bundle(&sources, storage, &object, id, codec, handle)?;
             Ok(jobs
                 .iter()
@@ -974,6 +1014,19 @@ fn store_work(
                 .collect())
         }
     }
+}
+
+/// Where `target`/`name` is in `files`: by binary search in a sorted list (a loaded manifest's),
+/// else by a scan.
+fn position(files: &[FileEntry], target: &str, name: &str) -> Option<usize> {
+    files
+        .binary_search_by(|f| (f.target.as_str(), f.name.as_str()).cmp(&(target, name)))
+        .ok()
+        .or_else(|| {
+            files
+                .iter()
+                .position(|f| f.target == target && f.name == name)
+        })
 }
 
 fn now() -> i64 {
@@ -1002,8 +1055,8 @@ fn walk(root: &Path, is_pg_data: bool) -> Result<Vec<Entry>> {
 
 #[allow(clippy::too_many_arguments)]
 fn collect(
-    target: &str,
-    root: &Path,
+    target: &Arc<str>,
+    root: &Arc<Path>,
     entries: Vec<Entry>,
     checksums: bool,
     start: Lsn,
@@ -1018,8 +1071,8 @@ fn collect(
 
 #[allow(clippy::too_many_arguments)]
 fn collect_one(
-    target: &str,
-    root: &Path,
+    target: &Arc<str>,
+    root: &Arc<Path>,
     e: Entry,
     checksums: bool,
     start: Lsn,
@@ -1029,18 +1082,18 @@ fn collect_one(
 ) {
     match e.kind {
         EntryKind::Dir => paths.push(PathEntry {
-            target: target.into(),
+            target: target.to_string(),
             name: e.rel_path,
             mode: e.mode,
         }),
         EntryKind::Symlink { target: dest } => links.push(LinkEntry {
-            target: target.into(),
+            target: target.to_string(),
             name: e.rel_path,
             destination: dest.display().to_string(),
         }),
         EntryKind::File { size } => {
             let pages = (checksums
-                && exclude::is_checksummed_relation(target == "pg_data", &e.rel_path))
+                && exclude::is_checksummed_relation(&**target == "pg_data", &e.rel_path))
             .then(|| {
                 let name = e.rel_path.rsplit('/').next().unwrap_or_default();
                 let segment = exclude::relation_parts(name)
@@ -1052,8 +1105,8 @@ fn collect_one(
                 }
             });
             jobs.push(Job {
-                target: target.into(),
-                source: root.join(&e.rel_path),
+                target: Arc::clone(target),
+                root: Arc::clone(root),
                 name: e.rel_path,
                 size,
                 mtime: e.mtime,
