@@ -833,16 +833,20 @@ fn stored_intact(
 ) -> bool {
     if let Some(map) = &entry.block_map {
         let object = layout::blocks(dir, &entry.target, &entry.name);
-        // A delta-coded block reads back only with its base: such a file is stored again.
-        return map
-            .blocks
-            .iter()
-            .filter(|b| b.reference.is_none())
-            .all(|b| {
-                b.base.is_none()
-                    && pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
-                        .is_ok_and(|plain| pgbr_manifest::block_hash(&plain) == b.hash)
-            });
+        // The blocks this attempt stored (a delta-coded one reads back only with its base:
+        // such a file is stored again), checked a window at a time.
+        let (numbers, own) = pipeline::own_blocks(map);
+        return own.iter().all(|b| b.base.is_none())
+            && pipeline::check_blocks(
+                storage,
+                &own,
+                &|i| numbers.get(i).copied().unwrap_or(i),
+                u64::from(map.block_size),
+                &|_| object.clone(),
+                &|_| Ok(codec.clone()),
+                handle,
+            )
+            .is_ok();
     }
     if let Some(b) = &entry.bundle {
         let object = layout::bundle(dir, b.id);

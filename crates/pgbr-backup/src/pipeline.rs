@@ -959,26 +959,6 @@ pub(crate) fn fetch_range(
     open_piece(codec, object, offset, &raw)
 }
 
-/// Reads and opens one delta-coded block of an object by range, against the plaintext of its
-/// base.
-pub(crate) fn fetch_delta_range(
-    storage: &Storage,
-    object: &str,
-    offset: u64,
-    length: u64,
-    codec: &Codec,
-    base: &[u8],
-    handle: &tokio::runtime::Handle,
-) -> Result<Vec<u8>> {
-    let raw = storage.get_range_blocking(object, offset..offset + length, handle)?;
-    unseal_delta(codec, &mut delta_decoder()?, base, &raw, BLOCK_SIZE).map_err(|e| {
-        Error::Corrupt(format!(
-            "{object} (bytes {offset}..{}): cannot be read back ({e}); the stored data is damaged or the key is wrong",
-            offset + length
-        ))
-    })
-}
-
 /// Opens one sealed piece that starts at `offset` in `object`; errors name both.
 pub(crate) fn open_piece(
     codec: &Codec,
@@ -1024,6 +1004,115 @@ fn windows_of(blocks: &[BlockRef]) -> Vec<std::ops::Range<usize>> {
     windows
 }
 
+/// Reads the window `window` of `blocks` (their pieces and delta bases, see [`fetch_pieces`]) and
+/// decodes its blocks in order, handing each to `each(index in blocks, plaintext)`.
+/// `number_of(index in blocks)` is the block's number in its file, for messages.
+#[allow(clippy::too_many_arguments)]
+fn decode_window(
+    storage: &Storage,
+    blocks: &[BlockRef],
+    window: std::ops::Range<usize>,
+    number_of: &dyn Fn(usize) -> usize,
+    block_size: u64,
+    object_of: &(dyn Fn(Option<&str>) -> String + Sync),
+    codec_of: &(dyn Fn(Option<&str>) -> Result<Codec> + Sync),
+    handle: &tokio::runtime::Handle,
+    each: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let in_window = &blocks[window.clone()];
+    // The window's stored blocks, then their delta bases.
+    let mut pieces: Vec<PieceAt> = in_window.iter().map(PieceAt::from).collect();
+    pieces.extend(
+        in_window
+            .iter()
+            .filter_map(|b| b.base.as_ref())
+            .map(PieceAt::from),
+    );
+    let raws = fetch_pieces(storage, &pieces, object_of, handle)?;
+    let (own, base_raws) = raws.split_at(in_window.len());
+    let bases = pieces[in_window.len()..]
+        .iter()
+        .zip(base_raws)
+        .map(|(&base, raw)| open_base(base, raw, object_of, codec_of, block_size as usize))
+        .collect::<Result<Vec<_>>>()?;
+    let mut next_base = bases.iter();
+    let mut coder = delta_decoder()?;
+    // Consecutive blocks mostly come from one backup: look its codec up once per change.
+    let mut codec: Option<(Option<&str>, Codec)> = None;
+    for (k, (b, raw)) in in_window.iter().zip(own).enumerate() {
+        let reference = b.reference.as_deref();
+        let codec = match &codec {
+            Some((r, c)) if *r == reference => c,
+            _ => &codec.insert((reference, codec_of(reference)?)).1,
+        };
+        let plain = match b.base {
+            Some(_) => match next_base.next() {
+                Some(base) => unseal_delta(codec, &mut coder, base, raw, block_size as usize),
+                None => return Err(Error::Internal("a delta base was not fetched".into())),
+            },
+            None => unseal(codec, raw),
+        };
+        let plain = plain.map_err(|e| {
+            Error::Corrupt(format!(
+                "{}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
+                object_of(reference),
+                number_of(window.start + k)
+            ))
+        })?;
+        each(window.start + k, plain)?;
+    }
+    Ok(())
+}
+
+/// The blocks of `map` that its own backup stored (the others are held by earlier backups), with
+/// their numbers in the file: what [`check_blocks`] checks of one backup.
+pub(crate) fn own_blocks(map: &pgbr_manifest::BlockMapRef) -> (Vec<usize>, Vec<BlockRef>) {
+    map.blocks
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.reference.is_none())
+        .map(|(i, b)| (i, b.clone()))
+        .unzip()
+}
+
+/// Checks that each of `blocks` (stored blocks of one file, in file order; `number_of(index)` is
+/// a block's number in the file, for messages) reads back, opens and matches its hash, a window
+/// at a time (see [`fetch_blocks`]): a few ranged reads per window, not one per block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_blocks(
+    storage: &Storage,
+    blocks: &[BlockRef],
+    number_of: &dyn Fn(usize) -> usize,
+    block_size: u64,
+    object_of: &(dyn Fn(Option<&str>) -> String + Sync),
+    codec_of: &(dyn Fn(Option<&str>) -> Result<Codec> + Sync),
+    handle: &tokio::runtime::Handle,
+) -> Result<()> {
+    for window in windows_of(blocks) {
+        decode_window(
+            storage,
+            blocks,
+            window,
+            number_of,
+            block_size,
+            object_of,
+            codec_of,
+            handle,
+            &mut |at, plain| {
+                if block_hash(&plain) == blocks[at].hash {
+                    return Ok(());
+                }
+                Err(Error::Corrupt(format!(
+                    "{}: block {} does not match its hash; the stored data is damaged",
+                    object_of(blocks[at].reference.as_deref()),
+                    number_of(at)
+                )))
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Writes `blocks`, the consecutive blocks of a block-mapped file from index `first_index` on, at
 /// their places in `dest`, a window of blocks at a time, fetching each window's pieces (and their
 /// delta bases) with one ranged read per object they lie in (see [`fetch_pieces`]). While
@@ -1049,53 +1138,20 @@ pub(crate) fn fetch_blocks(
 ) -> Result<u64> {
     use std::os::unix::fs::FileExt;
     let windows = windows_of(blocks);
-    // Reads one window and decodes its blocks in order, handing each to `each(index in blocks)`.
     let decode = |window: &std::ops::Range<usize>,
                   each: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>|
      -> Result<()> {
-        let in_window = &blocks[window.clone()];
-        // The window's stored blocks, then their delta bases.
-        let mut pieces: Vec<PieceAt> = in_window.iter().map(PieceAt::from).collect();
-        pieces.extend(
-            in_window
-                .iter()
-                .filter_map(|b| b.base.as_ref())
-                .map(PieceAt::from),
-        );
-        let raws = fetch_pieces(storage, &pieces, object_of, handle)?;
-        let (own, base_raws) = raws.split_at(in_window.len());
-        let bases = pieces[in_window.len()..]
-            .iter()
-            .zip(base_raws)
-            .map(|(&base, raw)| open_base(base, raw, object_of, codec_of, block_size as usize))
-            .collect::<Result<Vec<_>>>()?;
-        let mut next_base = bases.iter();
-        let mut coder = delta_decoder()?;
-        // Consecutive blocks mostly come from one backup: look its codec up once per change.
-        let mut codec: Option<(Option<&str>, Codec)> = None;
-        for (k, (b, raw)) in in_window.iter().zip(own).enumerate() {
-            let reference = b.reference.as_deref();
-            let codec = match &codec {
-                Some((r, c)) if *r == reference => c,
-                _ => &codec.insert((reference, codec_of(reference)?)).1,
-            };
-            let plain = match b.base {
-                Some(_) => match next_base.next() {
-                    Some(base) => unseal_delta(codec, &mut coder, base, raw, block_size as usize),
-                    None => return Err(Error::Internal("a delta base was not fetched".into())),
-                },
-                None => unseal(codec, raw),
-            };
-            let plain = plain.map_err(|e| {
-                Error::Corrupt(format!(
-                    "{}: block {} cannot be read back ({e}); the stored data is damaged or the key is wrong",
-                    object_of(reference),
-                    first_index + window.start + k
-                ))
-            })?;
-            each(window.start + k, plain)?;
-        }
-        Ok(())
+        decode_window(
+            storage,
+            blocks,
+            window.clone(),
+            &|i| first_index + i,
+            block_size,
+            object_of,
+            codec_of,
+            handle,
+            each,
+        )
     };
     let mut written = 0u64;
     // Hashes or checks one block, then writes it at its place.
@@ -1236,6 +1292,15 @@ mod tests {
         assert!(windows_of(&[]).is_empty());
     }
 
+    /// A runtime for the blocking storage calls under test.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt")
+    }
+
     /// The object of the test file in the backup labelled `label`.
     fn object_of_label(label: &str) -> String {
         format!("{label}/file.blk")
@@ -1305,6 +1370,59 @@ mod tests {
         (stored.blocks, std::fs::read(&out).expect("read"))
     }
 
+    /// `check_blocks` opens each block a backup stored (a delta-coded one against its base) and
+    /// names a damaged one by its number in the file.
+    #[test]
+    fn check_blocks_opens_own_blocks_and_names_a_damaged_one() {
+        let rt = runtime();
+        let storage = Storage::memory();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..5 * BLOCK_SIZE).map(|i| (i * 7 % 253) as u8).collect();
+        let (full, _) = store_and_rebuild(&rt, &storage, dir.path(), &data, "full", None, false);
+        let mut changed = data.clone();
+        changed[3 * BLOCK_SIZE + 10] ^= 1;
+        let (incr, _) = store_and_rebuild(
+            &rt,
+            &storage,
+            dir.path(),
+            &changed,
+            "incr",
+            Some((&full, "full")),
+            true,
+        );
+        let check = |label: &str, blocks: &[BlockRef]| {
+            let map = pgbr_manifest::BlockMapRef {
+                block_size: BLOCK_SIZE as u32,
+                blocks: blocks.to_vec(),
+            };
+            let (numbers, own) = own_blocks(&map);
+            let object_of = |r: Option<&str>| object_of_label(r.unwrap_or(label));
+            check_blocks(
+                &storage,
+                &own,
+                &|i| numbers[i],
+                BLOCK_SIZE as u64,
+                &object_of,
+                &|_| Ok(codec()),
+                rt.handle(),
+            )
+            .map(|()| numbers)
+        };
+        // The incremental stored block 3 only, as a delta against the full's block 3.
+        assert_eq!(check("incr", &incr).expect("incr intact"), [3]);
+        assert!(incr[3].base.is_some());
+        assert_eq!(check("full", &full).expect("full intact"), [0, 1, 2, 3, 4]);
+
+        let object = object_of_label("full");
+        let mut stored = rt.block_on(storage.get(&object)).expect("get").to_vec();
+        stored[(full[1].offset + full[1].length / 2) as usize] ^= 0x55;
+        rt.block_on(storage.put(&object, stored.into()))
+            .expect("put");
+        let err = check("full", &full).expect_err("damaged").to_string();
+        assert!(err.contains("block 1 "), "{err}");
+        assert!(err.contains(&object), "{err}");
+    }
+
     #[test]
     fn hash_file_on_two_threads_equals_one_pass() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1336,11 +1454,7 @@ mod tests {
     /// piece reads back as its file, the gone ones are `None`, and nothing is held open after.
     #[test]
     fn bundle_of_files_opened_ahead_reads_back_each_file() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("rt");
+        let rt = runtime();
         let storage = Storage::memory();
         let dir = tempfile::tempdir().expect("tempdir");
         let count = OPEN_AHEAD * 3 + 7;
@@ -1401,7 +1515,7 @@ mod tests {
                 1..4,
             ),
         ) {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+            let rt = runtime();
             let storage = Storage::memory();
             let dir = tempfile::tempdir().expect("tempdir");
             let mut state = seed | 1;
@@ -1462,7 +1576,7 @@ mod tests {
             edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
             new_len_delta in -70_000i64..140_000,
         ) {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+            let rt = runtime();
             let storage = Storage::memory();
             let dir = tempfile::tempdir().expect("tempdir");
             let mut state = seed | 1;

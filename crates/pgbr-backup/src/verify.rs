@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use pgbr_crypto::{CipherType, DecryptReader};
-use pgbr_manifest::{ArchiveInfo, BackupInfo, BackupSummary, Manifest};
+use pgbr_manifest::{ArchiveInfo, BackupInfo, BackupSummary, BlockRef, Checksum, Manifest};
 use pgbr_storage::{CompressType, DecompressReader, Storage};
 use pgbr_wal::{LongPageHeader, Segment, WalFileName};
 
@@ -88,16 +88,29 @@ enum Job {
         size: u64,
         checksum: String,
     },
-    /// Pieces of one object sealed on their own (blocks of a block-mapped file, or a bundled
-    /// file): each range must open and, for blocks, match its hash.
-    Pieces {
+    /// The blocks one backup stored of a block-mapped file: each must open (a delta-coded one
+    /// against its base) and match its hash. Read a window of blocks at a time, a few ranged
+    /// reads each.
+    Blocks {
+        /// `backup/<stanza>`.
+        stanza_dir: String,
+        /// The backup that stored the blocks.
+        label: String,
+        target: String,
+        name: String,
+        block_size: u64,
+        /// The blocks, in file order, and their numbers in the file.
+        blocks: Vec<BlockRef>,
+        numbers: Vec<usize>,
+        /// How `label` stored its bytes, and each backup holding a delta base.
+        compress: BTreeMap<String, CompressType>,
+    },
+    /// The files one bundle holds, by offset: read in one pass, each must open and match the
+    /// manifest's size and checksum.
+    Bundle {
         object: String,
         compress: CompressType,
-        /// (offset, length, expected block hash (`None` for a bundled file), the base of a
-        /// delta-coded block).
-        ranges: Vec<(u64, u64, Option<String>, Option<PieceBase>)>,
-        /// For a bundled file: expected size and checksum of its one piece.
-        whole: Option<(u64, String)>,
+        files: Vec<BundledFile>,
     },
     /// An archived WAL file: expect the checksum in its name.
     Wal {
@@ -108,19 +121,24 @@ enum Job {
     },
 }
 
-/// Where the base of a delta-coded block is stored, and how.
-struct PieceBase {
-    object: String,
-    compress: CompressType,
+/// A file packed in a bundle.
+struct BundledFile {
+    /// `<target>/<name>`, for messages.
+    path: String,
     offset: u64,
     length: u64,
+    size: u64,
+    checksum: Checksum,
 }
 
 struct JobResult {
     object: String,
     is_wal: bool,
+    /// Files checked: one, or a bundle's.
+    files: u64,
     stored: u64,
-    problem: Option<String>,
+    /// What is wrong with `object` (a bundle: with which of its files).
+    problems: Vec<String>,
     segment_size: Option<u32>,
 }
 
@@ -192,6 +210,85 @@ fn decode(
     ))
 }
 
+/// Reads bundle `object` in one pass and checks each of `files` (sorted by offset) against the
+/// manifest. When the bundle cannot be read on, the files not reached carry the reason.
+fn check_bundle(
+    storage: &Storage,
+    object: &str,
+    codec: &crate::pipeline::Codec,
+    files: &[BundledFile],
+    handle: &tokio::runtime::Handle,
+) -> JobResult {
+    let mut result = JobResult {
+        object: object.to_string(),
+        is_wal: false,
+        files: files.len() as u64,
+        stored: 0,
+        problems: Vec::new(),
+        segment_size: None,
+    };
+    // Buffered: the pieces are small, and a local bundle is read in the caller's sizes.
+    let mut reader = match storage.blocking_reader(object, handle.clone()) {
+        Ok(r) => std::io::BufReader::with_capacity(crate::pipeline::CHUNK, r),
+        Err(e) => {
+            result.problems = files
+                .iter()
+                .map(|f| format!("{}: cannot be read: {e}", f.path))
+                .collect();
+            return result;
+        }
+    };
+    let mut position = 0u64;
+    let mut piece = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let read = (|| -> std::result::Result<(), String> {
+            let gap = f
+                .offset
+                .checked_sub(position)
+                .ok_or("overlaps the file before it in the bundle")?;
+            let skipped = std::io::copy(&mut (&mut reader).take(gap), &mut std::io::sink())
+                .map_err(|e| format!("cannot be read: {e}"))?;
+            piece.clear();
+            (&mut reader)
+                .take(f.length)
+                .read_to_end(&mut piece)
+                .map_err(|e| format!("cannot be read: {e}"))?;
+            if skipped != gap || piece.len() as u64 != f.length {
+                return Err("the bundle is shorter than the manifest says".into());
+            }
+            position = f.offset + f.length;
+            Ok(())
+        })();
+        if let Err(message) = read {
+            // Nothing after this point can be read in order.
+            result.problems.extend(
+                files[i..]
+                    .iter()
+                    .map(|f| format!("{} (offset {}): {message}", f.path, f.offset)),
+            );
+            break;
+        }
+        result.stored += f.length;
+        match crate::pipeline::open_piece(codec, object, f.offset, &piece) {
+            Err(e) => result.problems.push(format!("{}: {e}", f.path)),
+            Ok(plain) => {
+                let checksum = Checksum::of(&plain);
+                if plain.len() as u64 != f.size || checksum != f.checksum {
+                    result.problems.push(format!(
+                        "bundled file {} (offset {}) does not match the manifest: size {}, expected {}; checksum {checksum}, expected {}",
+                        f.path,
+                        f.offset,
+                        plain.len(),
+                        f.size,
+                        f.checksum
+                    ));
+                }
+            }
+        }
+    }
+    result
+}
+
 /// Verifies the stanza `repo` holds.
 pub async fn run(
     repo: &Repository,
@@ -259,7 +356,9 @@ pub async fn run(
         }
     }
     let mut jobs = Vec::new();
-    let mut manifests: Vec<Manifest> = Vec::new();
+    // What WAL continuity needs of each backup; its manifest is not kept (with many files,
+    // each is tens of MB).
+    let mut summaries: Vec<BackupSummary> = Vec::new();
     // How each backup stored its files: a delta-coded block is read with its base's codec.
     let mut compress_of = repo.compress_types();
     for label in &labels {
@@ -269,6 +368,9 @@ pub async fn run(
         let mut good: Option<Manifest> = None;
         let mut present = 0;
         let mut missing = Vec::new();
+        // The manifest as first read, and what was wrong with it: a copy byte for byte the same
+        // verifies the same way, and is not parsed (and held) a second time.
+        let mut first: Option<(bytes::Bytes, Option<String>)> = None;
         for path in [base.clone(), format!("{base}{COPY_SUFFIX}")] {
             let Some(raw) = storage.get_opt(&path).await? else {
                 missing.push(path);
@@ -276,20 +378,35 @@ pub async fn run(
             };
             present += 1;
             report.bytes_read += raw.len() as u64;
+            if let Some((first_raw, problem)) = &first {
+                if *first_raw == raw {
+                    if let Some(problem) = problem {
+                        report.error(&path, problem.clone());
+                    }
+                    continue;
+                }
+            }
             let parsed = repo
                 .open_manifest(&raw, &format!("manifest of backup {label}"))
                 .map_err(|e| e.to_string());
-            match parsed {
-                Ok(m) if m.backup.label != *label => report.error(
-                    &path,
-                    format!("is the manifest of backup {}, not {label}", m.backup.label),
-                ),
+            let problem = match parsed {
+                Ok(m) if m.backup.label != *label => Some(format!(
+                    "is the manifest of backup {}, not {label}",
+                    m.backup.label
+                )),
                 Ok(m) => {
                     if good.is_none() {
                         good = Some(m);
                     }
+                    None
                 }
-                Err(e) => report.error(&path, format!("manifest does not verify: {e}")),
+                Err(e) => Some(format!("manifest does not verify: {e}")),
+            };
+            if let Some(problem) = &problem {
+                report.error(&path, problem.clone());
+            }
+            if first.is_none() {
+                first = Some((raw, problem));
             }
         }
         if present == 0 {
@@ -347,6 +464,8 @@ pub async fn run(
         };
         compress_of.insert(label.clone(), compress);
         let dir = format!("backup/{stanza}/{label}");
+        // This backup's bundled files, by bundle.
+        let mut bundles: BTreeMap<u64, Vec<BundledFile>> = BTreeMap::new();
         for f in &m.files {
             // Bytes held by an earlier backup are verified with that backup.
             if let Some(r) = f.reference.as_deref().filter(|r| *r != label.as_str()) {
@@ -359,31 +478,16 @@ pub async fn run(
                 continue;
             }
             if let Some(map) = &f.block_map {
+                let mut compress = BTreeMap::from([(label.clone(), compress)]);
                 let mut unknown_base = None;
-                let ranges: Vec<_> = map
-                    .blocks
-                    .iter()
-                    .filter(|b| b.reference.is_none())
-                    .map(|b| {
-                        let base = b.base.as_ref().and_then(|base| {
-                            let Some(compress) = compress_of.get(&base.reference) else {
-                                unknown_base = Some(base.reference.clone());
-                                return None;
-                            };
-                            Some(PieceBase {
-                                object: crate::backup::layout::blocks(
-                                    &repo.backup_path(&base.reference),
-                                    &f.target,
-                                    &f.name,
-                                ),
-                                compress: *compress,
-                                offset: base.offset,
-                                length: base.length,
-                            })
-                        });
-                        (b.offset, b.length, Some(b.hash.clone()), base)
-                    })
-                    .collect();
+                for base in map.blocks.iter().filter_map(|b| b.base.as_ref()) {
+                    match compress_of.get(&base.reference) {
+                        Some(c) => {
+                            compress.insert(base.reference.clone(), *c);
+                        }
+                        None => unknown_base = Some(base.reference.clone()),
+                    }
+                }
                 if let Some(r) = unknown_base {
                     report.error(
                         format!("{dir}/{}/{}", f.target, f.name),
@@ -402,22 +506,29 @@ pub async fn run(
                         break;
                     }
                 }
-                if !ranges.is_empty() {
-                    jobs.push(Job::Pieces {
-                        object: crate::backup::layout::blocks(&dir, &f.target, &f.name),
+                // Blocks held by earlier backups are verified with those.
+                let (numbers, blocks) = crate::pipeline::own_blocks(map);
+                if !blocks.is_empty() {
+                    jobs.push(Job::Blocks {
+                        stanza_dir: format!("backup/{stanza}"),
+                        label: label.clone(),
+                        target: f.target.clone(),
+                        name: f.name.clone(),
+                        block_size: u64::from(map.block_size),
+                        blocks,
+                        numbers,
                         compress,
-                        ranges,
-                        whole: None,
                     });
                 }
                 continue;
             }
             if let Some(b) = &f.bundle {
-                jobs.push(Job::Pieces {
-                    object: crate::backup::layout::bundle(&dir, b.id),
-                    compress,
-                    ranges: vec![(b.offset, b.length, None, None)],
-                    whole: Some((f.size, f.checksum.to_string())),
+                bundles.entry(b.id).or_default().push(BundledFile {
+                    path: format!("{}/{}", f.target, f.name),
+                    offset: b.offset,
+                    length: b.length,
+                    size: f.size,
+                    checksum: f.checksum,
                 });
                 continue;
             }
@@ -436,7 +547,15 @@ pub async fn run(
                 checksum: f.checksum.to_string(),
             });
         }
-        manifests.push(m);
+        for (id, mut files) in bundles {
+            files.sort_by_key(|b| b.offset);
+            jobs.push(Job::Bundle {
+                object: crate::backup::layout::bundle(&dir, id),
+                compress,
+                files,
+            });
+        }
+        summaries.push(BackupSummary::from_manifest(&m));
     }
 
     // The archive.
@@ -502,8 +621,9 @@ pub async fn run(
                 Err(message) => JobResult {
                     object,
                     is_wal: false,
+                    files: 1,
                     stored: 0,
-                    problem: Some(message),
+                    problems: vec![message],
                     segment_size: None,
                 },
                 Ok((actual_size, actual, _, stored)) => {
@@ -515,17 +635,62 @@ pub async fn run(
                     JobResult {
                         object,
                         is_wal: false,
+                        files: 1,
                         stored,
-                        problem,
+                        problems: problem.into_iter().collect(),
                         segment_size: None,
                     }
                 }
             },
-            Job::Pieces {
+            Job::Blocks {
+                stanza_dir,
+                label,
+                target,
+                name,
+                block_size,
+                blocks,
+                numbers,
+                compress,
+            } => {
+                let object_of = |reference: Option<&str>| {
+                    let backup = reference.unwrap_or(&label);
+                    crate::backup::layout::blocks(&format!("{stanza_dir}/{backup}"), &target, &name)
+                };
+                let codec_of = |reference: Option<&str>| {
+                    let backup = reference.unwrap_or(&label);
+                    let compress_type = compress.get(backup).copied().ok_or_else(|| {
+                        crate::error::Error::Internal(format!("no codec known for backup {backup}"))
+                    })?;
+                    Ok(crate::pipeline::Codec {
+                        workers: 0,
+                        compress_type,
+                        level: 0,
+                        cipher,
+                        key: key.clone(),
+                    })
+                };
+                let checked = crate::pipeline::check_blocks(
+                    &worker_storage,
+                    &blocks,
+                    &|i| numbers.get(i).copied().unwrap_or(i),
+                    block_size,
+                    &object_of,
+                    &codec_of,
+                    &handle,
+                );
+                JobResult {
+                    object: object_of(None),
+                    is_wal: false,
+                    files: 1,
+                    stored: blocks.iter().map(|b| b.length).sum(),
+                    problems: checked.err().map(|e| e.to_string()).into_iter().collect(),
+                    segment_size: None,
+                }
+            }
+            Job::Bundle {
                 object,
                 compress,
-                ranges,
-                whole,
+                files,
             } => {
                 let codec = crate::pipeline::Codec {
                     workers: 0,
@@ -534,52 +699,7 @@ pub async fn run(
                     cipher,
                     key: key.clone(),
                 };
-                let mut problem = None;
-                let mut stored = 0;
-                for (i, (offset, length, hash, base)) in ranges.iter().enumerate() {
-                    stored += length;
-                    let plain = match base {
-                        None => crate::pipeline::fetch_range(&worker_storage, &object, *offset, *length, &codec, &handle),
-                        Some(base) => {
-                            let base_codec = crate::pipeline::Codec {
-                                compress_type: base.compress,
-                                ..codec.clone()
-                            };
-                            crate::pipeline::fetch_range(&worker_storage, &base.object, base.offset, base.length, &base_codec, &handle)
-                                .and_then(|plain_base| crate::pipeline::fetch_delta_range(&worker_storage, &object, *offset, *length, &codec, &plain_base, &handle))
-                        }
-                    };
-                    match plain {
-                        Err(e) => {
-                            problem = Some(e.to_string());
-                            break;
-                        }
-                        Ok(plain) => {
-                            if let Some(h) = hash {
-                                if pgbr_manifest::block_hash(&plain) != *h {
-                                    problem = Some(format!("block at offset {offset} (piece {i}) does not match its hash"));
-                                    break;
-                                }
-                            }
-                            if let Some((size, checksum)) = &whole {
-                                let actual = blake3::hash(&plain).to_hex().to_string();
-                                if plain.len() as u64 != *size || actual != *checksum {
-                                    problem = Some(format!(
-                                        "bundled file at offset {offset} does not match the manifest: size {}, expected {size}",
-                                        plain.len()
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                }
-                JobResult {
-                    object,
-                    is_wal: false,
-                    stored,
-                    problem,
-                    segment_size: None,
-                }
+                check_bundle(&worker_storage, &object, &codec, &files, &handle)
             }
             Job::Wal {
                 object,
@@ -590,8 +710,9 @@ pub async fn run(
                 Err(message) => JobResult {
                     object,
                     is_wal: true,
+                    files: 1,
                     stored: 0,
-                    problem: Some(message),
+                    problems: vec![message],
                     segment_size: None,
                 },
                 Ok((_, actual, head, stored)) => {
@@ -606,8 +727,9 @@ pub async fn run(
                     JobResult {
                         object,
                         is_wal: true,
+                        files: 1,
                         stored,
-                        problem,
+                        problems: problem.into_iter().collect(),
                         segment_size,
                     }
                 }
@@ -621,18 +743,18 @@ pub async fn run(
     let mut bad = Vec::new();
     for r in results {
         if r.is_wal {
-            report.wal_checked += 1;
+            report.wal_checked += r.files;
         } else {
-            report.files_checked += 1;
+            report.files_checked += r.files;
         }
         report.bytes_read += r.stored;
         if let Some(s) = r.segment_size {
             *sizes.entry(s).or_default() += 1;
         }
-        if let Some(p) = r.problem {
+        for message in r.problems {
             bad.push(Problem {
-                object: r.object,
-                message: p,
+                object: r.object.clone(),
+                message,
             });
         }
     }
@@ -647,8 +769,6 @@ pub async fn run(
         .max_by_key(|(_, n)| **n)
         .map(|(s, _)| u64::from(*s))
         .unwrap_or(16 * 1024 * 1024);
-    let summaries: Vec<BackupSummary> =
-        manifests.iter().map(BackupSummary::from_manifest).collect();
     let boundary = crate::expire::archive_boundary(&summaries, &opts.retention).cloned();
     let seg = |name: &str| Segment::parse(name, segment_size).ok();
     for db in &repo.archive_info().db_history {

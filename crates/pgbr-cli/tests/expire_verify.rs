@@ -280,14 +280,39 @@ fn verify_of_an_encrypted_repository_names_a_tampered_file() {
     });
     let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
     let label = backup(scratch, conf);
+    let json = verify_json_ok(scratch, conf);
+    assert!(json["wal_checked"].as_u64().expect("wal") >= 1, "{json}");
+
+    let victim = common_largest_file(&repo.join(format!("backup/main/{label}/pg_data/base")));
+    let (text, rel) = verify_after_flipping(scratch, conf, repo, &victim, 4000);
+    assert!(
+        text.contains(&format!(
+            "ERROR: {rel}: cannot be decrypted and authenticated"
+        )),
+        "{text}"
+    );
+    env.src.stop();
+}
+
+/// `verify --output=json` of an intact repository: ok, and more than 100 backup files checked.
+fn verify_json_ok(scratch: &Scratch, conf: &Path) -> serde_json::Value {
     let v = scratch.pgbr_ok(conf, &["--stanza=main", "verify", "--output=json"]);
     let json: serde_json::Value = serde_json::from_str(&v).expect("json");
     assert_eq!(json["ok"], true, "{v}");
     assert!(json["files_checked"].as_u64().expect("files") > 100, "{v}");
-    assert!(json["wal_checked"].as_u64().expect("wal") >= 1, "{v}");
+    json
+}
 
-    let victim = common_largest_file(&repo.join(format!("backup/main/{label}/pg_data/base")));
-    flip_byte(&victim, 4000);
+/// Flips the byte at `at` of `victim` and runs `verify`, which must exit 14: its text output and
+/// the victim's path in the repository.
+fn verify_after_flipping(
+    scratch: &Scratch,
+    conf: &Path,
+    repo: &Path,
+    victim: &Path,
+    at: usize,
+) -> (String, String) {
+    flip_byte(victim, at);
     let out = scratch.pgbr(conf, &["--stanza=main", "verify"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(14), "{text}");
@@ -296,13 +321,7 @@ fn verify_of_an_encrypted_repository_names_a_tampered_file() {
         .expect("in repo")
         .display()
         .to_string();
-    assert!(
-        text.contains(&format!(
-            "ERROR: {rel}: cannot be decrypted and authenticated"
-        )),
-        "{text}"
-    );
-    env.src.stop();
+    (text, rel)
 }
 
 /// Every `.blk` object (a block-mapped file's blocks) under `dir`.
@@ -375,5 +394,31 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(err.contains(rel.as_str()), "{err}");
+    env.src.stop();
+}
+
+#[test]
+fn verify_reads_each_bundle_once_and_names_the_one_damaged_file_in_it() {
+    let mut env = Stanza::setup(Setup {
+        quiet: true,
+        ..Setup::default()
+    });
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
+    let label = backup(scratch, conf);
+    // Every bundled file is counted, not only every bundle.
+    verify_json_ok(scratch, conf);
+
+    let victim = common_largest_file(&repo.join(format!("backup/main/{label}/bundle")));
+    let len = std::fs::metadata(&victim).expect("stat").len() as usize;
+    let (text, rel) = verify_after_flipping(scratch, conf, repo, &victim, len / 2);
+    // One file's piece is damaged: it alone is named, and the files after it in the bundle are
+    // still read and found intact.
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains(&rel), "{text}");
+    assert!(
+        errors[0].contains("pg_data/"),
+        "names the bundled file: {text}"
+    );
     env.src.stop();
 }
