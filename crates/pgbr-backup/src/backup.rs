@@ -98,6 +98,101 @@ impl Work {
     }
 }
 
+/// Decides per file: reference it, store it whole, as blocks, or in a bundle.
+struct Planner<'a> {
+    /// The prior backup's manifest (diff/incr). An unchanged file's entry is the prior manifest's
+    /// own, turned into a reference where it lies (`kept` marks it): with many files, a copy of
+    /// each was the peak of an incremental.
+    prior: Option<Manifest>,
+    prior_label: Option<&'a str>,
+    kept: Vec<bool>,
+    /// The interrupted attempt this backup resumes.
+    resumed: Option<&'a Manifest>,
+    /// `--delta`: trust checksums, not size and time.
+    delta: bool,
+    /// Files smaller than this go into bundles (`None`: no bundles).
+    bundle_limit: Option<u64>,
+    /// Backup from a standby: the primary's data directory, where the files at the top of the
+    /// data directory (configuration, which is not replicated) are read.
+    primary_root: Option<Arc<Path>>,
+    work: Vec<Work>,
+    bundled: Vec<Job>,
+}
+
+impl Planner<'_> {
+    fn add(&mut self, mut job: Job) {
+        if let Some(root) = &self.primary_root {
+            if &*job.target == "pg_data" && !job.name.contains('/') {
+                if let Ok(meta) = std::fs::metadata(root.join(&job.name)) {
+                    use std::os::unix::fs::MetadataExt;
+                    job.root = Arc::clone(root);
+                    job.size = meta.len();
+                    job.mtime = meta.mtime();
+                }
+            }
+        }
+        if let (Some(m), Some(p_label)) = (&mut self.prior, self.prior_label) {
+            if let Some(i) = position(&m.files, &job.target, &job.name) {
+                let p = &mut m.files[i];
+                // A file changed in the same second the prior backup started could keep its
+                // size and time: only older files are trusted by size and time.
+                if !self.delta
+                    && p.size == job.size
+                    && p.mtime == job.mtime
+                    && job.mtime < m.backup.timestamp_start
+                {
+                    carry(p, p_label);
+                    p.mode = job.mode;
+                    self.kept[i] = true;
+                    return;
+                }
+                job.prior = Some(Box::new(carried(p, p_label)));
+            }
+        }
+        // Stored by the interrupted attempt this one resumes, and unchanged since before it began.
+        if let Some(r) = self.resumed {
+            if let Some(e) = r.file(&job.target, &job.name) {
+                if e.reference.is_none()
+                    && e.size == job.size
+                    && e.mtime == job.mtime
+                    && job.mtime < r.backup.timestamp_start
+                {
+                    let entry = Box::new(e.clone());
+                    self.work.push(Work::Reuse { job, entry });
+                    return;
+                }
+            }
+        }
+        let prior_blocks = job
+            .prior
+            .as_ref()
+            .and_then(|p| p.block_map.as_ref())
+            .is_some_and(|b| b.block_size as usize == pipeline::BLOCK_SIZE);
+        if job.size >= pipeline::BLOCK_THRESHOLD || prior_blocks {
+            self.work.push(Work::Blocks(job));
+        } else if self.bundle_limit.is_some_and(|limit| job.size < limit) {
+            self.bundled.push(job);
+        } else {
+            self.work.push(Work::Whole(job));
+        }
+    }
+
+    /// The entries of unchanged files (references to the prior backup), the work, and the files
+    /// to bundle.
+    fn finish(self) -> (Vec<FileEntry>, Vec<Work>, Vec<Job>) {
+        let files = match self.prior {
+            Some(m) => {
+                let mut files = m.files;
+                let mut kept = self.kept.into_iter();
+                files.retain(|_| kept.next().unwrap_or(false));
+                files
+            }
+            None => Vec::new(),
+        };
+        (files, self.work, self.bundled)
+    }
+}
+
 /// Shortest time between two records of an unfinished backup's progress (see `save_inprogress`).
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -357,7 +452,21 @@ pub async fn run(
     }];
     let mut paths = Vec::new();
     let mut links = Vec::new();
-    let mut jobs = Vec::new();
+    // Each file is decided on as the walk finds it: no list of every file beside the prior
+    // manifest (with many files, that list was a fifth of an incremental's memory).
+    let mut planner = Planner {
+        kept: vec![false; prior.as_ref().map_or(0, |m| m.files.len())],
+        prior,
+        prior_label: prior_label.as_deref(),
+        resumed: resumed.as_ref(),
+        delta: opts.delta,
+        bundle_limit: opts.bundle.map(|b| b.limit),
+        // Configuration at the top of the data directory is not replicated: from a standby,
+        // take the primary's.
+        primary_root: (source.path != pg.path).then(|| Arc::from(pg.path.as_path())),
+        work: Vec::new(),
+        bundled: Vec::new(),
+    };
     let pg_entries = walk(&source.path, true)?;
     let pg_root: Arc<Path> = Arc::from(source.path.as_path());
     let pg_data: Arc<str> = Arc::from("pg_data");
@@ -386,30 +495,21 @@ pub async fn run(
                     lsn_start,
                     &mut paths,
                     &mut links,
-                    &mut jobs,
+                    &mut planner,
                 );
                 continue;
             }
         }
         collect_one(
-            &pg_data, &pg_root, e, checksums, lsn_start, &mut paths, &mut links, &mut jobs,
+            &pg_data,
+            &pg_root,
+            e,
+            checksums,
+            lsn_start,
+            &mut paths,
+            &mut links,
+            &mut planner,
         );
-    }
-    if source.path != pg.path {
-        // Configuration at the top of the data directory is not replicated: take the primary's.
-        let primary_root: Arc<Path> = Arc::from(pg.path.as_path());
-        for job in jobs
-            .iter_mut()
-            .filter(|j| &*j.target == "pg_data" && !j.name.contains('/'))
-        {
-            let primary = pg.path.join(&job.name);
-            if let Ok(meta) = std::fs::metadata(&primary) {
-                use std::os::unix::fs::MetadataExt;
-                job.root = Arc::clone(&primary_root);
-                job.size = meta.len();
-                job.mtime = meta.mtime();
-            }
-        }
     }
     paths.push(PathEntry {
         target: "pg_data".into(),
@@ -424,68 +524,7 @@ pub async fn run(
         });
     }
 
-    // Decide per file: reference it, store it whole, as blocks, or in a bundle.
-    // An unchanged file's entry is the prior manifest's own, turned into a reference where it
-    // lies (`kept` marks it): with many files, a copy of each was the peak of an incremental.
-    let mut prior = prior;
-    let mut kept = vec![false; prior.as_ref().map_or(0, |m| m.files.len())];
-    let mut work = Vec::new();
-    let mut bundled: Vec<Job> = Vec::new();
-    for mut job in jobs {
-        if let (Some(m), Some(p_label)) = (&mut prior, &prior_label) {
-            if let Some(i) = position(&m.files, &job.target, &job.name) {
-                let p = &mut m.files[i];
-                // A file changed in the same second the prior backup started could keep its
-                // size and time: only older files are trusted by size and time.
-                if !opts.delta
-                    && p.size == job.size
-                    && p.mtime == job.mtime
-                    && job.mtime < m.backup.timestamp_start
-                {
-                    carry(p, p_label);
-                    p.mode = job.mode;
-                    kept[i] = true;
-                    continue;
-                }
-                job.prior = Some(Box::new(carried(p, p_label)));
-            }
-        }
-        // Stored by the interrupted attempt this one resumes, and unchanged since before it began.
-        if let Some(r) = &resumed {
-            if let Some(e) = r.file(&job.target, &job.name) {
-                if e.reference.is_none()
-                    && e.size == job.size
-                    && e.mtime == job.mtime
-                    && job.mtime < r.backup.timestamp_start
-                {
-                    let entry = Box::new(e.clone());
-                    work.push(Work::Reuse { job, entry });
-                    continue;
-                }
-            }
-        }
-        let prior_blocks = job
-            .prior
-            .as_ref()
-            .and_then(|p| p.block_map.as_ref())
-            .is_some_and(|b| b.block_size as usize == pipeline::BLOCK_SIZE);
-        if job.size >= pipeline::BLOCK_THRESHOLD || prior_blocks {
-            work.push(Work::Blocks(job));
-        } else if opts.bundle.is_some_and(|b| job.size < b.limit) {
-            bundled.push(job);
-        } else {
-            work.push(Work::Whole(job));
-        }
-    }
-    let mut files: Vec<FileEntry> = match prior {
-        Some(m) => {
-            let mut files = m.files;
-            let mut kept = kept.into_iter();
-            files.retain(|_| kept.next().unwrap_or(false));
-            files
-        }
-        None => Vec::new(),
-    };
+    let (mut files, mut work, mut bundled) = planner.finish();
     if let Some(b) = opts.bundle {
         bundled.sort_by(|x, y| (&x.target, &x.name).cmp(&(&y.target, &y.name)));
         // Bundles of a resumed attempt stay where they are: new ones take fresh ids.
@@ -1066,10 +1105,10 @@ fn collect(
     start: Lsn,
     paths: &mut Vec<PathEntry>,
     links: &mut Vec<LinkEntry>,
-    jobs: &mut Vec<Job>,
+    planner: &mut Planner,
 ) {
     for e in entries {
-        collect_one(target, root, e, checksums, start, paths, links, jobs);
+        collect_one(target, root, e, checksums, start, paths, links, planner);
     }
 }
 
@@ -1082,7 +1121,7 @@ fn collect_one(
     start: Lsn,
     paths: &mut Vec<PathEntry>,
     links: &mut Vec<LinkEntry>,
-    jobs: &mut Vec<Job>,
+    planner: &mut Planner,
 ) {
     match e.kind {
         EntryKind::Dir => paths.push(PathEntry {
@@ -1108,7 +1147,7 @@ fn collect_one(
                     start_lsn: start.0,
                 }
             });
-            jobs.push(Job {
+            planner.add(Job {
                 target: Arc::clone(target),
                 root: Arc::clone(root),
                 name: e.rel_path,
