@@ -650,25 +650,23 @@ pub async fn run(
         })
         .collect();
     let worker_progress = Arc::clone(&progress);
-    let worker_codec = codec.clone();
-    let worker_dir = backup_dir.clone();
+    let storer = Storer {
+        storage,
+        stanza_dir: format!("backup/{}", repo.stanza()),
+        dir: backup_dir.clone(),
+        ext,
+        codec: codec.clone(),
+        delta: opts.delta,
+        base_codecs,
+        handle,
+    };
     let worker_done = Arc::clone(&done);
-    let delta = opts.delta;
     let file_delay = pipeline::test_file_delay();
     let copied = pipeline::run_parallel(work, opts.process_max, move |w: Work| {
         if let Some(d) = file_delay {
             std::thread::sleep(d);
         }
-        let out = store_work(
-            w,
-            &storage,
-            &worker_dir,
-            ext,
-            &worker_codec,
-            delta,
-            &base_codecs,
-            &handle,
-        )?;
+        let out = storer.store(w)?;
         for e in &out {
             worker_progress.file_done(&e.name, e.size);
         }
@@ -860,201 +858,221 @@ fn files_reused(resumed: &Manifest, done: &[FileEntry]) -> u64 {
         .count() as u64
 }
 
-/// Whether the bytes an interrupted attempt stored for `entry` (in this backup's directory) read
-/// back to what the entry says.
-fn stored_intact(
-    storage: &pgbr_storage::Storage,
-    dir: &str,
-    ext: &str,
-    codec: &Codec,
-    entry: &FileEntry,
-    handle: &tokio::runtime::Handle,
-) -> bool {
-    if let Some(map) = &entry.block_map {
-        let object = layout::blocks(dir, &entry.target, &entry.name);
-        // The blocks this attempt stored (a delta-coded one reads back only with its base:
-        // such a file is stored again), checked a window at a time.
-        let (numbers, own) = pipeline::own_blocks(map);
-        return own.iter().all(|b| b.base.is_none())
-            && pipeline::check_blocks(
-                storage,
-                &own,
-                &|i| numbers.get(i).copied().unwrap_or(i),
-                u64::from(map.block_size),
-                &|_| object.clone(),
-                &|_| Ok(codec.clone()),
-                handle,
-            )
-            .is_ok();
-    }
-    if let Some(b) = &entry.bundle {
-        let object = layout::bundle(dir, b.id);
-        return pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
-            .is_ok_and(|plain| {
-                plain.len() as u64 == entry.size
-                    && pgbr_manifest::Checksum::of(&plain) == entry.checksum
-            });
-    }
-    if entry.size == 0 && entry.stored_size == 0 {
-        return true;
-    }
-    let object = layout::whole(dir, &entry.target, &entry.name, ext);
-    pipeline::hash_object(storage, &object, codec, handle)
-        .is_ok_and(|(size, sum)| size == entry.size && sum == entry.checksum)
+/// What every backup worker shares: where and how this backup stores its files.
+struct Storer {
+    storage: pgbr_storage::Storage,
+    /// `backup/<stanza>`: the directories of earlier backups (holding delta bases) are in it.
+    stanza_dir: String,
+    /// This backup's directory, `backup/<stanza>/<label>`.
+    dir: String,
+    /// Extension of the objects of files stored whole.
+    ext: &'static str,
+    codec: Codec,
+    /// `--delta`: a file whose checksum is the prior backup's copy's is referenced, not stored.
+    delta: bool,
+    /// Codecs of the earlier backups whose blocks can be delta bases.
+    base_codecs: BTreeMap<String, Codec>,
+    handle: tokio::runtime::Handle,
 }
 
-/// Runs one unit of work on a worker thread; returns the manifest entries it produced.
-#[allow(clippy::too_many_arguments)]
-fn store_work(
-    work: Work,
-    storage: &pgbr_storage::Storage,
-    dir: &str,
-    ext: &str,
-    codec: &Codec,
-    delta: bool,
-    base_codecs: &BTreeMap<String, Codec>,
-    handle: &tokio::runtime::Handle,
-) -> Result<Vec<FileEntry>> {
-    let entry = |job: &Job,
-                 size: u64,
-                 checksum: pgbr_manifest::Checksum,
-                 stored_size: u64,
-                 page_errors: Vec<u32>| {
-        FileEntry {
-            target: job.target.to_string(),
-            name: job.name.clone(),
-            size,
-            mtime: job.mtime,
-            mode: job.mode,
-            checksum,
-            reference: None,
-            stored_size,
-            bundle: None,
-            block_map: None,
-            page_errors,
+impl Storer {
+    /// Whether the bytes an interrupted attempt stored for `entry` (in this backup's directory)
+    /// read back to what the entry says.
+    fn stored_intact(&self, entry: &FileEntry) -> bool {
+        let Storer {
+            storage,
+            dir,
+            ext,
+            codec,
+            handle,
+            ..
+        } = self;
+        if let Some(map) = &entry.block_map {
+            let object = layout::blocks(dir, &entry.target, &entry.name);
+            // The blocks this attempt stored (a delta-coded one reads back only with its base:
+            // such a file is stored again), checked a window at a time.
+            let (numbers, own) = pipeline::own_blocks(map);
+            return own.iter().all(|b| b.base.is_none())
+                && pipeline::check_blocks(
+                    storage,
+                    &own,
+                    &|i| numbers.get(i).copied().unwrap_or(i),
+                    u64::from(map.block_size),
+                    &|_| object.clone(),
+                    &|_| Ok(codec.clone()),
+                    handle,
+                )
+                .is_ok();
         }
-    };
-    match work {
-        Work::Reuse { job, entry } => {
-            if stored_intact(storage, dir, ext, codec, &entry, handle) {
-                let mut e = *entry;
-                e.mode = job.mode;
-                return Ok(vec![e]);
+        if let Some(b) = &entry.bundle {
+            let object = layout::bundle(dir, b.id);
+            return pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
+                .is_ok_and(|plain| {
+                    plain.len() as u64 == entry.size
+                        && pgbr_manifest::Checksum::of(&plain) == entry.checksum
+                });
+        }
+        if entry.size == 0 && entry.stored_size == 0 {
+            return true;
+        }
+        let object = layout::whole(dir, &entry.target, &entry.name, ext);
+        pipeline::hash_object(storage, &object, codec, handle)
+            .is_ok_and(|(size, sum)| size == entry.size && sum == entry.checksum)
+    }
+
+    /// Runs one unit of work on a worker thread; returns the manifest entries it produced.
+    fn store(&self, work: Work) -> Result<Vec<FileEntry>> {
+        let Storer {
+            storage,
+            stanza_dir,
+            dir,
+            ext,
+            codec,
+            delta,
+            base_codecs,
+            handle,
+        } = self;
+        let entry = |job: &Job,
+                     size: u64,
+                     checksum: pgbr_manifest::Checksum,
+                     stored_size: u64,
+                     page_errors: Vec<u32>| {
+            FileEntry {
+                target: job.target.to_string(),
+                name: job.name.clone(),
+                size,
+                mtime: job.mtime,
+                mode: job.mode,
+                checksum,
+                reference: None,
+                stored_size,
+                bundle: None,
+                block_map: None,
+                page_errors,
             }
-            let again = if job.size >= pipeline::BLOCK_THRESHOLD {
-                Work::Blocks(job)
-            } else {
-                Work::Whole(job)
-            };
-            store_work(again, storage, dir, ext, codec, delta, base_codecs, handle)
-        }
-        Work::Whole(job) => {
-            if delta {
-                // Same checksum as the prior backup's copy: reference it instead of storing.
-                if let Some(p) = &job.prior {
-                    if p.size == job.size && p.block_map.is_none() {
-                        if let Ok((_, sum)) = pipeline::hash_file(&job.source()) {
-                            if sum == p.checksum {
-                                let mut e = (**p).clone();
-                                e.mode = job.mode;
-                                e.mtime = job.mtime;
-                                return Ok(vec![e]);
+        };
+        match work {
+            Work::Reuse { job, entry } => {
+                if self.stored_intact(&entry) {
+                    let mut e = *entry;
+                    e.mode = job.mode;
+                    return Ok(vec![e]);
+                }
+                let again = if job.size >= pipeline::BLOCK_THRESHOLD {
+                    Work::Blocks(job)
+                } else {
+                    Work::Whole(job)
+                };
+                self.store(again)
+            }
+            Work::Whole(job) => {
+                if *delta {
+                    // Same checksum as the prior backup's copy: reference it instead of storing.
+                    if let Some(p) = &job.prior {
+                        if p.size == job.size && p.block_map.is_none() {
+                            if let Ok((_, sum)) = pipeline::hash_file(&job.source()) {
+                                if sum == p.checksum {
+                                    let mut e = (**p).clone();
+                                    e.mode = job.mode;
+                                    e.mtime = job.mtime;
+                                    return Ok(vec![e]);
+                                }
                             }
                         }
                     }
                 }
+                let object = layout::whole(dir, &job.target, &job.name, ext);
+                let stored = pipeline::store_file(
+                    &job.source(),
+                    storage,
+                    pipeline::Publish::At(&object),
+                    codec,
+                    job.pages,
+                    handle,
+                )?;
+                Ok(stored
+                    .map(|s| entry(&job, s.size, s.checksum, s.stored_size, s.page_errors))
+                    .into_iter()
+                    .collect())
             }
-            let object = layout::whole(dir, &job.target, &job.name, ext);
-            let stored = pipeline::store_file(
-                &job.source(),
-                storage,
-                pipeline::Publish::At(&object),
-                codec,
-                job.pages,
-                handle,
-            )?;
-            Ok(stored
-                .map(|s| entry(&job, s.size, s.checksum, s.stored_size, s.page_errors))
-                .into_iter()
-                .collect())
-        }
-        Work::Blocks(job) => {
-            let object = layout::blocks(dir, &job.target, &job.name);
-            // Earlier backups of this file: `dir` is this backup's, its siblings theirs.
-            let stanza_dir = dir.rsplit_once('/').map_or("", |(d, _)| d);
-            let object_of = |label: Option<&str>| match label {
-                Some(label) => {
-                    layout::blocks(&format!("{stanza_dir}/{label}"), &job.target, &job.name)
-                }
-                None => object.clone(),
-            };
-            let codec_of = |label: Option<&str>| {
-                label
-                    .and_then(|l| base_codecs.get(l))
-                    .cloned()
-                    .ok_or_else(|| Error::Internal(format!("no codec known for backup {label:?}")))
-            };
-            let reader = pipeline::BaseReader {
-                object_of: &object_of,
-                codec_of: &codec_of,
-            };
-            let prior = job.prior.as_ref().and_then(|p| {
-                let map = p.block_map.as_ref()?;
-                let label = p.reference.as_deref()?;
-                // Deltas only against blocks whose backups' codecs are all known.
-                let known = |l: &str| base_codecs.contains_key(l);
-                let bases_known = known(label)
-                    && map.blocks.iter().all(|b| {
-                        b.reference.as_deref().is_none_or(known)
-                            && b.base.as_ref().is_none_or(|base| known(&base.reference))
-                    });
-                (map.block_size as usize == pipeline::BLOCK_SIZE).then_some(pipeline::Prior {
-                    blocks: map.blocks.as_slice(),
-                    label,
-                    bases: bases_known.then_some(reader),
-                })
-            });
-            let stored = pipeline::store_blocks(
-                &job.source(),
-                storage,
-                &object,
-                codec,
-                job.pages,
-                prior,
-                handle,
-            )?;
-            Ok(stored
-                .map(|s| {
-                    let mut e = entry(&job, s.size, s.checksum, s.stored_size, s.page_errors);
-                    e.block_map = Some(BlockMapRef {
-                        block_size: pipeline::BLOCK_SIZE as u32,
-                        blocks: s.blocks,
-                    });
-                    e
-                })
-                .into_iter()
-                .collect())
-        }
-        Work::Bundle { id, jobs } => {
-            let object = layout::bundle(dir, id);
-            let sources: Vec<_> = jobs.iter().map(|j| (j.source(), j.pages)).collect();
-            let stored = pipeline::store_bundle(&sources, storage, &object, id, codec, handle)?;
-            Ok(jobs
-                .iter()
-                .zip(stored)
-                .filter_map(|(job, b)| {
-                    let b = b?;
-                    let mut e = entry(
-                        job,
-                        b.stored.size,
-                        b.stored.checksum,
-                        b.stored.stored_size,
-                        b.stored.page_errors,
-                    );
-                    e.bundle = b.bundle;
-                    Some(e)
-                })
-                .collect())
+            Work::Blocks(job) => {
+                let object = layout::blocks(dir, &job.target, &job.name);
+                let object_of = |label: Option<&str>| match label {
+                    Some(label) => {
+                        layout::blocks(&format!("{stanza_dir}/{label}"), &job.target, &job.name)
+                    }
+                    None => object.clone(),
+                };
+                let codec_of = |label: Option<&str>| {
+                    label
+                        .and_then(|l| base_codecs.get(l))
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::Internal(format!("no codec known for backup {label:?}"))
+                        })
+                };
+                let reader = pipeline::BaseReader {
+                    object_of: &object_of,
+                    codec_of: &codec_of,
+                };
+                let prior = job.prior.as_ref().and_then(|p| {
+                    let map = p.block_map.as_ref()?;
+                    let label = p.reference.as_deref()?;
+                    // Deltas only against blocks whose backups' codecs are all known.
+                    let known = |l: &str| base_codecs.contains_key(l);
+                    let bases_known = known(label)
+                        && map.blocks.iter().all(|b| {
+                            b.reference.as_deref().is_none_or(known)
+                                && b.base.as_ref().is_none_or(|base| known(&base.reference))
+                        });
+                    (map.block_size as usize == pipeline::BLOCK_SIZE).then_some(pipeline::Prior {
+                        blocks: map.blocks.as_slice(),
+                        label,
+                        bases: bases_known.then_some(reader),
+                    })
+                });
+                let stored = pipeline::store_blocks(
+                    &job.source(),
+                    storage,
+                    &object,
+                    codec,
+                    job.pages,
+                    prior,
+                    handle,
+                )?;
+                Ok(stored
+                    .map(|s| {
+                        let mut e = entry(&job, s.size, s.checksum, s.stored_size, s.page_errors);
+                        e.block_map = Some(BlockMapRef {
+                            block_size: pipeline::BLOCK_SIZE as u32,
+                            blocks: s.blocks,
+                        });
+                        e
+                    })
+                    .into_iter()
+                    .collect())
+            }
+            Work::Bundle { id, jobs } => {
+                let object = layout::bundle(dir, id);
+                let sources: Vec<_> = jobs.iter().map(|j| (j.source(), j.pages)).collect();
+                let stored = pipeline::store_bundle(&sources, storage, &object, id, codec, handle)?;
+                Ok(jobs
+                    .iter()
+                    .zip(stored)
+                    .filter_map(|(job, b)| {
+                        let b = b?;
+                        let mut e = entry(
+                            job,
+                            b.stored.size,
+                            b.stored.checksum,
+                            b.stored.stored_size,
+                            b.stored.page_errors,
+                        );
+                        e.bundle = b.bundle;
+                        Some(e)
+                    })
+                    .collect())
+            }
         }
     }
 }
