@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Full backup and restore of pgbr against an S3 emulator (moto server on loopback), without and
-# with `repo1-bundle=y`: wall time, MB/s, HTTP requests moto received, objects in the bucket.
+# Full backup, restore and verify of pgbr against an S3 emulator (moto server on loopback),
+# without and with `repo1-bundle=y`: wall time, MB/s, HTTP requests moto received, objects in the bucket.
 #
 # One PostgreSQL 15 cluster with $TABLES small tables (id primary key, a text column, $ROWS rows:
 # heap, index, toast and toast index files of a few KiB each) plus `pgbench -i -s $SCALE`. The
@@ -14,6 +14,7 @@
 #   restore  `restore` into an empty directory, timed, with its request count; the restored
 #            cluster is then started (not timed) and must reach the end of recovery with all
 #            $TABLES tables
+#   verify   `verify` of the bucket, timed, with its request count; it must find nothing wrong
 # Prints one table; exits 0 when everything succeeded.
 #
 # Run as root. Environment: PGBR (binary; default: `cargo build --release -p pgbr-cli`, then
@@ -172,6 +173,18 @@ for m in "${MODES[@]}"; do
   t3=$(now)
   r3=$(requests "pgbr-bench-$m")
 
+  echo "== $m: verify" >&2
+  r4=$(requests "pgbr-bench-$m")
+  t4=$(now)
+  verified=ok
+  if ! pgbr "$m" verify >"$W/verify-$m.out" 2>&1; then
+    echo "verify ($m) failed: $(tail -5 "$W/verify-$m.out")" >&2
+    verified=fail
+    failed=1
+  fi
+  t5=$(now)
+  r5=$(requests "pgbr-bench-$m")
+
   # Check (not timed): the restored cluster recovers and holds every table.
   rport=$(free_port)
   printf "port = %s\narchive_mode = off\n" "$rport" | as_pg tee -a "$dest/postgresql.auto.conf" >/dev/null
@@ -187,22 +200,26 @@ for m in "${MODES[@]}"; do
     as_pg "$PGBIN/pg_ctl" -D "$dest" -m fast -w stop >/dev/null
   fi
   [[ $check == ok ]] || { echo "restored cluster ($m) check failed (see $W/restore-$m.log)" >&2; failed=1; }
+  [[ $verified == ok ]] || check=fail
 
   bt=$(calc "$t1 - $t0")
   rt=$(calc "$t3 - $t2")
-  rows+=("$(printf '%-18s %9.2f %8.1f %10s %9s %10.1f %10.2f %8.1f %10s %6s' \
+  vt=$(calc "$t5 - $t4")
+  rows+=("$(printf '%-18s %9.2f %8.1f %10s %9s %10.1f %10.2f %8.1f %10s %9.2f %10s %6s' \
     "$m" "$bt" "$(calc "$size / 1048576 / $bt")" "$((r1 - r0))" "$nobj" \
-    "$(calc "$objbytes / 1048576")" "$rt" "$(calc "$size / 1048576 / $rt")" "$((r3 - r2))" "$check")")
+    "$(calc "$objbytes / 1048576")" "$rt" "$(calc "$size / 1048576 / $rt")" "$((r3 - r2))" \
+    "$vt" "$((r5 - r4))" "$check")")
 done
 
 echo
-echo "pgbr full backup/restore to S3 (moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo ?), loopback):" \
+echo "pgbr full backup/restore/verify to S3 (moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo ?), loopback):" \
   "$FILES files, $(calc "$DBSIZE / 1048576" | xargs printf '%.1f') MB, $TABLES small tables + pgbench -s $SCALE," \
   "process-max=$PROCESS_MAX, compress-type=$COMPRESS, cipher=$CIPHER, $(nproc) CPUs"
-printf '%-18s %9s %8s %10s %9s %10s %10s %8s %10s %6s\n' \
-  "mode" "backup s" "MB/s" "requests" "objects" "stored MB" "restore s" "MB/s" "requests" "check"
-printf '%-18s %9s %8s %10s %9s %10s %10s %8s %10s %6s\n' \
-  "" "" "" "(backup)" "(backup/)" "" "" "" "(restore)" ""
+printf '%-18s %9s %8s %10s %9s %10s %10s %8s %10s %9s %10s %6s\n' \
+  "mode" "backup s" "MB/s" "requests" "objects" "stored MB" "restore s" "MB/s" "requests" \
+  "verify s" "requests" "check"
+printf '%-18s %9s %8s %10s %9s %10s %10s %8s %10s %9s %10s %6s\n' \
+  "" "" "" "(backup)" "(backup/)" "" "" "" "(restore)" "" "(verify)" ""
 for r in "${rows[@]}"; do echo "$r"; done
 echo "(plain: repo1-bundle=n; bundle: repo1-bundle=y. MB/s over the backup's size_original.)"
 exit "$failed"

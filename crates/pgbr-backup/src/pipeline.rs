@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 
 /// Read size of the pipelines.
 pub(crate) const CHUNK: usize = 1024 * 1024;
+/// Buffer for reading a bundle's pieces in order: they are small, and a local object is read in
+/// the caller's sizes.
+pub(crate) const BUNDLE_READ_BUFFER: usize = 256 * 1024;
 /// Pages in one 1 GiB relation segment file.
 const PAGES_PER_SEGMENT: u64 = 131072;
 

@@ -701,9 +701,8 @@ fn restore_bundle<'m>(
     // One sequential read of the bundle, holding one file's piece at a time.
     let object = layout::bundle(&ctx.backup_dir(reference), id);
     needed.sort_by_key(|(f, _)| f.bundle.as_ref().map_or(0, |b| b.offset));
-    // Buffered: the pieces are small, and a local bundle is read in the caller's sizes.
     let mut reader = io::BufReader::with_capacity(
-        pipeline::CHUNK,
+        pipeline::BUNDLE_READ_BUFFER,
         ctx.storage.blocking_reader(&object, ctx.handle.clone())?,
     );
     let mut position = 0u64;

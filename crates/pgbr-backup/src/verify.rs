@@ -227,9 +227,8 @@ fn check_bundle(
         problems: Vec::new(),
         segment_size: None,
     };
-    // Buffered: the pieces are small, and a local bundle is read in the caller's sizes.
     let mut reader = match storage.blocking_reader(object, handle.clone()) {
-        Ok(r) => std::io::BufReader::with_capacity(crate::pipeline::CHUNK, r),
+        Ok(r) => std::io::BufReader::with_capacity(crate::pipeline::BUNDLE_READ_BUFFER, r),
         Err(e) => {
             result.problems = files
                 .iter()
