@@ -142,6 +142,20 @@ struct JobResult {
     segment_size: Option<u32>,
 }
 
+impl JobResult {
+    /// The result of checking one object (`is_wal`: an archived WAL file), `stored` bytes read.
+    fn one(object: String, is_wal: bool, stored: u64, problem: Option<String>) -> JobResult {
+        JobResult {
+            object,
+            is_wal,
+            files: 1,
+            stored,
+            problems: problem.into_iter().collect(),
+            segment_size: None,
+        }
+    }
+}
+
 /// Counts stored bytes read.
 struct Counting<R> {
     inner: R,
@@ -288,6 +302,163 @@ fn check_bundle(
     result
 }
 
+/// Reads and checks one job's objects.
+fn check_job(
+    job: Job,
+    storage: &Storage,
+    cipher: CipherType,
+    key: Option<&pgbr_crypto::DataKey>,
+    handle: &tokio::runtime::Handle,
+) -> JobResult {
+    match job {
+        Job::File {
+            object,
+            compress,
+            size,
+            checksum,
+        } => match decode(storage, &object, cipher, key, compress, handle) {
+            Err(message) => JobResult::one(object, false, 0, Some(message)),
+            Ok((actual_size, actual, _, stored)) => {
+                let problem = (actual_size != size || actual != checksum).then(|| {
+                    format!(
+                        "does not match the manifest: size {actual_size}, expected {size}; checksum {actual}, expected {checksum}"
+                    )
+                });
+                JobResult::one(object, false, stored, problem)
+            }
+        },
+        Job::Blocks {
+            stanza_dir,
+            label,
+            target,
+            name,
+            block_size,
+            blocks,
+            numbers,
+            compress,
+        } => {
+            let object_of = |reference: Option<&str>| {
+                let backup = reference.unwrap_or(&label);
+                crate::backup::layout::blocks(&format!("{stanza_dir}/{backup}"), &target, &name)
+            };
+            let codec_of = |reference: Option<&str>| {
+                let backup = reference.unwrap_or(&label);
+                let compress_type = compress.get(backup).copied().ok_or_else(|| {
+                    crate::error::Error::Internal(format!("no codec known for backup {backup}"))
+                })?;
+                Ok(crate::pipeline::Codec {
+                    workers: 0,
+                    compress_type,
+                    level: 0,
+                    cipher,
+                    key: key.cloned(),
+                })
+            };
+            let checked = crate::pipeline::check_blocks(
+                storage,
+                &blocks,
+                &|i| numbers.get(i).copied().unwrap_or(i),
+                block_size,
+                &object_of,
+                &codec_of,
+                handle,
+            );
+            JobResult::one(
+                object_of(None),
+                false,
+                blocks.iter().map(|b| b.length).sum(),
+                checked.err().map(|e| e.to_string()),
+            )
+        }
+        Job::Bundle {
+            object,
+            compress,
+            files,
+        } => {
+            let codec = crate::pipeline::Codec {
+                workers: 0,
+                compress_type: compress,
+                level: 0,
+                cipher,
+                key: key.cloned(),
+            };
+            check_bundle(storage, &object, &codec, &files, handle)
+        }
+        Job::Wal {
+            object,
+            compress,
+            checksum,
+            is_segment,
+        } => match decode(storage, &object, cipher, key, compress, handle) {
+            Err(message) => JobResult::one(object, true, 0, Some(message)),
+            Ok((_, actual, head, stored)) => {
+                let problem = (actual != checksum)
+                    .then(|| format!("does not match the checksum in its name (found {actual})"));
+                let segment_size = if is_segment && problem.is_none() {
+                    LongPageHeader::parse(&head).ok().map(|h| h.segment_size)
+                } else {
+                    None
+                };
+                JobResult {
+                    segment_size,
+                    ..JobResult::one(object, true, stored, problem)
+                }
+            }
+        },
+    }
+}
+
+/// Counts and problems of the jobs checked so far.
+#[derive(Default)]
+struct Findings {
+    files: u64,
+    wal: u64,
+    bytes: u64,
+    /// Segments seen per WAL segment size.
+    sizes: BTreeMap<u32, u64>,
+    bad: Vec<Problem>,
+}
+
+/// Checks `jobs` on `workers` threads and adds what they found to `findings`.
+async fn check_all(
+    jobs: Vec<Job>,
+    repo: &Repository,
+    workers: usize,
+    progress: &Arc<dyn Progress>,
+    findings: &mut Findings,
+) -> Result<()> {
+    progress.start(0, jobs.len() as u64);
+    let storage = repo.storage().clone();
+    let cipher = repo.cipher();
+    let key = repo.key().cloned();
+    let handle = tokio::runtime::Handle::current();
+    let worker_progress = Arc::clone(progress);
+    let results = crate::pipeline::run_parallel(jobs, workers, move |job: Job| {
+        let r = check_job(job, &storage, cipher, key.as_ref(), &handle);
+        worker_progress.file_done(&r.object, r.stored);
+        Ok(r)
+    })
+    .await?;
+    for r in results {
+        if r.is_wal {
+            findings.wal += r.files;
+        } else {
+            findings.files += r.files;
+        }
+        findings.bytes += r.stored;
+        if let Some(size) = r.segment_size {
+            *findings.sizes.entry(size).or_default() += 1;
+        }
+        for message in r.problems {
+            findings.bad.push(Problem {
+                object: r.object.clone(),
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Verifies the stanza `repo` holds.
 pub async fn run(
     repo: &Repository,
@@ -355,6 +526,7 @@ pub async fn run(
         }
     }
     let mut jobs = Vec::new();
+    let mut findings = Findings::default();
     // What WAL continuity needs of each backup; its manifest is not kept (with many files,
     // each is tens of MB).
     let mut summaries: Vec<BackupSummary> = Vec::new();
@@ -555,6 +727,16 @@ pub async fn run(
             });
         }
         summaries.push(BackupSummary::from_manifest(&m));
+        drop(m);
+        // Backup by backup: only one backup's jobs are held at a time.
+        check_all(
+            std::mem::take(&mut jobs),
+            repo,
+            opts.process_max,
+            &progress,
+            &mut findings,
+        )
+        .await?;
     }
 
     // The archive.
@@ -601,162 +783,11 @@ pub async fn run(
         }
     }
 
-    // Read everything, in parallel.
-    let total = jobs.len() as u64;
-    progress.start(0, total);
-    let handle = tokio::runtime::Handle::current();
-    let cipher = repo.cipher();
-    let key = repo.key().cloned();
-    let worker_storage = storage.clone();
-    let worker_progress = Arc::clone(&progress);
-    let results = crate::pipeline::run_parallel(jobs, opts.process_max, move |job: Job| {
-        let r = match job {
-            Job::File {
-                object,
-                compress,
-                size,
-                checksum,
-            } => match decode(&worker_storage, &object, cipher, key.as_ref(), compress, &handle) {
-                Err(message) => JobResult {
-                    object,
-                    is_wal: false,
-                    files: 1,
-                    stored: 0,
-                    problems: vec![message],
-                    segment_size: None,
-                },
-                Ok((actual_size, actual, _, stored)) => {
-                    let problem = (actual_size != size || actual != checksum).then(|| {
-                        format!(
-                            "does not match the manifest: size {actual_size}, expected {size}; checksum {actual}, expected {checksum}"
-                        )
-                    });
-                    JobResult {
-                        object,
-                        is_wal: false,
-                        files: 1,
-                        stored,
-                        problems: problem.into_iter().collect(),
-                        segment_size: None,
-                    }
-                }
-            },
-            Job::Blocks {
-                stanza_dir,
-                label,
-                target,
-                name,
-                block_size,
-                blocks,
-                numbers,
-                compress,
-            } => {
-                let object_of = |reference: Option<&str>| {
-                    let backup = reference.unwrap_or(&label);
-                    crate::backup::layout::blocks(&format!("{stanza_dir}/{backup}"), &target, &name)
-                };
-                let codec_of = |reference: Option<&str>| {
-                    let backup = reference.unwrap_or(&label);
-                    let compress_type = compress.get(backup).copied().ok_or_else(|| {
-                        crate::error::Error::Internal(format!("no codec known for backup {backup}"))
-                    })?;
-                    Ok(crate::pipeline::Codec {
-                        workers: 0,
-                        compress_type,
-                        level: 0,
-                        cipher,
-                        key: key.clone(),
-                    })
-                };
-                let checked = crate::pipeline::check_blocks(
-                    &worker_storage,
-                    &blocks,
-                    &|i| numbers.get(i).copied().unwrap_or(i),
-                    block_size,
-                    &object_of,
-                    &codec_of,
-                    &handle,
-                );
-                JobResult {
-                    object: object_of(None),
-                    is_wal: false,
-                    files: 1,
-                    stored: blocks.iter().map(|b| b.length).sum(),
-                    problems: checked.err().map(|e| e.to_string()).into_iter().collect(),
-                    segment_size: None,
-                }
-            }
-            Job::Bundle {
-                object,
-                compress,
-                files,
-            } => {
-                let codec = crate::pipeline::Codec {
-                    workers: 0,
-                    compress_type: compress,
-                    level: 0,
-                    cipher,
-                    key: key.clone(),
-                };
-                check_bundle(&worker_storage, &object, &codec, &files, &handle)
-            }
-            Job::Wal {
-                object,
-                compress,
-                checksum,
-                is_segment,
-            } => match decode(&worker_storage, &object, cipher, key.as_ref(), compress, &handle) {
-                Err(message) => JobResult {
-                    object,
-                    is_wal: true,
-                    files: 1,
-                    stored: 0,
-                    problems: vec![message],
-                    segment_size: None,
-                },
-                Ok((_, actual, head, stored)) => {
-                    let problem = (actual != checksum).then(|| {
-                        format!("does not match the checksum in its name (found {actual})")
-                    });
-                    let segment_size = if is_segment && problem.is_none() {
-                        LongPageHeader::parse(&head).ok().map(|h| h.segment_size)
-                    } else {
-                        None
-                    };
-                    JobResult {
-                        object,
-                        is_wal: true,
-                        files: 1,
-                        stored,
-                        problems: problem.into_iter().collect(),
-                        segment_size,
-                    }
-                }
-            },
-        };
-        worker_progress.file_done(&r.object, r.stored);
-        Ok(r)
-    })
-    .await?;
-    let mut sizes: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut bad = Vec::new();
-    for r in results {
-        if r.is_wal {
-            report.wal_checked += r.files;
-        } else {
-            report.files_checked += r.files;
-        }
-        report.bytes_read += r.stored;
-        if let Some(s) = r.segment_size {
-            *sizes.entry(s).or_default() += 1;
-        }
-        for message in r.problems {
-            bad.push(Problem {
-                object: r.object.clone(),
-                message,
-            });
-        }
-    }
+    check_all(jobs, repo, opts.process_max, &progress, &mut findings).await?;
+    report.files_checked += findings.files;
+    report.wal_checked += findings.wal;
+    report.bytes_read += findings.bytes;
+    let (sizes, mut bad) = (findings.sizes, findings.bad);
     bad.sort_by(|a, b| a.object.cmp(&b.object));
     report.errors.extend(bad);
 
