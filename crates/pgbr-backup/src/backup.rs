@@ -608,6 +608,8 @@ pub async fn run(
         let done = Arc::clone(&done);
         let repo = repo.task_handle();
         let label = label.clone();
+        // Test hook: the snapshot loses the entries lent to it, as a bug here would.
+        let lose_lent_entries = std::env::var_os("PGBR_TEST_LOSE_SNAPSHOT_ENTRIES").is_some();
         tokio::spawn(async move {
             let mut m = skeleton;
             let mut pause = SNAPSHOT_INTERVAL;
@@ -625,6 +627,9 @@ pub async fn run(
                 m.backup.references = references_of(&m.files);
                 let started = std::time::Instant::now();
                 let saved = repo.save_inprogress(&label, &m).await;
+                if lose_lent_entries {
+                    m.files.clear();
+                }
                 if let Ok(mut d) = done.lock() {
                     let newer = std::mem::replace(&mut *d, std::mem::take(&mut m.files));
                     d.extend(newer);
@@ -675,37 +680,51 @@ pub async fn run(
         // Entries of earlier backups are returned here: a resume cannot reuse them.
         let (stored, referenced): (Vec<_>, Vec<_>) =
             out.into_iter().partition(|e| e.reference.is_none());
+        let count = stored.len();
         match worker_done.lock() {
             Ok(mut d) => d.extend(stored),
             Err(_) => return Err(Error::Internal("backup progress record poisoned".into())),
         }
-        Ok(referenced)
+        Ok((count, referenced))
     })
     .await;
     // Stopped between two snapshots, so the lent entries are back in `done`.
     let _ = stop_snapshots.send(());
-    let _ = snapshots.await;
-    let stored = match done.lock() {
-        Ok(mut d) => std::mem::take(&mut *d),
-        Err(_) => Vec::new(),
-    };
-    let reused = resumed.as_ref().map(|r| files_reused(r, &stored));
-    match copied {
-        Ok(referenced) => {
-            // The longer list takes the other in: no second buffer as long as both.
-            let mut others = if stored.len() > files.len() {
-                std::mem::replace(&mut files, stored)
-            } else {
-                stored
-            };
-            files.append(&mut others);
-            files.extend(referenced.into_iter().flatten());
+    let snapshots_ended = snapshots.await;
+    // The progress record is now the only list of what this backup stored: a manifest is
+    // written from it only when it holds every entry the workers handed it.
+    let outcome = copied.and_then(|results| {
+        snapshots_ended
+            .map_err(|e| Error::Internal(format!("the backup progress task failed: {e}")))?;
+        let stored = match done.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => return Err(Error::Internal("backup progress record poisoned".into())),
+        };
+        let expected: usize = results.iter().map(|(count, _)| count).sum();
+        if stored.len() != expected {
+            return Err(Error::Internal(format!(
+                "the entries of {} of the {expected} files stored were lost; the backup is not committed",
+                expected.abs_diff(stored.len())
+            )));
         }
+        Ok((stored, results))
+    });
+    let (stored, results) = match outcome {
+        Ok(checked) => checked,
         Err(e) => {
             session.close().await;
             return Err(e);
         }
     };
+    let reused = resumed.as_ref().map(|r| files_reused(r, &stored));
+    // The longer list takes the other in: no second buffer as long as both.
+    let mut others = if stored.len() > files.len() {
+        std::mem::replace(&mut files, stored)
+    } else {
+        stored
+    };
+    files.append(&mut others);
+    files.extend(results.into_iter().flat_map(|(_, referenced)| referenced));
     progress.message(&format!(
         "backup {label}: files copied, stopping (pg_backup_stop)"
     ));

@@ -262,3 +262,32 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
     let restored = Cluster::start_restored(&env.scratch, "restored", dir.clone());
     assert_eq!(digest(&restored), want);
 }
+
+/// The progress record is the only list of what a backup stored: when it loses entries (a test
+/// hook drops those lent to a snapshot), the backup fails instead of committing a manifest
+/// without them, and the next backup is complete.
+#[test]
+fn a_backup_whose_progress_record_lost_entries_is_not_committed() {
+    let env = setup();
+    let mut c = common::as_pg(&env.scratch.pgbr);
+    c.arg(format!("--config={}", env.conf.display()))
+        .args(["--stanza=main", "backup", "--type=full"])
+        // Long enough (about 1,000 files) for snapshots to be taken while files are stored.
+        .env("PGBR_TEST_FILE_DELAY_MS", "5")
+        .env("PGBR_TEST_LOSE_SNAPSHOT_ENTRIES", "1");
+    let out = c.output().expect("run pgbr");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{err}");
+    assert!(
+        err.contains("were lost; the backup is not committed"),
+        "{err}"
+    );
+    assert!(
+        listed_backups(&env).is_empty(),
+        "a backup missing entries must not be listed"
+    );
+    env.scratch
+        .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    assert_eq!(listed_backups(&env).len(), 1);
+    env.scratch.pgbr_ok(&env.conf, &["--stanza=main", "verify"]);
+}
