@@ -104,7 +104,6 @@ struct Planner<'a> {
     /// own, turned into a reference where it lies (`kept` marks it): with many files, a copy of
     /// each was the peak of an incremental.
     prior: Option<Manifest>,
-    prior_label: Option<&'a str>,
     kept: Vec<bool>,
     /// The interrupted attempt this backup resumes.
     resumed: Option<&'a Manifest>,
@@ -131,9 +130,9 @@ impl Planner<'_> {
                 }
             }
         }
-        if let (Some(m), Some(p_label)) = (&mut self.prior, self.prior_label) {
-            if let Some(i) = position(&m.files, &job.target, &job.name) {
-                let p = &mut m.files[i];
+        if let Some(m) = &mut self.prior {
+            if let Some(i) = m.position(&job.target, &job.name) {
+                let (p, p_label) = (&mut m.files[i], m.backup.label.as_str());
                 // A file changed in the same second the prior backup started could keep its
                 // size and time: only older files are trusted by size and time.
                 if !self.delta
@@ -457,7 +456,6 @@ pub async fn run(
     let mut planner = Planner {
         kept: vec![false; prior.as_ref().map_or(0, |m| m.files.len())],
         prior,
-        prior_label: prior_label.as_deref(),
         resumed: resumed.as_ref(),
         delta: opts.delta,
         bundle_limit: opts.bundle.map(|b| b.limit),
@@ -1094,19 +1092,6 @@ impl Storer {
             }
         }
     }
-}
-
-/// Where `target`/`name` is in `files`: by binary search in a sorted list (a loaded manifest's),
-/// else by a scan.
-fn position(files: &[FileEntry], target: &str, name: &str) -> Option<usize> {
-    files
-        .binary_search_by(|f| (f.target.as_str(), f.name.as_str()).cmp(&(target, name)))
-        .ok()
-        .or_else(|| {
-            files
-                .iter()
-                .position(|f| f.target == target && f.name == name)
-        })
 }
 
 fn now() -> i64 {

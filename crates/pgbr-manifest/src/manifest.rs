@@ -444,17 +444,20 @@ impl Manifest {
 
     /// Finds a file by target and name.
     pub fn file(&self, target: &str, name: &str) -> Option<&FileEntry> {
+        self.position(target, name).map(|i| &self.files[i])
+    }
+
+    /// Where the file `target`/`name` is in [`Manifest::files`] (to change it in place).
+    pub fn position(&self, target: &str, name: &str) -> Option<usize> {
         // Fast path for sorted manifests (all loaded ones), then a scan.
-        match self
-            .files
+        self.files
             .binary_search_by(|f| (f.target.as_str(), f.name.as_str()).cmp(&(target, name)))
-        {
-            Ok(i) => self.files.get(i),
-            Err(_) => self
-                .files
-                .iter()
-                .find(|f| f.target == target && f.name == name),
-        }
+            .ok()
+            .or_else(|| {
+                self.files
+                    .iter()
+                    .position(|f| f.target == target && f.name == name)
+            })
     }
 
     /// Checks that the manifest is safe to restore and self-consistent:
