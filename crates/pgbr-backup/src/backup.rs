@@ -913,7 +913,7 @@ impl Storer {
                 && pipeline::check_blocks(
                     storage,
                     &own,
-                    &|i| numbers.get(i).copied().unwrap_or(i),
+                    &numbers,
                     u64::from(map.block_size),
                     &|_| object.clone(),
                     &|_| Ok(codec.clone()),

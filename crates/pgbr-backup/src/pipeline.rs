@@ -1078,39 +1078,53 @@ pub(crate) fn own_blocks(map: &pgbr_manifest::BlockMapRef) -> (Vec<usize>, Vec<B
         .unzip()
 }
 
-/// Checks that each of `blocks` (stored blocks of one file, in file order; `number_of(index)` is
-/// a block's number in the file, for messages) reads back, opens and matches its hash, a window
+/// That `plain`, block number `number` of its file, matches `block`'s hash.
+fn check_block_hash(
+    block: &BlockRef,
+    plain: &[u8],
+    number: usize,
+    object_of: &(dyn Fn(Option<&str>) -> String + Sync),
+) -> Result<()> {
+    if block_hash(plain) == block.hash {
+        return Ok(());
+    }
+    Err(Error::Corrupt(format!(
+        "{}: block {number} does not match its hash; the stored data is damaged",
+        object_of(block.reference.as_deref())
+    )))
+}
+
+/// Checks that each of `blocks` (stored blocks of one file, in file order, as [`own_blocks`]
+/// gives them with their `numbers` in the file) reads back, opens and matches its hash, a window
 /// at a time (see [`fetch_blocks`]): a few ranged reads per window, not one per block.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn check_blocks(
     storage: &Storage,
     blocks: &[BlockRef],
-    number_of: &dyn Fn(usize) -> usize,
+    numbers: &[usize],
     block_size: u64,
     object_of: &(dyn Fn(Option<&str>) -> String + Sync),
     codec_of: &(dyn Fn(Option<&str>) -> Result<Codec> + Sync),
     handle: &tokio::runtime::Handle,
 ) -> Result<()> {
+    if numbers.len() != blocks.len() {
+        return Err(Error::Internal(format!(
+            "{} block numbers for {} blocks",
+            numbers.len(),
+            blocks.len()
+        )));
+    }
     for window in windows_of(blocks) {
         decode_window(
             storage,
             blocks,
             window,
-            number_of,
+            &|i| numbers[i],
             block_size,
             object_of,
             codec_of,
             handle,
-            &mut |at, plain| {
-                if block_hash(&plain) == blocks[at].hash {
-                    return Ok(());
-                }
-                Err(Error::Corrupt(format!(
-                    "{}: block {} does not match its hash; the stored data is damaged",
-                    object_of(blocks[at].reference.as_deref()),
-                    number_of(at)
-                )))
-            },
+            &mut |at, plain| check_block_hash(&blocks[at], &plain, numbers[at], object_of),
         )?;
     }
     Ok(())
@@ -1165,14 +1179,7 @@ pub(crate) fn fetch_blocks(
             Some(h) => {
                 h.update(&plain);
             }
-            None if block_hash(&plain) != blocks[at].hash => {
-                return Err(Error::Corrupt(format!(
-                    "{}: block {} does not match its hash; the stored data is damaged",
-                    object_of(blocks[at].reference.as_deref()),
-                    first_index + at
-                )));
-            }
-            None => {}
+            None => check_block_hash(&blocks[at], &plain, first_index + at, object_of)?,
         }
         dest.write_all_at(&plain, (first_index + at) as u64 * block_size)
             .map_err(|e| Error::io("unable to write", dest_path, e))?;
@@ -1403,7 +1410,7 @@ mod tests {
             check_blocks(
                 &storage,
                 &own,
-                &|i| numbers[i],
+                &numbers,
                 BLOCK_SIZE as u64,
                 &object_of,
                 &|_| Ok(codec()),

@@ -355,13 +355,7 @@ fn check_job(
                 })
             };
             let checked = crate::pipeline::check_blocks(
-                storage,
-                &blocks,
-                &|i| numbers.get(i).copied().unwrap_or(i),
-                block_size,
-                &object_of,
-                &codec_of,
-                handle,
+                storage, &blocks, &numbers, block_size, &object_of, &codec_of, handle,
             );
             JobResult::one(
                 object_of(None),
