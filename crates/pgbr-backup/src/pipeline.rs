@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 pub(crate) const CHUNK: usize = 1024 * 1024;
 /// Buffer for reading a bundle's pieces in order: they are small, and a local object is read in
 /// the caller's sizes.
-pub(crate) const BUNDLE_READ_BUFFER: usize = 256 * 1024;
+const BUNDLE_READ_BUFFER: usize = 256 * 1024;
 /// Pages in one 1 GiB relation segment file.
 const PAGES_PER_SEGMENT: u64 = 131072;
 
@@ -960,6 +960,45 @@ pub(crate) fn fetch_range(
 ) -> Result<Vec<u8>> {
     let raw = storage.get_range_blocking(object, offset..offset + length, handle)?;
     open_piece(codec, object, offset, &raw)
+}
+
+/// Reads the pieces of bundle `object` at `places` (offset and length of each, by offset) in one
+/// buffered pass, handing each to `each(index in places, piece)`. Errors name the object.
+pub(crate) fn read_bundle_pieces(
+    storage: &Storage,
+    object: &str,
+    places: &[(u64, u64)],
+    handle: &tokio::runtime::Handle,
+    each: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut reader = io::BufReader::with_capacity(
+        BUNDLE_READ_BUFFER,
+        storage.blocking_reader(object, handle.clone())?,
+    );
+    let short = || Error::Corrupt(format!("{object}: shorter than the manifest says"));
+    let unreadable = |e: io::Error| Error::Corrupt(format!("{object}: cannot be read ({e})"));
+    let mut position = 0u64;
+    let mut piece = Vec::new();
+    for (i, &(offset, length)) in places.iter().enumerate() {
+        let gap = offset.checked_sub(position).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{object}: the manifest places two files' bytes over each other at byte {offset}"
+            ))
+        })?;
+        let skipped =
+            io::copy(&mut (&mut reader).take(gap), &mut io::sink()).map_err(unreadable)?;
+        piece.clear();
+        (&mut reader)
+            .take(length)
+            .read_to_end(&mut piece)
+            .map_err(unreadable)?;
+        if skipped != gap || piece.len() as u64 != length {
+            return Err(short());
+        }
+        position = offset + length;
+        each(i, &piece)?;
+    }
+    Ok(())
 }
 
 /// Opens one sealed piece that starts at `offset` in `object`; errors name both.

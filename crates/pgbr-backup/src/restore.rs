@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -701,35 +701,35 @@ fn restore_bundle<'m>(
     // One sequential read of the bundle, holding one file's piece at a time.
     let object = layout::bundle(&ctx.backup_dir(reference), id);
     needed.sort_by_key(|(f, _)| f.bundle.as_ref().map_or(0, |b| b.offset));
-    let mut reader = io::BufReader::with_capacity(
-        pipeline::BUNDLE_READ_BUFFER,
-        ctx.storage.blocking_reader(&object, ctx.handle.clone())?,
-    );
-    let mut position = 0u64;
-    let mut piece = Vec::new();
-    let short = || Error::Corrupt(format!("{object}: shorter than the manifest says"));
-    for (f, dest) in needed {
-        let Some(b) = &f.bundle else {
-            return Err(Error::Internal(format!(
-                "{}/{}: restored from a bundle without a place in it",
-                f.target, f.name
-            )));
-        };
-        let gap = b.offset.checked_sub(position).ok_or_else(short)?;
-        let skipped = io::copy(&mut (&mut reader).take(gap), &mut io::sink())
-            .map_err(|e| Error::Corrupt(format!("{object}: cannot be read ({e})")))?;
-        piece.clear();
-        (&mut reader)
-            .take(b.length)
-            .read_to_end(&mut piece)
-            .map_err(|e| Error::Corrupt(format!("{object}: cannot be read ({e})")))?;
-        if skipped != gap || piece.len() as u64 != b.length {
-            return Err(short());
-        }
-        position = b.offset + b.length;
-        let written = restore_file(f, &dest, ctx, Some(&piece))?;
-        out.push((written, f));
-    }
+    let places = needed
+        .iter()
+        .map(|(f, _)| {
+            f.bundle
+                .as_ref()
+                .map(|b| (b.offset, b.length))
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "{}/{}: restored from a bundle without a place in it",
+                        f.target, f.name
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut needed = needed.into_iter();
+    pipeline::read_bundle_pieces(
+        &ctx.storage,
+        &object,
+        &places,
+        &ctx.handle,
+        &mut |_, piece| {
+            let Some((f, dest)) = needed.next() else {
+                return Err(Error::Internal(format!("{object}: more pieces than files")));
+            };
+            let written = restore_file(f, &dest, ctx, Some(piece))?;
+            out.push((written, f));
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 

@@ -241,53 +241,23 @@ fn check_bundle(
         problems: Vec::new(),
         segment_size: None,
     };
-    let mut reader = match storage.blocking_reader(object, handle.clone()) {
-        Ok(r) => std::io::BufReader::with_capacity(crate::pipeline::BUNDLE_READ_BUFFER, r),
-        Err(e) => {
-            result.problems = files
-                .iter()
-                .map(|f| format!("{}: cannot be read: {e}", f.path))
-                .collect();
-            return result;
-        }
-    };
-    let mut position = 0u64;
-    let mut piece = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let read = (|| -> std::result::Result<(), String> {
-            let gap = f
-                .offset
-                .checked_sub(position)
-                .ok_or("overlaps the file before it in the bundle")?;
-            let skipped = std::io::copy(&mut (&mut reader).take(gap), &mut std::io::sink())
-                .map_err(|e| format!("cannot be read: {e}"))?;
-            piece.clear();
-            (&mut reader)
-                .take(f.length)
-                .read_to_end(&mut piece)
-                .map_err(|e| format!("cannot be read: {e}"))?;
-            if skipped != gap || piece.len() as u64 != f.length {
-                return Err("the bundle is shorter than the manifest says".into());
-            }
-            position = f.offset + f.length;
-            Ok(())
-        })();
-        if let Err(message) = read {
-            // Nothing after this point can be read in order.
-            result.problems.extend(
-                files[i..]
-                    .iter()
-                    .map(|f| format!("{} (offset {}): {message}", f.path, f.offset)),
-            );
-            break;
-        }
-        result.stored += f.length;
-        match crate::pipeline::open_piece(codec, object, f.offset, &piece) {
-            Err(e) => result.problems.push(format!("{}: {e}", f.path)),
-            Ok(plain) => {
-                let checksum = Checksum::of(&plain);
-                if plain.len() as u64 != f.size || checksum != f.checksum {
-                    result.problems.push(format!(
+    let places: Vec<(u64, u64)> = files.iter().map(|f| (f.offset, f.length)).collect();
+    let mut reached = 0;
+    let read = crate::pipeline::read_bundle_pieces(
+        storage,
+        object,
+        &places,
+        handle,
+        &mut |i, piece| {
+            reached = i + 1;
+            let f = &files[i];
+            result.stored += f.length;
+            match crate::pipeline::open_piece(codec, object, f.offset, piece) {
+                Err(e) => result.problems.push(format!("{}: {e}", f.path)),
+                Ok(plain) => {
+                    let checksum = Checksum::of(&plain);
+                    if plain.len() as u64 != f.size || checksum != f.checksum {
+                        result.problems.push(format!(
                         "bundled file {} (offset {}) does not match the manifest: size {}, expected {}; checksum {checksum}, expected {}",
                         f.path,
                         f.offset,
@@ -295,9 +265,19 @@ fn check_bundle(
                         f.size,
                         f.checksum
                     ));
+                    }
                 }
             }
-        }
+            Ok(())
+        },
+    );
+    if let Err(e) = read {
+        // Nothing after this point can be read in order.
+        result.problems.extend(
+            files[reached..]
+                .iter()
+                .map(|f| format!("{} (offset {}): {e}", f.path, f.offset)),
+        );
     }
     result
 }
