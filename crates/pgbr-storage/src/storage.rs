@@ -514,16 +514,14 @@ impl Storage {
             usize::try_from(range_len(path, &range)?).map_err(|_| invalid_range(path, &range))?;
         let (file, file_path) = local.open(path)?;
         let mut buf = vec![0u8; length];
-        let mut filled = 0;
-        while filled < length {
-            match file.read_at(&mut buf[filled..], range.start + filled as u64) {
-                Ok(0) => return Err(past_the_end(path, &range, range.start + filled as u64)),
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(&file_path, e)),
+        match file.read_exact_at(&mut buf, range.start) {
+            Ok(()) => Ok(Bytes::from(buf)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let end = file.metadata().map_or(range.end, |m| m.len());
+                Err(past_the_end(path, &range, end))
             }
+            Err(e) => Err(Error::io(&file_path, e)),
         }
-        Ok(Bytes::from(buf))
     }
 
     /// Gives a just-written local object mode 0640 and strips group-write and "other" bits
