@@ -490,7 +490,13 @@ pub async fn run(
                 .entry((f.reference.as_deref(), b.id))
                 .or_default()
                 .push(i),
-            None => jobs.push(RestoreJob::File(i)),
+            None => {
+                let dest = dests[&f.target].join(&f.name);
+                match SplitFile::plan(i, f, dest, ctx.overwrite)? {
+                    Some(parts) => jobs.extend(parts),
+                    None => jobs.push(RestoreJob::File(i)),
+                }
+            }
         }
     }
     jobs.extend(bundles.into_values().map(RestoreJob::Bundle));
@@ -498,6 +504,7 @@ pub async fn run(
         match job {
             RestoreJob::File(i) => manifest.files[*i].size,
             RestoreJob::Bundle(files) => files.iter().map(|&i| manifest.files[i].size).sum(),
+            RestoreJob::Part(..) => PART_BYTES,
         }
     };
     jobs.sort_by_cached_key(|j| std::cmp::Reverse(size_of(j)));
@@ -521,6 +528,12 @@ pub async fn run(
             }
             RestoreJob::Bundle(files) => {
                 restore_bundle(files.into_iter().map(with_dest).collect(), &ctx)
+            }
+            RestoreJob::Part(split, part) => {
+                let f = &shared.files[split.index];
+                split
+                    .restore_part(part, f, &ctx)
+                    .map(|done| done.map(|size| (Some(size), f)).into_iter().collect())
             }
         };
         ctx.active.fetch_sub(1, Ordering::Relaxed);
@@ -667,6 +680,8 @@ enum RestoreJob {
     File(usize),
     /// The files of one bundle (all in one backup's bundle with one id).
     Bundle(Vec<usize>),
+    /// One part of a big file (see [`PART_BYTES`]).
+    Part(Arc<SplitFile>, usize),
 }
 
 /// Restores the files of one bundle from a single read of it (only when one of them is needed).
@@ -765,31 +780,22 @@ fn temporary_name(dest: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Restores one file; returns the bytes written, `Ok(None)` when the destination already held it.
-/// `bundle`, for a bundled file, is its stored piece already read from the bundle.
-fn restore_file(
-    f: &FileEntry,
-    dest: &Path,
-    ctx: &RestoreContext,
-    bundle: Option<&[u8]>,
-) -> Result<Option<u64>> {
-    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
-    let mode = f.mode & 0o7777;
-    if bundle.is_none() && already_current(f, dest, ctx)? {
-        return Ok(None);
-    }
-    // A block-stored file that differs: rewrite only its changed blocks, in place.
-    if matches!(ctx.overwrite, Overwrite::Delta { .. })
-        && f.block_map.is_some()
-        && fs::symlink_metadata(dest).is_ok_and(|m| m.is_file())
-    {
-        return restore_changed_blocks(f, dest, ctx, mode, mtime).map(Some);
-    }
-    // A file replacing one at the destination is written under a temporary name and renamed,
-    // so no partial file ever stands where a whole one was. A file new to the destination (all
-    // of them in a fresh restore) is written under its own name: half the directory operations.
-    // pg_control always waits under its temporary name until every other file is durable (see
-    // `PG_CONTROL`), so an interrupted restore is never a cluster PostgreSQL would start.
+/// A destination file open for writing.
+struct Opened {
+    file: File,
+    /// Where the bytes go: the destination itself, or a temporary name it takes when whole.
+    path: PathBuf,
+    /// Whether `path` is renamed onto the destination once the file is whole and checked.
+    rename: bool,
+}
+
+/// Opens the file `f` is restored into at `dest`. A file replacing one at the destination is
+/// written under a temporary name and renamed, so no partial file ever stands where a whole one
+/// was. A file new to the destination (all of them in a fresh restore) is written under its own
+/// name: half the directory operations. pg_control always waits under its temporary name until
+/// every other file is durable (see `PG_CONTROL`), so an interrupted restore is never a cluster
+/// PostgreSQL would start.
+fn open_destination(f: &FileEntry, dest: &Path) -> Result<Opened> {
     let is_pg_control = f.target == "pg_data" && f.name == PG_CONTROL;
     let create = |path: &Path, new: bool| {
         OpenOptions::new()
@@ -801,19 +807,90 @@ fn restore_file(
             .mode(0o600)
             .open(path)
     };
-    let (tmp, direct, opened) = match (!is_pg_control).then(|| create(dest, true)) {
-        Some(Ok(file)) => (dest.to_path_buf(), true, Ok(file)),
-        Some(Err(e)) if e.kind() != io::ErrorKind::AlreadyExists => {
-            return Err(Error::io("unable to create", dest, e))
+    if !is_pg_control {
+        match create(dest, true) {
+            Ok(file) => {
+                return Ok(Opened {
+                    file,
+                    path: dest.to_path_buf(),
+                    rename: false,
+                })
+            }
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("unable to create", dest, e))
+            }
+            Err(_) => {}
         }
-        _ => {
-            let tmp = temporary_name(dest);
-            let opened = create(&tmp, false);
-            (tmp, false, opened)
+    }
+    let path = temporary_name(dest);
+    match create(&path, false) {
+        Ok(file) => Ok(Opened {
+            file,
+            path,
+            rename: !is_pg_control,
+        }),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(Error::io("unable to create", &path, e))
         }
-    };
+    }
+}
+
+/// Checks that the file written to `opened` is `f` (`size` bytes hashing to `checksum`), gives it
+/// its mode, time and owner, and its name.
+fn complete_file(
+    f: &FileEntry,
+    dest: &Path,
+    opened: &Opened,
+    size: u64,
+    checksum: &Checksum,
+    ctx: &RestoreContext,
+) -> Result<()> {
+    if size != f.size || *checksum != f.checksum {
+        return Err(mismatch(f, size, checksum));
+    }
+    let (file, path) = (&opened.file, &opened.path);
+    file.set_permissions(fs::Permissions::from_mode(f.mode & 0o7777))
+        .map_err(|e| Error::io("unable to set the mode of", path, e))?;
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
+    file.set_modified(mtime)
+        .map_err(|e| Error::io("unable to set the time of", path, e))?;
+    // Made durable all at once (syncfs) before the recovery settings are written; the disk
+    // starts on it now.
+    pgbr_storage::posix::start_writeback(file, 0, 0);
+    if let Some((uid, gid)) = ctx.owner {
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+            .map_err(|e| Error::io("unable to set the owner of", path, e))?;
+    }
+    if opened.rename {
+        fs::rename(path, dest).map_err(|e| Error::io("unable to rename into place", dest, e))?;
+    }
+    Ok(())
+}
+
+/// Restores one file; returns the bytes written, `Ok(None)` when the destination already held it.
+/// `bundle`, for a bundled file, is its stored piece already read from the bundle.
+fn restore_file(
+    f: &FileEntry,
+    dest: &Path,
+    ctx: &RestoreContext,
+    bundle: Option<&[u8]>,
+) -> Result<Option<u64>> {
+    if bundle.is_none() && already_current(f, dest, ctx)? {
+        return Ok(None);
+    }
+    // A block-stored file that differs: rewrite only its changed blocks, in place.
+    if matches!(ctx.overwrite, Overwrite::Delta { .. })
+        && f.block_map.is_some()
+        && fs::symlink_metadata(dest).is_ok_and(|m| m.is_file())
+    {
+        let mtime =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
+        return restore_changed_blocks(f, dest, ctx, f.mode & 0o7777, mtime).map(Some);
+    }
+    let opened = open_destination(f, dest)?;
     let result = (|| -> Result<u64> {
-        let mut file = opened.map_err(|e| Error::io("unable to create", &tmp, e))?;
+        let (file, tmp) = (&opened.file, &opened.path);
         let (size, checksum) = if let Some(map) = &f.block_map {
             let mut hasher = blake3::Hasher::new();
             let written = pipeline::fetch_blocks(
@@ -824,8 +901,8 @@ fn restore_file(
                 &|r| ctx.blocks_object(f, r),
                 &|r| ctx.codec(r),
                 &|| ctx.spare_core(),
-                &file,
-                &tmp,
+                file,
+                tmp,
                 Some(&mut hasher),
                 &ctx.handle,
             )?;
@@ -846,8 +923,9 @@ fn restore_file(
                     &ctx.handle,
                 )?,
             };
-            file.write_all(&data)
-                .map_err(|e| Error::io("unable to write", &tmp, e))?;
+            (&opened.file)
+                .write_all(&data)
+                .map_err(|e| Error::io("unable to write", tmp, e))?;
             (data.len() as u64, Checksum::of(&data))
         } else if f.size == 0 && f.stored_size == 0 {
             (0, Checksum::of(b""))
@@ -860,32 +938,154 @@ fn restore_file(
                 &f.name,
                 codec.compress_type.extension(),
             );
-            pipeline::fetch_to_file(&ctx.storage, &object, &codec, &mut file, &tmp, &ctx.handle)?
+            let mut file = &opened.file;
+            pipeline::fetch_to_file(&ctx.storage, &object, &codec, &mut file, tmp, &ctx.handle)?
         };
-        if size != f.size || checksum != f.checksum {
-            return Err(mismatch(f, size, &checksum));
-        }
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("unable to set the mode of", &tmp, e))?;
-        file.set_modified(mtime)
-            .map_err(|e| Error::io("unable to set the time of", &tmp, e))?;
-        // Made durable all at once (syncfs) before the recovery settings are written; the
-        // disk starts on it now.
-        pgbr_storage::posix::start_writeback(&file, 0, 0);
-        if let Some((uid, gid)) = ctx.owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                .map_err(|e| Error::io("unable to set the owner of", &tmp, e))?;
-        }
-        if !direct && !is_pg_control {
-            fs::rename(&tmp, dest)
-                .map_err(|e| Error::io("unable to rename into place", dest, e))?;
-        }
+        complete_file(f, dest, &opened, size, &checksum, ctx)?;
         Ok(size)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&opened.path);
     }
     result.map(Some)
+}
+
+/// Block-mapped files longer than this, written whole, are restored in parts of this many bytes,
+/// each a job of its own: the biggest files of a cluster (a table's 1 GiB segments) would
+/// otherwise keep one core busy long after the others ran out of work. A power of two (BLAKE3
+/// hashes each part on its own, see [`pipeline::merge_part_hashes`]) and a multiple of the
+/// block size.
+const PART_BYTES: u64 = 64 << 20;
+
+/// A big block-mapped file restored in parts (see [`PART_BYTES`]), by whichever workers take them:
+/// the last part to finish checks the whole file and completes it.
+struct SplitFile {
+    /// The file's index in the manifest.
+    index: usize,
+    dest: PathBuf,
+    opened: Opened,
+    /// Each part's BLAKE3 chaining value, as parts finish.
+    parts: std::sync::Mutex<Vec<Option<blake3::hazmat::ChainingValue>>>,
+    /// Set once the file is whole, checked and in place.
+    complete: std::sync::atomic::AtomicBool,
+}
+
+impl SplitFile {
+    /// The parts of `f` (at `dest`) as jobs, or `None` when it is restored in one piece: small,
+    /// not block-mapped, or possibly current already (`--delta` looks at it first).
+    fn plan(
+        index: usize,
+        f: &FileEntry,
+        dest: PathBuf,
+        overwrite: Overwrite,
+    ) -> Result<Option<Vec<RestoreJob>>> {
+        let Some(map) = &f.block_map else {
+            return Ok(None);
+        };
+        let block_size = u64::from(map.block_size);
+        let splits = f.size > PART_BYTES
+            && block_size > 0
+            && PART_BYTES % block_size == 0
+            && !matches!(overwrite, Overwrite::Delta { .. });
+        let parts = map
+            .blocks
+            .len()
+            .div_ceil((PART_BYTES / block_size.max(1)) as usize);
+        if !splits || parts < 2 || f.size.div_ceil(PART_BYTES) != parts as u64 {
+            return Ok(None);
+        }
+        let opened = open_destination(f, &dest)?;
+        let split = Arc::new(SplitFile {
+            index,
+            dest,
+            opened,
+            parts: std::sync::Mutex::new(vec![None; parts]),
+            complete: Default::default(),
+        });
+        Ok(Some(
+            (0..parts)
+                .map(|part| RestoreJob::Part(Arc::clone(&split), part))
+                .collect(),
+        ))
+    }
+
+    /// Restores part `part` of `f`; returns the file's size once this part completed the file.
+    fn restore_part(
+        &self,
+        part: usize,
+        f: &FileEntry,
+        ctx: &RestoreContext,
+    ) -> Result<Option<u64>> {
+        use blake3::hazmat::HasherExt;
+        let Some(map) = &f.block_map else {
+            return Err(Error::Internal(format!(
+                "{}: parts of a file without blocks",
+                f.name
+            )));
+        };
+        let block_size = u64::from(map.block_size);
+        let per_part = (PART_BYTES / block_size) as usize;
+        let first = part * per_part;
+        let Some(blocks) = map
+            .blocks
+            .get(first..(first + per_part).min(map.blocks.len()))
+        else {
+            return Err(Error::Internal(format!("{}: no part {part}", f.name)));
+        };
+        let start = first as u64 * block_size;
+        let expected = f.size.saturating_sub(start).min(PART_BYTES);
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(start);
+        let written = pipeline::fetch_blocks(
+            &ctx.storage,
+            blocks,
+            first,
+            block_size,
+            &|r| ctx.blocks_object(f, r),
+            &|r| ctx.codec(r),
+            &|| ctx.spare_core(),
+            &self.opened.file,
+            &self.opened.path,
+            Some(&mut hasher),
+            &ctx.handle,
+        )?;
+        if written != expected {
+            return Err(Error::Corrupt(format!(
+                "{}/{}: bytes {start}..{} restored as {written} bytes; the backup is damaged",
+                f.target,
+                f.name,
+                start + expected
+            )));
+        }
+        let all = {
+            let mut parts = self
+                .parts
+                .lock()
+                .map_err(|_| Error::Internal("a restore worker panicked".into()))?;
+            parts[part] = Some(hasher.finalize_non_root());
+            parts.iter().copied().collect::<Option<Vec<_>>>()
+        };
+        // Not the last part to finish: another completes the file.
+        let Some(all) = all else {
+            return Ok(None);
+        };
+        let checksum = pipeline::merge_part_hashes(&all, PART_BYTES, f.size)
+            .map(Checksum::from)
+            .ok_or_else(|| Error::Internal(format!("{}: parts do not make the file", f.name)))?;
+        complete_file(f, &self.dest, &self.opened, f.size, &checksum, ctx)?;
+        self.complete
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(Some(f.size))
+    }
+}
+
+impl Drop for SplitFile {
+    /// A file not completed (a part failed, or the restore stopped) is not left behind.
+    fn drop(&mut self) {
+        if !*self.complete.get_mut() {
+            let _ = fs::remove_file(&self.opened.path);
+        }
+    }
 }
 
 /// Delta restore of a block-mapped file in place, in one pass: each block already right is

@@ -397,6 +397,82 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
     env.src.stop();
 }
 
+/// A relation file over 64 MiB is restored in parts by both workers at once: restored, it is
+/// byte for byte the file backed up; with one block damaged, the restore fails naming it and
+/// leaves no part of the file behind.
+#[test]
+fn a_file_restored_in_parts_is_whole_or_absent() {
+    let mut env = Stanza::setup(Setup {
+        quiet: true,
+        ..Setup::default()
+    });
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
+    // About 90 MB: two parts. Frozen and left alone by autovacuum, so the file on disk stays
+    // what the backup copied.
+    env.src.psql(
+        "create table big with (autovacuum_enabled = false) as
+           select g as id, md5(g::text) as v from generate_series(1, 1300000) g",
+    );
+    env.src.psql("vacuum (freeze) big");
+    env.src.psql("checkpoint");
+    let rel = env.src.psql("select pg_relation_filepath('big')");
+    let source = env.src.data.join(&rel);
+    let size = std::fs::metadata(&source).expect("stat").len();
+    assert!(size > 64 << 20, "{rel} is only {size} bytes");
+    let label = backup(scratch, conf);
+    let restore = |dst: &Path| {
+        scratch.pgbr(
+            conf,
+            &[
+                "--stanza=main",
+                "restore",
+                &format!("--set={label}"),
+                "--process-max=2",
+                &format!("--pg1-path={}", dst.display()),
+            ],
+        )
+    };
+
+    let whole = scratch.mkdir("whole");
+    let out = restore(&whole);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = std::fs::read(whole.join(&rel)).expect("restored file");
+    assert!(
+        restored == std::fs::read(&source).expect("source file"),
+        "{rel} restored differs from the file backed up"
+    );
+
+    // A byte three quarters into the blocks: in the second part.
+    let object = repo.join(format!("backup/main/{label}/pg_data/{rel}.blk"));
+    let len = std::fs::metadata(&object).expect("stat").len() as usize;
+    flip_byte(&object, len / 4 * 3);
+    let damaged = scratch.mkdir("damaged");
+    let out = restore(&damaged);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains(rel.as_str()), "{err}");
+    let dir = damaged.join(&rel).parent().expect("dir").to_path_buf();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let name = Path::new(&rel)
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let temporary = format!("{name}.pgbr.tmp");
+    assert!(
+        !left.iter().any(|n| *n == *name || *n == *temporary),
+        "{rel} (or its temporary) was left in {}: {left:?}",
+        dir.display()
+    );
+    env.src.stop();
+}
+
 #[test]
 fn verify_reads_each_bundle_once_and_names_the_one_damaged_file_in_it() {
     let mut env = Stanza::setup(Setup {
