@@ -492,7 +492,7 @@ pub async fn run(
                 .push(i),
             None => {
                 let dest = dests[&f.target].join(&f.name);
-                match SplitFile::plan(i, f, dest, ctx.overwrite)? {
+                match SplitFile::plan(i, f, dest, &ctx)? {
                     Some(parts) => jobs.extend(parts),
                     None => jobs.push(RestoreJob::File(i)),
                 }
@@ -964,41 +964,73 @@ struct SplitFile {
     index: usize,
     dest: PathBuf,
     opened: Opened,
-    /// Each part's BLAKE3 chaining value, as parts finish.
-    parts: std::sync::Mutex<Vec<Option<blake3::hazmat::ChainingValue>>>,
+    /// `--delta` over a file already at the destination: each part keeps the blocks that are
+    /// right and rewrites the others, in place.
+    in_place: bool,
+    /// Each part's BLAKE3 chaining value and the bytes it wrote, as parts finish.
+    parts: std::sync::Mutex<Vec<Option<(blake3::hazmat::ChainingValue, u64)>>>,
     /// Set once the file is whole, checked and in place.
     complete: std::sync::atomic::AtomicBool,
 }
 
 impl SplitFile {
     /// The parts of `f` (at `dest`) as jobs, or `None` when it is restored in one piece: small,
-    /// not block-mapped, or possibly current already (`--delta` looks at it first).
+    /// not block-mapped, current already by size and time (`--delta`), or to be compared by
+    /// checksum first (`--delta --force`).
     fn plan(
         index: usize,
         f: &FileEntry,
         dest: PathBuf,
-        overwrite: Overwrite,
+        ctx: &RestoreContext,
     ) -> Result<Option<Vec<RestoreJob>>> {
         let Some(map) = &f.block_map else {
             return Ok(None);
         };
         let block_size = u64::from(map.block_size);
-        let splits = f.size > PART_BYTES
-            && block_size > 0
-            && PART_BYTES % block_size == 0
-            && !matches!(overwrite, Overwrite::Delta { .. });
+        if f.size <= PART_BYTES || block_size == 0 || PART_BYTES % block_size != 0 {
+            return Ok(None);
+        }
         let parts = map
             .blocks
             .len()
-            .div_ceil((PART_BYTES / block_size.max(1)) as usize);
-        if !splits || parts < 2 || f.size.div_ceil(PART_BYTES) != parts as u64 {
+            .div_ceil((PART_BYTES / block_size) as usize);
+        if parts < 2 || f.size.div_ceil(PART_BYTES) != parts as u64 {
             return Ok(None);
         }
-        let opened = open_destination(f, &dest)?;
+        let existing = fs::symlink_metadata(&dest).ok();
+        let in_place = match ctx.overwrite {
+            Overwrite::Delta { by_hash: true } => return Ok(None),
+            Overwrite::Delta { by_hash: false } => match &existing {
+                None => false,
+                Some(meta) if meta.is_file() => {
+                    if already_current(f, &dest, ctx)? {
+                        return Ok(None);
+                    }
+                    true
+                }
+                Some(_) => return Ok(None),
+            },
+            Overwrite::Fresh | Overwrite::All => false,
+        };
+        let opened = if in_place {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&dest)
+                .map_err(|e| Error::io("unable to open", &dest, e))?;
+            Opened {
+                file,
+                path: dest.clone(),
+                rename: false,
+            }
+        } else {
+            open_destination(f, &dest)?
+        };
         let split = Arc::new(SplitFile {
             index,
             dest,
             opened,
+            in_place,
             parts: std::sync::Mutex::new(vec![None; parts]),
             complete: Default::default(),
         });
@@ -1009,7 +1041,8 @@ impl SplitFile {
         ))
     }
 
-    /// Restores part `part` of `f`; returns the file's size once this part completed the file.
+    /// Restores part `part` of `f`; returns the bytes written to the file once this part
+    /// completed it.
     fn restore_part(
         &self,
         part: usize,
@@ -1026,32 +1059,36 @@ impl SplitFile {
         let block_size = u64::from(map.block_size);
         let per_part = (PART_BYTES / block_size) as usize;
         let first = part * per_part;
-        let Some(blocks) = map
-            .blocks
-            .get(first..(first + per_part).min(map.blocks.len()))
-        else {
-            return Err(Error::Internal(format!("{}: no part {part}", f.name)));
-        };
+        let range = first..(first + per_part).min(map.blocks.len());
         let start = first as u64 * block_size;
         let expected = f.size.saturating_sub(start).min(PART_BYTES);
         let mut hasher = blake3::Hasher::new();
         hasher.set_input_offset(start);
-        let written = pipeline::fetch_blocks(
-            &ctx.storage,
-            blocks,
-            first,
-            block_size,
-            &|r| ctx.blocks_object(f, r),
-            &|r| ctx.codec(r),
-            &|| ctx.spare_core(),
-            &self.opened.file,
-            &self.opened.path,
-            Some(&mut hasher),
-            &ctx.handle,
-        )?;
-        if written != expected {
+        let (file, path) = (&self.opened.file, &self.opened.path);
+        let (hashed, written) = if self.in_place {
+            rewrite_changed_blocks(f, map, file, path, range, &mut hasher, ctx)?
+        } else {
+            let Some(blocks) = map.blocks.get(range) else {
+                return Err(Error::Internal(format!("{}: no part {part}", f.name)));
+            };
+            let written = pipeline::fetch_blocks(
+                &ctx.storage,
+                blocks,
+                first,
+                block_size,
+                &|r| ctx.blocks_object(f, r),
+                &|r| ctx.codec(r),
+                &|| ctx.spare_core(),
+                file,
+                path,
+                Some(&mut hasher),
+                &ctx.handle,
+            )?;
+            (written, written)
+        };
+        if hashed != expected {
             return Err(Error::Corrupt(format!(
-                "{}/{}: bytes {start}..{} restored as {written} bytes; the backup is damaged",
+                "{}/{}: bytes {start}..{} restored as {hashed} bytes; the backup is damaged",
                 f.target,
                 f.name,
                 start + expected
@@ -1062,27 +1099,34 @@ impl SplitFile {
                 .parts
                 .lock()
                 .map_err(|_| Error::Internal("a restore worker panicked".into()))?;
-            parts[part] = Some(hasher.finalize_non_root());
+            parts[part] = Some((hasher.finalize_non_root(), written));
             parts.iter().copied().collect::<Option<Vec<_>>>()
         };
         // Not the last part to finish: another completes the file.
         let Some(all) = all else {
             return Ok(None);
         };
-        let checksum = pipeline::merge_part_hashes(&all, PART_BYTES, f.size)
+        let hashes: Vec<_> = all.iter().map(|(cv, _)| *cv).collect();
+        let checksum = pipeline::merge_part_hashes(&hashes, PART_BYTES, f.size)
             .map(Checksum::from)
             .ok_or_else(|| Error::Internal(format!("{}: parts do not make the file", f.name)))?;
+        if self.in_place {
+            file.set_len(f.size)
+                .map_err(|e| Error::io("unable to truncate", path, e))?;
+        }
         complete_file(f, &self.dest, &self.opened, f.size, &checksum, ctx)?;
         self.complete
             .store(true, std::sync::atomic::Ordering::Release);
-        Ok(Some(f.size))
+        Ok(Some(all.iter().map(|(_, written)| written).sum()))
     }
 }
 
 impl Drop for SplitFile {
-    /// A file not completed (a part failed, or the restore stopped) is not left behind.
+    /// A new file not completed (a part failed, or the restore stopped) is not left behind. One
+    /// rewritten in place stays: the restore removed pg_control first, so the cluster does not
+    /// start until a restore completes.
     fn drop(&mut self) {
-        if !*self.complete.get_mut() {
+        if !self.in_place && !*self.complete.get_mut() {
             let _ = fs::remove_file(&self.opened.path);
         }
     }
@@ -1108,45 +1152,9 @@ fn restore_changed_blocks(
         .write(true)
         .open(dest)
         .map_err(|e| Error::io("unable to open", dest, e))?;
-    let block_size = u64::from(map.block_size);
-    let mut buf = vec![0u8; map.block_size as usize];
     let mut hasher = blake3::Hasher::new();
-    let mut written = 0u64;
-    // Blocks [run_start, i) differ and are not written yet.
-    let mut run_start = None;
-    let fetch_run = |start: usize, end: usize, hasher: &mut blake3::Hasher| {
-        pipeline::fetch_blocks(
-            &ctx.storage,
-            &map.blocks[start..end],
-            start,
-            block_size,
-            &|r| ctx.blocks_object(f, r),
-            &|r| ctx.codec(r),
-            &|| ctx.spare_core(),
-            &file,
-            dest,
-            Some(hasher),
-            &ctx.handle,
-        )
-    };
-    for (i, b) in map.blocks.iter().enumerate() {
-        let offset = i as u64 * block_size;
-        let want_len = f.size.saturating_sub(offset).min(block_size) as usize;
-        let n = pipeline::read_full_at(&file, &mut buf[..want_len], offset)
-            .map_err(|e| Error::io("unable to read", dest, e))?;
-        let same = n == want_len && pgbr_manifest::block_hash(&buf[..n]) == b.hash;
-        if !same {
-            run_start.get_or_insert(i);
-            continue;
-        }
-        if let Some(start) = run_start.take() {
-            written += fetch_run(start, i, &mut hasher)?;
-        }
-        hasher.update(&buf[..n]);
-    }
-    if let Some(start) = run_start.take() {
-        written += fetch_run(start, map.blocks.len(), &mut hasher)?;
-    }
+    let all = 0..map.blocks.len();
+    let (_, written) = rewrite_changed_blocks(f, map, &file, dest, all, &mut hasher, ctx)?;
     file.set_len(f.size)
         .map_err(|e| Error::io("unable to truncate", dest, e))?;
     drop(file);
@@ -1157,6 +1165,68 @@ fn restore_changed_blocks(
     set_mode_and_time(dest, mode, mtime)?;
     chown(dest, ctx.owner)?;
     Ok(written)
+}
+
+/// Compares blocks `range` of `file` (at `path`) with `f`'s block map, keeps those already right
+/// and fetches and writes each run of the others, feeding every block of the range to `hasher`
+/// in order. Returns the bytes hashed and the bytes written.
+fn rewrite_changed_blocks(
+    f: &FileEntry,
+    map: &pgbr_manifest::BlockMapRef,
+    file: &File,
+    path: &Path,
+    range: std::ops::Range<usize>,
+    hasher: &mut blake3::Hasher,
+    ctx: &RestoreContext,
+) -> Result<(u64, u64)> {
+    let Some(blocks) = map.blocks.get(range.clone()) else {
+        return Err(Error::Internal(format!(
+            "{}: blocks {range:?} of {}",
+            f.name,
+            map.blocks.len()
+        )));
+    };
+    let block_size = u64::from(map.block_size);
+    let mut buf = vec![0u8; map.block_size as usize];
+    // Bytes of the blocks kept, and of those fetched and written.
+    let (mut kept, mut written) = (0u64, 0u64);
+    // Blocks [run_start, i) (numbers in the file) differ and are not written yet.
+    let mut run_start = None;
+    let fetch_run = |start: usize, end: usize, hasher: &mut blake3::Hasher| {
+        pipeline::fetch_blocks(
+            &ctx.storage,
+            &map.blocks[start..end],
+            start,
+            block_size,
+            &|r| ctx.blocks_object(f, r),
+            &|r| ctx.codec(r),
+            &|| ctx.spare_core(),
+            file,
+            path,
+            Some(hasher),
+            &ctx.handle,
+        )
+    };
+    for (i, b) in range.clone().zip(blocks) {
+        let offset = i as u64 * block_size;
+        let want_len = f.size.saturating_sub(offset).min(block_size) as usize;
+        let n = pipeline::read_full_at(file, &mut buf[..want_len], offset)
+            .map_err(|e| Error::io("unable to read", path, e))?;
+        let same = n == want_len && pgbr_manifest::block_hash(&buf[..n]) == b.hash;
+        if !same {
+            run_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = run_start.take() {
+            written += fetch_run(start, i, hasher)?;
+        }
+        hasher.update(&buf[..n]);
+        kept += n as u64;
+    }
+    if let Some(start) = run_start.take() {
+        written += fetch_run(start, range.end, hasher)?;
+    }
+    Ok((kept + written, written))
 }
 
 /// Removes what the backup does not have under `dest` (delta/force restore). Returns the count.

@@ -397,9 +397,9 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
     env.src.stop();
 }
 
-/// A relation file over 64 MiB is restored in parts by both workers at once: restored, it is
-/// byte for byte the file backed up; with one block damaged, the restore fails naming it and
-/// leaves no part of the file behind.
+/// A relation file over 64 MiB is restored in parts by both workers at once: restored, and
+/// delta-restored after it was cut short, it is byte for byte the file backed up; with one block
+/// damaged, the restore fails naming it and leaves no part of the file behind.
 #[test]
 fn a_file_restored_in_parts_is_whole_or_absent() {
     let mut env = Stanza::setup(Setup {
@@ -420,21 +420,23 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
     let size = std::fs::metadata(&source).expect("stat").len();
     assert!(size > 64 << 20, "{rel} is only {size} bytes");
     let label = backup(scratch, conf);
-    let restore = |dst: &Path| {
-        scratch.pgbr(
-            conf,
-            &[
-                "--stanza=main",
-                "restore",
-                &format!("--set={label}"),
-                "--process-max=2",
-                &format!("--pg1-path={}", dst.display()),
-            ],
-        )
+    let restore = |dst: &Path, delta: bool| {
+        let mut args = vec![
+            "--stanza=main".to_string(),
+            "restore".into(),
+            format!("--set={label}"),
+            "--process-max=2".into(),
+            format!("--pg1-path={}", dst.display()),
+        ];
+        if delta {
+            args.push("--delta".into());
+        }
+        scratch.pgbr(conf, &args.iter().map(String::as_str).collect::<Vec<_>>())
     };
 
     let whole = scratch.mkdir("whole");
-    let out = restore(&whole);
+    let want = std::fs::read(&source).expect("source file");
+    let out = restore(&whole, false);
     assert!(
         out.status.success(),
         "{}",
@@ -442,8 +444,27 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
     );
     let restored = std::fs::read(whole.join(&rel)).expect("restored file");
     assert!(
-        restored == std::fs::read(&source).expect("source file"),
+        restored == want,
         "{rel} restored differs from the file backed up"
+    );
+    // --delta over the file cut short in its first part: each part finds its blocks missing
+    // (or right) and rewrites them in place.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(whole.join(&rel))
+        .expect("open")
+        .set_len(size / 3)
+        .expect("truncate");
+    let out = restore(&whole, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = std::fs::read(whole.join(&rel)).expect("restored file");
+    assert!(
+        restored == want,
+        "{rel} delta-restored differs from the file backed up"
     );
 
     // A byte three quarters into the blocks: in the second part.
@@ -451,7 +472,7 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
     let len = std::fs::metadata(&object).expect("stat").len() as usize;
     flip_byte(&object, len / 4 * 3);
     let damaged = scratch.mkdir("damaged");
-    let out = restore(&damaged);
+    let out = restore(&damaged, false);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(err.contains(rel.as_str()), "{err}");

@@ -316,7 +316,8 @@ fn block_incremental_is_small_and_delta_restore_rewrites_only_what_differs() {
             .open(&big)
             .expect("open");
         f.write_all_at(b"garbage!", 40 * 8192 + 100).expect("flip");
-        f.write_all_at(b"more garbage", 3000 * 8192 + 5000)
+        // In another 64 MiB part of the file (restored in parts, each its own job).
+        f.write_all_at(b"more garbage", 20000 * 8192 + 5000)
             .expect("flip");
     }
     std::fs::OpenOptions::new()
