@@ -87,6 +87,12 @@ enum Work {
     Bundle { id: u64, jobs: Vec<Job> },
     /// Check what an interrupted attempt stored; store the file again if it does not verify.
     Reuse { job: Job, entry: Box<FileEntry> },
+    /// The same for the files an interrupted attempt put in its bundle `id`, checked together
+    /// from one read of the bundle.
+    ReuseBundle {
+        id: u64,
+        files: Vec<(Job, Box<FileEntry>)>,
+    },
 }
 
 impl Work {
@@ -94,6 +100,7 @@ impl Work {
         match self {
             Work::Whole(j) | Work::Blocks(j) | Work::Reuse { job: j, .. } => j.size,
             Work::Bundle { jobs, .. } => jobs.iter().map(|j| j.size).sum(),
+            Work::ReuseBundle { files, .. } => files.iter().map(|(j, _)| j.size).sum(),
         }
     }
 }
@@ -116,6 +123,8 @@ struct Planner<'a> {
     primary_root: Option<Arc<Path>>,
     work: Vec<Work>,
     bundled: Vec<Job>,
+    /// Files of the resumed attempt's bundles to check, by bundle id.
+    reused_bundles: BTreeMap<u64, Vec<(Job, Box<FileEntry>)>>,
 }
 
 impl Planner<'_> {
@@ -157,7 +166,14 @@ impl Planner<'_> {
                     && job.mtime < r.backup.timestamp_start
                 {
                     let entry = Box::new(e.clone());
-                    self.work.push(Work::Reuse { job, entry });
+                    match &e.bundle {
+                        Some(b) => self
+                            .reused_bundles
+                            .entry(b.id)
+                            .or_default()
+                            .push((job, entry)),
+                        None => self.work.push(Work::Reuse { job, entry }),
+                    }
                     return;
                 }
             }
@@ -178,7 +194,12 @@ impl Planner<'_> {
 
     /// The entries of unchanged files (references to the prior backup), the work, and the files
     /// to bundle.
-    fn finish(self) -> (Vec<FileEntry>, Vec<Work>, Vec<Job>) {
+    fn finish(mut self) -> (Vec<FileEntry>, Vec<Work>, Vec<Job>) {
+        self.work.extend(
+            std::mem::take(&mut self.reused_bundles)
+                .into_iter()
+                .map(|(id, files)| Work::ReuseBundle { id, files }),
+        );
         let files = match self.prior {
             Some(m) => {
                 let mut files = m.files;
@@ -464,6 +485,7 @@ pub async fn run(
         primary_root: (source.path != pg.path).then(|| Arc::from(pg.path.as_path())),
         work: Vec::new(),
         bundled: Vec::new(),
+        reused_bundles: BTreeMap::new(),
     };
     let pg_entries = walk(&source.path, true)?;
     let pg_root: Arc<Path> = Arc::from(source.path.as_path());
@@ -921,13 +943,9 @@ impl Storer {
                 )
                 .is_ok();
         }
-        if let Some(b) = &entry.bundle {
-            let object = layout::bundle(dir, b.id);
-            return pipeline::fetch_range(storage, &object, b.offset, b.length, codec, handle)
-                .is_ok_and(|plain| {
-                    plain.len() as u64 == entry.size
-                        && pgbr_manifest::Checksum::of(&plain) == entry.checksum
-                });
+        if entry.bundle.is_some() {
+            // Bundled files are checked a bundle at a time (`Work::ReuseBundle`).
+            return false;
         }
         if entry.size == 0 && entry.stored_size == 0 {
             return true;
@@ -935,6 +953,15 @@ impl Storer {
         let object = layout::whole(dir, &entry.target, &entry.name, ext);
         pipeline::hash_object(storage, &object, codec, handle)
             .is_ok_and(|(size, sum)| size == entry.size && sum == entry.checksum)
+    }
+
+    /// Stores a file whose copy from an interrupted attempt did not check out.
+    fn store_again(&self, job: Job) -> Result<Vec<FileEntry>> {
+        if job.size >= pipeline::BLOCK_THRESHOLD {
+            self.store(Work::Blocks(job))
+        } else {
+            self.store(Work::Whole(job))
+        }
     }
 
     /// Runs one unit of work on a worker thread; returns the manifest entries it produced.
@@ -975,12 +1002,44 @@ impl Storer {
                     e.mode = job.mode;
                     return Ok(vec![e]);
                 }
-                let again = if job.size >= pipeline::BLOCK_THRESHOLD {
-                    Work::Blocks(job)
-                } else {
-                    Work::Whole(job)
-                };
-                self.store(again)
+                self.store_again(job)
+            }
+            Work::ReuseBundle { id, mut files } => {
+                files.sort_by_key(|(_, e)| e.bundle.as_ref().map_or(0, |b| b.offset));
+                let places: Vec<_> = files
+                    .iter()
+                    .map(|(_, e)| e.bundle.as_ref().map_or((0, 0), |b| (b.offset, b.length)))
+                    .collect();
+                let object = layout::bundle(dir, id);
+                let mut intact = vec![false; files.len()];
+                // A bundle that cannot be read (or whose pieces overlap) leaves the files not
+                // yet checked to be stored again.
+                let _ = pipeline::read_bundle_pieces(
+                    storage,
+                    &object,
+                    &places,
+                    handle,
+                    &mut |i, piece| {
+                        let (_, e) = &files[i];
+                        intact[i] = pipeline::open_piece(codec, &object, places[i].0, piece)
+                            .is_ok_and(|plain| {
+                                plain.len() as u64 == e.size
+                                    && pgbr_manifest::Checksum::of(&plain) == e.checksum
+                            });
+                        Ok(())
+                    },
+                );
+                let mut out = Vec::with_capacity(files.len());
+                for ((job, entry), intact) in files.into_iter().zip(intact) {
+                    if intact {
+                        let mut e = *entry;
+                        e.mode = job.mode;
+                        out.push(e);
+                    } else {
+                        out.extend(self.store_again(job)?);
+                    }
+                }
+                Ok(out)
             }
             Work::Whole(job) => {
                 if *delta {

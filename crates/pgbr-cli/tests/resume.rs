@@ -146,13 +146,7 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
         String::from_utf8_lossy(&out.stderr)
     );
     let log = String::from_utf8_lossy(&out.stderr);
-    let reused: u64 = log
-        .lines()
-        .find(|l| l.contains("resumed an interrupted attempt"))
-        .and_then(|l| l.split(": ").nth(1))
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the next backup must resume: {log}"));
+    let reused = files_reused(&log);
     assert!(reused > 100, "only {reused} files reused: {log}");
     completed += 1;
 
@@ -182,6 +176,95 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
 
     env.verify_ok();
 
+    let c = env.restore_and_start("restored", &["--type=immediate", "--target-action=promote"]);
+    assert_eq!(digest(&c), want);
+}
+
+/// How many files the backup logged in `log` reused from the attempt it resumed.
+fn files_reused(log: &str) -> u64 {
+    log.lines()
+        .find(|l| l.contains("resumed an interrupted attempt"))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the backup must resume: {log}"))
+}
+
+/// The ids of the bundles whose files the progress record of the backup in `dir` lists.
+fn recorded_bundles(dir: &Path) -> std::collections::BTreeSet<u64> {
+    let Ok(stored) = std::fs::read(dir.join("backup.manifest.inprogress")) else {
+        return Default::default();
+    };
+    // Stored zstd-compressed (this repository is not encrypted).
+    let Ok(manifest) = zstd::decode_all(&stored[..])
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            serde_json::from_slice::<serde_json::Value>(&text).map_err(|e| e.to_string())
+        })
+    else {
+        return Default::default();
+    };
+    manifest["manifest"]["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["bundle"]["id"].as_u64())
+        .collect()
+}
+
+/// With bundles (on by default), an attempt killed after storing some is resumed: the files of
+/// each of its bundles are checked from one read of the bundle, those of a damaged bundle piece
+/// are stored again, and the result verifies and restores exactly.
+#[test]
+fn a_resumed_backup_checks_bundled_files_and_stores_a_damaged_one_again() {
+    // Small bundles: many of them, stored one at a time.
+    let env = Stanza::new("process-max=1\nrepo1-bundle-size=256k\n");
+    env.src.pgbench_init(1);
+    let attempt = || {
+        backup_dirs(&env.repo)
+            .into_iter()
+            .find(|d| !d.join("backup.manifest").exists())
+    };
+    let mut child = spawn_backup(&env, &[("PGBR_TEST_FILE_DELAY_MS", "300")]);
+    wait_for("the progress record to hold two bundles", || {
+        attempt().is_some_and(|d| recorded_bundles(&d).len() >= 2)
+    });
+    kill_backup(&env, &mut child);
+    let dir = attempt().expect("the interrupted attempt");
+    // A recorded bundle: a byte in its middle is in some file's piece.
+    let id = *recorded_bundles(&dir).first().expect("a recorded bundle");
+    let first = dir.join(format!("bundle/{id}"));
+    let mut bytes = std::fs::read(&first).expect("read bundle");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&first, bytes).expect("write bundle");
+
+    let out = env
+        .scratch
+        .pgbr(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(files_reused(&log) > 0, "{log}");
+    // The damaged file was stored again, on its own (small files are otherwise all bundled).
+    let mut whole = Vec::new();
+    let mut stack = vec![dir.join("pg_data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let (path, name) = (e.path(), e.file_name().to_string_lossy().into_owned());
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".zst") && name != "backup_label.zst" {
+                whole.push(path);
+            }
+        }
+    }
+    assert!(
+        !whole.is_empty(),
+        "no file of the damaged bundle was stored again: {log}"
+    );
+    let want = digest(&env.src);
+    // A reused damaged piece would fail verify.
+    env.verify_ok();
     let c = env.restore_and_start("restored", &["--type=immediate", "--target-action=promote"]);
     assert_eq!(digest(&c), want);
 }
