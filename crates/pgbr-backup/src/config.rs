@@ -105,16 +105,24 @@ pub(crate) fn check_value(def: &OptionDef, name: &str, value: &str) -> Result<()
 }
 
 /// Parses a size: bytes, or a number with KB, MB, GB or TB (powers of 1024; case-insensitive,
-/// the B optional).
+/// the B optional, KiB, MiB, GiB and TiB too, as pgBackRest writes its defaults).
 pub fn parse_size(value: &str) -> Option<u64> {
     let v = value.trim().to_ascii_lowercase();
     let v = v.strip_suffix('b').unwrap_or(&v);
-    let (digits, mult) = match v.char_indices().last() {
-        Some((i, 'k')) => (&v[..i], 1u64 << 10),
-        Some((i, 'm')) => (&v[..i], 1 << 20),
-        Some((i, 'g')) => (&v[..i], 1 << 30),
-        Some((i, 't')) => (&v[..i], 1 << 40),
-        _ => (v, 1),
+    fn unit(v: &str) -> Option<(&str, u64)> {
+        let (i, c) = v.char_indices().last()?;
+        let shift = match c {
+            'k' => 10,
+            'm' => 20,
+            'g' => 30,
+            't' => 40,
+            _ => return None,
+        };
+        Some((&v[..i], 1u64 << shift))
+    }
+    let (digits, mult) = match v.strip_suffix('i').and_then(unit) {
+        Some(binary) => binary,
+        None => unit(v).unwrap_or((v, 1)),
     };
     digits.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
@@ -1232,6 +1240,29 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_take_binary_and_short_units_alike() {
+        for (text, want) in [
+            ("4096", Some(4096)),
+            ("12b", Some(12)),
+            ("256k", Some(256 << 10)),
+            ("256KB", Some(256 << 10)),
+            ("256KiB", Some(256 << 10)),
+            ("20MiB", Some(20 << 20)),
+            (" 2 mb ", Some(2 << 20)),
+            ("1GiB", Some(1 << 30)),
+            ("1ti", Some(1 << 40)),
+            ("1i", None),
+            ("1ib", None),
+            ("MiB", None),
+            ("1.5MiB", None),
+            ("-1k", None),
+            ("99999999999999T", None),
+        ] {
+            assert_eq!(super::parse_size(text), want, "{text:?}");
+        }
+    }
+
     use super::*;
 
     fn write_conf(text: &str) -> (tempfile::TempDir, PathBuf) {
