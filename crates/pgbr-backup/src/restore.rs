@@ -963,7 +963,9 @@ struct SplitFile {
     /// The file's index in the manifest.
     index: usize,
     dest: PathBuf,
-    opened: Opened,
+    /// Where the parts write: `dest`, or the temporary name it takes when whole.
+    path: PathBuf,
+    rename: bool,
     /// `--delta` over a file already at the destination: each part keeps the blocks that are
     /// right and rewrites the others, in place.
     in_place: bool,
@@ -1012,24 +1014,19 @@ impl SplitFile {
             },
             Overwrite::Fresh | Overwrite::All => false,
         };
-        let opened = if in_place {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&dest)
-                .map_err(|e| Error::io("unable to open", &dest, e))?;
-            Opened {
-                file,
-                path: dest.clone(),
-                rename: false,
-            }
+        // Each part opens the file for itself: holding a descriptor per big file from here to
+        // its last part would run out of them on a cluster of thousands of 1 GiB segments.
+        let (path, rename) = if in_place {
+            (dest.clone(), false)
         } else {
-            open_destination(f, &dest)?
+            let opened = open_destination(f, &dest)?;
+            (opened.path, opened.rename)
         };
         let split = Arc::new(SplitFile {
             index,
             dest,
-            opened,
+            path,
+            rename,
             in_place,
             parts: std::sync::Mutex::new(vec![None; parts]),
             complete: Default::default(),
@@ -1064,7 +1061,17 @@ impl SplitFile {
         let expected = f.size.saturating_sub(start).min(PART_BYTES);
         let mut hasher = blake3::Hasher::new();
         hasher.set_input_offset(start);
-        let (file, path) = (&self.opened.file, &self.opened.path);
+        let path = &self.path;
+        let opened = Opened {
+            file: OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("unable to open", path, e))?,
+            path: path.clone(),
+            rename: self.rename,
+        };
+        let file = &opened.file;
         let (hashed, written) = if self.in_place {
             rewrite_changed_blocks(f, map, file, path, range, &mut hasher, ctx)?
         } else {
@@ -1114,7 +1121,7 @@ impl SplitFile {
             file.set_len(f.size)
                 .map_err(|e| Error::io("unable to truncate", path, e))?;
         }
-        complete_file(f, &self.dest, &self.opened, f.size, &checksum, ctx)?;
+        complete_file(f, &self.dest, &opened, f.size, &checksum, ctx)?;
         self.complete
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(Some(all.iter().map(|(_, written)| written).sum()))
@@ -1127,7 +1134,7 @@ impl Drop for SplitFile {
     /// start until a restore completes.
     fn drop(&mut self) {
         if !self.in_place && !*self.complete.get_mut() {
-            let _ = fs::remove_file(&self.opened.path);
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
