@@ -651,6 +651,40 @@ impl RestoreContext {
     fn blocks_object(&self, f: &FileEntry, reference: Option<&str>) -> String {
         layout::blocks(&self.backup_dir(reference), &f.target, &f.name)
     }
+
+    /// Fetches blocks `range` of block-mapped `f` (its block map `map`) into `file` (at `path`),
+    /// each at its place, feeding them to `hasher` in order (see [`pipeline::fetch_blocks`]).
+    /// Returns the bytes written.
+    fn fetch_blocks(
+        &self,
+        f: &FileEntry,
+        map: &pgbr_manifest::BlockMapRef,
+        range: std::ops::Range<usize>,
+        file: &File,
+        path: &Path,
+        hasher: &mut blake3::Hasher,
+    ) -> Result<u64> {
+        let Some(blocks) = map.blocks.get(range.clone()) else {
+            return Err(Error::Internal(format!(
+                "{}: blocks {range:?} of {}",
+                f.name,
+                map.blocks.len()
+            )));
+        };
+        pipeline::fetch_blocks(
+            &self.storage,
+            blocks,
+            range.start,
+            u64::from(map.block_size),
+            &|r| self.blocks_object(f, r),
+            &|r| self.codec(r),
+            &|| self.spare_core(),
+            file,
+            path,
+            Some(hasher),
+            &self.handle,
+        )
+    }
 }
 
 fn set_mode_and_time(path: &Path, mode: u32, mtime: SystemTime) -> Result<()> {
@@ -893,19 +927,7 @@ fn restore_file(
         let (file, tmp) = (&opened.file, &opened.path);
         let (size, checksum) = if let Some(map) = &f.block_map {
             let mut hasher = blake3::Hasher::new();
-            let written = pipeline::fetch_blocks(
-                &ctx.storage,
-                &map.blocks,
-                0,
-                u64::from(map.block_size),
-                &|r| ctx.blocks_object(f, r),
-                &|r| ctx.codec(r),
-                &|| ctx.spare_core(),
-                file,
-                tmp,
-                Some(&mut hasher),
-                &ctx.handle,
-            )?;
+            let written = ctx.fetch_blocks(f, map, 0..map.blocks.len(), file, tmp, &mut hasher)?;
             (written, Checksum::from(hasher.finalize()))
         } else if let Some(b) = &f.bundle {
             let reference = f.reference.as_deref();
@@ -1075,22 +1097,7 @@ impl SplitFile {
         let (hashed, written) = if self.in_place {
             rewrite_changed_blocks(f, map, file, path, range, &mut hasher, ctx)?
         } else {
-            let Some(blocks) = map.blocks.get(range) else {
-                return Err(Error::Internal(format!("{}: no part {part}", f.name)));
-            };
-            let written = pipeline::fetch_blocks(
-                &ctx.storage,
-                blocks,
-                first,
-                block_size,
-                &|r| ctx.blocks_object(f, r),
-                &|r| ctx.codec(r),
-                &|| ctx.spare_core(),
-                file,
-                path,
-                Some(&mut hasher),
-                &ctx.handle,
-            )?;
+            let written = ctx.fetch_blocks(f, map, range, file, path, &mut hasher)?;
             (written, written)
         };
         if hashed != expected {
@@ -1200,19 +1207,7 @@ fn rewrite_changed_blocks(
     // Blocks [run_start, i) (numbers in the file) differ and are not written yet.
     let mut run_start = None;
     let fetch_run = |start: usize, end: usize, hasher: &mut blake3::Hasher| {
-        pipeline::fetch_blocks(
-            &ctx.storage,
-            &map.blocks[start..end],
-            start,
-            block_size,
-            &|r| ctx.blocks_object(f, r),
-            &|r| ctx.codec(r),
-            &|| ctx.spare_core(),
-            file,
-            path,
-            Some(hasher),
-            &ctx.handle,
-        )
+        ctx.fetch_blocks(f, map, start..end, file, path, hasher)
     };
     for (i, b) in range.clone().zip(blocks) {
         let offset = i as u64 * block_size;

@@ -342,18 +342,29 @@ fn block_objects(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
-    let mut env = Stanza::setup(Setup {
+/// A stanza whose cluster has a table `big` of `rows` rows (about 70 bytes each), frozen,
+/// checkpointed and left alone by autovacuum, so its file stays what a backup copies: (stanza,
+/// the file's path in the data directory).
+fn stanza_with_big_table(rows: u32) -> (Stanza, String) {
+    let env = Stanza::setup(Setup {
         quiet: true,
         ..Setup::default()
     });
-    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
-    // A 2+ MiB relation: stored as 64 KiB blocks in one `.blk` object.
-    env.src.psql(
-        "create table big as select g as id, md5(g::text) as v from generate_series(1, 40000) g",
-    );
+    env.src.psql(&format!(
+        "create table big with (autovacuum_enabled = false) as
+           select g as id, md5(g::text) as v from generate_series(1, {rows}) g"
+    ));
+    env.src.psql("vacuum (freeze) big");
+    env.src.psql("checkpoint");
     let rel = env.src.psql("select pg_relation_filepath('big')");
+    (env, rel)
+}
+
+#[test]
+fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
+    // A 2+ MiB relation: stored as 64 KiB blocks in one `.blk` object.
+    let (mut env, rel) = stanza_with_big_table(40_000);
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
     let label = backup(scratch, conf);
     let object = repo.join(format!("backup/main/{label}/pg_data/{rel}.blk"));
     assert!(
@@ -402,20 +413,9 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
 /// damaged, the restore fails naming it and leaves no part of the file behind.
 #[test]
 fn a_file_restored_in_parts_is_whole_or_absent() {
-    let mut env = Stanza::setup(Setup {
-        quiet: true,
-        ..Setup::default()
-    });
+    // About 90 MB: two parts.
+    let (mut env, rel) = stanza_with_big_table(1_300_000);
     let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
-    // About 90 MB: two parts. Frozen and left alone by autovacuum, so the file on disk stays
-    // what the backup copied.
-    env.src.psql(
-        "create table big with (autovacuum_enabled = false) as
-           select g as id, md5(g::text) as v from generate_series(1, 1300000) g",
-    );
-    env.src.psql("vacuum (freeze) big");
-    env.src.psql("checkpoint");
-    let rel = env.src.psql("select pg_relation_filepath('big')");
     let source = env.src.data.join(&rel);
     let size = std::fs::metadata(&source).expect("stat").len();
     assert!(size > 64 << 20, "{rel} is only {size} bytes");
@@ -433,20 +433,24 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
         }
         scratch.pgbr(conf, &args.iter().map(String::as_str).collect::<Vec<_>>())
     };
+    let want = std::fs::read(&source).expect("source file");
+    // Restores into `dst` and checks the file is byte for byte the one backed up.
+    let restore_exactly = |dst: &Path, delta: bool, how: &str| {
+        let out = restore(dst, delta);
+        assert!(
+            out.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let restored = std::fs::read(dst.join(&rel)).expect("restored file");
+        assert!(
+            restored == want,
+            "{rel} {how} differs from the file backed up"
+        );
+    };
 
     let whole = scratch.mkdir("whole");
-    let want = std::fs::read(&source).expect("source file");
-    let out = restore(&whole, false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let restored = std::fs::read(whole.join(&rel)).expect("restored file");
-    assert!(
-        restored == want,
-        "{rel} restored differs from the file backed up"
-    );
+    restore_exactly(&whole, false, "restored");
     // --delta over the file cut short in its first part: each part finds its blocks missing
     // (or right) and rewrites them in place.
     std::fs::OpenOptions::new()
@@ -455,17 +459,7 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
         .expect("open")
         .set_len(size / 3)
         .expect("truncate");
-    let out = restore(&whole, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let restored = std::fs::read(whole.join(&rel)).expect("restored file");
-    assert!(
-        restored == want,
-        "{rel} delta-restored differs from the file backed up"
-    );
+    restore_exactly(&whole, true, "delta-restored");
 
     // A byte three quarters into the blocks: in the second part.
     let object = repo.join(format!("backup/main/{label}/pg_data/{rel}.blk"));
