@@ -410,7 +410,8 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
 
 /// A relation file over 64 MiB is restored in parts by both workers at once: restored, and
 /// delta-restored after it was cut short, it is byte for byte the file backed up; with one block
-/// damaged, the restore fails naming it and leaves no part of the file behind.
+/// damaged, the restore fails naming it and leaves no part of the file behind, and `--force`
+/// over the whole file leaves it as it was.
 #[test]
 fn a_file_restored_in_parts_is_whole_or_absent() {
     // About 90 MB: two parts.
@@ -420,23 +421,23 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
     let size = std::fs::metadata(&source).expect("stat").len();
     assert!(size > 64 << 20, "{rel} is only {size} bytes");
     let label = backup(scratch, conf);
-    let restore = |dst: &Path, delta: bool| {
+    let restore = |dst: &Path, extra: &[&str]| {
+        let set = format!("--set={label}");
+        let pg1_path = format!("--pg1-path={}", dst.display());
         let mut args = vec![
-            "--stanza=main".to_string(),
-            "restore".into(),
-            format!("--set={label}"),
-            "--process-max=2".into(),
-            format!("--pg1-path={}", dst.display()),
+            "--stanza=main",
+            "restore",
+            &set,
+            "--process-max=2",
+            &pg1_path,
         ];
-        if delta {
-            args.push("--delta".into());
-        }
-        scratch.pgbr(conf, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        args.extend(extra);
+        scratch.pgbr(conf, &args)
     };
     let want = std::fs::read(&source).expect("source file");
     // Restores into `dst` and checks the file is byte for byte the one backed up.
-    let restore_exactly = |dst: &Path, delta: bool, how: &str| {
-        let out = restore(dst, delta);
+    let restore_exactly = |dst: &Path, extra: &[&str], how: &str| {
+        let out = restore(dst, extra);
         assert!(
             out.status.success(),
             "{how}: {}",
@@ -450,7 +451,7 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
     };
 
     let whole = scratch.mkdir("whole");
-    restore_exactly(&whole, false, "restored");
+    restore_exactly(&whole, &[], "restored");
     // --delta over the file cut short in its first part: each part finds its blocks missing
     // (or right) and rewrites them in place.
     std::fs::OpenOptions::new()
@@ -459,31 +460,45 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
         .expect("open")
         .set_len(size / 3)
         .expect("truncate");
-    restore_exactly(&whole, true, "delta-restored");
+    restore_exactly(&whole, &["--delta"], "delta-restored");
 
     // A byte three quarters into the blocks: in the second part.
     let object = repo.join(format!("backup/main/{label}/pg_data/{rel}.blk"));
     let len = std::fs::metadata(&object).expect("stat").len() as usize;
     flip_byte(&object, len / 4 * 3);
-    let damaged = scratch.mkdir("damaged");
-    let out = restore(&damaged, false);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{err}");
-    assert!(err.contains(rel.as_str()), "{err}");
-    let dir = damaged.join(&rel).parent().expect("dir").to_path_buf();
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
     let name = Path::new(&rel)
         .file_name()
         .expect("name")
         .to_string_lossy()
         .into_owned();
     let temporary = format!("{name}.pgbr.tmp");
+    // Restores into `dst` from the damaged backup, which must fail naming the file; returns
+    // the names left in the file's directory.
+    let restore_damaged = |dst: &Path, extra: &[&str]| {
+        let out = restore(dst, extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{err}");
+        assert!(err.contains(rel.as_str()), "{err}");
+        let dir = dst.join(&rel).parent().expect("dir").to_path_buf();
+        std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_else(|_| Vec::new())
+    };
+    let damaged = scratch.mkdir("damaged");
+    let left = restore_damaged(&damaged, &[]);
     assert!(
         !left.iter().any(|n| *n == *name || *n == *temporary),
-        "{rel} (or its temporary) was left in {}: {left:?}",
-        dir.display()
+        "{rel} (or its temporary) was left behind: {left:?}"
+    );
+    // --force over the whole file: it stays as it was, and its temporary goes.
+    let left = restore_damaged(&whole, &["--force"]);
+    assert!(
+        !left.iter().any(|n| *n == *temporary),
+        "the temporary of {rel} was left behind: {left:?}"
+    );
+    assert!(
+        std::fs::read(whole.join(&rel)).expect("the file") == want,
+        "a failed --force restore changed {rel}"
     );
     env.src.stop();
 }
