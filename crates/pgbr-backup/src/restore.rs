@@ -4,6 +4,11 @@
 //! Everything that could refuse the restore is checked before the first byte is written: the
 //! backup and its manifest, every destination directory (empty, or `--delta`/`--force`), and that
 //! no server runs there.
+//!
+//! Work is shared by `process-max` workers, largest first: a file on its own, the files of one
+//! bundle (one read of it), or a 64 MiB part of a big file, so that the biggest files of a
+//! cluster do not leave one core working alone at the end. A file restored in parts is checked
+//! as a whole too: its BLAKE3 checksum is merged from the parts' subtrees.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
