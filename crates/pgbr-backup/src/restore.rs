@@ -1485,6 +1485,85 @@ fn write_recovery_settings(
 mod tests {
     use super::*;
 
+    /// What is left under `root`, relative names sorted (directories too); a name that is not
+    /// UTF-8 is shown lossily.
+    fn left_under(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read_dir").flatten() {
+                let path = e.path();
+                let rel = path.strip_prefix(root).expect("below root");
+                out.push(rel.to_string_lossy().into_owned());
+                if e.file_type().expect("type").is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn extras_are_removed_and_what_the_backup_has_is_kept() {
+        use std::os::unix::ffi::OsStrExt;
+        let file = |name: &str| FileEntry {
+            target: "pg_data".into(),
+            name: name.into(),
+            size: 0,
+            mtime: 0,
+            mode: 0o600,
+            checksum: Checksum::of(b""),
+            reference: None,
+            stored_size: 0,
+            bundle: None,
+            block_map: None,
+            page_errors: Vec::new(),
+        };
+        let path = |name: &str| pgbr_manifest::PathEntry {
+            target: "pg_data".into(),
+            name: name.into(),
+            mode: 0o700,
+        };
+        let mut manifest = Manifest {
+            paths: vec![path(""), path("base"), path("base/1")],
+            links: vec![pgbr_manifest::LinkEntry {
+                target: "pg_data".into(),
+                name: "kept-link".into(),
+                destination: "/elsewhere".into(),
+            }],
+            files: vec![file("PG_VERSION"), file("base/1/100"), file("base/1/102")],
+            ..Manifest::default()
+        };
+        let build = |root: &Path| {
+            fs::create_dir_all(root.join("base/1")).expect("mkdir");
+            fs::create_dir_all(root.join("base/2/deeper")).expect("mkdir");
+            // A directory where the backup has a file.
+            fs::create_dir_all(root.join("base/1/102")).expect("mkdir");
+            for name in ["PG_VERSION", "base/1/100", "base/1/101", "base/2/deeper/x"] {
+                fs::write(root.join(name), b"").expect("write");
+            }
+            let not_utf8 = std::ffi::OsStr::from_bytes(b"base/1/\xff\xfe");
+            fs::write(root.join(not_utf8), b"").expect("write");
+            std::os::unix::fs::symlink("/elsewhere", root.join("kept-link")).expect("link");
+            std::os::unix::fs::symlink("/nowhere", root.join("stray-link")).expect("link");
+        };
+        let kept = ["PG_VERSION", "base", "base/1", "base/1/100", "kept-link"];
+        // Sorted, as every loaded manifest is; then unsorted, as one built in memory may be.
+        for round in 0..2 {
+            if round == 1 {
+                manifest.files.reverse();
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            build(dir.path());
+            let removed = remove_extras(&manifest, "pg_data", dir.path()).expect("remove");
+            assert_eq!(left_under(dir.path()), kept, "round {round}");
+            // base/1/101, base/1/102 (a directory, with what it held), base/2, the name that is
+            // not UTF-8, stray-link.
+            assert_eq!(removed, 5, "round {round}");
+        }
+    }
+
     #[test]
     fn recovery_settings_replace_earlier_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
