@@ -80,6 +80,10 @@ impl VerifyReport {
 }
 
 /// One object to read on a worker.
+/// Stored blocks of one file checked by one job at most: 64 MiB of 64 KiB blocks. A table's
+/// 1 GiB segment would otherwise keep one worker busy long after the others are done.
+const PART_BLOCKS: usize = 1024;
+
 enum Job {
     /// A backup file: expect `size` bytes with BLAKE3 `checksum` after decoding.
     File {
@@ -88,9 +92,9 @@ enum Job {
         size: u64,
         checksum: String,
     },
-    /// The blocks one backup stored of a block-mapped file: each must open (a delta-coded one
-    /// against its base) and match its hash. Read a window of blocks at a time, a few ranged
-    /// reads each.
+    /// The blocks one backup stored of a block-mapped file (or a part of them, see
+    /// [`PART_BLOCKS`]): each must open (a delta-coded one against its base) and match its hash.
+    /// Read a window of blocks at a time, a few ranged reads each.
     Blocks {
         /// `backup/<stanza>`.
         stanza_dir: String,
@@ -104,6 +108,8 @@ enum Job {
         numbers: Vec<usize>,
         /// How `label` stored its bytes, and each backup holding a delta base.
         compress: BTreeMap<String, CompressType>,
+        /// Whether this job counts the file among those checked (its first part).
+        counts_file: bool,
     },
     /// The files one bundle holds, by offset: read in one pass, each must open and match the
     /// manifest's size and checksum.
@@ -316,6 +322,7 @@ fn check_job(
             blocks,
             numbers,
             compress,
+            counts_file,
         } => {
             let object_of = |reference: Option<&str>| {
                 let backup = reference.unwrap_or(&label);
@@ -337,12 +344,15 @@ fn check_job(
             let checked = crate::pipeline::check_blocks(
                 storage, &blocks, &numbers, block_size, &object_of, &codec_of, handle,
             );
-            JobResult::one(
-                object_of(None),
-                false,
-                blocks.iter().map(|b| b.length).sum(),
-                checked.err().map(|e| e.to_string()),
-            )
+            JobResult {
+                files: u64::from(counts_file),
+                ..JobResult::one(
+                    object_of(None),
+                    false,
+                    blocks.iter().map(|b| b.length).sum(),
+                    checked.err().map(|e| e.to_string()),
+                )
+            }
         }
         Job::Bundle {
             object,
@@ -651,19 +661,25 @@ pub async fn run(
                         break;
                     }
                 }
-                // Blocks held by earlier backups are verified with those.
+                // Blocks held by earlier backups are verified with those. A big file's are
+                // checked in parts, so that all workers share it.
                 let (numbers, blocks) = crate::pipeline::own_blocks(map);
-                if !blocks.is_empty() {
+                let mut numbers = numbers.into_iter();
+                let mut blocks = blocks.into_iter().peekable();
+                let mut counts_file = true;
+                while blocks.peek().is_some() {
                     jobs.push(Job::Blocks {
                         stanza_dir: format!("backup/{stanza}"),
                         label: label.clone(),
                         target: f.target.clone(),
                         name: f.name.clone(),
                         block_size: u64::from(map.block_size),
-                        blocks,
-                        numbers,
-                        compress,
+                        blocks: blocks.by_ref().take(PART_BLOCKS).collect(),
+                        numbers: numbers.by_ref().take(PART_BLOCKS).collect(),
+                        compress: compress.clone(),
+                        counts_file,
                     });
+                    counts_file = false;
                 }
                 continue;
             }

@@ -408,10 +408,10 @@ fn verify_and_restore_find_a_corrupt_block_of_a_block_mapped_file() {
     env.src.stop();
 }
 
-/// A relation file over 64 MiB is restored in parts by both workers at once: restored, and
-/// delta-restored after it was cut short, it is byte for byte the file backed up; with one block
-/// damaged, the restore fails naming it and leaves no part of the file behind, and `--force`
-/// over the whole file leaves it as it was.
+/// A relation file over 64 MiB is restored (and verified) in parts by both workers at once:
+/// restored, and delta-restored after it was cut short, it is byte for byte the file backed up;
+/// verify counts it once. With one block damaged, verify names it, the restore fails naming it
+/// and leaves no part of the file behind, and `--force` over the whole file leaves it as it was.
 #[test]
 fn a_file_restored_in_parts_is_whole_or_absent() {
     // About 90 MB: two parts.
@@ -462,10 +462,32 @@ fn a_file_restored_in_parts_is_whole_or_absent() {
         .expect("truncate");
     restore_exactly(&whole, &["--delta"], "delta-restored");
 
+    // verify checks the big file in parts too, and counts it once: every file with bytes.
+    let v = verify_json_ok(scratch, conf);
+    let stored =
+        std::fs::read(repo.join(format!("backup/main/{label}/backup.manifest"))).expect("manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&zstd::decode_all(&stored[..]).expect("zstd manifest"))
+            .expect("manifest json");
+    let with_bytes = manifest["manifest"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["size"] != 0 || f["stored_size"] != 0)
+        .count();
+    assert_eq!(v["files_checked"], with_bytes, "{v}");
+
     // A byte three quarters into the blocks: in the second part.
     let object = repo.join(format!("backup/main/{label}/pg_data/{rel}.blk"));
     let len = std::fs::metadata(&object).expect("stat").len() as usize;
     flip_byte(&object, len / 4 * 3);
+    let out = scratch.pgbr(conf, &["--stanza=main", "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(14), "{text}");
+    assert!(
+        text.contains(&format!("{rel}.blk")),
+        "verify does not name {rel}:\n{text}"
+    );
     let name = Path::new(&rel)
         .file_name()
         .expect("name")
