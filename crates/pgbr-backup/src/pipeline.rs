@@ -522,11 +522,103 @@ pub(crate) struct BaseReader<'a> {
 /// ranged reads as their places allow.
 const WINDOW_BLOCKS: usize = 32;
 
+/// What [`examine_blocks`] found of one block of a window.
+struct Examined {
+    len: usize,
+    /// The block's entry: a reference to the prior backup's copy, or (changed) one to fill in
+    /// when its bytes are written.
+    block: BlockRef,
+    changed: bool,
+    /// Of a changed block: its earlier version, to code it as a delta against.
+    base: Option<BlockBase>,
+    /// Of a changed block without a base, when sealing was asked for: its stored bytes.
+    sealed: Option<Vec<u8>>,
+    /// Pages of the block (numbers in the file) whose checksum is wrong.
+    page_errors: Vec<u32>,
+}
+
+/// Hashes, page-checks and compares with `prior` the blocks `chunks` of a file, the first being
+/// block `first_index`; with `seal_changed`, seals each changed block that has no delta base.
+/// Independent of the blocks before, so a window's halves can be examined on two threads.
+fn examine_blocks(
+    chunks: &[&[u8]],
+    first_index: usize,
+    pages: Option<&PageCheckSpec>,
+    prior: Option<(&[BlockRef], &str)>,
+    deltas: bool,
+    seal_changed: Option<&Codec>,
+) -> io::Result<Vec<Examined>> {
+    let pages_per_block = BLOCK_SIZE / PAGE_SIZE;
+    let mut out = Vec::with_capacity(chunks.len());
+    for (k, chunk) in chunks.iter().enumerate() {
+        let index = first_index + k;
+        let mut page_errors = Vec::new();
+        if let Some(spec) = pages {
+            check_pages(
+                chunk,
+                (index * pages_per_block) as u64,
+                spec,
+                &mut page_errors,
+            );
+        }
+        let hash = block_hash(chunk);
+        let before = prior.and_then(|(blocks, label)| blocks.get(index).map(|b| (b, label)));
+        let examined = match before {
+            Some((b, label)) if b.hash == hash => Examined {
+                len: chunk.len(),
+                block: BlockRef {
+                    hash,
+                    reference: Some(b.reference.clone().unwrap_or_else(|| label.to_string())),
+                    offset: b.offset,
+                    length: b.length,
+                    base: b.base.clone(),
+                },
+                changed: false,
+                base: None,
+                sealed: None,
+                page_errors,
+            },
+            _ => {
+                let base = before.filter(|_| deltas).map(|(b, label)| {
+                    b.base.clone().unwrap_or_else(|| BlockBase {
+                        reference: b.reference.clone().unwrap_or_else(|| label.to_string()),
+                        offset: b.offset,
+                        length: b.length,
+                    })
+                });
+                let sealed = match (seal_changed, &base) {
+                    (Some(codec), None) => Some(seal(codec, chunk)?),
+                    _ => None,
+                };
+                Examined {
+                    len: chunk.len(),
+                    block: BlockRef {
+                        hash,
+                        reference: None,
+                        offset: 0,
+                        length: 0,
+                        base: None,
+                    },
+                    changed: true,
+                    base,
+                    sealed,
+                    page_errors,
+                }
+            }
+        };
+        out.push(examined);
+    }
+    Ok(out)
+}
+
 /// Stores `src` as blocks at `object`: blocks whose hash matches `prior` (the same file's block
 /// map in the prior backup) are referenced, the others are written. With `prior.bases` and
 /// zstd, a changed block is coded as a delta against its earlier version (the whole block the
 /// prior version is, or is itself a delta against), so a page that changed in a few bytes costs a
-/// few bytes. No object is written when no block changed. `Ok(None)` if the file vanished.
+/// few bytes. No object is written when no block changed. While `spare_core()` says a core is
+/// idle (the other workers are done), each window's blocks are examined and compressed on two
+/// threads, so that the last big file uses two cores. `Ok(None)` if the file vanished.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn store_blocks(
     src: &Path,
     storage: &Storage,
@@ -534,6 +626,7 @@ pub(crate) fn store_blocks(
     codec: &Codec,
     pages: Option<PageCheckSpec>,
     prior: Option<Prior<'_>>,
+    spare_core: &dyn Fn() -> bool,
     handle: &tokio::runtime::Handle,
 ) -> Result<Option<StoredBlocks>> {
     let mut file = match File::open(src) {
@@ -545,6 +638,7 @@ pub(crate) fn store_blocks(
     // Changed blocks are delta-coded with zstd, when earlier versions can be read.
     let deltas = codec.compress_type == CompressType::Zst
         && prior.as_ref().is_some_and(|p| p.bases.is_some());
+    let prior_blocks = prior.as_ref().map(|p| (p.blocks, p.label));
     let mut window = vec![0u8; WINDOW_BLOCKS * BLOCK_SIZE];
     let mut hasher = blake3::Hasher::new();
     let mut writer: Option<pgbr_storage::BlockingWriter> = None;
@@ -552,51 +646,66 @@ pub(crate) fn store_blocks(
     let mut page_errors = Vec::new();
     let mut size = 0u64;
     let mut written = 0u64;
+    let mut write = |sealed: &[u8], block: &mut BlockRef| -> Result<()> {
+        let w = writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
+        w.write_all(sealed).map_err(io_err)?;
+        block.offset = written;
+        block.length = sealed.len() as u64;
+        written += sealed.len() as u64;
+        Ok(())
+    };
     loop {
         let n =
             read_full(&mut file, &mut window).map_err(|e| Error::io("unable to read", src, e))?;
         if n == 0 {
             break;
         }
-        // Changed blocks of this window: (index in `blocks`, the block, its delta base).
+        let chunks: Vec<&[u8]> = window[..n].chunks(BLOCK_SIZE).collect();
+        let first_index = blocks.len();
+        // Without deltas, changed blocks are sealed as they are examined; delta coding (an
+        // incremental's few changed blocks) follows, in order, on this thread.
+        let sealing = (!deltas).then_some(codec);
+        let examine = |range: std::ops::Range<usize>| {
+            examine_blocks(
+                &chunks[range.clone()],
+                first_index + range.start,
+                pages.as_ref(),
+                prior_blocks,
+                deltas,
+                sealing,
+            )
+        };
+        let examined = if !deltas && chunks.len() > 1 && spare_core() {
+            let mid = chunks.len() / 2;
+            let (first, second) = std::thread::scope(|scope| {
+                let helper = scope.spawn(|| examine(mid..chunks.len()));
+                hasher.update(&window[..n]);
+                let first = examine(0..mid);
+                let second = helper
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a block sealing thread panicked")));
+                (first, second)
+            });
+            let mut all = first.map_err(io_err)?;
+            all.extend(second.map_err(io_err)?);
+            all
+        } else {
+            hasher.update(&window[..n]);
+            examine(0..chunks.len()).map_err(io_err)?
+        };
+        // Changed blocks left to code against their earlier version: (index in `blocks`, the
+        // block, its delta base).
         let mut changed: Vec<(usize, &[u8], Option<BlockBase>)> = Vec::new();
-        for chunk in window[..n].chunks(BLOCK_SIZE) {
-            hasher.update(chunk);
-            if let Some(spec) = &pages {
-                check_pages(chunk, size / PAGE_SIZE as u64, spec, &mut page_errors);
+        for (e, chunk) in examined.into_iter().zip(&chunks) {
+            page_errors.extend(e.page_errors);
+            size += e.len as u64;
+            let mut block = e.block;
+            match e.sealed {
+                Some(sealed) => write(&sealed, &mut block)?,
+                None if e.changed => changed.push((blocks.len(), chunk, e.base)),
+                None => {}
             }
-            size += chunk.len() as u64;
-            let hash = block_hash(chunk);
-            let index = blocks.len();
-            let before = prior
-                .as_ref()
-                .and_then(|p| p.blocks.get(index).map(|b| (b, p.label)));
-            match before {
-                Some((b, label)) if b.hash == hash => blocks.push(BlockRef {
-                    hash,
-                    reference: Some(b.reference.clone().unwrap_or_else(|| label.to_string())),
-                    offset: b.offset,
-                    length: b.length,
-                    base: b.base.clone(),
-                }),
-                _ => {
-                    let base = before.filter(|_| deltas).map(|(b, label)| {
-                        b.base.clone().unwrap_or_else(|| BlockBase {
-                            reference: b.reference.clone().unwrap_or_else(|| label.to_string()),
-                            offset: b.offset,
-                            length: b.length,
-                        })
-                    });
-                    changed.push((index, chunk, base));
-                    blocks.push(BlockRef {
-                        hash,
-                        reference: None,
-                        offset: 0,
-                        length: 0,
-                        base: None,
-                    });
-                }
-            }
+            blocks.push(block);
         }
         if changed.is_empty() {
             continue;
@@ -628,11 +737,7 @@ pub(crate) fn store_blocks(
                 }
                 None => seal(codec, chunk).map_err(io_err)?,
             };
-            let w = writer.get_or_insert_with(|| storage.blocking_writer(object, handle.clone()));
-            w.write_all(&sealed).map_err(io_err)?;
-            blocks[index].offset = written;
-            blocks[index].length = sealed.len() as u64;
-            written += sealed.len() as u64;
+            write(&sealed, &mut blocks[index])?;
         }
     }
     if let Some(w) = writer {
@@ -1534,6 +1639,8 @@ mod tests {
                     codec_of: &codec_of,
                 }),
             }),
+            // Whole blocks are sealed on two threads (deltas stay on one).
+            &|| true,
             &handle,
         )
         .expect("store")
@@ -1563,6 +1670,82 @@ mod tests {
         .expect("fetch");
         f.set_len(data.len() as u64).expect("len");
         (stored.blocks, std::fs::read(&out).expect("read"))
+    }
+
+    /// Storing a file's blocks on two threads (a spare core) gives what one thread gives: the
+    /// same object, block map, checksum and page errors, with and without a prior block map.
+    #[test]
+    fn two_threads_store_the_same_blocks_as_one() {
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Three windows, the last block short; bytes that compress a little, and pages whose
+        // checksums are wrong (so page errors are found in every window).
+        let len = 2 * WINDOW_BLOCKS * BLOCK_SIZE + 5 * BLOCK_SIZE + 1000;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..len)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if i % 3 == 0 {
+                    state as u8
+                } else {
+                    (i / 4096) as u8
+                }
+            })
+            .collect();
+        let src = dir.path().join("16384.2");
+        std::fs::write(&src, &data).expect("write");
+        let pages = PageCheckSpec {
+            segment: 2,
+            start_lsn: u64::MAX,
+        };
+        let store = |object: &str, prior: Option<Prior<'_>>, two: bool, storage: &Storage| {
+            store_blocks(
+                &src,
+                storage,
+                object,
+                &codec(),
+                Some(pages),
+                prior,
+                &|| two,
+                rt.handle(),
+            )
+            .expect("store")
+            .expect("file exists")
+        };
+        let storage = Storage::memory();
+        let one = store("one.blk", None, false, &storage);
+        let two = store("two.blk", None, true, &storage);
+        assert!(!one.page_errors.is_empty(), "no page error to compare");
+        let object = |name: &str| rt.block_on(storage.get(name)).expect("object");
+        let same = |a: &StoredBlocks, b: &StoredBlocks, what: &str| {
+            assert_eq!(a.size, b.size, "{what}");
+            assert_eq!(a.checksum, b.checksum, "{what}");
+            assert_eq!(a.stored_size, b.stored_size, "{what}");
+            assert_eq!(a.blocks, b.blocks, "{what}");
+            assert_eq!(a.page_errors, b.page_errors, "{what}");
+        };
+        same(&one, &two, "no prior");
+        assert_eq!(object("one.blk"), object("two.blk"));
+        // Against a prior map where every third block differs.
+        let mut earlier = one.blocks.clone();
+        for b in earlier.iter_mut().step_by(3) {
+            b.hash = "0".repeat(32);
+        }
+        let prior = || {
+            Some(Prior {
+                blocks: &earlier,
+                label: "F",
+                bases: None,
+            })
+        };
+        let one = store("one-i.blk", prior(), false, &storage);
+        let two = store("two-i.blk", prior(), true, &storage);
+        same(&one, &two, "with a prior");
+        assert_eq!(object("one-i.blk"), object("two-i.blk"));
+        let stored = one.blocks.iter().filter(|b| b.reference.is_none()).count();
+        assert_eq!(stored, earlier.len().div_ceil(3));
     }
 
     /// `check_blocks` opens each block a backup stored (a delta-coded one against its base) and
