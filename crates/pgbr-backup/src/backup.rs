@@ -684,8 +684,7 @@ pub async fn run(
         delta: opts.delta,
         base_codecs,
         handle,
-        workers: opts.process_max,
-        active: Default::default(),
+        busy: pipeline::Busy::new(opts.process_max),
     };
     let worker_done = Arc::clone(&done);
     let file_delay = pipeline::test_file_delay();
@@ -693,14 +692,7 @@ pub async fn run(
         if let Some(d) = file_delay {
             std::thread::sleep(d);
         }
-        storer
-            .active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = storer.store(w);
-        storer
-            .active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let out = out?;
+        let out = storer.busy.run(|| storer.store(w))?;
         for e in &out {
             worker_progress.file_done(&e.name, e.size);
         }
@@ -921,18 +913,11 @@ struct Storer {
     /// Codecs of the earlier backups whose blocks can be delta bases.
     base_codecs: BTreeMap<String, Codec>,
     handle: tokio::runtime::Handle,
-    /// `process-max`.
-    workers: usize,
-    /// Workers busy with a unit of work right now: fewer than `workers` means a core is spare.
-    active: std::sync::atomic::AtomicUsize,
+    /// Which of the `process-max` workers are busy: with one idle, a file may use two cores.
+    busy: pipeline::Busy,
 }
 
 impl Storer {
-    /// Whether a worker is idle (the work ran out), so one file may use two cores.
-    fn spare_core(&self) -> bool {
-        self.active.load(std::sync::atomic::Ordering::Relaxed) < self.workers
-    }
-
     /// Whether the bytes an interrupted attempt stored for `entry` (in this backup's directory)
     /// read back to what the entry says.
     fn stored_intact(&self, entry: &FileEntry) -> bool {
@@ -1133,7 +1118,7 @@ impl Storer {
                     codec,
                     job.pages,
                     prior,
-                    &|| self.spare_core(),
+                    &|| self.busy.spare_core(),
                     handle,
                 )?;
                 Ok(stored

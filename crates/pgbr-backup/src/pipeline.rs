@@ -27,6 +27,36 @@ const BUNDLE_READ_BUFFER: usize = 256 * 1024;
 /// Pages in one 1 GiB relation segment file.
 const PAGES_PER_SEGMENT: u64 = 131072;
 
+/// Which of `workers` parallel workers are busy with a unit of work: fewer than all means the
+/// work ran out for some, so one still working on a big file may use a second core.
+pub(crate) struct Busy {
+    workers: usize,
+    active: std::sync::atomic::AtomicUsize,
+}
+
+impl Busy {
+    pub(crate) fn new(workers: usize) -> Busy {
+        Busy {
+            workers,
+            active: Default::default(),
+        }
+    }
+
+    /// Runs `unit` counted as busy.
+    pub(crate) fn run<T>(&self, unit: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.active.fetch_add(1, Relaxed);
+        let out = unit();
+        self.active.fetch_sub(1, Relaxed);
+        out
+    }
+
+    /// Whether a worker is idle.
+    pub(crate) fn spare_core(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed) < self.workers
+    }
+}
+
 /// Runs `work` over `jobs` on `workers` blocking threads, stopping at the first error.
 pub(crate) async fn run_parallel<J, R, F>(jobs: Vec<J>, workers: usize, work: F) -> Result<Vec<R>>
 where
@@ -525,28 +555,28 @@ const WINDOW_BLOCKS: usize = 32;
 /// What [`examine_blocks`] found of one block of a window.
 struct Examined {
     len: usize,
-    /// The block's entry: a reference to the prior backup's copy, or (changed) one to fill in
-    /// when its bytes are written.
+    /// The block's entry: a reference to the prior backup's copy, or (changed: no reference) one
+    /// to fill in when its bytes are written.
     block: BlockRef,
-    changed: bool,
-    /// Of a changed block: its earlier version, to code it as a delta against.
+    /// Of a changed block, with deltas: its earlier version, to code it as a delta against.
     base: Option<BlockBase>,
-    /// Of a changed block without a base, when sealing was asked for: its stored bytes.
+    /// Of a changed block, without deltas: its stored bytes.
     sealed: Option<Vec<u8>>,
     /// Pages of the block (numbers in the file) whose checksum is wrong.
     page_errors: Vec<u32>,
 }
 
 /// Hashes, page-checks and compares with `prior` the blocks `chunks` of a file, the first being
-/// block `first_index`; with `seal_changed`, seals each changed block that has no delta base.
-/// Independent of the blocks before, so a window's halves can be examined on two threads.
+/// block `first_index`. Without `deltas`, seals each changed block with `codec`; with them, the
+/// caller codes changed blocks against their bases. Independent of the blocks before, so a
+/// window's halves can be examined on two threads.
 fn examine_blocks(
     chunks: &[&[u8]],
     first_index: usize,
     pages: Option<&PageCheckSpec>,
     prior: Option<(&[BlockRef], &str)>,
     deltas: bool,
-    seal_changed: Option<&Codec>,
+    codec: &Codec,
 ) -> io::Result<Vec<Examined>> {
     let pages_per_block = BLOCK_SIZE / PAGE_SIZE;
     let mut out = Vec::with_capacity(chunks.len());
@@ -573,7 +603,6 @@ fn examine_blocks(
                     length: b.length,
                     base: b.base.clone(),
                 },
-                changed: false,
                 base: None,
                 sealed: None,
                 page_errors,
@@ -586,9 +615,10 @@ fn examine_blocks(
                         length: b.length,
                     })
                 });
-                let sealed = match (seal_changed, &base) {
-                    (Some(codec), None) => Some(seal(codec, chunk)?),
-                    _ => None,
+                let sealed = if deltas {
+                    None
+                } else {
+                    Some(seal(codec, chunk)?)
                 };
                 Examined {
                     len: chunk.len(),
@@ -599,7 +629,6 @@ fn examine_blocks(
                         length: 0,
                         base: None,
                     },
-                    changed: true,
                     base,
                     sealed,
                     page_errors,
@@ -664,7 +693,6 @@ pub(crate) fn store_blocks(
         let first_index = blocks.len();
         // Without deltas, changed blocks are sealed as they are examined; delta coding (an
         // incremental's few changed blocks) follows, in order, on this thread.
-        let sealing = (!deltas).then_some(codec);
         let examine = |range: std::ops::Range<usize>| {
             examine_blocks(
                 &chunks[range.clone()],
@@ -672,7 +700,7 @@ pub(crate) fn store_blocks(
                 pages.as_ref(),
                 prior_blocks,
                 deltas,
-                sealing,
+                codec,
             )
         };
         let examined = if !deltas && chunks.len() > 1 && spare_core() {
@@ -702,7 +730,7 @@ pub(crate) fn store_blocks(
             let mut block = e.block;
             match e.sealed {
                 Some(sealed) => write(&sealed, &mut block)?,
-                None if e.changed => changed.push((blocks.len(), chunk, e.base)),
+                None if block.reference.is_none() => changed.push((blocks.len(), chunk, e.base)),
                 None => {}
             }
             blocks.push(block);

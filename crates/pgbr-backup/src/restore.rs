@@ -474,8 +474,7 @@ pub async fn run(
         },
         owner,
         handle: tokio::runtime::Handle::current(),
-        workers: opts.process_max,
-        active: Default::default(),
+        busy: pipeline::Busy::new(opts.process_max),
     });
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     progress.start(total, manifest.files.len() as u64);
@@ -517,7 +516,6 @@ pub async fn run(
     let file_delay = pipeline::test_file_delay();
     let (shared, worker_dests) = (Arc::clone(&manifest), Arc::clone(&dests));
     let results = pipeline::run_parallel(jobs, opts.process_max, move |job: RestoreJob| {
-        use std::sync::atomic::Ordering;
         if let Some(d) = file_delay {
             std::thread::sleep(d);
         }
@@ -525,8 +523,7 @@ pub async fn run(
             let f = &shared.files[i];
             (f, worker_dests[&f.target].join(&f.name))
         };
-        ctx.active.fetch_add(1, Ordering::Relaxed);
-        let out = match job {
+        let out = ctx.busy.run(|| match job {
             RestoreJob::File(i) => {
                 let (f, dest) = with_dest(i);
                 restore_file(f, &dest, &ctx, None).map(|written| vec![(written, f)])
@@ -540,8 +537,7 @@ pub async fn run(
                     .restore_part(part, f, &ctx)
                     .map(|done| done.map(|size| (Some(size), f)).into_iter().collect())
             }
-        };
-        ctx.active.fetch_sub(1, Ordering::Relaxed);
+        });
         let out = out?;
         for (_, f) in &out {
             worker_progress.file_done(&f.name, f.size);
@@ -617,10 +613,8 @@ enum Overwrite {
 
 /// What every restore worker shares.
 struct RestoreContext {
-    /// `process-max`.
-    workers: usize,
-    /// Workers busy with a job right now: fewer than `workers` means a core is spare.
-    active: std::sync::atomic::AtomicUsize,
+    /// Which of the `process-max` workers are busy: with one idle, a file may use two cores.
+    busy: pipeline::Busy,
     storage: pgbr_storage::Storage,
     /// `backup/<stanza>`.
     stanza_dir: String,
@@ -648,11 +642,6 @@ impl RestoreContext {
         })
     }
 
-    /// Whether a worker is idle (the job queue ran dry), so one file may use two cores.
-    fn spare_core(&self) -> bool {
-        self.active.load(std::sync::atomic::Ordering::Relaxed) < self.workers
-    }
-
     fn blocks_object(&self, f: &FileEntry, reference: Option<&str>) -> String {
         layout::blocks(&self.backup_dir(reference), &f.target, &f.name)
     }
@@ -669,13 +658,7 @@ impl RestoreContext {
         path: &Path,
         hasher: &mut blake3::Hasher,
     ) -> Result<u64> {
-        let Some(blocks) = map.blocks.get(range.clone()) else {
-            return Err(Error::Internal(format!(
-                "{}: blocks {range:?} of {}",
-                f.name,
-                map.blocks.len()
-            )));
-        };
+        let blocks = blocks_in(f, map, &range)?;
         pipeline::fetch_blocks(
             &self.storage,
             blocks,
@@ -683,7 +666,7 @@ impl RestoreContext {
             u64::from(map.block_size),
             &|r| self.blocks_object(f, r),
             &|r| self.codec(r),
-            &|| self.spare_core(),
+            &|| self.busy.spare_core(),
             file,
             path,
             Some(hasher),
@@ -692,14 +675,35 @@ impl RestoreContext {
     }
 }
 
-fn set_mode_and_time(path: &Path, mode: u32, mtime: SystemTime) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+/// The modification time `f` had when it was backed up.
+fn modified_time(f: &FileEntry) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0))
+}
+
+/// Blocks `range` of `f`'s block map `map`.
+fn blocks_in<'m>(
+    f: &FileEntry,
+    map: &'m pgbr_manifest::BlockMapRef,
+    range: &std::ops::Range<usize>,
+) -> Result<&'m [pgbr_manifest::BlockRef]> {
+    map.blocks.get(range.clone()).ok_or_else(|| {
+        Error::Internal(format!(
+            "{}: blocks {range:?} of {}",
+            f.name,
+            map.blocks.len()
+        ))
+    })
+}
+
+/// Gives the file at `path` the mode and modification time `f` had.
+fn set_mode_and_time(path: &Path, f: &FileEntry) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(f.mode & 0o7777))
         .map_err(|e| Error::io("unable to set the mode of", path, e))?;
     let file = File::options()
         .write(true)
         .open(path)
         .map_err(|e| Error::io("unable to open", path, e))?;
-    file.set_modified(mtime)
+    file.set_modified(modified_time(f))
         .map_err(|e| Error::io("unable to set the time of", path, e))
 }
 
@@ -792,7 +796,6 @@ fn already_current(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<b
     let Overwrite::Delta { by_hash } = ctx.overwrite else {
         return Ok(false);
     };
-    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
     let Ok(meta) = fs::symlink_metadata(dest) else {
         return Ok(false);
     };
@@ -801,10 +804,10 @@ fn already_current(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<b
         && if by_hash {
             pipeline::hash_file(dest).is_ok_and(|(_, sum)| sum == f.checksum)
         } else {
-            meta.modified().ok() == Some(mtime)
+            meta.modified().ok() == Some(modified_time(f))
         };
     if same {
-        set_mode_and_time(dest, f.mode & 0o7777, mtime)?;
+        set_mode_and_time(dest, f)?;
     }
     Ok(same)
 }
@@ -891,8 +894,7 @@ fn complete_file(
     let (file, path) = (&opened.file, &opened.path);
     file.set_permissions(fs::Permissions::from_mode(f.mode & 0o7777))
         .map_err(|e| Error::io("unable to set the mode of", path, e))?;
-    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
-    file.set_modified(mtime)
+    file.set_modified(modified_time(f))
         .map_err(|e| Error::io("unable to set the time of", path, e))?;
     // Made durable all at once (syncfs) before the recovery settings are written; the disk
     // starts on it now.
@@ -923,9 +925,7 @@ fn restore_file(
         && f.block_map.is_some()
         && fs::symlink_metadata(dest).is_ok_and(|m| m.is_file())
     {
-        let mtime =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
-        return restore_changed_blocks(f, dest, ctx, f.mode & 0o7777, mtime).map(Some);
+        return restore_changed_blocks(f, dest, ctx).map(Some);
     }
     let opened = open_destination(f, dest)?;
     let result = (|| -> Result<u64> {
@@ -1154,13 +1154,7 @@ impl Drop for SplitFile {
 /// Delta restore of a block-mapped file in place, in one pass: each block already right is
 /// kept, each run of differing blocks is fetched and written, and the whole file is hashed on
 /// the way and checked against the manifest. Durability comes from the restore's final syncfs.
-fn restore_changed_blocks(
-    f: &FileEntry,
-    dest: &Path,
-    ctx: &RestoreContext,
-    mode: u32,
-    mtime: SystemTime,
-) -> Result<u64> {
+fn restore_changed_blocks(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<u64> {
     let Some(map) = &f.block_map else {
         return Err(Error::Internal(
             "restore_changed_blocks without a block map".into(),
@@ -1181,7 +1175,7 @@ fn restore_changed_blocks(
     if checksum != f.checksum {
         return Err(mismatch(f, f.size, &checksum));
     }
-    set_mode_and_time(dest, mode, mtime)?;
+    set_mode_and_time(dest, f)?;
     chown(dest, ctx.owner)?;
     Ok(written)
 }
@@ -1198,13 +1192,7 @@ fn rewrite_changed_blocks(
     hasher: &mut blake3::Hasher,
     ctx: &RestoreContext,
 ) -> Result<(u64, u64)> {
-    let Some(blocks) = map.blocks.get(range.clone()) else {
-        return Err(Error::Internal(format!(
-            "{}: blocks {range:?} of {}",
-            f.name,
-            map.blocks.len()
-        )));
-    };
+    let blocks = blocks_in(f, map, &range)?;
     let block_size = u64::from(map.block_size);
     let mut buf = vec![0u8; map.block_size as usize];
     // Bytes of the blocks kept, and of those fetched and written.
