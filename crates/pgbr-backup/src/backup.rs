@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbr_manifest::{
-    new_label, BackupMeta, BackupSummary, BackupType, BlockMapRef, FileEntry, LinkEntry, Manifest,
-    PathEntry, Target,
+    new_label, BackupMeta, BackupSummary, BackupType, BlockMapRef, FileEntry, FileIndex, LinkEntry,
+    Manifest, PathEntry, Target,
 };
 use pgbr_storage::posix::{self, Entry, EntryKind};
 use pgbr_wal::{Lsn, Segment};
@@ -109,11 +109,12 @@ impl Work {
 struct Planner<'a> {
     /// The prior backup's manifest (diff/incr). An unchanged file's entry is the prior manifest's
     /// own, turned into a reference where it lies (`kept` marks it): with many files, a copy of
-    /// each was the peak of an incremental.
-    prior: Option<Manifest>,
+    /// each was the peak of an incremental. Files are looked up through its index: a file new
+    /// since the prior backup is not in it, and must not cost a scan of its every file.
+    prior: Option<(Manifest, FileIndex)>,
     kept: Vec<bool>,
-    /// The interrupted attempt this backup resumes.
-    resumed: Option<&'a Manifest>,
+    /// The interrupted attempt this backup resumes, and its index.
+    resumed: Option<(&'a Manifest, FileIndex)>,
     /// `--delta`: trust checksums, not size and time.
     delta: bool,
     /// Files smaller than this go into bundles (`None`: no bundles).
@@ -139,8 +140,8 @@ impl Planner<'_> {
                 }
             }
         }
-        if let Some(m) = &mut self.prior {
-            if let Some(i) = m.position(&job.target, &job.name) {
+        if let Some((m, index)) = &mut self.prior {
+            if let Some(i) = index.position(m, &job.target, &job.name) {
                 let (p, p_label) = (&mut m.files[i], m.backup.label.as_str());
                 // A file changed in the same second the prior backup started could keep its
                 // size and time: only older files are trusted by size and time.
@@ -158,8 +159,11 @@ impl Planner<'_> {
             }
         }
         // Stored by the interrupted attempt this one resumes, and unchanged since before it began.
-        if let Some(r) = self.resumed {
-            if let Some(e) = r.file(&job.target, &job.name) {
+        if let Some((r, index)) = &self.resumed {
+            if let Some(e) = index
+                .position(r, &job.target, &job.name)
+                .map(|i| &r.files[i])
+            {
                 if e.reference.is_none()
                     && e.size == job.size
                     && e.mtime == job.mtime
@@ -201,7 +205,7 @@ impl Planner<'_> {
                 .map(|(id, files)| Work::ReuseBundle { id, files }),
         );
         let files = match self.prior {
-            Some(m) => {
+            Some((m, _)) => {
                 let mut files = m.files;
                 let mut kept = self.kept.into_iter();
                 files.retain(|_| kept.next().unwrap_or(false));
@@ -476,8 +480,11 @@ pub async fn run(
     // manifest (with many files, that list was a fifth of an incremental's memory).
     let mut planner = Planner {
         kept: vec![false; prior.as_ref().map_or(0, |m| m.files.len())],
-        prior,
-        resumed: resumed.as_ref(),
+        prior: prior.map(|m| {
+            let index = m.file_index();
+            (m, index)
+        }),
+        resumed: resumed.as_ref().map(|m| (m, m.file_index())),
         delta: opts.delta,
         bundle_limit: opts.bundle.map(|b| b.limit),
         // Configuration at the top of the data directory is not replicated: from a standby,
@@ -886,9 +893,11 @@ pub async fn run(
 
 /// Files of the resumed attempt that this backup kept as they were.
 fn files_reused(resumed: &Manifest, done: &[FileEntry]) -> u64 {
+    let index = resumed.file_index();
     done.iter()
         .filter(|e| {
-            resumed.file(&e.target, &e.name).is_some_and(|r| {
+            let at = index.position(resumed, &e.target, &e.name);
+            at.map(|i| &resumed.files[i]).is_some_and(|r| {
                 r.checksum == e.checksum
                     && r.stored_size == e.stored_size
                     && r.bundle == e.bundle

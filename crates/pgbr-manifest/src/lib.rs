@@ -90,6 +90,6 @@ pub use info::{ArchiveInfo, BackupInfo, BackupSummary, CipherInfo, DbHistory, IN
 pub use label::{new_label, parse_label, BackupType};
 pub use manifest::{
     validate_relative_name, BackupMeta, BlockBase, BlockMapRef, BlockRef, BundleRef, FileEntry,
-    LinkEntry, Manifest, PathEntry, Target, MANIFEST_FORMAT,
+    FileIndex, LinkEntry, Manifest, PathEntry, Target, MANIFEST_FORMAT,
 };
 pub use page::{check_page, page_checksum, page_lsn, PageCheck, PAGE_SIZE};

@@ -1,6 +1,6 @@
 //! The backup manifest: everything one backup holds and where its bytes live.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -231,6 +231,31 @@ fn is_sorted<T: Keyed>(items: &[T]) -> bool {
     items.windows(2).all(|w| w[0].key() <= w[1].key())
 }
 
+/// Finds the files of one manifest by target and name, each lookup in logarithmic or constant
+/// time, a name that is not there too (where [`Manifest::position`] scans every file): a binary
+/// search when the files are sorted, as every loaded manifest's are, else a map built once by
+/// [`Manifest::file_index`]. It borrows nothing, so entries may change in place between lookups,
+/// but it is only right while no file is added, removed, renamed or moved.
+#[derive(Debug, Clone)]
+pub struct FileIndex {
+    /// Target → name → place, for files not in sorted order.
+    unsorted: Option<HashMap<String, HashMap<String, usize>>>,
+}
+
+impl FileIndex {
+    /// Where the file `target`/`name` is in `manifest.files` (the manifest this index was made
+    /// of).
+    pub fn position(&self, manifest: &Manifest, target: &str, name: &str) -> Option<usize> {
+        match &self.unsorted {
+            None => manifest
+                .files
+                .binary_search_by(|f| (f.target.as_str(), f.name.as_str()).cmp(&(target, name)))
+                .ok(),
+            Some(by_target) => by_target.get(target)?.get(name).copied(),
+        }
+    }
+}
+
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -447,7 +472,9 @@ impl Manifest {
         self.position(target, name).map(|i| &self.files[i])
     }
 
-    /// Where the file `target`/`name` is in [`Manifest::files`] (to change it in place).
+    /// Where the file `target`/`name` is in [`Manifest::files`] (to change it in place). A name
+    /// that is not there costs a scan of every file; for many lookups, use
+    /// [`Manifest::file_index`].
     pub fn position(&self, target: &str, name: &str) -> Option<usize> {
         // Fast path for sorted manifests (all loaded ones), then a scan.
         self.files
@@ -458,6 +485,22 @@ impl Manifest {
                     .iter()
                     .position(|f| f.target == target && f.name == name)
             })
+    }
+
+    /// A [`FileIndex`] of this manifest's files, for many lookups.
+    pub fn file_index(&self) -> FileIndex {
+        let unsorted = (!is_sorted(&self.files)).then(|| {
+            let mut by_target: HashMap<String, HashMap<String, usize>> = HashMap::new();
+            for (i, f) in self.files.iter().enumerate() {
+                by_target
+                    .entry(f.target.clone())
+                    .or_default()
+                    .entry(f.name.clone())
+                    .or_insert(i);
+            }
+            by_target
+        });
+        FileIndex { unsorted }
     }
 
     /// Checks that the manifest is safe to restore and self-consistent:

@@ -474,3 +474,49 @@ fn large_manifest_round_trips() {
     bad.files.push(below);
     assert!(matches!(bad.validate(), Err(Error::NotADirectory { .. })));
 }
+
+/// A file index finds what `position` finds, present or not, whether the files are sorted (as
+/// loaded) or in the order a backup found them.
+#[test]
+fn file_index_finds_what_position_finds() {
+    let names = [
+        "base/1/3",
+        "PG_VERSION",
+        "base/1/10",
+        "global/1262",
+        "base/1/2",
+    ];
+    let mut m = Manifest {
+        files: names
+            .iter()
+            .map(|n| file("pg_data", n))
+            .chain([file("pg_tblspc/16400", "PG_15/1/5")])
+            .collect(),
+        ..Manifest::default()
+    };
+    let lookups = [
+        ("pg_data", "base/1/10"),
+        ("pg_data", "PG_VERSION"),
+        ("pg_data", "base/1/2"),
+        ("pg_tblspc/16400", "PG_15/1/5"),
+        ("pg_data", "base/1/4"),
+        ("pg_data", "PG_15/1/5"),
+        ("pg_tblspc/16401", "PG_15/1/5"),
+        ("", ""),
+    ];
+    for sorted in [false, true] {
+        if sorted {
+            m.sort();
+        }
+        let index = m.file_index();
+        for (target, name) in lookups {
+            assert_eq!(
+                index.position(&m, target, name),
+                m.position(target, name),
+                "{target}/{name}, sorted: {sorted}"
+            );
+        }
+        assert!(index.position(&m, "pg_data", "base/1/2").is_some());
+        assert!(index.position(&m, "pg_data", "base/1/4").is_none());
+    }
+}
