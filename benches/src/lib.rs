@@ -200,7 +200,7 @@ pub fn big_manifest(files: usize) -> Manifest {
             let checksum = pgbr_manifest::Checksum(checksum);
             FileEntry {
                 target: "pg_data".into(),
-                name,
+                name: name.into(),
                 size,
                 mtime: 1_795_641_000 - rng.below(86_400 * 365) as i64,
                 mode: 0o600,

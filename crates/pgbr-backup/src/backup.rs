@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbr_manifest::{
-    new_label, BackupMeta, BackupSummary, BackupType, BlockMapRef, FileEntry, FileIndex, LinkEntry,
-    Manifest, PathEntry, Target,
+    new_label, BackupMeta, BackupSummary, BackupType, BlockMapRef, CompactString, FileEntry,
+    FileIndex, LinkEntry, Manifest, PathEntry, Target,
 };
 use pgbr_storage::posix::{self, Entry, EntryKind};
 use pgbr_wal::{Lsn, Segment};
@@ -57,7 +57,7 @@ pub struct BackupReport {
 struct Job {
     /// Shared by the target's jobs, like `root`.
     target: Arc<str>,
-    name: String,
+    name: CompactString,
     /// The directory `name` is under: shared by the target's jobs, not a path per file (with
     /// many files, those paths were a tenth of a backup's memory).
     root: Arc<Path>,
@@ -246,7 +246,7 @@ fn carried(entry: &FileEntry, label: &str) -> FileEntry {
 /// Makes `entry`, of backup `label`'s manifest, name that backup where it held the bytes itself.
 fn carry(entry: &mut FileEntry, label: &str) {
     if entry.reference.is_none() {
-        entry.reference = Some(label.to_string());
+        entry.reference = Some(label.into());
     }
     if let Some(map) = &mut entry.block_map {
         for b in &mut map.blocks {
@@ -345,7 +345,11 @@ fn references_of(files: &[FileEntry]) -> Vec<String> {
                         .chain(b.base.as_ref().map(|base| base.reference.clone()))
                 })
             });
-            f.reference.clone().into_iter().chain(blocks)
+            f.reference
+                .as_deref()
+                .map(str::to_string)
+                .into_iter()
+                .chain(blocks)
         })
         .collect();
     references.sort();
@@ -789,7 +793,7 @@ pub async fn run(
         let stored_size = pipeline::store_bytes(repo.storage(), &object, &codec, &data).await?;
         files.push(FileEntry {
             target: "pg_data".into(),
-            name,
+            name: name.into(),
             size: data.len() as u64,
             mtime: stamp,
             mode: 0o600,
@@ -995,7 +999,7 @@ impl Storer {
                      stored_size: u64,
                      page_errors: Vec<u32>| {
             FileEntry {
-                target: job.target.to_string(),
+                target: CompactString::from(&*job.target),
                 name: job.name.clone(),
                 size,
                 mtime: job.mtime,
@@ -1245,7 +1249,7 @@ fn collect_one(
             planner.add(Job {
                 target: Arc::clone(target),
                 root: Arc::clone(root),
-                name: e.rel_path,
+                name: e.rel_path.into(),
                 size,
                 mtime: e.mtime,
                 mode: e.mode,

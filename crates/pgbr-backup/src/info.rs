@@ -73,8 +73,8 @@ async fn page_errors(r: &Repository) -> Result<Vec<PageErrors>> {
         {
             out.push(PageErrors {
                 label: b.label.clone(),
-                target: f.target.clone(),
-                name: f.name.clone(),
+                target: f.target.to_string(),
+                name: f.name.to_string(),
                 blocks: f.page_errors.clone(),
             });
         }

@@ -495,7 +495,7 @@ pub async fn run(
                 .or_default()
                 .push(i),
             None => {
-                let dest = dests[&f.target].join(&f.name);
+                let dest = dests[f.target.as_str()].join(&f.name);
                 match SplitFile::plan(i, f, dest, &ctx)? {
                     Some(parts) => jobs.extend(parts),
                     None => jobs.push(RestoreJob::File(i)),
@@ -521,7 +521,7 @@ pub async fn run(
         }
         let with_dest = |i: usize| {
             let f = &shared.files[i];
-            (f, worker_dests[&f.target].join(&f.name))
+            (f, worker_dests[f.target.as_str()].join(&f.name))
         };
         let out = ctx.busy.run(|| match job {
             RestoreJob::File(i) => {

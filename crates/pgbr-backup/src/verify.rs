@@ -671,8 +671,8 @@ pub async fn run(
                     jobs.push(Job::Blocks {
                         stanza_dir: format!("backup/{stanza}"),
                         label: label.clone(),
-                        target: f.target.clone(),
-                        name: f.name.clone(),
+                        target: f.target.to_string(),
+                        name: f.name.to_string(),
                         block_size: u64::from(map.block_size),
                         blocks: blocks.by_ref().take(PART_BLOCKS).collect(),
                         numbers: numbers.by_ref().take(PART_BLOCKS).collect(),

@@ -85,6 +85,8 @@ mod page;
 
 pub use blockmap::{block_hash, changed_blocks};
 pub use checksum::{Checksum, ParseChecksumError};
+/// The string type of [`FileEntry`]'s names, re-exported so that callers need not depend on it.
+pub use compact_str::CompactString;
 pub use error::Error;
 pub use info::{ArchiveInfo, BackupInfo, BackupSummary, CipherInfo, DbHistory, INFO_FORMAT};
 pub use label::{new_label, parse_label, BackupType};

@@ -81,7 +81,7 @@ fn valid_manifest_round_trips() {
     let mut m = manifest();
     m.validate().unwrap();
     let mut with_refs = m.clone();
-    with_refs.files[0].reference = Some(m.backup.prior.clone().unwrap());
+    with_refs.files[0].reference = m.backup.prior.as_deref().map(Into::into);
     with_refs.files[1].block_map = Some(BlockMapRef {
         block_size: 2,
         blocks: vec![
@@ -416,7 +416,7 @@ fn large_manifest_round_trips() {
         f.mtime = 1_795_641_000 - i64::from(i);
         f.stored_size = f.size / 3;
         match i % 100 {
-            1 => f.reference = prior.clone(),
+            1 => f.reference = prior.as_deref().map(Into::into),
             2 => {
                 f.bundle = Some(BundleRef {
                     id: u64::from(i / 1000),

@@ -121,13 +121,13 @@ fn file_strategy(targets: Vec<String>, refs: Vec<String>) -> impl Strategy<Value
                     }
                 };
                 FileEntry {
-                    target,
-                    name,
+                    target: target.into(),
+                    name: name.into(),
                     size,
                     mtime,
                     mode,
                     checksum,
-                    reference,
+                    reference: reference.map(Into::into),
                     stored_size,
                     bundle: bundle.map(|(id, offset, length)| BundleRef { id, offset, length }),
                     block_map,
@@ -305,7 +305,7 @@ fn dedup(m: &mut Manifest) {
     m.links
         .retain(|p| seen.insert((p.target.clone(), p.name.clone())));
     m.files
-        .retain(|p| seen.insert((p.target.clone(), p.name.clone())));
+        .retain(|p| seen.insert((p.target.to_string(), p.name.to_string())));
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -472,7 +472,7 @@ proptest! {
         let mut m = m;
         m.files.push(FileEntry {
             target: "pg_data".into(),
-            name: name.clone(),
+            name: name.as_str().into(),
             size: 0,
             mtime: 0,
             mode: 0o600,
