@@ -200,6 +200,11 @@ impl<W: Write> CompressWriter<W> {
                     // zstd's default job for level 3 is 8 MiB per worker; 1 MiB jobs keep the
                     // memory of a multithreaded stream near that of a single-threaded one.
                     enc.set_parameter(zstd::stream::raw::CParameter::JobSize(1 << 20))?;
+                    // Each job first indexes the end of the previous one so that it can refer
+                    // to it: by default an eighth of the window, a quarter of a 1 MiB job at
+                    // level 3. A 64th costs less and, on WAL, compressed no worse: 64 segments
+                    // pushed 4-8% faster and came out 0.03% smaller (benches/compare.sh's data).
+                    enc.set_parameter(zstd::stream::raw::CParameter::OverlapSizeLog(3))?;
                 }
                 WriterInner::Zst(enc)
             }
