@@ -126,12 +126,22 @@ pub async fn run(repo: &mut Repository, opts: &ExpireOptions) -> Result<ExpireRe
             .await?;
         step_pause().await;
     }
-    // 4. WAL no retained backup needs.
+    // 4. WAL no retained backup needs, then what killed archive-push calls left of it.
+    let mut segments_by_dir: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (i, w) in wal.iter().enumerate() {
         repo.storage().delete(&w.path).await?;
+        if let Some((dir, _)) = w.path.rsplit_once('/') {
+            segments_by_dir
+                .entry(dir)
+                .or_default()
+                .push(w.segment.clone());
+        }
         if i % 4 == 3 {
             step_pause().await;
         }
+    }
+    for (dir, segments) in &segments_by_dir {
+        repo.storage().remove_abandoned(dir, segments).await?;
     }
     Ok(report)
 }

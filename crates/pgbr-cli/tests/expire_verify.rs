@@ -1,5 +1,6 @@
 //! Retention, verify and crash-safe expire against a real PostgreSQL 15: four full backups with
-//! repo1-retention-full=2 leave two (and their WAL), each restores; an expire killed mid-way leaves a
+//! repo1-retention-full=2 leave two (and their WAL, and no staging file of a killed archive-push
+//! for a segment removed), each restores; an expire killed mid-way leaves a
 //! repository that verifies and the next expire finishes; a flipped byte in a backup file, in both
 //! manifest copies and in an archived segment, and a deleted segment, are each named by `verify`
 //! and refused by `restore`.
@@ -50,15 +51,38 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     // Four full backups with retention-full=2: the newest two remain, with the WAL from the
     // oldest one's start onward.
     let mut all = Vec::new();
+    let wal_dir = repo.join("archive/main/15-1/0000000100000000");
+    let mut abandoned = Vec::new();
     for i in 1..=4 {
         env.src.psql(&format!(
             "insert into t select g from generate_series(1, {i}) g"
         ));
         env.src.switch_and_wait_archived();
         all.push(backup(scratch, conf));
+        if i == 1 {
+            // What an archive-push killed mid-write leaves: a staging file, for a segment that
+            // expires below and for one not archived yet.
+            let (first, _) = archived_segments(repo)
+                .into_iter()
+                .next()
+                .expect("a segment");
+            for (segment, digits) in [(first.as_str(), 1), ("0000000100000000000000FF", 2)] {
+                let staging = wal_dir.join(format!("{segment}.pending#99900000{digits}"));
+                std::fs::write(&staging, b"partial").expect("staging file");
+                abandoned.push(staging);
+            }
+        }
     }
     let now = info(scratch, conf);
     assert_eq!(labels(&now), all[2..].to_vec(), "{now}");
+    assert!(
+        !abandoned[0].exists(),
+        "expire left what a killed push wrote for a segment it removed"
+    );
+    assert!(
+        abandoned[1].exists(),
+        "expire removed a later segment's file"
+    );
     for gone in &all[..2] {
         assert!(!repo.join(format!("backup/main/{gone}")).exists(), "{gone}");
     }

@@ -160,6 +160,45 @@ fn is_staging_name(name: &str) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Removes the staging files in `dir` (not below it) of objects whose names start with one of
+/// `prefixes` (see [`crate::Storage::remove_abandoned`]); a missing directory holds none.
+pub(crate) fn remove_abandoned(dir: &Path, prefixes: &[String]) -> Result<u64, Error> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(object) = name
+            .to_str()
+            .filter(|n| is_staging_name(n))
+            .and_then(|n| n.rsplit_once('#'))
+            .map(|(object, _)| object)
+        else {
+            continue;
+        };
+        if !prefixes.iter().any(|p| object.starts_with(p.as_str())) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir() {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    if removed > 0 {
+        crate::posix::sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 /// Removes the staging files below `dir` (a directory inside the repository `root`, or nothing),
 /// then the directories from `dir` down that are left empty (never `root`). Used after the
 /// objects below a prefix were deleted.
@@ -447,6 +486,61 @@ mod tests {
         assert!(crate::local::is_staging_name("a#1"));
         assert!(!crate::local::is_staging_name("a#1b"));
         assert!(!crate::local::is_staging_name("a#"));
+    }
+
+    #[test]
+    fn abandoned_staging_files_of_the_named_objects_are_removed_and_nothing_else() {
+        let (rt, dir, storage) = local_repo();
+        write_object(&rt, &storage, "wal/0001-sum.zst", b"archived");
+        write_object(&rt, &storage, "wal/0003-sum.zst", b"archived");
+        let wal = dir.path().join("wal");
+        for name in [
+            "0001.pending#4242000001",
+            "0001-sum.zst#4242000002",
+            "0002.pending#4242000003",
+            "0001-other#12ab",
+        ] {
+            std::fs::write(wal.join(name), b"partial").expect("staging");
+        }
+        std::fs::create_dir(wal.join("0001.d#77")).expect("a directory");
+        let prefixes = vec!["0001".to_string(), "0003".to_string()];
+        assert_eq!(
+            rt.block_on(storage.remove_abandoned("wal", &prefixes))
+                .expect("remove"),
+            2
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&wal)
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "0001-other#12ab",
+                "0001-sum.zst",
+                "0001.d#77",
+                "0002.pending#4242000003",
+                "0003-sum.zst"
+            ]
+        );
+        // Nothing named, a missing directory, another store: nothing to do.
+        assert_eq!(
+            rt.block_on(storage.remove_abandoned("wal", &[]))
+                .expect("none"),
+            0
+        );
+        assert_eq!(
+            rt.block_on(storage.remove_abandoned("nowhere", &prefixes))
+                .expect("missing"),
+            0
+        );
+        let memory = Storage::memory();
+        assert_eq!(
+            rt.block_on(memory.remove_abandoned("wal", &prefixes))
+                .expect("memory"),
+            0
+        );
     }
 
     #[test]

@@ -428,6 +428,31 @@ impl Storage {
         Ok(deleted)
     }
 
+    /// Removes what writers killed mid-write left in directory `dir` for objects whose names
+    /// start with one of `prefixes`, and returns how many were removed.
+    ///
+    /// A local writer stages an object as `<name>#<digits>` and renames it when done; a killed
+    /// one leaves the staging file, which listing skips and so nothing else ever removes. A
+    /// caller deleting objects one by one (as `expire` deletes WAL) passes their names here.
+    /// Only staging files go, never an object; other stores keep no such files (nothing to do).
+    pub async fn remove_abandoned(&self, dir: &str, prefixes: &[String]) -> Result<u64, Error> {
+        let Some(local) = &self.local else {
+            return Ok(0);
+        };
+        if prefixes.is_empty() {
+            return Ok(0);
+        }
+        let key = prefix_key(dir)?;
+        let path = local
+            .fs
+            .path_to_filesystem(&key)
+            .map_err(|e| Error::store(dir, e))?;
+        let prefixes = prefixes.to_vec();
+        tokio::task::spawn_blocking(move || crate::local::remove_abandoned(&path, &prefixes))
+            .await
+            .map_err(|e| task_error(dir, e))?
+    }
+
     /// A streaming writer for `path` with bounded memory. Nothing is visible at `path` until
     /// [`ObjectWriter::finish`] succeeds; [`ObjectWriter::abort`] or dropping the writer
     /// leaves nothing visible.
