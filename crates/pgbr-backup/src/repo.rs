@@ -24,8 +24,8 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Longest manifest text decompressed whole before parsing (see
 /// [`Repository::open_manifest`]): the text of about 14,000 small files, or of the block
 /// maps of 2 GB of relations (1.8 MB of text per GB). Parsing from a stream is slower per byte
-/// (serde_json reads a stream a byte at a time): a manifest of 1,000,000 files loads in 2.0-2.1 s
-/// peaking at 224 MiB, against 1.8 s and 678 MiB decompressed whole (`cargo bench --bench
+/// (serde_json reads a stream a byte at a time): a manifest of 1,000,000 files loads in 1.7-2.0 s
+/// peaking at 224 MiB, against 1.6 s and 678 MiB decompressed whole (`cargo bench --bench
 /// manifest`), so it is kept for the manifests whose text would cost the most memory.
 const MANIFEST_TEXT_HELD: u64 = 4 << 20;
 /// zstd level of stored manifests.
