@@ -251,7 +251,7 @@ fn carry(entry: &mut FileEntry, label: &str) {
     if let Some(map) = &mut entry.block_map {
         for b in &mut map.blocks {
             if b.reference.is_none() {
-                b.reference = Some(label.to_string());
+                b.reference = Some(label.into());
             }
         }
     }
@@ -334,27 +334,15 @@ async fn find_resumable(
 
 /// Labels referenced by `files` (whole files and blocks), sorted.
 fn references_of(files: &[FileEntry]) -> Vec<String> {
-    let mut references: Vec<String> = files
-        .iter()
-        .flat_map(|f| {
-            let blocks = f.block_map.iter().flat_map(|m| {
-                m.blocks.iter().flat_map(|b| {
-                    b.reference
-                        .clone()
-                        .into_iter()
-                        .chain(b.base.as_ref().map(|base| base.reference.clone()))
-                })
-            });
-            f.reference
-                .as_deref()
-                .map(str::to_string)
-                .into_iter()
-                .chain(blocks)
-        })
-        .collect();
-    references.sort();
-    references.dedup();
-    references
+    let mut references = std::collections::BTreeSet::new();
+    for f in files {
+        references.extend(f.reference.as_deref());
+        for b in f.block_map.iter().flat_map(|m| &m.blocks) {
+            references.extend(b.reference.as_deref());
+            references.extend(b.base.as_ref().map(|base| base.reference.as_str()));
+        }
+    }
+    references.into_iter().map(str::to_string).collect()
 }
 
 /// Takes a backup of the cluster `pg` describes into `repo`.

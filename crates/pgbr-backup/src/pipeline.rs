@@ -598,7 +598,7 @@ fn examine_blocks(
                 len: chunk.len(),
                 block: BlockRef {
                     hash,
-                    reference: Some(b.reference.clone().unwrap_or_else(|| label.to_string())),
+                    reference: Some(b.reference.clone().unwrap_or_else(|| label.into())),
                     offset: b.offset,
                     length: b.length,
                     base: b.base.clone(),
@@ -610,7 +610,7 @@ fn examine_blocks(
             _ => {
                 let base = before.filter(|_| deltas).map(|(b, label)| {
                     b.base.clone().unwrap_or_else(|| BlockBase {
-                        reference: b.reference.clone().unwrap_or_else(|| label.to_string()),
+                        reference: b.reference.clone().unwrap_or_else(|| label.into()),
                         offset: b.offset,
                         length: b.length,
                     })
@@ -1603,7 +1603,7 @@ mod tests {
     #[test]
     fn windows_hold_at_most_their_block_count_and_bytes() {
         let block = |length| BlockRef {
-            hash: String::new(),
+            hash: pgbr_manifest::BlockHash::default(),
             reference: None,
             offset: 0,
             length,
@@ -1759,7 +1759,7 @@ mod tests {
         // Against a prior map where every third block differs.
         let mut earlier = one.blocks.clone();
         for b in earlier.iter_mut().step_by(3) {
-            b.hash = "0".repeat(32);
+            b.hash = pgbr_manifest::BlockHash::default();
         }
         let prior = || {
             Some(Prior {
@@ -2032,7 +2032,7 @@ mod tests {
                     prop_assert!(b.reference.is_none(), "changed block {} is stored", i);
                     prop_assert_eq!(b.base.is_some(), had.is_some(), "block {} has a base iff it had a version", i);
                     if let Some(base) = &b.base {
-                        let whole = own[&base.reference].iter().find(|o| o.offset == base.offset);
+                        let whole = own[base.reference.as_str()].iter().find(|o| o.offset == base.offset);
                         prop_assert!(whole.is_some_and(|o| o.base.is_none() && o.length == base.length),
                             "block {}'s base is a whole block of {}", i, base.reference);
                         // A block of random bytes that kept its length and changed in a few

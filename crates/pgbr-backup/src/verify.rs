@@ -636,9 +636,9 @@ pub async fn run(
                 let mut compress = BTreeMap::from([(label.clone(), compress)]);
                 let mut unknown_base = None;
                 for base in map.blocks.iter().filter_map(|b| b.base.as_ref()) {
-                    match compress_of.get(&base.reference) {
+                    match compress_of.get(base.reference.as_str()) {
                         Some(c) => {
-                            compress.insert(base.reference.clone(), *c);
+                            compress.insert(base.reference.to_string(), *c);
                         }
                         None => unknown_base = Some(base.reference.clone()),
                     }

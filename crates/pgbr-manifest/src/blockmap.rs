@@ -2,17 +2,104 @@
 //! identified by a hash of its plaintext so that the next backup stores only
 //! the blocks that changed.
 
-/// Hex of the first 16 bytes (128 bits) of the BLAKE3 hash of `block`.
-pub fn block_hash(block: &[u8]) -> String {
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// What identifies a block's contents: the first 16 bytes (128 bits) of the BLAKE3 hash of its
+/// plaintext ([`block_hash`]).
+///
+/// Shown, parsed and serialized as 32 lowercase hex digits; held as bytes in memory (a block
+/// map holds one per 64 KiB of a big file, and a `String` cost five times the space).
+///
+/// ```
+/// use pgbr_manifest::{block_hash, BlockHash};
+///
+/// let hash = block_hash(b"abc");
+/// let hex = hash.to_string();
+/// assert_eq!(hex.len(), 32);
+/// assert_eq!(hex.parse::<BlockHash>().unwrap(), hash);
+/// assert!(hash == *hex.as_str());
+/// assert!("ABC".parse::<BlockHash>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct BlockHash(pub [u8; 16]);
+
+/// Why a text is not a [`BlockHash`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("block hash {0:?} is not 32 lowercase hex digits")]
+pub struct ParseBlockHashError(String);
+
+impl FromStr for BlockHash {
+    type Err = ParseBlockHashError;
+
+    fn from_str(s: &str) -> Result<BlockHash, ParseBlockHashError> {
+        crate::checksum::parse_lower_hex(s)
+            .map(BlockHash)
+            .ok_or_else(|| ParseBlockHashError(s.chars().take(80).collect()))
+    }
+}
+
+impl fmt::Display for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 32];
+        // Encoding 16 bytes into 32 always fits.
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlockHash({self})")
+    }
+}
+
+impl PartialEq<str> for BlockHash {
+    fn eq(&self, other: &str) -> bool {
+        other.parse::<BlockHash>().is_ok_and(|h| h == *self)
+    }
+}
+
+impl Serialize for BlockHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 32];
+        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BlockHash, D::Error> {
+        struct HexVisitor;
+        impl Visitor<'_> for HexVisitor {
+            type Value = BlockHash;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("32 lowercase hex digits")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BlockHash, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
+    }
+}
+
+/// The first 16 bytes (128 bits) of the BLAKE3 hash of `block`.
+pub fn block_hash(block: &[u8]) -> BlockHash {
     let hash = blake3::hash(block);
-    hex::encode(&hash.as_bytes()[..16])
+    let mut prefix = [0u8; 16];
+    prefix.copy_from_slice(&hash.as_bytes()[..16]);
+    BlockHash(prefix)
 }
 
 /// Indexes of the blocks to store: those whose hash differs from the prior
 /// block map's hash at the same index, and those beyond the prior map's end.
 /// Blocks of the prior map beyond `new_hashes` (the file shrank) are simply
 /// dropped and never reported.
-pub fn changed_blocks(prior: &[crate::BlockRef], new_hashes: &[String]) -> Vec<usize> {
+pub fn changed_blocks(prior: &[crate::BlockRef], new_hashes: &[BlockHash]) -> Vec<usize> {
     new_hashes
         .iter()
         .enumerate()
@@ -28,24 +115,49 @@ mod tests {
 
     #[test]
     fn hash_is_128_bit_prefix() {
-        let h = block_hash(b"abc");
+        let h = block_hash(b"abc").to_string();
         assert_eq!(h.len(), 32);
         assert!(blake3::hash(b"abc").to_hex().starts_with(&h));
     }
 
     #[test]
+    fn text_and_json_round_trip_and_bad_text_is_refused() {
+        let h = block_hash(b"abc");
+        let json = serde_json::to_string(&h).expect("json");
+        assert_eq!(json, format!("\"{h}\""));
+        assert_eq!(serde_json::from_str::<BlockHash>(&json).expect("parse"), h);
+        let good = h.to_string();
+        for bad in [
+            String::new(),
+            good.to_uppercase(),
+            good[..31].to_string(),
+            format!("{good}0"),
+            format!("{}g", &good[..31]),
+        ] {
+            assert!(bad.parse::<BlockHash>().is_err(), "{bad}");
+            let json = serde_json::to_string(&bad).expect("json");
+            let err = serde_json::from_str::<BlockHash>(&json).expect_err("refused");
+            assert!(err.to_string().contains("32 lowercase hex digits"), "{err}");
+        }
+    }
+
+    #[test]
     fn changed() {
-        let prior: Vec<BlockRef> = ["a", "b", "c"]
+        let hash = |b: &[u8]| block_hash(b);
+        let prior: Vec<BlockRef> = [b"a", b"b", b"c"]
             .iter()
             .map(|h| BlockRef {
-                hash: h.to_string(),
+                hash: hash(&h[..]),
                 reference: None,
                 offset: 0,
                 length: 1,
                 base: None,
             })
             .collect();
-        let new: Vec<String> = ["a", "x", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let new: Vec<BlockHash> = [b"a", b"x", b"c", b"d"]
+            .iter()
+            .map(|b| hash(&b[..]))
+            .collect();
         assert_eq!(changed_blocks(&prior, &new), vec![1, 3]);
         assert_eq!(changed_blocks(&prior, &new[..1]), Vec::<usize>::new());
         assert_eq!(changed_blocks(&[], &new), vec![0, 1, 2, 3]);

@@ -53,25 +53,30 @@ impl FromStr for Checksum {
     type Err = ParseChecksumError;
 
     fn from_str(s: &str) -> Result<Checksum, ParseChecksumError> {
-        // One pass through a table, checked once at the end: a manifest holds one checksum per
-        // file, and checking then decoding them (hex's decoder) was a tenth of loading one.
-        let text = s.as_bytes();
-        let mut bytes = [0u8; 32];
-        let mut invalid = text.len() != 64;
-        if !invalid {
-            let mut seen = 0u8;
-            for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
-                let (high, low) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
-                seen |= high | low;
-                *byte = high << 4 | low;
-            }
-            invalid = seen & NOT_HEX != 0;
-        }
-        match invalid {
-            false => Ok(Checksum(bytes)),
-            true => Err(ParseChecksumError(s.chars().take(80).collect())),
-        }
+        parse_lower_hex(s)
+            .map(Checksum)
+            .ok_or_else(|| ParseChecksumError(s.chars().take(80).collect()))
     }
+}
+
+/// The `N` bytes written as exactly `2 * N` lowercase hex digits in `text`, if they are.
+///
+/// One pass through a table, checked once at the end: a manifest holds one checksum per file
+/// and one hash per block, and checking then decoding them (hex's decoder) was a tenth of
+/// loading one.
+pub(crate) fn parse_lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    let mut seen = 0u8;
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        let (high, low) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        seen |= high | low;
+        *byte = high << 4 | low;
+    }
+    (seen & NOT_HEX == 0).then_some(bytes)
 }
 
 /// [`NIBBLE`]'s entry for a byte that is not a lowercase hex digit.

@@ -83,7 +83,7 @@ mod label;
 mod manifest;
 mod page;
 
-pub use blockmap::{block_hash, changed_blocks};
+pub use blockmap::{block_hash, changed_blocks, BlockHash, ParseBlockHashError};
 pub use checksum::{Checksum, ParseChecksumError};
 /// The string type of [`FileEntry`]'s names, re-exported so that callers need not depend on it.
 pub use compact_str::CompactString;

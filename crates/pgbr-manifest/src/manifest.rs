@@ -182,10 +182,10 @@ pub struct BlockMapRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRef {
-    /// Hex of a 128-bit BLAKE3 prefix of the block plaintext ([`crate::block_hash`]).
-    pub hash: String,
+    /// 128-bit BLAKE3 prefix of the block plaintext ([`crate::block_hash`]).
+    pub hash: crate::BlockHash,
     /// Label of the backup holding the block; `None` means this backup.
-    pub reference: Option<String>,
+    pub reference: Option<CompactString>,
     /// Where the block's stored bytes start in that backup's object for this file.
     pub offset: u64,
     /// Length of the block's stored bytes.
@@ -202,7 +202,7 @@ pub struct BlockRef {
 #[serde(deny_unknown_fields)]
 pub struct BlockBase {
     /// Label of the backup holding the base.
-    pub reference: String,
+    pub reference: CompactString,
     /// Where the base's stored bytes start in that backup's object for this file.
     pub offset: u64,
     /// Length of the base's stored bytes.
@@ -259,10 +259,6 @@ impl FileIndex {
             Some(by_target) => by_target.get(target)?.get(name).copied(),
         }
     }
-}
-
-fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The `(target, name)` keys of a list in sorted order: the list itself when it
@@ -383,7 +379,7 @@ fn estimated_size(f: &FileEntry) -> usize {
             + m.blocks
                 .iter()
                 .map(|b| {
-                    45 + b.hash.len()
+                    45 + 32
                         + opt_label_len(&b.reference)
                         + digits(b.offset)
                         + digits(b.length)
@@ -723,16 +719,7 @@ impl Manifest {
                     ),
                 ));
             }
-            for (i, block) in map.blocks.iter().enumerate() {
-                if !is_lower_hex(&block.hash, 32) {
-                    return Err(Error::invalid(
-                        what(),
-                        format!(
-                            "block {i} hash {:?} is not 32 lowercase hex digits",
-                            block.hash
-                        ),
-                    ));
-                }
+            for block in &map.blocks {
                 check_ref(block.reference.as_deref())?;
                 if let Some(base) = &block.base {
                     check_ref(Some(base.reference.as_str()))?;

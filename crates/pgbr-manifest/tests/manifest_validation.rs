@@ -87,7 +87,7 @@ fn valid_manifest_round_trips() {
         blocks: vec![
             BlockRef {
                 hash: block_hash(b"ab"),
-                reference: m.backup.prior.clone(),
+                reference: m.backup.prior.as_deref().map(Into::into),
                 offset: 0,
                 length: 5,
                 base: None,
@@ -98,7 +98,7 @@ fn valid_manifest_round_trips() {
                 offset: 0,
                 length: 4,
                 base: Some(BlockBase {
-                    reference: m.backup.prior.clone().unwrap(),
+                    reference: m.backup.prior.as_deref().unwrap_or_default().into(),
                     offset: 5,
                     length: 7,
                 }),
@@ -111,6 +111,14 @@ fn valid_manifest_round_trips() {
         length: 9,
     });
     assert_eq!(reload(&with_refs).unwrap(), with_refs);
+    // A block hash that is not 32 lowercase hex digits does not load.
+    let text = String::from_utf8(with_refs.to_bytes().unwrap()).unwrap();
+    let hash = block_hash(b"ab").to_string();
+    assert!(text.contains(&hash));
+    for bad in [hash.to_uppercase(), hash[..31].to_string()] {
+        let err = load(text.replacen(&hash, &bad, 1).as_bytes()).expect_err("bad hash");
+        assert!(err.to_string().contains("32 lowercase hex digits"), "{err}");
+    }
     // A delta base must be in a backup the manifest lists as referenced.
     let mut unknown_base = with_refs.clone();
     if let Some(map) = unknown_base.files[1].block_map.as_mut() {
@@ -431,7 +439,11 @@ fn large_manifest_round_trips() {
                     blocks: (0..4u64)
                         .map(|b| BlockRef {
                             hash: block_hash(&b.to_le_bytes()),
-                            reference: if b == 0 { prior.clone() } else { None },
+                            reference: if b == 0 {
+                                prior.as_deref().map(Into::into)
+                            } else {
+                                None
+                            },
                             offset: b * 1000,
                             length: 1000,
                             base: None,

@@ -97,13 +97,13 @@ fn file_strategy(targets: Vec<String>, refs: Vec<String>) -> impl Strategy<Value
                             .into_iter()
                             .take(nblocks as usize)
                             .map(|(hash, reference, offset, length, base)| BlockRef {
-                                hash,
-                                reference,
+                                hash: hash.parse().expect("32 lowercase hex digits"),
+                                reference: reference.map(Into::into),
                                 offset,
                                 length,
                                 base: match base {
                                     (Some(reference), offset, length) => Some(BlockBase {
-                                        reference,
+                                        reference: reference.into(),
                                         offset,
                                         length,
                                     }),
@@ -526,11 +526,11 @@ proptest! {
         let prior: Vec<BlockRef> = (0..prior_len)
             .map(|i| BlockRef { hash: block_hash(format!("p{i}").as_bytes()), reference: None, offset: i as u64, length: 1, base: None })
             .collect();
-        let new: Vec<String> = (0..new_len)
+        let new: Vec<BlockHash> = (0..new_len)
             .map(|i| {
                 if i >= prior_len { block_hash(format!("n{i}").as_bytes()) }
                 else if edits.contains(&i) { block_hash(format!("m{i}").as_bytes()) }
-                else { prior[i].hash.clone() }
+                else { prior[i].hash }
             })
             .collect();
         let expected: Vec<usize> = (0..new_len).filter(|i| *i >= prior_len || edits.contains(i)).collect();
