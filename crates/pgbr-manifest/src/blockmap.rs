@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize, Serializer};
 
 /// What identifies a block's contents: the first 16 bytes (128 bits) of the BLAKE3 hash of its
@@ -36,7 +36,7 @@ impl FromStr for BlockHash {
     type Err = ParseBlockHashError;
 
     fn from_str(s: &str) -> Result<BlockHash, ParseBlockHashError> {
-        crate::checksum::parse_lower_hex(s)
+        crate::hexbytes::parse_lower_hex(s)
             .map(BlockHash)
             .ok_or_else(|| ParseBlockHashError(s.chars().take(80).collect()))
     }
@@ -44,10 +44,7 @@ impl FromStr for BlockHash {
 
 impl fmt::Display for BlockHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 32];
-        // Encoding 16 bytes into 32 always fits.
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        crate::hexbytes::fmt(&self.0, f)
     }
 }
 
@@ -65,25 +62,13 @@ impl PartialEq<str> for BlockHash {
 
 impl Serialize for BlockHash {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 32];
-        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+        crate::hexbytes::serialize(&self.0, serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for BlockHash {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BlockHash, D::Error> {
-        struct HexVisitor;
-        impl Visitor<'_> for HexVisitor {
-            type Value = BlockHash;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("32 lowercase hex digits")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<BlockHash, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(HexVisitor)
+        deserializer.deserialize_str(crate::hexbytes::HexVisitor::new("32 lowercase hex digits"))
     }
 }
 

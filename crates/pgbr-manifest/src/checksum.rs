@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize, Serializer};
 
 /// The BLAKE3 hash of a file's plaintext.
@@ -53,57 +53,15 @@ impl FromStr for Checksum {
     type Err = ParseChecksumError;
 
     fn from_str(s: &str) -> Result<Checksum, ParseChecksumError> {
-        parse_lower_hex(s)
+        crate::hexbytes::parse_lower_hex(s)
             .map(Checksum)
             .ok_or_else(|| ParseChecksumError(s.chars().take(80).collect()))
     }
 }
 
-/// The `N` bytes written as exactly `2 * N` lowercase hex digits in `text`, if they are.
-///
-/// One pass through a table, checked once at the end: a manifest holds one checksum per file
-/// and one hash per block, and checking then decoding them (hex's decoder) was a tenth of
-/// loading one.
-pub(crate) fn parse_lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.as_bytes();
-    if text.len() != 2 * N {
-        return None;
-    }
-    let mut bytes = [0u8; N];
-    let mut seen = 0u8;
-    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
-        let (high, low) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
-        seen |= high | low;
-        *byte = high << 4 | low;
-    }
-    (seen & NOT_HEX == 0).then_some(bytes)
-}
-
-/// [`NIBBLE`]'s entry for a byte that is not a lowercase hex digit.
-const NOT_HEX: u8 = 0x10;
-
-/// Each byte's value as a lowercase hex digit, or [`NOT_HEX`].
-const NIBBLE: [u8; 256] = {
-    let mut table = [NOT_HEX; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
-
 impl fmt::Display for Checksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 64];
-        // Encoding 32 bytes into 64 always fits.
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        crate::hexbytes::fmt(&self.0, f)
     }
 }
 
@@ -139,25 +97,13 @@ impl PartialEq<Checksum> for str {
 
 impl Serialize for Checksum {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+        crate::hexbytes::serialize(&self.0, serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Checksum {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Checksum, D::Error> {
-        struct HexVisitor;
-        impl Visitor<'_> for HexVisitor {
-            type Value = Checksum;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("64 lowercase hex digits")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Checksum, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(HexVisitor)
+        deserializer.deserialize_str(crate::hexbytes::HexVisitor::new("64 lowercase hex digits"))
     }
 }
 

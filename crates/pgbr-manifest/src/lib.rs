@@ -78,6 +78,7 @@ mod blockmap;
 mod checksum;
 mod envelope;
 mod error;
+mod hexbytes;
 mod info;
 mod label;
 mod manifest;
