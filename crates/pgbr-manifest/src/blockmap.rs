@@ -2,12 +2,6 @@
 //! identified by a hash of its plaintext so that the next backup stores only
 //! the blocks that changed.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::de::Deserializer;
-use serde::{Deserialize, Serialize, Serializer};
-
 /// What identifies a block's contents: the first 16 bytes (128 bits) of the BLAKE3 hash of its
 /// plaintext ([`block_hash`]).
 ///
@@ -32,45 +26,7 @@ pub struct BlockHash(pub [u8; 16]);
 #[error("block hash {0:?} is not 32 lowercase hex digits")]
 pub struct ParseBlockHashError(String);
 
-impl FromStr for BlockHash {
-    type Err = ParseBlockHashError;
-
-    fn from_str(s: &str) -> Result<BlockHash, ParseBlockHashError> {
-        crate::hexbytes::parse_lower_hex(s)
-            .map(BlockHash)
-            .ok_or_else(|| ParseBlockHashError(s.chars().take(80).collect()))
-    }
-}
-
-impl fmt::Display for BlockHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::hexbytes::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for BlockHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BlockHash({self})")
-    }
-}
-
-impl PartialEq<str> for BlockHash {
-    fn eq(&self, other: &str) -> bool {
-        other.parse::<BlockHash>().is_ok_and(|h| h == *self)
-    }
-}
-
-impl Serialize for BlockHash {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        crate::hexbytes::serialize(&self.0, serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for BlockHash {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BlockHash, D::Error> {
-        deserializer.deserialize_str(crate::hexbytes::HexVisitor::new("32 lowercase hex digits"))
-    }
-}
+crate::hexbytes::hex_text_impls!(BlockHash, ParseBlockHashError, "32 lowercase hex digits");
 
 /// The first 16 bytes (128 bits) of the BLAKE3 hash of `block`.
 pub fn block_hash(block: &[u8]) -> BlockHash {

@@ -3,12 +3,6 @@
 //! Stored as 64 lowercase hex digits in every format, held as bytes in memory: a manifest of a
 //! million files keeps a million of them, and a `String` costs three times the space.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::de::Deserializer;
-use serde::{Deserialize, Serialize, Serializer};
-
 /// The BLAKE3 hash of a file's plaintext.
 ///
 /// Shown, parsed and serialized as 64 lowercase hex digits; compares equal to that text.
@@ -49,33 +43,7 @@ impl From<blake3::Hash> for Checksum {
 #[error("checksum {0:?} is not 64 lowercase hex digits")]
 pub struct ParseChecksumError(String);
 
-impl FromStr for Checksum {
-    type Err = ParseChecksumError;
-
-    fn from_str(s: &str) -> Result<Checksum, ParseChecksumError> {
-        crate::hexbytes::parse_lower_hex(s)
-            .map(Checksum)
-            .ok_or_else(|| ParseChecksumError(s.chars().take(80).collect()))
-    }
-}
-
-impl fmt::Display for Checksum {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::hexbytes::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for Checksum {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Checksum({self})")
-    }
-}
-
-impl PartialEq<str> for Checksum {
-    fn eq(&self, other: &str) -> bool {
-        other.parse::<Checksum>().is_ok_and(|c| c == *self)
-    }
-}
+crate::hexbytes::hex_text_impls!(Checksum, ParseChecksumError, "64 lowercase hex digits");
 
 impl PartialEq<String> for Checksum {
     fn eq(&self, other: &String) -> bool {
@@ -92,18 +60,6 @@ impl PartialEq<Checksum> for String {
 impl PartialEq<Checksum> for str {
     fn eq(&self, other: &Checksum) -> bool {
         *other == *self
-    }
-}
-
-impl Serialize for Checksum {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        crate::hexbytes::serialize(&self.0, serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Checksum {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Checksum, D::Error> {
-        deserializer.deserialize_str(crate::hexbytes::HexVisitor::new("64 lowercase hex digits"))
     }
 }
 

@@ -106,3 +106,53 @@ where
         v.parse().map_err(E::custom)
     }
 }
+
+/// The text impls of a newtype over `[u8; N]` written as `2 * N` lowercase hex digits:
+/// `FromStr` (failing with `$error`, which holds the text), `Display`, `Debug`,
+/// `PartialEq<str>`, and serde as that text (`$expecting` says what a string must be).
+macro_rules! hex_text_impls {
+    ($type:ident, $error:ident, $expecting:literal) => {
+        impl std::str::FromStr for $type {
+            type Err = $error;
+
+            fn from_str(s: &str) -> Result<$type, $error> {
+                $crate::hexbytes::parse_lower_hex(s)
+                    .map($type)
+                    .ok_or_else(|| $error(s.chars().take(80).collect()))
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                $crate::hexbytes::fmt(&self.0, f)
+            }
+        }
+
+        impl std::fmt::Debug for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({self})", stringify!($type))
+            }
+        }
+
+        impl PartialEq<str> for $type {
+            fn eq(&self, other: &str) -> bool {
+                other.parse::<$type>().is_ok_and(|h| h == *self)
+            }
+        }
+
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                $crate::hexbytes::serialize(&self.0, serializer)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<$type, D::Error> {
+                deserializer.deserialize_str($crate::hexbytes::HexVisitor::new($expecting))
+            }
+        }
+    };
+}
+pub(crate) use hex_text_impls;
