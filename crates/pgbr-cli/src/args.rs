@@ -1,11 +1,12 @@
 //! Command-line parsing: clap, built from the engine's option registry so every option the engine
 //! knows is accepted (`--repo2-path`, `--no-start-fast`) and nothing else is.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
-use pgbr_backup::options::{all_full_names, Command, Indexed, OptionKind};
+use pgbr_backup::options::{all_full_names, Command, Indexed, OptionDef, OptionKind};
 
 /// A parsed command line.
 pub struct Parsed {
@@ -15,10 +16,40 @@ pub struct Parsed {
     pub positional: Vec<String>,
 }
 
-/// Builds the parser. With `only`, just those subcommands are added: clap copies every global
-/// option into every subcommand it builds, which made start-up cost milliseconds per call (paid by
-/// each `archive-push` and `archive-get` PostgreSQL runs).
-fn build(only: Option<&[Command]>) -> clap::Command {
+/// What of the parser [`build`] builds. clap copies every global option into every subcommand it
+/// builds, which made start-up cost milliseconds per call (paid by each `archive-push` and
+/// `archive-get` PostgreSQL runs): only what a command line can use is built.
+struct Scope<'a> {
+    /// Just these subcommands; `None`: all of them.
+    commands: Option<&'a [Command]>,
+    /// The families (`repo`/`pg` and N) of the `repo<N>-`/`pg<N>-` options to build besides
+    /// N = 1, whose options help shows.
+    families: BTreeSet<(&'static str, u32)>,
+}
+
+/// The family of an indexed option's name: `repo3-path` -> `("repo", 3)`.
+fn family_of(name: &str) -> Option<(&'static str, u32)> {
+    ["repo", "pg"].into_iter().find_map(|family| {
+        let rest = name.strip_prefix(family)?;
+        let (digits, _) = rest.split_once('-')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((family, digits.parse().ok()?))
+    })
+}
+
+impl Scope<'_> {
+    /// Whether option `name` (of `def`) is built.
+    fn builds(&self, name: &str, def: &OptionDef) -> bool {
+        def.indexed == Indexed::No
+            || name.starts_with("repo1-")
+            || name.starts_with("pg1-")
+            || family_of(name).is_some_and(|f| self.families.contains(&f))
+    }
+}
+
+fn build(scope: &Scope) -> clap::Command {
     let mut cmd = clap::Command::new("pgbr")
         .version(env!("CARGO_PKG_VERSION"))
         .about("PostgreSQL backup and restore")
@@ -30,6 +61,9 @@ fn build(only: Option<&[Command]>) -> clap::Command {
             Indexed::No => true,
             _ => name.starts_with("repo1-") || name.starts_with("pg1-"),
         };
+        if !scope.builds(&name, def) {
+            continue;
+        }
         let arg = Arg::new(name.clone())
             .long(name.clone())
             .global(true)
@@ -58,7 +92,7 @@ fn build(only: Option<&[Command]>) -> clap::Command {
         }
     }
     for c in Command::ALL {
-        if only.is_some_and(|only| !only.contains(&c)) {
+        if scope.commands.is_some_and(|only| !only.contains(&c)) {
             continue;
         }
         let mut sub = clap::Command::new(c.name())
@@ -108,8 +142,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
         .copied()
         .filter(|c| args.iter().skip(1).any(|a| a.to_str() == Some(c.name())))
         .collect();
-    let only = (!named.is_empty()).then_some(named.as_slice());
-    let matches = build(only).try_get_matches_from(args)?;
+    // Options of repositories and servers other than the first are built when a word names
+    // their family (`--repo2-path`, `--no-pg3-...`, a mistyped `--repo2-pth` too, so that clap
+    // suggests within it): the same result as building them all.
+    let families = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| {
+            let option = a.to_str()?.strip_prefix("--")?;
+            let option = option.strip_prefix("no-").unwrap_or(option);
+            family_of(option.split('=').next().unwrap_or(option))
+        })
+        .collect();
+    let scope = Scope {
+        commands: (!named.is_empty()).then_some(named.as_slice()),
+        families,
+    };
+    let matches = build(&scope).try_get_matches_from(args)?;
     let Some((name, sub)) = matches.subcommand() else {
         return Err(clap::Error::new(clap::error::ErrorKind::MissingSubcommand));
     };
@@ -117,6 +166,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
         .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
     let mut flags = Vec::new();
     for (opt, def) in all_full_names() {
+        if !scope.builds(&opt, def) {
+            continue;
+        }
         collect(sub, &opt, def.kind, &mut flags);
         if def.kind == OptionKind::Bool {
             let no = format!("no-{opt}");
@@ -230,6 +282,29 @@ mod tests {
         for c in Command::ALL.iter().filter(|c| !c.is_internal()) {
             assert!(help.contains(c.name()), "{} missing from: {help}", c.name());
         }
+    }
+
+    #[test]
+    fn options_of_other_repositories_and_servers_are_accepted_and_suggested() {
+        let r = p(&[
+            "--stanza=main",
+            "--repo3-path",
+            "/r3",
+            "--no-repo2-bundle",
+            "backup",
+            "--pg8-port=5433",
+        ])
+        .expect("parse");
+        assert!(r.flags.contains(&("repo3-path".into(), "/r3".into())));
+        assert!(r.flags.contains(&("repo2-bundle".into(), "n".into())));
+        assert!(r.flags.contains(&("pg8-port".into(), "5433".into())));
+        // A mistyped option of repo4 is refused, and the right one suggested.
+        let e = p(&["--stanza=main", "backup", "--repo4-pth=/x"])
+            .err()
+            .expect("error");
+        assert!(e.to_string().contains("repo4-path"), "{e}");
+        // Beyond the last repository there is nothing to accept.
+        assert!(p(&["--stanza=main", "backup", "--repo5-path=/x"]).is_err());
     }
 
     #[test]
