@@ -1160,23 +1160,24 @@ fn restore_changed_blocks(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> R
             "restore_changed_blocks without a block map".into(),
         ));
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dest)
-        .map_err(|e| Error::io("unable to open", dest, e))?;
+    let opened = Opened {
+        file: OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dest)
+            .map_err(|e| Error::io("unable to open", dest, e))?,
+        path: dest.to_path_buf(),
+        rename: false,
+    };
     let mut hasher = blake3::Hasher::new();
     let all = 0..map.blocks.len();
-    let (_, written) = rewrite_changed_blocks(f, map, &file, dest, all, &mut hasher, ctx)?;
-    file.set_len(f.size)
+    let (_, written) = rewrite_changed_blocks(f, map, &opened.file, dest, all, &mut hasher, ctx)?;
+    opened
+        .file
+        .set_len(f.size)
         .map_err(|e| Error::io("unable to truncate", dest, e))?;
-    drop(file);
     let checksum = Checksum::from(hasher.finalize());
-    if checksum != f.checksum {
-        return Err(mismatch(f, f.size, &checksum));
-    }
-    set_mode_and_time(dest, f)?;
-    chown(dest, ctx.owner)?;
+    complete_file(f, dest, &opened, f.size, &checksum, ctx)?;
     Ok(written)
 }
 

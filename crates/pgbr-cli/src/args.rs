@@ -22,9 +22,9 @@ pub struct Parsed {
 struct Scope<'a> {
     /// Just these subcommands; `None`: all of them.
     commands: Option<&'a [Command]>,
-    /// The families (`repo`/`pg` and N) of the `repo<N>-`/`pg<N>-` options to build besides
-    /// N = 1, whose options help shows.
-    families: BTreeSet<(&'static str, u32)>,
+    /// The options built, with their definitions: those help shows (see [`shown`]), and those
+    /// of the `repo<N>-`/`pg<N>-` families a word of the command line names.
+    options: Vec<(String, &'static OptionDef)>,
 }
 
 /// The family of an indexed option's name: `repo3-path` -> `("repo", 3)`.
@@ -39,14 +39,9 @@ fn family_of(name: &str) -> Option<(&'static str, u32)> {
     })
 }
 
-impl Scope<'_> {
-    /// Whether option `name` (of `def`) is built.
-    fn builds(&self, name: &str, def: &OptionDef) -> bool {
-        def.indexed == Indexed::No
-            || name.starts_with("repo1-")
-            || name.starts_with("pg1-")
-            || family_of(name).is_some_and(|f| self.families.contains(&f))
-    }
+/// Whether help shows option `name` (of `def`): an option of no family, or of repo1 or pg1.
+fn shown(name: &str, def: &OptionDef) -> bool {
+    def.indexed == Indexed::No || name.starts_with("repo1-") || name.starts_with("pg1-")
 }
 
 fn build(scope: &Scope) -> clap::Command {
@@ -56,19 +51,12 @@ fn build(scope: &Scope) -> clap::Command {
         .after_help("Options may also be set in the configuration file ([global], [global:<command>], [<stanza>], [<stanza>:<command>]) or as PGBR_<OPTION> environment variables.")
         .subcommand_required(true)
         .arg_required_else_help(true);
-    for (name, def) in all_full_names() {
-        let first_of_family = match def.indexed {
-            Indexed::No => true,
-            _ => name.starts_with("repo1-") || name.starts_with("pg1-"),
-        };
-        if !scope.builds(&name, def) {
-            continue;
-        }
+    for (name, def) in &scope.options {
         let arg = Arg::new(name.clone())
             .long(name.clone())
             .global(true)
             .help(def.help)
-            .hide(!first_of_family);
+            .hide(!shown(name, def));
         let arg = match def.kind {
             OptionKind::Bool => arg
                 .num_args(0..=1)
@@ -145,7 +133,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
     // Options of repositories and servers other than the first are built when a word names
     // their family (`--repo2-path`, `--no-pg3-...`, a mistyped `--repo2-pth` too, so that clap
     // suggests within it): the same result as building them all.
-    let families = args
+    let families: BTreeSet<_> = args
         .iter()
         .skip(1)
         .filter_map(|a| {
@@ -154,9 +142,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
             family_of(option.split('=').next().unwrap_or(option))
         })
         .collect();
+    let options = all_full_names()
+        .into_iter()
+        .filter(|(name, def)| {
+            shown(name, def) || family_of(name).is_some_and(|f| families.contains(&f))
+        })
+        .collect();
     let scope = Scope {
         commands: (!named.is_empty()).then_some(named.as_slice()),
-        families,
+        options,
     };
     let matches = build(&scope).try_get_matches_from(args)?;
     let Some((name, sub)) = matches.subcommand() else {
@@ -165,11 +159,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
     let command = Command::from_name(name)
         .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
     let mut flags = Vec::new();
-    for (opt, def) in all_full_names() {
-        if !scope.builds(&opt, def) {
-            continue;
-        }
-        collect(sub, &opt, def.kind, &mut flags);
+    for (opt, def) in &scope.options {
+        collect(sub, opt, def.kind, &mut flags);
         if def.kind == OptionKind::Bool {
             let no = format!("no-{opt}");
             if sub.value_source(&no) == Some(ValueSource::CommandLine) && sub.get_flag(&no) {

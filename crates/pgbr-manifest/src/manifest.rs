@@ -363,8 +363,8 @@ fn digits(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
-fn opt_label_len<S: AsRef<str>>(r: &Option<S>) -> usize {
-    r.as_ref().map_or(4, |r| r.as_ref().len() + 2)
+fn opt_label_len(r: &Option<CompactString>) -> usize {
+    r.as_ref().map_or(4, |r| r.len() + 2)
 }
 
 /// The serialized size of a file entry with its line break and indentation
