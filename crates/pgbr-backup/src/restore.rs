@@ -831,6 +831,22 @@ struct Opened {
     rename: bool,
 }
 
+impl Opened {
+    /// Opens the file already at `path` to read and write it in place (see [`Opened::rename`]).
+    fn existing(path: &Path, rename: bool) -> Result<Opened> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("unable to open", path, e))?;
+        Ok(Opened {
+            file,
+            path: path.to_path_buf(),
+            rename,
+        })
+    }
+}
+
 /// Opens the file `f` is restored into at `dest`. A file replacing one at the destination is
 /// written under a temporary name and renamed, so no partial file ever stands where a whole one
 /// was. A file new to the destination (all of them in a fresh restore) is written under its own
@@ -1089,15 +1105,7 @@ impl SplitFile {
         let mut hasher = blake3::Hasher::new();
         hasher.set_input_offset(start);
         let path = &self.path;
-        let opened = Opened {
-            file: OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::io("unable to open", path, e))?,
-            path: path.clone(),
-            rename: self.rename,
-        };
+        let opened = Opened::existing(path, self.rename)?;
         let file = &opened.file;
         let (hashed, written) = if self.in_place {
             rewrite_changed_blocks(f, map, file, path, range, &mut hasher, ctx)?
@@ -1160,15 +1168,7 @@ fn restore_changed_blocks(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> R
             "restore_changed_blocks without a block map".into(),
         ));
     };
-    let opened = Opened {
-        file: OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dest)
-            .map_err(|e| Error::io("unable to open", dest, e))?,
-        path: dest.to_path_buf(),
-        rename: false,
-    };
+    let opened = Opened::existing(dest, false)?;
     let mut hasher = blake3::Hasher::new();
     let all = 0..map.blocks.len();
     let (_, written) = rewrite_changed_blocks(f, map, &opened.file, dest, all, &mut hasher, ctx)?;
