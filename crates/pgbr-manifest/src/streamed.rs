@@ -306,6 +306,8 @@ impl<R: Read> Window<R> {
                         "{e}, in the value that starts at byte {at} of the text"
                     )));
                 }
+                // Only whitespace: not after next_byte, but never loop on it.
+                None if self.exhausted => return Err(self.unexpected(None, "a value")),
                 _ => {}
             }
             self.refill()?;
