@@ -9,8 +9,13 @@
 # $SEGMENTS WAL segments (sync, one process per segment, as archive_command runs it), archive-get
 # of the same segments. Each step: wall seconds, CPU seconds (user+sys), peak RSS (KB) from
 # /usr/bin/time, repository bytes where it applies, and the ratio pgbr / pgBackRest.
-# Asynchronous archiving is not compared here; benches/archive.sh measures pgbr's sync and async
-# archive-push/get against each other.
+# Then the same archive-push and archive-get with archive-async=y (ASYNC=0 skips them): the
+# segments lie in <pg1-path>/pg_wal of a copy of the data directory's control file, each with its
+# archive_status/<segment>.ready (both tools' asynchronous workers push the files marked ready,
+# ahead of the calls), and a step is timed until every segment is in the repository (each call
+# returns once its own segment is). CPU and peak RSS there are the foreground calls' only (the
+# background workers are not children the shell waits for). benches/archive.sh measures pgbr's
+# sync and async archiving against each other.
 #
 # It measures, it does not judge: a failing step is recorded ("unsupported" for a pgbr command
 # pgbr does not have; "failed" otherwise) and the run goes on; exit 0
@@ -24,6 +29,7 @@
 #         PG_BASEBACKUP (1)   TOOLS ("pgbr pgbackrest")   PGBR (a prebuilt binary; default: build)
 #         BENCH_DIR (/tmp/pgbr-compare)   PORT (54331)   PGBIN (/usr/lib/postgresql/15/bin)
 #         DROP_CACHES (1: sync and drop the page cache before every timed step; 0: only sync)
+#         ASYNC (1: also archive-push and archive-get with archive-async=y; 0: sync only)
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -228,6 +234,35 @@ mapfile -t SEGS < <(ls "$W/wal" | grep -E '^[0-9A-F]{24}$' | sort | head -"$SEGM
 echo "using ${#SEGS[@]} segments (${SEGS[0]:-none} .. ${SEGS[-1]:-none})"
 printf '%s\n' "${SEGS[@]}" >"$W/segments.txt"; chown postgres:postgres "$W/segments.txt"
 
+# A data directory for the asynchronous archive steps: the cluster's control file and version, and
+# the segments in pg_wal, each marked ready as PostgreSQL marks the WAL waiting for archive_command.
+if [[ ${ASYNC:-1} == 1 ]]; then
+  A=$W/apg; mkdir -p "$A/global" "$A/pg_wal/archive_status"
+  cp "$W/src/global/pg_control" "$A/global/"; cp "$W/src/PG_VERSION" "$A/"
+  for s in "${SEGS[@]}"; do cp "$W/wal/$s" "$A/pg_wal/$s"; : >"$A/pg_wal/archive_status/$s.ready"; done
+  chown -R postgres:postgres "$A"; chmod 700 "$A"
+fi
+# One timed archive step of tool $3, script $5 (a loop over the segments): archive-push into the
+# repository $4, or, with $4 empty, archive-get into $W/get-$3, each fetched segment compared with
+# the original. Recorded with the wall time per segment.
+archive_step() { # cipher step tool repo script
+  local c=$1 s=$2 t=$3 repo=$4 script=$5 n=${#SEGS[@]} st=ok bad=0 seg
+  echo "### $c $s" >>"$W/$t.log"
+  settle
+  if ! timed "$W/$t.log" bash -c "$script"; then
+    record "$c" "$s" "$t" failed "" "" "" ""
+    return
+  fi
+  if [[ -z $repo ]]; then
+    for seg in "${SEGS[@]}"; do cmp -s "$W/wal/$seg" "$W/get-$t/$seg" || bad=$((bad + 1)); done
+    ((bad == 0)) || st=mismatch:$bad
+  fi
+  record "$c" "$s" "$t" "$st" "$TIMED_WALL" "$TIMED_CPU" "$TIMED_RSS" "$([[ -n $repo ]] && arch_bytes "$repo")" \
+    ",\"segments\":$n,\"wall_s_per_segment\":$(awk -v w="$TIMED_WALL" -v n="$n" 'BEGIN{printf "%.4f", w/n}')"
+}
+# Waits (at most 60 s) until no process runs with config file $1: a background archive worker.
+wait_workers() { for _ in $(seq 1 600); do pgrep -f -- "$1" >/dev/null || return 0; sleep 0.1; done; echo "  workers of $1 still running"; }
+
 # damage a restored directory the same way for every tool: truncate the largest relation file,
 # append a byte to a small one, delete another small one
 damage() {
@@ -322,27 +357,33 @@ for cipher in $CIPHERS; do
     push="for s in \$(cat $W/segments.txt); do $(bin "$t") --config=$W/$t-arch.conf --stanza=main archive-push $W/wal/\$s || exit 1; done"
     get="for s in \$(cat $W/segments.txt); do $(bin "$t") --config=$W/$t-arch.conf --stanza=main archive-get \$s $W/get-$t/\$s || exit 1; done"
     n=${#SEGS[@]}
-    echo "### $cipher archive-push x$n" >>"$W/$t.log"
-    settle
-    if timed "$W/$t.log" bash -c "$push"; then
-      record "$cipher" "archive-push x$n" "$t" ok "$TIMED_WALL" "$TIMED_CPU" "$TIMED_RSS" "$(arch_bytes "$a")" \
-        ",\"segments\":$n,\"wall_s_per_segment\":$(awk -v w="$TIMED_WALL" -v n="$n" 'BEGIN{printf "%.4f", w/n}')"
-    else
-      record "$cipher" "archive-push x$n" "$t" failed "" "" "" ""
-    fi
-    echo "### $cipher archive-get x$n" >>"$W/$t.log"
-    settle
-    if timed "$W/$t.log" bash -c "$get"; then
-      bad=0; for s in "${SEGS[@]}"; do cmp -s "$W/wal/$s" "$W/get-$t/$s" || bad=$((bad + 1)); done
-      record "$cipher" "archive-get x$n" "$t" "$([[ $bad == 0 ]] && echo ok || echo "mismatch:$bad")" \
-        "$TIMED_WALL" "$TIMED_CPU" "$TIMED_RSS" "" \
-        ",\"segments\":$n,\"wall_s_per_segment\":$(awk -v w="$TIMED_WALL" -v n="$n" 'BEGIN{printf "%.4f", w/n}')"
-    else
-      record "$cipher" "archive-get x$n" "$t" failed "" "" "" ""
-    fi
+    archive_step "$cipher" "archive-push x$n" "$t" "$a" "$push"
+    archive_step "$cipher" "archive-get x$n" "$t" "" "$get"
+    rm -rf "$W/get-$t"
+
+    [[ ${ASYNC:-1} == 1 ]] || continue
+    # asynchronous push of the same segments from $A/pg_wal into a fresh repository, one call
+    # each, timed until all of them are in the repository; then asynchronous get of them from the
+    # synchronous step's repository (prefetching into the spool)
+    aa=$W/arch-async-$t-$cipher; mkdir -p "$aa" "$W/spool-$t-$cipher"/{push,get} "$W/get-$t"
+    chown -R postgres:postgres "$aa" "$W/spool-$t-$cipher" "$W/get-$t"
+    sed "s#^repo1-path=.*#repo1-path=$aa#" "$W/$t.conf" >"$W/$t-async-create.conf"
+    async_conf() { # repo spool -> the asynchronous configuration on stdout
+      sed "s#^repo1-path=.*#repo1-path=$1\narchive-async=y\nspool-path=$2#; s#^pg1-path=.*#pg1-path=$A#" "$W/$t.conf"
+    }
+    async_conf "$aa" "$W/spool-$t-$cipher/push" >"$W/$t-async-push.conf"
+    async_conf "$a" "$W/spool-$t-$cipher/get" >"$W/$t-async-get.conf"
+    chown postgres:postgres "$W/$t-async-"*.conf
+    as_pg "$(bin "$t")" --config="$W/$t-async-create.conf" --stanza=main stanza-create >>"$W/$t.log" 2>&1
+    push="for s in \$(cat $W/segments.txt); do $(bin "$t") --config=$W/$t-async-push.conf --stanza=main archive-push $A/pg_wal/\$s || exit 1; done
+      for i in \$(seq 1 6000); do [ \$(find $aa/archive -type f -name '0000*' | wc -l) -ge $n ] && exit 0; sleep 0.01; done; exit 1"
+    get="for s in \$(cat $W/segments.txt); do $(bin "$t") --config=$W/$t-async-get.conf --stanza=main archive-get \$s $W/get-$t/\$s || exit 1; done"
+    archive_step "$cipher" "push async x$n" "$t" "$aa" "$push"
+    wait_workers "$W/$t-async-push.conf"
+    archive_step "$cipher" "get async x$n" "$t" "" "$get"
+    wait_workers "$W/$t-async-get.conf"
     rm -rf "$W/get-$t"
   done
-  echo "  (async archive-push/get: not compared here; see benches/archive.sh)"
 done
 
 rm -rf "${RESTORED[@]}"
