@@ -1,17 +1,21 @@
 //! Asynchronous archiving through a spool directory, so a busy server's `archive_command` and
 //! `restore_command` do not wait on one repository round trip per segment.
 //!
-//! Push: [`queue_push`] copies the WAL file into `<spool>/archive/<stanza>/queue/` (fsynced, then
-//! renamed) and returns; a background worker ([`drain_push_queue`]) pushes queued files in parallel
-//! and deletes each once it is stored. A failure is written to `<spool>/archive/<stanza>/error/`,
-//! and every later `archive-push` fails with it until the worker succeeds, so PostgreSQL's archiver
-//! (and `pg_stat_archiver`) shows the problem. Queued files survive a killed worker: the next
-//! `archive-push` starts a new one, which carries on where the old one stopped.
+//! Push works as pgBackRest's does: a background worker ([`drain_ready`]) pushes every WAL file
+//! PostgreSQL has marked ready for archiving (`pg_wal/archive_status/<name>.ready`), `process-max`
+//! at a time, ahead of the archiver, straight from `pg_wal`, and reports each in
+//! `<spool>/archive/<stanza>/out/`: `<name>.ok` once every repository holds it, `<name>.error`
+//! when it could not be pushed. `archive-push` returns once its own file is reported
+//! ([`take_push_status`]): PostgreSQL recycles a segment only after it is in the repository, so a
+//! killed worker, a lost spool or a lost host loses nothing. Above `archive-push-queue-max` bytes
+//! of ready WAL the worker reports the waiting files as dropped instead, and `archive-push` says so
+//! loudly and succeeds, so that `pg_wal` does not fill the disk.
 //!
 //! Get: [`get_prefetched`] serves a segment from `<spool>/archive/<stanza>/in/` when a prefetch
 //! worker ([`prefetch`]) already fetched (and verified) it, else fetches it directly; the caller then
 //! starts a prefetch of the segments that follow.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
@@ -32,37 +36,20 @@ pub struct AsyncOptions {
     pub spool_path: PathBuf,
     /// Parallel transfers of the worker.
     pub process_max: usize,
-    /// `archive-push-queue-max`: above this many queued bytes, new WAL is dropped (with a warning)
-    /// rather than filling the disk. `None` = no limit.
+    /// `archive-push-queue-max`: above this many bytes of WAL waiting to be pushed, the waiting
+    /// files are dropped (reported as archived, with an error) rather than filling the disk.
+    /// `None` = no limit.
     pub push_queue_max: Option<u64>,
     /// `archive-get-queue-max`: bytes of WAL to prefetch ahead of recovery.
     pub get_queue_max: u64,
-}
-
-/// What [`queue_push`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueueOutcome {
-    /// Durably queued; a worker must be running to push it.
-    Queued,
-    /// Already queued with the same contents.
-    AlreadyQueued,
-    /// Dropped because the queue is over `archive-push-queue-max`: the archive now has a gap.
-    Dropped {
-        /// Bytes queued when the file was dropped.
-        queued_bytes: u64,
-    },
 }
 
 fn stanza_spool(opts: &AsyncOptions, stanza: &str) -> PathBuf {
     opts.spool_path.join("archive").join(stanza)
 }
 
-fn queue_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
-    stanza_spool(opts, stanza).join("queue")
-}
-
-fn error_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
-    stanza_spool(opts, stanza).join("error")
+fn out_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
+    stanza_spool(opts, stanza).join("out")
 }
 
 fn in_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
@@ -95,94 +82,92 @@ fn write_durable(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     })
 }
 
-/// Bytes of WAL waiting in the queue.
-fn queued_bytes(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    match fs::read_dir(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io("unable to list the spool queue", dir, e)),
-        Ok(entries) => {
-            for e in entries.flatten() {
-                if let Ok(m) = e.metadata() {
-                    total += m.len();
-                }
-            }
-        }
-    }
-    Ok(total)
+/// Writes `data` to `dir/name` through a temporary name, so that a reader sees all of it or
+/// nothing. Not synced: a report lost in a crash only makes `archive-push` push its file again.
+fn write_report(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dest = dir.join(name);
+    fs::write(&tmp, data)
+        .and_then(|()| fs::rename(&tmp, &dest))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("unable to write to the spool", &dest, e)
+        })
 }
 
-/// The first error a background push left, if any: (WAL file, message).
-pub fn pending_error(opts: &AsyncOptions, stanza: &str) -> Result<Option<(String, String)>> {
-    let dir = error_dir(opts, stanza);
-    let mut names: Vec<_> = match fs::read_dir(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("unable to list the spool", &dir, e)),
-        Ok(entries) => entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".error"))
-            .collect(),
-    };
-    names.sort();
-    let Some(first) = names.into_iter().next() else {
-        return Ok(None);
-    };
-    let message = fs::read_to_string(dir.join(&first)).unwrap_or_default();
-    Ok(Some((
-        first.trim_end_matches(".error").to_string(),
-        message,
-    )))
+/// Where PostgreSQL marks `wal_path` ready for archiving: `archive_status/<name>.ready` in the
+/// directory that holds it.
+fn ready_marker(wal_path: &Path) -> Option<PathBuf> {
+    let name = wal_path.file_name()?.to_str()?;
+    Some(
+        wal_path
+            .parent()?
+            .join("archive_status")
+            .join(format!("{name}.ready")),
+    )
 }
 
-/// Queues the WAL file at `wal_path` for the background worker.
-///
-/// Fails if an earlier queued file could not be pushed (so PostgreSQL keeps retrying and reports
-/// it), or if the file cannot be queued durably.
-pub fn queue_push(
-    stanza: &str,
-    wal_path: &Path,
-    push: &ArchivePushOptions,
-    opts: &AsyncOptions,
-) -> Result<QueueOutcome> {
-    if let Some((wal, message)) = pending_error(opts, stanza)? {
-        return Err(Error::Internal(format!(
-            "asynchronous archive-push of {wal} failed: {message} (the file stays queued in {} and is retried)",
-            queue_dir(opts, stanza).display()
-        )));
-    }
-    let path = match (&push.pg_path, wal_path.is_relative()) {
-        (Some(pg), true) => pg.join(wal_path),
-        _ => wal_path.to_path_buf(),
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::config(format!("'{}' does not name a WAL file", path.display())))?
-        .to_string();
-    if pgbr_wal::classify(&name).is_none() {
-        return Err(Error::config(format!(
-            "'{name}' is not a WAL segment, partial segment, backup history or timeline history file name"
-        )));
-    }
-    let data = fs::read(&path).map_err(|e| Error::io("unable to read WAL file", &path, e))?;
-    let queue = queue_dir(opts, stanza);
-    ensure_dir(&queue)?;
-    if let Ok(existing) = fs::read(queue.join(&name)) {
-        if existing == data {
-            return Ok(QueueOutcome::AlreadyQueued);
+/// Whether PostgreSQL has marked the WAL file at `wal_path` ready for archiving. Only such files
+/// are pushed by the worker (it finds them by their markers); `archive-push` pushes any other
+/// file itself.
+pub fn is_marked_ready(wal_path: &Path) -> bool {
+    ready_marker(wal_path).is_some_and(|m| m.exists())
+}
+
+/// What the push worker reported for a WAL file (see [`take_push_status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushStatus {
+    /// Every repository holds it.
+    Pushed,
+    /// Not pushed, and reported as archived: more WAL waited than `archive-push-queue-max`.
+    /// The text says how much.
+    Dropped(String),
+    /// Pushing failed: the message. The next worker tries again.
+    Failed(String),
+    /// Nothing reported yet.
+    Pending,
+}
+
+/// Name of the report of a worker that failed as a whole (no repository could be opened, ...).
+const WORKER_FAILED: &str = "global.error";
+
+/// Records why the push worker failed as a whole: the `archive-push` waiting fails with it, and
+/// the next one starts a new worker.
+pub fn report_worker_failure(opts: &AsyncOptions, stanza: &str, why: &str) -> Result<()> {
+    let dir = out_dir(opts, stanza);
+    ensure_dir(&dir)?;
+    write_report(&dir, WORKER_FAILED, why.as_bytes())
+}
+
+/// The worker's report on the WAL file `name`, or the report of a worker that failed as a whole.
+/// A failure is taken out of the spool, so that the next `archive-push` starts a worker that
+/// tries again. A success stays until the worker sees the file no longer marked ready: a report
+/// taken while PostgreSQL had not yet marked the file done would make the worker push it again.
+pub fn take_push_status(opts: &AsyncOptions, stanza: &str, name: &str) -> Result<PushStatus> {
+    let dir = out_dir(opts, stanza);
+    let reports = [
+        (format!("{name}.ok"), false),
+        (format!("{name}.error"), true),
+        (WORKER_FAILED.to_string(), true),
+    ];
+    for (file, failed) in reports {
+        let path = dir.join(file);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("unable to read the spool", &path, e)),
+        };
+        if failed {
+            fs::remove_file(&path)
+                .map_err(|e| Error::io("unable to remove from the spool", &path, e))?;
         }
+        return Ok(match (failed, text.is_empty()) {
+            (true, _) => PushStatus::Failed(text),
+            (false, true) => PushStatus::Pushed,
+            (false, false) => PushStatus::Dropped(text),
+        });
     }
-    if let Some(max) = opts.push_queue_max {
-        let queued = queued_bytes(&queue)?;
-        if queued + data.len() as u64 > max {
-            return Ok(QueueOutcome::Dropped {
-                queued_bytes: queued,
-            });
-        }
-    }
-    write_durable(&queue, &name, &data)?;
-    Ok(QueueOutcome::Queued)
+    Ok(PushStatus::Pending)
 }
 
 /// An exclusive, non-blocking lock on a file, released when dropped (or when the process dies).
@@ -226,24 +211,29 @@ pub fn prefetch_worker_running(opts: &AsyncOptions, stanza: &str) -> Result<bool
 pub struct DrainReport {
     /// Files pushed to the repository.
     pub pushed: u64,
-    /// Files that failed (left queued, error recorded).
+    /// Files that failed (reported as failed; the next worker tries again).
     pub failed: u64,
+    /// Files dropped because more WAL waited than `archive-push-queue-max`.
+    pub dropped: u64,
     /// Whether another worker already held the lock (this one did nothing).
     pub already_running: bool,
 }
 
-/// The push worker: pushes queued files to every repository of `repos`, `process_max` files at a
-/// time, until the queue stays empty for `idle`. Only one worker runs per stanza and spool.
+/// The push worker: pushes the WAL files of `wal_dir` that PostgreSQL marked ready and that have
+/// no report yet to every repository of `repos`, `process_max` files at a time, reporting each
+/// (see the module documentation), until no such file has appeared for `idle`. Only one worker
+/// runs per stanza and spool. It stops at the first failure: the `archive-push` of that file
+/// fails with it, and the next `archive-push` starts a new worker.
 ///
-/// A file leaves the queue once every repository holds it. `unavailable` names the configured
-/// repositories that could not be opened (with why): files are still pushed to the others, but
-/// stay queued with that error, so `archive-push` keeps failing and a later worker fills in the
-/// repository when it is back (repositories that already hold a file are not written again).
-pub async fn drain_push_queue(
+/// `unavailable` names the configured repositories that could not be opened (with why): files
+/// are still pushed to the others but reported as failed, so `archive-push` keeps failing until
+/// the repository is back (repositories that already hold a file are not written again).
+pub async fn drain_ready(
     repos: &[Repository],
     unavailable: &[String],
     push: &ArchivePushOptions,
     opts: &AsyncOptions,
+    wal_dir: &Path,
     idle: Duration,
 ) -> Result<DrainReport> {
     let stanza = repos
@@ -261,33 +251,89 @@ pub async fn drain_push_queue(
         already_running: true,
         ..Default::default()
     };
-    // A file queued just as the worker gave up would wait for the next archive-push: after
+    // A file marked ready just as the worker gave up would wait for the next archive-push: after
     // releasing the lock, look once more, and carry on if there is work and nobody took over.
     while let Some(lock) = WorkerLock::try_take(&lock_path)? {
-        let r = drain_locked(repos, unavailable, push, opts, idle).await?;
+        let r = drain_locked(repos, unavailable, push, opts, wal_dir, idle).await?;
         drop(lock);
         total.already_running = false;
         total.pushed += r.pushed;
         total.failed += r.failed;
-        if r.failed > 0 || queued_names(&queue_dir(opts, &stanza))?.is_empty() {
+        total.dropped += r.dropped;
+        if r.failed > 0 || unreported(wal_dir, &out_dir(opts, &stanza))?.is_empty() {
             break;
         }
     }
     Ok(total)
 }
 
-fn queued_names(queue: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = match fs::read_dir(queue) {
+/// The WAL files of `wal_dir` marked ready for archiving and not reported on in `out`, in
+/// archiving order, with their sizes.
+fn unreported(wal_dir: &Path, out: &Path) -> Result<Vec<(String, u64)>> {
+    let status = wal_dir.join("archive_status");
+    let entries = match fs::read_dir(&status) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("unable to list the spool queue", queue, e)),
-        Ok(entries) => entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.ends_with(".tmp") && pgbr_wal::classify(n).is_some())
-            .collect(),
+        Err(e) => return Err(Error::io("unable to list", &status, e)),
+        Ok(entries) => entries,
     };
+    let mut names: Vec<(String, u64)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".ready").map(str::to_string))
+        .filter(|n| pgbr_wal::classify(n).is_some() && !out.join(format!("{n}.ok")).exists())
+        .filter_map(|n| {
+            // A file gone since its marker was listed is PostgreSQL's business, not ours.
+            let size = fs::metadata(wal_dir.join(&n)).ok()?.len();
+            Some((n, size))
+        })
+        .collect();
     names.sort();
     Ok(names)
+}
+
+/// Removes the `.ok` reports of files no longer marked ready: PostgreSQL has marked them done
+/// (their `archive-push` returned), or removed them.
+fn remove_stale_reports(wal_dir: &Path, out: &Path) {
+    let Ok(entries) = fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(file) = e.file_name().into_string() else {
+            continue;
+        };
+        if let Some(name) = file.strip_suffix(".ok") {
+            if !is_marked_ready(&wal_dir.join(name)) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// How often a busy push worker removes the reports of files archived since.
+const STALE_REPORTS_EVERY: Duration = Duration::from_secs(60);
+
+/// A push task's outcome: the WAL file, and why pushing it failed, if it did.
+type PushedFile = (String, std::result::Result<(), String>);
+
+/// Reports the file of a finished push task in `out`, counts it, and returns its name.
+fn report_pushed(
+    joined: std::result::Result<PushedFile, tokio::task::JoinError>,
+    out: &Path,
+    report: &mut DrainReport,
+) -> Result<String> {
+    let (name, outcome) = joined.map_err(|e| Error::Internal(format!("push task failed: {e}")))?;
+    match outcome {
+        Ok(()) => {
+            report.pushed += 1;
+            let _ = fs::remove_file(out.join(format!("{name}.error")));
+            write_report(out, &format!("{name}.ok"), b"")?;
+        }
+        Err(e) => {
+            report.failed += 1;
+            write_report(out, &format!("{name}.error"), e.as_bytes())?;
+        }
+    }
+    Ok(name)
 }
 
 async fn drain_locked(
@@ -295,82 +341,101 @@ async fn drain_locked(
     unavailable: &[String],
     push: &ArchivePushOptions,
     opts: &AsyncOptions,
+    wal_dir: &Path,
     idle: Duration,
 ) -> Result<DrainReport> {
     let stanza = repos[0].stanza().to_string();
-    let queue = queue_dir(opts, &stanza);
-    let errors = error_dir(opts, &stanza);
-    ensure_dir(&queue)?;
-    ensure_dir(&errors)?;
+    let out = out_dir(opts, &stanza);
+    ensure_dir(&out)?;
+    let slots = opts.process_max.max(1);
+    let push = ArchivePushOptions {
+        pg_path: None,
+        ..push.clone()
+    };
     let mut report = DrainReport::default();
     let mut idle_since = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut cleaned = Instant::now();
     loop {
-        let names = queued_names(&queue)?;
-        if names.is_empty() {
+        // A slot is free: look for files marked ready since (PostgreSQL calls archive_command
+        // right after marking one, so this is done often).
+        if tasks.len() < slots {
+            let unreported = unreported(wal_dir, &out)?;
+            let waiting_bytes: u64 = unreported.iter().map(|(_, size)| size).sum();
+            let mut waiting: Vec<String> = unreported
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| !in_flight.contains(name))
+                .collect();
+            if !waiting.is_empty() {
+                idle_since = Instant::now();
+            }
+            if let Some(max) = opts.push_queue_max.filter(|&max| waiting_bytes > max) {
+                let why = format!(
+                    "{waiting_bytes} bytes of WAL waited to be pushed, over archive-push-queue-max ({max} bytes)"
+                );
+                for name in waiting.drain(..) {
+                    write_report(&out, &format!("{name}.ok"), why.as_bytes())?;
+                    report.dropped += 1;
+                }
+            }
+            for name in waiting.into_iter().take(slots - tasks.len()) {
+                in_flight.insert(name.clone());
+                let path = wal_dir.join(&name);
+                let push = push.clone();
+                // Tasks own what they use; a task handle shares the storage and the key.
+                let handles: Vec<Repository> = repos.iter().map(Repository::task_handle).collect();
+                let mut problems: Vec<String> = unavailable.to_vec();
+                tasks.spawn(async move {
+                    for repo in &handles {
+                        if let Err(e) = archive::push(repo, &path, &push).await {
+                            problems.push(format!("{}: {e}", repo.name()));
+                        }
+                    }
+                    let r = if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems.join("; "))
+                    };
+                    (name, r)
+                });
+            }
+        }
+        if tasks.is_empty() {
             if idle_since.elapsed() >= idle {
+                remove_stale_reports(wal_dir, &out);
                 return Ok(report);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A worker kept busy for days must not collect a report per segment.
+            if cleaned.elapsed() >= STALE_REPORTS_EVERY {
+                remove_stale_reports(wal_dir, &out);
+                cleaned = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        idle_since = Instant::now();
-        let batch: Vec<String> = names
-            .into_iter()
-            .take(opts.process_max.max(1) * 4)
-            .collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut results = Vec::new();
-        for name in batch {
-            while tasks.len() >= opts.process_max.max(1) {
-                if let Some(r) = tasks.join_next().await {
-                    results.push(r);
-                }
+        // Each file is reported as soon as it is pushed: its archive-push is waiting. With a
+        // slot free, look for new files again after a short while.
+        let joined = if tasks.len() < slots {
+            tokio::select! {
+                joined = tasks.join_next() => joined,
+                () = tokio::time::sleep(Duration::from_millis(10)) => None,
             }
-            let path = queue.join(&name);
-            let push = ArchivePushOptions {
-                pg_path: None,
-                ..push.clone()
-            };
-            // Tasks own what they use; a task handle shares the storage and the key.
-            let handles: Vec<Repository> = repos.iter().map(Repository::task_handle).collect();
-            let mut problems: Vec<String> = unavailable.to_vec();
-            tasks.spawn(async move {
-                for repo in &handles {
-                    if let Err(e) = archive::push(repo, &path, &push).await {
-                        problems.push(format!("{}: {e}", repo.name()));
-                    }
-                }
-                let r = if problems.is_empty() {
-                    Ok(())
-                } else {
-                    Err(problems.join("; "))
-                };
-                (name, r)
-            });
+        } else {
+            tasks.join_next().await
+        };
+        if let Some(joined) = joined {
+            let name = report_pushed(joined, &out, &mut report)?;
+            in_flight.remove(&name);
+            idle_since = Instant::now();
         }
-        while let Some(r) = tasks.join_next().await {
-            results.push(r);
-        }
-        for r in results {
-            let (name, outcome) =
-                r.map_err(|e| Error::Internal(format!("push task failed: {e}")))?;
-            match outcome {
-                Ok(_) => {
-                    report.pushed += 1;
-                    let _ = fs::remove_file(errors.join(format!("{name}.error")));
-                    fs::remove_file(queue.join(&name)).map_err(|e| {
-                        Error::io("unable to remove from the spool", queue.join(&name), e)
-                    })?;
-                }
-                Err(e) => {
-                    report.failed += 1;
-                    write_durable(&errors, &format!("{name}.error"), e.to_string().as_bytes())?;
-                }
-            }
-        }
-        // A failure is left for the next archive-push to report and to retry (it starts a new
-        // worker): no busy retry loop in the background.
+        // A failure is left for the archive-push of that file to report; the next archive-push
+        // starts a new worker, which tries again: no busy retry loop in the background.
         if report.failed > 0 {
+            while let Some(joined) = tasks.join_next().await {
+                report_pushed(joined, &out, &mut report)?;
+            }
             return Ok(report);
         }
     }

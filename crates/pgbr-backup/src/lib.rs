@@ -4,7 +4,7 @@
 //! The modules read as the command list: [`stanza`] (`stanza-create`, `stanza-upgrade`,
 //! `stanza-delete`), [`backup`] (full, diff, incr; block-level incrementals, bundles, resume,
 //! backup from a standby), [`restore`] (with the [`recovery`] targets), [`archive`] (`archive-push`,
-//! `archive-get`) and [`archive_async`] (their spooled, parallel forms), [`check`], [`info`],
+//! `archive-get`) and [`archive_async`] (push ahead, prefetch), [`check`], [`info`],
 //! [`expire`] and [`verify`]; [`lock`] is the per-stanza lock (and the stop files) that `backup`,
 //! `expire` and the stanza commands hold; [`multi`] spreads `archive-push` over every repository
 //! and picks the repository `archive-get` and `restore` read from. [`config`] reads pgBackRest-style

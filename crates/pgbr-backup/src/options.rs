@@ -334,7 +334,7 @@ pub const OPTIONS: &[OptionDef] = &[
         OptionKind::Bool,
         Some("n"),
         ASYNC_COMMANDS,
-        "archive-push queues WAL in the spool for a background worker; archive-get prefetches",
+        "archive-push by a background worker that pushes ready WAL ahead; archive-get prefetches",
     ),
     def(
         "spool-path",
@@ -348,7 +348,7 @@ pub const OPTIONS: &[OptionDef] = &[
         OptionKind::Size,
         None,
         ASYNC_COMMANDS,
-        "drop WAL (with a warning) rather than queue more than this (e.g. 4GB)",
+        "drop WAL (with an error) rather than let more than this wait to be pushed (e.g. 4GB)",
     ),
     def(
         "archive-get-queue-max",

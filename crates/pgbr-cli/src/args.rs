@@ -92,6 +92,9 @@ fn build(scope: &Scope) -> clap::Command {
                     .arg(Arg::new("wal-name").required(true))
                     .arg(Arg::new("segment-size").required(true));
             }
+            Command::ArchivePushAsync => {
+                sub = sub.arg(Arg::new("wal-dir").required(true));
+            }
             Command::ArchivePush => {
                 sub = sub.arg(
                     Arg::new("wal-path")
@@ -172,6 +175,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
         Command::ArchivePush => vec![value(sub, "wal-path")],
         Command::ArchiveGet => vec![value(sub, "wal-name"), value(sub, "destination")],
         Command::ArchiveGetAsync => vec![value(sub, "wal-name"), value(sub, "segment-size")],
+        Command::ArchivePushAsync => vec![value(sub, "wal-dir")],
         _ => Vec::new(),
     };
     Ok(Parsed {

@@ -5,12 +5,12 @@ mod args;
 mod render;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use pgbr_backup::archive::PushOutcome;
-use pgbr_backup::archive_async::{self, AsyncOptions, QueueOutcome};
+use pgbr_backup::archive_async::{self, AsyncOptions, PushStatus};
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
 use pgbr_backup::stanza::{StanzaCreated, StanzaDeleted, StanzaUpgraded};
@@ -148,22 +148,59 @@ fn fail(command: Command, e: &Error) -> ExitCode {
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
 }
 
-/// `archive-push` with `archive-async=y`: queue the file, make sure a worker runs, return.
-fn push_async(config: &Config, spool: &AsyncOptions, wal: &str) -> Result<u8, Error> {
+/// `archive-push` with `archive-async=y`, of a file PostgreSQL marked ready: make sure a worker
+/// runs, and wait (at most `archive-timeout`) until it reports the file pushed to every repository.
+async fn push_async(
+    config: &Config,
+    spool: &AsyncOptions,
+    wal_path: &Path,
+    name: &str,
+) -> Result<u8, Error> {
     let stanza = config.stanza()?;
-    let queued = archive_async::queue_push(stanza, Path::new(wal), &config.archive_push()?, spool);
-    // Start a worker even when queueing failed on an earlier error: the worker retries it.
-    if !archive_async::push_worker_running(spool, stanza)? {
-        spawn_worker(config, spool, Command::ArchivePushAsync, &[])?;
-    }
-    match queued? {
-        QueueOutcome::Queued | QueueOutcome::AlreadyQueued => Ok(0),
-        QueueOutcome::Dropped { queued_bytes } => {
-            tracing::error!(
-                "{wal} DROPPED, NOT ARCHIVED: {queued_bytes} bytes already wait in the spool, over archive-push-queue-max. The archive now has a gap: point-in-time recovery past it is impossible until the next backup. Find out why the repository is not keeping up."
-            );
-            Ok(0)
+    let timeout = config.archive_timeout();
+    let started = std::time::Instant::now();
+    let mut spawned: Option<std::time::Instant> = None;
+    loop {
+        match archive_async::take_push_status(spool, stanza, name)? {
+            PushStatus::Pushed => return Ok(0),
+            PushStatus::Dropped(why) => {
+                tracing::error!(
+                    "{name} DROPPED, NOT ARCHIVED: {why}. The archive now has a gap: point-in-time recovery past it is impossible until the next backup. Find out why the repository is not keeping up."
+                );
+                return Ok(0);
+            }
+            PushStatus::Failed(why) => {
+                return Err(Error::Internal(format!(
+                    "asynchronous archive-push of {name} failed: {why} (the next archive-push tries again)"
+                )))
+            }
+            PushStatus::Pending => {}
         }
+        // A worker just started may not hold its lock yet: give it a second before another.
+        let recently = spawned.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1));
+        if !recently && !archive_async::push_worker_running(spool, stanza)? {
+            let wal_dir = wal_path.parent().unwrap_or(Path::new("."));
+            spawn_worker(
+                config,
+                spool,
+                Command::ArchivePushAsync,
+                &[wal_dir.display().to_string()],
+            )?;
+            spawned = Some(std::time::Instant::now());
+        }
+        if started.elapsed() > timeout {
+            return Err(Error::Internal(format!(
+                "asynchronous archive-push of {name} did not finish within archive-timeout ({:.0}s); the worker logs to {}",
+                timeout.as_secs_f64(),
+                spool
+                    .spool_path
+                    .join("archive")
+                    .join(stanza)
+                    .join(format!("{}.log", Command::ArchivePushAsync.name()))
+                    .display()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
@@ -310,7 +347,12 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let spool = config.archive_async().ok_or_else(|| {
                 Error::Config("archive-push-async runs only with archive-async=y".into())
             })?;
-            // Every repository takes every file; one that does not open keeps files queued.
+            let [wal_dir] = positional else {
+                return Err(Error::Config(
+                    "archive-push-async takes one argument, the directory of the WAL files".into(),
+                ));
+            };
+            // Every repository takes every file; one that does not open fails them.
             let stanza = config.stanza()?;
             let mut repos = Vec::new();
             let mut unavailable = Vec::new();
@@ -320,18 +362,28 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                     Err(e) => unavailable.push(format!("{}: {e}", multi::label(&r))),
                 }
             }
-            let report = archive_async::drain_push_queue(
+            let drained = archive_async::drain_ready(
                 &repos,
                 &unavailable,
                 &config.archive_push()?,
                 &spool,
+                Path::new(wal_dir),
                 std::time::Duration::from_secs(5),
             )
-            .await?;
+            .await;
+            let report = match drained {
+                Ok(report) => report,
+                Err(e) => {
+                    // The archive-push waiting would otherwise wait out archive-timeout.
+                    archive_async::report_worker_failure(&spool, stanza, &e.to_string())?;
+                    return Err(e);
+                }
+            };
             tracing::info!(
-                "pushed {} WAL file(s), {} failed",
+                "pushed {} WAL file(s), {} failed, {} dropped",
                 report.pushed,
-                report.failed
+                report.failed,
+                report.dropped
             );
             Ok(0)
         }
@@ -398,7 +450,21 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 ));
             };
             if let Some(spool) = config.archive_async() {
-                return push_async(config, &spool, wal);
+                let push = config.archive_push()?;
+                let path = match (&push.pg_path, Path::new(wal).is_relative()) {
+                    (Some(pg), true) => pg.join(wal),
+                    _ => PathBuf::from(wal),
+                };
+                let name = path.file_name().and_then(|n| n.to_str());
+                match name {
+                    Some(name) if archive_async::is_marked_ready(&path) => {
+                        return push_async(config, &spool, &path, name).await;
+                    }
+                    // Not handed over by PostgreSQL's archiver: no worker would find it.
+                    _ => tracing::info!(
+                        "{wal} is not marked ready for archiving (archive_status/<name>.ready beside it): pushed now, not by the asynchronous worker"
+                    ),
+                }
             }
             let repos = config.repos()?;
             let report = multi::push_all(

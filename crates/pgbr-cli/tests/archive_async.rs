@@ -1,7 +1,8 @@
 //! Asynchronous archiving and `check` against a real PostgreSQL 15 (1 MiB WAL segments so a burst
 //! is cheap): a burst of segments is archived with none lost or duplicated, killing the worker
-//! loses nothing, the queue limit drops loudly, archive-get prefetches, and `check` names what is
-//! wrong.
+//! loses nothing, the queue limit drops loudly, a file PostgreSQL did not mark ready is pushed at
+//! once, a worker that cannot push fails the call waiting on it, archive-get prefetches, and
+//! `check` names what is wrong.
 
 mod common;
 
@@ -54,6 +55,19 @@ fn setup(extra: &str) -> Env {
     }
 }
 
+/// A copy of the test's configuration named `file`, with its own spool (a push worker serves one
+/// WAL directory) and one more text replaced.
+fn variant(env: &Env, file: &str, spool: &Path, (from, to): (&str, &str)) -> PathBuf {
+    let text = std::fs::read_to_string(&env.conf)
+        .expect("conf")
+        .replace(
+            &format!("spool-path={}", env.spool.display()),
+            &format!("spool-path={}", spool.display()),
+        )
+        .replace(from, to);
+    env.scratch.write_config(file, &text)
+}
+
 /// Archived segment names (24 hex chars) in the repository, with duplicates kept.
 fn archived(repo: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -99,11 +113,7 @@ fn wait_archived(env: &Env, last: &str, timeout: Duration) {
         let done = env.src.psql(&format!(
             "select coalesce(last_archived_wal >= '{last}', false) from pg_stat_archiver"
         ));
-        let queued = std::fs::read_dir(env.spool.join("archive/main/queue"))
-            .map(|d| d.count())
-            .unwrap_or(0);
         if done == "t"
-            && queued == 0
             && archived(&env.repo)
                 .last()
                 .is_some_and(|l| l.as_str() >= last)
@@ -149,12 +159,32 @@ fn async_burst_of_64_segments_is_archived_without_loss_or_duplicates() {
     let names = archived(&env.repo);
     assert!(names.len() >= 64, "{}", names.len());
     assert_continuous(&names, &last);
-    // Every file went through the spool queue and a background worker.
-    assert!(env.spool.join("archive/main/queue").is_dir());
+    // Every file went through a background worker, which reported it in the spool; each
+    // archive-push took its report.
+    assert!(env.spool.join("archive/main/out").is_dir());
     assert!(env
         .spool
         .join("archive/main/archive-push-async.log")
         .exists());
+    // Once idle, the worker exits and removes the reports of files PostgreSQL marked done.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pattern = format!("--config={} .*archive-push-async", env.conf.display());
+    while std::process::Command::new("pgrep")
+        .args(["-f", "--", &pattern])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("pgrep")
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the worker did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reports: Vec<_> = std::fs::read_dir(env.spool.join("archive/main/out"))
+        .expect("out")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(reports.is_empty(), "reports left behind: {reports:?}");
 }
 
 #[test]
@@ -196,30 +226,6 @@ fn queue_over_its_limit_drops_loudly_and_archive_get_prefetches() {
     wait_archived(&env, &last, Duration::from_secs(60));
     let names = archived(&env.repo);
 
-    // Queue limit: with a 1-byte limit, a push is dropped with a loud error, and nothing queued.
-    let tiny = env.scratch.write_config(
-        "tiny.conf",
-        &std::fs::read_to_string(&env.conf).expect("conf").replace(
-            "archive-async=y",
-            "archive-async=y\narchive-push-queue-max=1",
-        ),
-    );
-    let seg = env
-        .src
-        .data
-        .join("pg_wal")
-        .join(env.src.psql("select pg_walfile_name(pg_current_wal_lsn())"));
-    let out = env.scratch.pgbr(
-        &tiny,
-        &["--stanza=main", "archive-push", seg.to_str().expect("path")],
-    );
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("DROPPED") && err.contains("archive-push-queue-max"),
-        "{err}"
-    );
-
     // archive-get: the first call fetches directly and prefetches the next segments.
     let first = &names[1];
     let dest = env.scratch.path("RECOVERYXLOG");
@@ -257,6 +263,90 @@ fn queue_over_its_limit_drops_loudly_and_archive_get_prefetches() {
     assert!(
         !spool_in.join(next).exists(),
         "a served segment leaves the spool"
+    );
+
+    // Queue limit: a file marked ready is pushed by the worker; with a 1-byte limit, the worker
+    // drops it instead, and archive-push succeeds with a loud error. A copy of an archived
+    // segment stands for pg_wal (its own spool: a worker serves one WAL directory).
+    let wal_dir = env.scratch.mkdir("wal");
+    std::fs::create_dir(wal_dir.join("archive_status")).expect("archive_status");
+    let dropped = &names[3];
+    let seg = wal_dir.join(dropped);
+    env.scratch.pgbr_ok(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "archive-get",
+            dropped,
+            seg.to_str().expect("path"),
+        ],
+    );
+    std::fs::write(wal_dir.join(format!("archive_status/{dropped}.ready")), b"").expect("ready");
+    let tiny_spool = env.scratch.mkdir("spool-tiny");
+    let tiny = variant(
+        &env,
+        "tiny.conf",
+        &tiny_spool,
+        (
+            "archive-async=y",
+            "archive-async=y\narchive-push-queue-max=1",
+        ),
+    );
+    let out = env.scratch.pgbr(
+        &tiny,
+        &["--stanza=main", "archive-push", seg.to_str().expect("path")],
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DROPPED") && err.contains("archive-push-queue-max"),
+        "{err}"
+    );
+    // The report stays while the file is marked ready: a second call says the same.
+    let again = env.scratch.pgbr(
+        &tiny,
+        &["--stanza=main", "archive-push", seg.to_str().expect("path")],
+    );
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("DROPPED"));
+
+    // A file with no ready marker beside it is pushed by archive-push itself: here, one already
+    // archived with the same contents.
+    std::fs::remove_file(wal_dir.join(format!("archive_status/{dropped}.ready"))).expect("rm");
+    env.scratch.pgbr_ok(
+        &tiny,
+        &["--stanza=main", "archive-push", seg.to_str().expect("path")],
+    );
+
+    // A worker that cannot open any repository fails the archive-push waiting on it at once,
+    // saying why, not after archive-timeout (30 s here).
+    std::fs::write(wal_dir.join(format!("archive_status/{dropped}.ready")), b"").expect("ready");
+    let empty_repo = env.scratch.mkdir("repo-empty");
+    let broken_spool = env.scratch.mkdir("spool-broken");
+    let broken = variant(
+        &env,
+        "broken.conf",
+        &broken_spool,
+        (
+            &format!("repo1-path={}", env.repo.display()),
+            &format!("repo1-path={}", empty_repo.display()),
+        ),
+    );
+    let started = Instant::now();
+    let out = env.scratch.pgbr(
+        &broken,
+        &["--stanza=main", "archive-push", seg.to_str().expect("path")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("asynchronous archive-push") && err.contains("no repository can take WAL"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
     );
 }
 
