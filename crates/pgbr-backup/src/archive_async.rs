@@ -291,8 +291,8 @@ fn unreported(wal_dir: &Path, out: &Path) -> Result<Vec<(String, u64)>> {
     Ok(names)
 }
 
-/// Removes the `.ok` reports of files no longer marked ready: PostgreSQL has marked them done
-/// (their `archive-push` returned), or removed them.
+/// Removes the reports of files no longer marked ready: PostgreSQL has marked them done (their
+/// `archive-push` returned), or removed them.
 fn remove_stale_reports(wal_dir: &Path, out: &Path) {
     let Ok(entries) = fs::read_dir(out) else {
         return;
@@ -301,10 +301,12 @@ fn remove_stale_reports(wal_dir: &Path, out: &Path) {
         let Ok(file) = e.file_name().into_string() else {
             continue;
         };
-        if let Some(name) = file.strip_suffix(".ok") {
-            if !is_marked_ready(&wal_dir.join(name)) {
-                let _ = fs::remove_file(e.path());
-            }
+        let name = file
+            .strip_suffix(".ok")
+            .or_else(|| file.strip_suffix(".error"))
+            .filter(|name| pgbr_wal::classify(name).is_some());
+        if name.is_some_and(|name| !is_marked_ready(&wal_dir.join(name))) {
+            let _ = fs::remove_file(e.path());
         }
     }
 }
@@ -568,4 +570,89 @@ fn tally(
         Err(e) => return Err(e),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "000000010000000000000001";
+    const B: &str = "000000010000000000000002";
+    const C: &str = "000000010000000000000003";
+
+    #[test]
+    fn reports_say_which_ready_files_are_left_and_what_became_of_each() {
+        let root = tempfile::tempdir().unwrap();
+        let wal = root.path().join("pg_wal");
+        fs::create_dir_all(wal.join("archive_status")).unwrap();
+        for name in [A, B] {
+            fs::write(wal.join(name), b"wal").unwrap();
+        }
+        // C is marked ready but gone: PostgreSQL's business, not the worker's.
+        for name in [A, B, C] {
+            fs::write(wal.join(format!("archive_status/{name}.ready")), b"").unwrap();
+        }
+        fs::write(wal.join(format!("archive_status/{C}.done")), b"").unwrap();
+        let opts = AsyncOptions {
+            spool_path: root.path().join("spool"),
+            process_max: 2,
+            push_queue_max: None,
+            get_queue_max: 0,
+        };
+        let out = out_dir(&opts, "main");
+        ensure_dir(&out).unwrap();
+        let names = |v: Vec<(String, u64)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(names(unreported(&wal, &out).unwrap()), [A, B]);
+        assert!(is_marked_ready(&wal.join(A)) && !is_marked_ready(&wal.join("elsewhere")));
+
+        // A pushed: no longer waiting; its report stays while it is marked ready.
+        write_report(&out, &format!("{A}.ok"), b"").unwrap();
+        assert_eq!(names(unreported(&wal, &out).unwrap()), [B]);
+        assert_eq!(
+            take_push_status(&opts, "main", A).unwrap(),
+            PushStatus::Pushed
+        );
+        assert_eq!(
+            take_push_status(&opts, "main", A).unwrap(),
+            PushStatus::Pushed
+        );
+        // B failed: the failure is taken once, so that the next call tries again.
+        write_report(&out, &format!("{B}.error"), b"disk full").unwrap();
+        assert_eq!(
+            take_push_status(&opts, "main", B).unwrap(),
+            PushStatus::Failed("disk full".into())
+        );
+        assert_eq!(
+            take_push_status(&opts, "main", B).unwrap(),
+            PushStatus::Pending
+        );
+        write_report(&out, &format!("{B}.ok"), b"over the limit").unwrap();
+        assert_eq!(
+            take_push_status(&opts, "main", B).unwrap(),
+            PushStatus::Dropped("over the limit".into())
+        );
+        // A worker that failed as a whole fails whichever call looks next, once.
+        report_worker_failure(&opts, "main", "no repository").unwrap();
+        assert_eq!(
+            take_push_status(&opts, "main", C).unwrap(),
+            PushStatus::Failed("no repository".into())
+        );
+        assert_eq!(
+            take_push_status(&opts, "main", C).unwrap(),
+            PushStatus::Pending
+        );
+
+        // Once PostgreSQL marks A done, its report goes; B's stays while B is ready.
+        fs::rename(
+            wal.join(format!("archive_status/{A}.ready")),
+            wal.join(format!("archive_status/{A}.done")),
+        )
+        .unwrap();
+        write_report(&out, &format!("{C}.error"), b"gone").unwrap();
+        remove_stale_reports(&wal, &out);
+        assert!(!out.join(format!("{A}.ok")).exists());
+        assert!(out.join(format!("{B}.ok")).exists());
+        // C is still marked ready (its file is gone): its report stays too.
+        assert!(out.join(format!("{C}.error")).exists());
+    }
 }
