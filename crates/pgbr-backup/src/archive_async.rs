@@ -11,7 +11,7 @@
 //! of ready WAL the worker reports the waiting files as dropped instead, and `archive-push` says so
 //! loudly and succeeds, so that `pg_wal` does not fill the disk.
 //!
-//! Get: [`get_prefetched`] serves a segment from `<spool>/archive/<stanza>/in/` when a prefetch
+//! Get: [`take_prefetched`] serves a segment from `<spool>/archive/<stanza>/in/` when a prefetch
 //! worker ([`prefetch`]) already fetched (and verified) it, else fetches it directly; the caller then
 //! starts a prefetch of the segments that follow.
 
@@ -443,32 +443,72 @@ async fn drain_locked(
     }
 }
 
-/// Serves `wal_name` from the prefetch spool if a worker fetched it, else from the repository.
+/// How long `archive-get` waits at most for a segment a prefetch worker is fetching.
+const PREFETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Marks, in the prefetch spool, a segment a prefetch worker is fetching.
+fn fetching_marker(dir: &Path, wal_name: &str) -> PathBuf {
+    dir.join(format!("{wal_name}.fetching"))
+}
+
+/// Moves `wal_name` from the prefetch spool to `dest` if a worker fetched it (it was verified
+/// against its checksum then), waiting for it while a running worker is fetching it; false when
+/// it is not there and not coming. No repository is opened, so a prefetched segment costs no key
+/// unwrap.
+pub async fn take_prefetched(
+    stanza: &str,
+    wal_name: &str,
+    dest: &Path,
+    opts: &AsyncOptions,
+) -> Result<bool> {
+    let dir = in_dir(opts, stanza);
+    let started = Instant::now();
+    loop {
+        if move_prefetched(&dir, wal_name, dest)? {
+            return Ok(true);
+        }
+        // Being fetched: wait for it rather than fetch it a second time.
+        let coming = fetching_marker(&dir, wal_name).exists()
+            && prefetch_worker_running(opts, stanza)?
+            && started.elapsed() < PREFETCH_WAIT_MAX;
+        if !coming {
+            // It may have arrived between the two looks.
+            return move_prefetched(&dir, wal_name, dest);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Moves `dir/wal_name` to `dest` if it is there.
+fn move_prefetched(dir: &Path, wal_name: &str, dest: &Path) -> Result<bool> {
+    let spooled = dir.join(wal_name);
+    if !spooled.exists() {
+        return Ok(false);
+    }
+    if fs::rename(&spooled, dest).is_err() {
+        // Another filesystem: copy, then remove.
+        let data = fs::read(&spooled).map_err(|e| Error::io("unable to read", &spooled, e))?;
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("RECOVERYXLOG");
+        write_durable(dir, name, &data)?;
+        let _ = fs::remove_file(&spooled);
+    }
+    Ok(true)
+}
+
+/// Serves `wal_name` from the prefetch spool if a worker fetched it ([`take_prefetched`]), else
+/// from the repository.
 pub async fn get_prefetched(
     repo: &Repository,
     wal_name: &str,
     dest: &Path,
     opts: &AsyncOptions,
 ) -> Result<GetOutcome> {
-    let spooled = in_dir(opts, repo.stanza()).join(wal_name);
-    if spooled.exists() {
-        // Prefetched files were verified against their checksum when fetched.
-        match fs::rename(&spooled, dest) {
-            Ok(()) => return Ok(GetOutcome::Found),
-            Err(_) => {
-                // Another filesystem: copy, then remove.
-                let data =
-                    fs::read(&spooled).map_err(|e| Error::io("unable to read", &spooled, e))?;
-                let dir = dest.parent().unwrap_or(Path::new("."));
-                let name = dest
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("RECOVERYXLOG");
-                write_durable(dir, name, &data)?;
-                let _ = fs::remove_file(&spooled);
-                return Ok(GetOutcome::Found);
-            }
-        }
+    if take_prefetched(repo.stanza(), wal_name, dest, opts).await? {
+        return Ok(GetOutcome::Found);
     }
     archive::get(repo, wal_name, dest).await
 }
@@ -531,11 +571,19 @@ pub async fn prefetch(
         }
     }
     let mut report = PrefetchReport::default();
+    let wanted: Vec<String> = wanted
+        .into_iter()
+        .filter(|name| !dir.join(name).exists())
+        .collect();
+    // Marked before any is fetched: an archive-get of one of them waits for it rather than
+    // fetching it too.
+    for name in &wanted {
+        let marker = fetching_marker(&dir, name);
+        fs::write(&marker, b"")
+            .map_err(|e| Error::io("unable to write to the spool", &marker, e))?;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for name in wanted {
-        if dir.join(&name).exists() {
-            continue;
-        }
         while tasks.len() >= opts.process_max.max(1) {
             if let Some(r) = tasks.join_next().await {
                 tally(&mut report, r)?;
@@ -544,14 +592,20 @@ pub async fn prefetch(
         let repo = repo.task_handle();
         let dir = dir.clone();
         tasks.spawn(async move {
-            // As archive-get: the cluster in the data directory (the worker's cwd) picks the
-            // archive ids once the stanza lists several clusters.
-            let Some(wal) = archive::find_for(&repo, &name, archive::local_cluster()).await? else {
-                return Ok(false);
-            };
-            let data = archive::read(&repo, &wal).await?;
-            write_durable(&dir, &name, &data)?;
-            Ok(true)
+            let fetched = async {
+                // As archive-get: the cluster in the data directory (the worker's cwd) picks the
+                // archive ids once the stanza lists several clusters.
+                let Some(wal) = archive::find_for(&repo, &name, archive::local_cluster()).await?
+                else {
+                    return Ok(false);
+                };
+                let data = archive::read(&repo, &wal).await?;
+                write_durable(&dir, &name, &data)?;
+                Ok(true)
+            }
+            .await;
+            let _ = fs::remove_file(fetching_marker(&dir, &name));
+            fetched
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -654,5 +708,40 @@ mod tests {
         assert!(out.join(format!("{B}.ok")).exists());
         // C is still marked ready (its file is gone): its report stays too.
         assert!(out.join(format!("{C}.error")).exists());
+    }
+
+    #[tokio::test]
+    async fn archive_get_waits_for_a_segment_a_running_worker_is_fetching() {
+        let root = tempfile::tempdir().unwrap();
+        let opts = AsyncOptions {
+            spool_path: root.path().join("spool"),
+            process_max: 2,
+            push_queue_max: None,
+            get_queue_max: 0,
+        };
+        let dir = in_dir(&opts, "main");
+        ensure_dir(&dir).unwrap();
+        let dest = root.path().join("RECOVERYXLOG");
+        // A stale marker and no worker: not coming, at once.
+        fs::write(fetching_marker(&dir, A), b"").unwrap();
+        let started = Instant::now();
+        assert!(!take_prefetched("main", A, &dest, &opts).await.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        // A running worker (its lock held) delivers it a little later.
+        let lock = WorkerLock::try_take(&stanza_spool(&opts, "main").join("get.lock"))
+            .unwrap()
+            .unwrap();
+        let worker_dir = dir.clone();
+        let worker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            write_durable(&worker_dir, A, b"segment").unwrap();
+            fs::remove_file(fetching_marker(&worker_dir, A)).unwrap();
+            drop(lock);
+        });
+        assert!(take_prefetched("main", A, &dest, &opts).await.unwrap());
+        assert_eq!(fs::read(&dest).unwrap(), b"segment");
+        assert!(!dir.join(A).exists(), "a served segment leaves the spool");
+        worker.await.unwrap();
     }
 }

@@ -93,13 +93,21 @@ pub async fn get_first(
     spool: Option<&AsyncOptions>,
 ) -> GetFirstReport {
     let mut report = GetFirstReport::default();
+    // A prefetched segment is served before any repository is opened (and its key unwrapped).
+    if let Some(s) = spool {
+        match archive_async::take_prefetched(stanza, wal_name, dest, s).await {
+            Ok(true) => {
+                report.found = Some(format!("the spool ({})", s.spool_path.display()));
+                return report;
+            }
+            Ok(false) => {}
+            Err(e) => report.failed.push(("spool".to_string(), e)),
+        }
+    }
     for r in repos {
         let attempt = async {
             let repo = Repository::open(r, stanza).await?;
-            match spool {
-                Some(s) => archive_async::get_prefetched(&repo, wal_name, dest, s).await,
-                None => archive::get(&repo, wal_name, dest).await,
-            }
+            archive::get(&repo, wal_name, dest).await
         };
         match attempt.await {
             Ok(GetOutcome::Found) => {
