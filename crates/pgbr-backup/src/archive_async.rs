@@ -542,8 +542,14 @@ pub struct PrefetchReport {
     pub already_running: bool,
 }
 
-/// The prefetch worker: fetches the segments after `wal_name` into the spool in parallel, and
-/// drops spooled segments recovery has moved past.
+/// How long a prefetch worker with every wanted segment spooled waits for recovery to take one
+/// before it exits.
+const PREFETCH_IDLE: Duration = Duration::from_secs(5);
+
+/// The prefetch worker: keeps the segments after `wal_name` (as many as `archive-get-queue-max`
+/// holds) in the spool, fetching them in parallel, and moves on as recovery takes them. It
+/// drops spooled segments recovery has moved past, and exits when a segment is not in the
+/// archive (yet), or when recovery has taken none for a few seconds.
 pub async fn prefetch(
     repo: &Repository,
     wal_name: &str,
@@ -559,26 +565,59 @@ pub async fn prefetch(
     };
     let dir = in_dir(opts, &stanza);
     ensure_dir(&dir)?;
-    let wanted = prefetch_candidates(wal_name, segment_size, opts);
-    // Anything spooled that is not wanted any more (older, or another timeline) goes.
-    for e in fs::read_dir(&dir)
-        .map_err(|e| Error::io("unable to list", &dir, e))?
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !wanted.contains(&name) {
-            let _ = fs::remove_file(e.path());
+    let mut report = PrefetchReport::default();
+    let mut after = wal_name.to_string();
+    let mut idle_since = Instant::now();
+    loop {
+        let window = prefetch_candidates(&after, segment_size, opts);
+        // Anything spooled that is not wanted any more (older, or another timeline) goes.
+        for e in fs::read_dir(&dir)
+            .map_err(|e| Error::io("unable to list", &dir, e))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !window.contains(&name) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let wanted: Vec<String> = window
+            .iter()
+            .filter(|name| !dir.join(name).exists())
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            if idle_since.elapsed() >= PREFETCH_IDLE {
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        } else {
+            let missing = report.missing;
+            fetch_into(repo, wanted, &dir, opts, &mut report).await?;
+            if report.missing > missing {
+                // The end of the archive, for now: the next archive-get starts a worker again.
+                return Ok(report);
+            }
+            idle_since = Instant::now();
+        }
+        // Recovery has taken the spooled segments that are gone: the window moves past them.
+        if let Some(taken) = window.iter().rev().find(|name| !dir.join(name).exists()) {
+            after = taken.clone();
         }
     }
-    let mut report = PrefetchReport::default();
-    let wanted: Vec<String> = wanted
-        .into_iter()
-        .filter(|name| !dir.join(name).exists())
-        .collect();
+}
+
+/// Fetches `wanted` into the spool `dir`, `process-max` at a time.
+async fn fetch_into(
+    repo: &Repository,
+    wanted: Vec<String>,
+    dir: &Path,
+    opts: &AsyncOptions,
+    report: &mut PrefetchReport,
+) -> Result<()> {
     // Marked before any is fetched: an archive-get of one of them waits for it rather than
     // fetching it too.
     for name in &wanted {
-        let marker = fetching_marker(&dir, name);
+        let marker = fetching_marker(dir, name);
         fs::write(&marker, b"")
             .map_err(|e| Error::io("unable to write to the spool", &marker, e))?;
     }
@@ -586,11 +625,11 @@ pub async fn prefetch(
     for name in wanted {
         while tasks.len() >= opts.process_max.max(1) {
             if let Some(r) = tasks.join_next().await {
-                tally(&mut report, r)?;
+                tally(report, r)?;
             }
         }
         let repo = repo.task_handle();
-        let dir = dir.clone();
+        let dir = dir.to_path_buf();
         tasks.spawn(async move {
             let fetched = async {
                 // As archive-get: the cluster in the data directory (the worker's cwd) picks the
@@ -609,9 +648,9 @@ pub async fn prefetch(
         });
     }
     while let Some(r) = tasks.join_next().await {
-        tally(&mut report, r)?;
+        tally(report, r)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 fn tally(

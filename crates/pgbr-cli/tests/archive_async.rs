@@ -264,6 +264,18 @@ fn queue_over_its_limit_drops_loudly_and_archive_get_prefetches() {
         !spool_in.join(next).exists(),
         "a served segment leaves the spool"
     );
+    // The worker moves on as recovery takes segments: the window (4 segments of 1 MiB) now
+    // reaches one segment further.
+    assert!(names.len() > 6, "{names:?}");
+    let beyond = &names[6];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !spool_in.join(beyond).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the prefetch window did not move past {next}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Queue limit: a file marked ready is pushed by the worker; with a 1-byte limit, the worker
     // drops it instead, and archive-push succeeds with a loud error. A copy of an archived
