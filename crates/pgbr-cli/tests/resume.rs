@@ -190,26 +190,36 @@ fn files_reused(log: &str) -> u64 {
         .unwrap_or_else(|| panic!("the backup must resume: {log}"))
 }
 
-/// The ids of the bundles whose files the progress record of the backup in `dir` lists.
-fn recorded_bundles(dir: &Path) -> std::collections::BTreeSet<u64> {
+/// The progress record of the backup in `dir`, as JSON (`Null` while there is none).
+fn progress_record(dir: &Path) -> serde_json::Value {
     let Ok(stored) = std::fs::read(dir.join("backup.manifest.inprogress")) else {
-        return Default::default();
+        return serde_json::Value::Null;
     };
     // Stored zstd-compressed (this repository is not encrypted).
-    let Ok(manifest) = zstd::decode_all(&stored[..])
-        .map_err(|e| e.to_string())
-        .and_then(|text| {
-            serde_json::from_slice::<serde_json::Value>(&text).map_err(|e| e.to_string())
+    zstd::decode_all(&stored[..])
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The piece (bundle id, offset, length) of a bundled file the progress record of the backup in
+/// `dir` lists that a resumed backup checks rather than stores again: one last changed before
+/// the attempt began (a file changed since is stored again anyway).
+fn reusable_piece(dir: &Path) -> Option<(u64, u64, u64)> {
+    let record = progress_record(dir);
+    let began = record["manifest"]["backup"]["timestamp_start"].as_i64()?;
+    record["manifest"]["files"]
+        .as_array()?
+        .iter()
+        .filter(|f| f["mtime"].as_i64().is_some_and(|m| m < began))
+        .find_map(|f| {
+            let b = &f["bundle"];
+            Some((
+                b["id"].as_u64()?,
+                b["offset"].as_u64()?,
+                b["length"].as_u64()?,
+            ))
         })
-    else {
-        return Default::default();
-    };
-    manifest["manifest"]["files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["bundle"]["id"].as_u64())
-        .collect()
 }
 
 /// With bundles (on by default), an attempt killed after storing some is resumed: the files of
@@ -226,18 +236,20 @@ fn a_resumed_backup_checks_bundled_files_and_stores_a_damaged_one_again() {
             .find(|d| !d.join("backup.manifest").exists())
     };
     let mut child = spawn_backup(&env, &[("PGBR_TEST_FILE_DELAY_MS", "300")]);
-    wait_for("the progress record to hold two bundles", || {
-        attempt().is_some_and(|d| recorded_bundles(&d).len() >= 2)
-    });
+    // Damaging a piece of a file changed since the attempt began would prove nothing: that file
+    // is stored again anyway (into a bundle), checked or not.
+    wait_for(
+        "the progress record to hold a bundled file to reuse",
+        || attempt().is_some_and(|d| reusable_piece(&d).is_some()),
+    );
     kill_backup(&env, &mut child);
     let dir = attempt().expect("the interrupted attempt");
-    // A recorded bundle: a byte in its middle is in some file's piece.
-    let id = *recorded_bundles(&dir).first().expect("a recorded bundle");
-    let first = dir.join(format!("bundle/{id}"));
-    let mut bytes = std::fs::read(&first).expect("read bundle");
-    let middle = bytes.len() / 2;
+    let (id, offset, length) = reusable_piece(&dir).expect("a bundled file to reuse");
+    let bundle = dir.join(format!("bundle/{id}"));
+    let mut bytes = std::fs::read(&bundle).expect("read bundle");
+    let middle = usize::try_from(offset + length / 2).expect("offset");
     bytes[middle] ^= 0x55;
-    std::fs::write(&first, bytes).expect("write bundle");
+    std::fs::write(&bundle, bytes).expect("write bundle");
 
     let out = env
         .scratch
