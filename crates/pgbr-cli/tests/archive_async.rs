@@ -240,7 +240,17 @@ fn queue_over_its_limit_drops_loudly_and_archive_get_prefetches() {
     );
     let spool_in = env.spool.join("archive/main/in");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_dir(&spool_in).map(|d| d.count()).unwrap_or(0) < 4 {
+    // Segments only: the worker marks those it is fetching (`<name>.fetching`).
+    let spooled = || {
+        std::fs::read_dir(&spool_in)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().contains('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while spooled() < 4 {
         assert!(Instant::now() < deadline, "prefetch did not fill the spool");
         std::thread::sleep(Duration::from_millis(100));
     }
