@@ -141,10 +141,7 @@ pub async fn push(
     wal_path: &Path,
     opts: &ArchivePushOptions,
 ) -> Result<PushOutcome> {
-    let path: PathBuf = match (&opts.pg_path, wal_path.is_relative()) {
-        (Some(pg), true) => pg.join(wal_path),
-        _ => wal_path.to_path_buf(),
-    };
+    let path = opts.wal_path(wal_path);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

@@ -17,14 +17,13 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgbr_wal::{Segment, WalFileName};
 
-use crate::archive::{self, GetOutcome};
+use crate::archive;
 use crate::config::ArchivePushOptions;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
@@ -44,16 +43,20 @@ pub struct AsyncOptions {
     pub get_queue_max: u64,
 }
 
-fn stanza_spool(opts: &AsyncOptions, stanza: &str) -> PathBuf {
-    opts.spool_path.join("archive").join(stanza)
+impl AsyncOptions {
+    /// The spool directory of `stanza`: `<spool-path>/archive/<stanza>`, where the reports,
+    /// the prefetched segments, the worker locks and the workers' logs are.
+    pub fn stanza_dir(&self, stanza: &str) -> PathBuf {
+        self.spool_path.join("archive").join(stanza)
+    }
 }
 
 fn out_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
-    stanza_spool(opts, stanza).join("out")
+    opts.stanza_dir(stanza).join("out")
 }
 
 fn in_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
-    stanza_spool(opts, stanza).join("in")
+    opts.stanza_dir(stanza).join("in")
 }
 
 fn ensure_dir(dir: &Path) -> Result<()> {
@@ -63,23 +66,6 @@ fn ensure_dir(dir: &Path) -> Result<()> {
         .mode(0o750)
         .create(dir)
         .map_err(|e| Error::io("unable to create spool directory", dir, e))
-}
-
-/// Writes `data` to `dir/name` durably: temporary file, fsync, rename, fsync of the directory.
-fn write_durable(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let dest = dir.join(name);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &dest)?;
-        File::open(dir)?.sync_all()
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("unable to write to the spool", &dest, e)
-    })
 }
 
 /// Writes `data` to `dir/name` through a temporary name, so that a reader sees all of it or
@@ -198,12 +184,12 @@ impl WorkerLock {
 
 /// Whether a push worker is running for `stanza` (its lock is held).
 pub fn push_worker_running(opts: &AsyncOptions, stanza: &str) -> Result<bool> {
-    Ok(WorkerLock::try_take(&stanza_spool(opts, stanza).join("push.lock"))?.is_none())
+    Ok(WorkerLock::try_take(&opts.stanza_dir(stanza).join("push.lock"))?.is_none())
 }
 
 /// Whether a prefetch worker is running for `stanza`.
 pub fn prefetch_worker_running(opts: &AsyncOptions, stanza: &str) -> Result<bool> {
-    Ok(WorkerLock::try_take(&stanza_spool(opts, stanza).join("get.lock"))?.is_none())
+    Ok(WorkerLock::try_take(&opts.stanza_dir(stanza).join("get.lock"))?.is_none())
 }
 
 /// What a worker did.
@@ -246,7 +232,7 @@ pub async fn drain_ready(
         })?
         .stanza()
         .to_string();
-    let lock_path = stanza_spool(opts, &stanza).join("push.lock");
+    let lock_path = opts.stanza_dir(&stanza).join("push.lock");
     let mut total = DrainReport {
         already_running: true,
         ..Default::default()
@@ -488,29 +474,10 @@ fn move_prefetched(dir: &Path, wal_name: &str, dest: &Path) -> Result<bool> {
     if fs::rename(&spooled, dest).is_err() {
         // Another filesystem: copy, then remove.
         let data = fs::read(&spooled).map_err(|e| Error::io("unable to read", &spooled, e))?;
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        let name = dest
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("RECOVERYXLOG");
-        write_durable(dir, name, &data)?;
+        pgbr_storage::posix::write_file_durable(dest, &data, 0o600)?;
         let _ = fs::remove_file(&spooled);
     }
     Ok(true)
-}
-
-/// Serves `wal_name` from the prefetch spool if a worker fetched it ([`take_prefetched`]), else
-/// from the repository.
-pub async fn get_prefetched(
-    repo: &Repository,
-    wal_name: &str,
-    dest: &Path,
-    opts: &AsyncOptions,
-) -> Result<GetOutcome> {
-    if take_prefetched(repo.stanza(), wal_name, dest, opts).await? {
-        return Ok(GetOutcome::Found);
-    }
-    archive::get(repo, wal_name, dest).await
 }
 
 /// The segments after `wal_name` worth prefetching within `archive-get-queue-max`.
@@ -557,7 +524,7 @@ pub async fn prefetch(
     opts: &AsyncOptions,
 ) -> Result<PrefetchReport> {
     let stanza = repo.stanza().to_string();
-    let Some(_lock) = WorkerLock::try_take(&stanza_spool(opts, &stanza).join("get.lock"))? else {
+    let Some(_lock) = WorkerLock::try_take(&opts.stanza_dir(&stanza).join("get.lock"))? else {
         return Ok(PrefetchReport {
             already_running: true,
             ..Default::default()
@@ -639,7 +606,7 @@ async fn fetch_into(
                     return Ok(false);
                 };
                 let data = archive::read(&repo, &wal).await?;
-                write_durable(&dir, &name, &data)?;
+                pgbr_storage::posix::write_file_durable(&dir.join(&name), &data, 0o600)?;
                 Ok(true)
             }
             .await;
@@ -695,45 +662,25 @@ mod tests {
         let out = out_dir(&opts, "main");
         ensure_dir(&out).unwrap();
         let names = |v: Vec<(String, u64)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        let status = |name| take_push_status(&opts, "main", name).unwrap();
         assert_eq!(names(unreported(&wal, &out).unwrap()), [A, B]);
         assert!(is_marked_ready(&wal.join(A)) && !is_marked_ready(&wal.join("elsewhere")));
 
         // A pushed: no longer waiting; its report stays while it is marked ready.
         write_report(&out, &format!("{A}.ok"), b"").unwrap();
         assert_eq!(names(unreported(&wal, &out).unwrap()), [B]);
-        assert_eq!(
-            take_push_status(&opts, "main", A).unwrap(),
-            PushStatus::Pushed
-        );
-        assert_eq!(
-            take_push_status(&opts, "main", A).unwrap(),
-            PushStatus::Pushed
-        );
+        assert_eq!(status(A), PushStatus::Pushed);
+        assert_eq!(status(A), PushStatus::Pushed);
         // B failed: the failure is taken once, so that the next call tries again.
         write_report(&out, &format!("{B}.error"), b"disk full").unwrap();
-        assert_eq!(
-            take_push_status(&opts, "main", B).unwrap(),
-            PushStatus::Failed("disk full".into())
-        );
-        assert_eq!(
-            take_push_status(&opts, "main", B).unwrap(),
-            PushStatus::Pending
-        );
+        assert_eq!(status(B), PushStatus::Failed("disk full".into()));
+        assert_eq!(status(B), PushStatus::Pending);
         write_report(&out, &format!("{B}.ok"), b"over the limit").unwrap();
-        assert_eq!(
-            take_push_status(&opts, "main", B).unwrap(),
-            PushStatus::Dropped("over the limit".into())
-        );
+        assert_eq!(status(B), PushStatus::Dropped("over the limit".into()));
         // A worker that failed as a whole fails whichever call looks next, once.
         report_worker_failure(&opts, "main", "no repository").unwrap();
-        assert_eq!(
-            take_push_status(&opts, "main", C).unwrap(),
-            PushStatus::Failed("no repository".into())
-        );
-        assert_eq!(
-            take_push_status(&opts, "main", C).unwrap(),
-            PushStatus::Pending
-        );
+        assert_eq!(status(C), PushStatus::Failed("no repository".into()));
+        assert_eq!(status(C), PushStatus::Pending);
 
         // Once PostgreSQL marks A done, its report goes; B's stays while B is ready.
         fs::rename(
@@ -768,13 +715,14 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
 
         // A running worker (its lock held) delivers it a little later.
-        let lock = WorkerLock::try_take(&stanza_spool(&opts, "main").join("get.lock"))
+        let lock = WorkerLock::try_take(&opts.stanza_dir("main").join("get.lock"))
             .unwrap()
             .unwrap();
         let worker_dir = dir.clone();
         let worker = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            write_durable(&worker_dir, A, b"segment").unwrap();
+            pgbr_storage::posix::write_file_durable(&worker_dir.join(A), b"segment", 0o600)
+                .unwrap();
             fs::remove_file(fetching_marker(&worker_dir, A)).unwrap();
             drop(lock);
         });

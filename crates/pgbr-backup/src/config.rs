@@ -719,6 +719,17 @@ pub struct ArchivePushOptions {
     pub process_max: usize,
 }
 
+impl ArchivePushOptions {
+    /// The WAL file `wal` names: a relative path (`%p`, `pg_wal/...`) resolved against the data
+    /// directory when there is one.
+    pub fn wal_path(&self, wal: &Path) -> PathBuf {
+        match (&self.pg_path, wal.is_relative()) {
+            (Some(pg), true) => pg.join(wal),
+            _ => wal.to_path_buf(),
+        }
+    }
+}
+
 /// The typed configuration of one invocation.
 #[derive(Clone, Debug)]
 pub struct Config {

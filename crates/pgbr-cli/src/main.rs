@@ -5,7 +5,7 @@ mod args;
 mod render;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -192,12 +192,7 @@ async fn push_async(
             return Err(Error::Internal(format!(
                 "asynchronous archive-push of {name} did not finish within archive-timeout ({:.0}s); the worker logs to {}",
                 timeout.as_secs_f64(),
-                spool
-                    .spool_path
-                    .join("archive")
-                    .join(stanza)
-                    .join(format!("{}.log", Command::ArchivePushAsync.name()))
-                    .display()
+                worker_log(spool, stanza, Command::ArchivePushAsync).display()
             )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -235,6 +230,13 @@ fn start_prefetch(config: &Config, name: &str, fetched: &Path) {
     }
 }
 
+/// Where a background worker running `command` for `stanza` logs.
+fn worker_log(spool: &AsyncOptions, stanza: &str, command: Command) -> std::path::PathBuf {
+    spool
+        .stanza_dir(stanza)
+        .join(format!("{}.log", command.name()))
+}
+
 /// Starts this binary detached as `command`, with the same options, logging into the spool.
 fn spawn_worker(
     config: &Config,
@@ -246,13 +248,13 @@ fn spawn_worker(
     let exe = std::env::current_exe()
         .map_err(|e| Error::Internal(format!("unable to find the pgbr executable: {e}")))?;
     let stanza = config.stanza()?;
-    let dir = spool.spool_path.join("archive").join(stanza);
+    let dir = spool.stanza_dir(stanza);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
         action: "unable to create spool directory",
         path: dir.clone(),
         source: e,
     })?;
-    let log_path = dir.join(format!("{}.log", command.name()));
+    let log_path = worker_log(spool, stanza, command);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -449,12 +451,9 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                     "archive-push takes one argument, the WAL file's path (%p)".into(),
                 ));
             };
+            let push = config.archive_push()?;
             if let Some(spool) = config.archive_async() {
-                let push = config.archive_push()?;
-                let path = match (&push.pg_path, Path::new(wal).is_relative()) {
-                    (Some(pg), true) => pg.join(wal),
-                    _ => PathBuf::from(wal),
-                };
+                let path = push.wal_path(Path::new(wal));
                 let name = path.file_name().and_then(|n| n.to_str());
                 match name {
                     Some(name) if archive_async::is_marked_ready(&path) => {
@@ -467,13 +466,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 }
             }
             let repos = config.repos()?;
-            let report = multi::push_all(
-                &repos,
-                config.stanza()?,
-                Path::new(wal),
-                &config.archive_push()?,
-            )
-            .await;
+            let report = multi::push_all(&repos, config.stanza()?, Path::new(wal), &push).await;
             for (repo, outcome) in &report.stored {
                 if *outcome == PushOutcome::AlreadyArchived {
                     tracing::warn!(
