@@ -1402,6 +1402,7 @@ pub(crate) fn fetch_blocks(
         pending_first: 0,
         pending_bytes: 0,
         written: 0,
+        behind: None,
     };
     for pair in windows.chunks(2) {
         match pair {
@@ -1459,6 +1460,8 @@ struct BlockWriter<'a, 'h> {
     pending_first: usize,
     pending_bytes: usize,
     written: u64,
+    /// The bytes of the last window ended, whose writeback started then.
+    behind: Option<std::ops::Range<u64>>,
 }
 
 impl BlockWriter<'_, '_> {
@@ -1518,12 +1521,19 @@ impl BlockWriter<'_, '_> {
     }
 
     /// Writes what is left of `window` and has the disk start on it: it writes a window while
-    /// the next ones are decoded, instead of all at the restore's final syncfs.
+    /// the next ones are decoded, instead of all at the restore's final syncfs. The window
+    /// before leaves the page cache: a restore of gigabytes reuses a few megabytes of it
+    /// instead of taking fresh pages (and evicting what others cache) for every byte.
     fn end_window(&mut self, window: &std::ops::Range<usize>) -> Result<()> {
         self.flush()?;
         let start = (self.first_index + window.start) as u64 * self.block_size;
         let end = (self.first_index + window.end) as u64 * self.block_size;
         pgbr_storage::posix::start_writeback(self.dest, start, end - start);
+        // The window before this one started to be written back one window ago: it is on disk
+        // by now, or nearly, and its pages can go (see `posix::drop_written`).
+        if let Some(before) = self.behind.replace(start..end) {
+            pgbr_storage::posix::drop_written(self.dest, before.start, before.end - before.start);
+        }
         Ok(())
     }
 }

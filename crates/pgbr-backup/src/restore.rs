@@ -511,7 +511,7 @@ pub async fn run(
             RestoreJob::Part(..) => PART_BYTES,
         }
     };
-    jobs.sort_by_cached_key(|j| std::cmp::Reverse(size_of(j)));
+    schedule(&mut jobs, size_of);
     let worker_progress = Arc::clone(&progress);
     let file_delay = pipeline::test_file_delay();
     let (shared, worker_dests) = (Arc::clone(&manifest), Arc::clone(&dests));
@@ -725,6 +725,22 @@ enum RestoreJob {
     Bundle(Vec<usize>),
     /// One part of a big file (see [`PART_BYTES`]).
     Part(Arc<SplitFile>, usize),
+}
+
+/// Orders restore jobs largest first (`size_of`), so that no big file is left for the end, with
+/// the parts of big files interleaved: each file's parts are spread evenly over the run of
+/// parts. Two workers writing parts of one file take turns on its inode lock (ext4 serializes
+/// buffered writes to a file); two writing different files do not.
+fn schedule(jobs: &mut [RestoreJob], size_of: impl Fn(&RestoreJob) -> u64) {
+    let spread = |job: &RestoreJob| -> u64 {
+        match job {
+            RestoreJob::Part(split, part) => {
+                ((*part as u64) << 32) / split.part_count.max(1) as u64
+            }
+            RestoreJob::File(_) | RestoreJob::Bundle(_) => 0,
+        }
+    };
+    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(size_of(j)), spread(j)));
 }
 
 /// Restores the files of one bundle from a single read of it (only when one of them is needed).
@@ -1012,6 +1028,8 @@ struct SplitFile {
     /// `--delta` over a file already at the destination: each part keeps the blocks that are
     /// right and rewrites the others, in place.
     in_place: bool,
+    /// How many parts the file is restored in.
+    part_count: usize,
     /// Each part's BLAKE3 chaining value and the bytes it wrote, as parts finish.
     parts: std::sync::Mutex<Vec<Option<(blake3::hazmat::ChainingValue, u64)>>>,
     /// Set once the file is whole, checked and in place.
@@ -1063,6 +1081,9 @@ impl SplitFile {
             (dest.clone(), false)
         } else {
             let opened = open_destination(f, &dest)?;
+            // Its parts are written by several workers, out of order: allocated at once, the
+            // file is not extended (and its blocks reserved) write by write.
+            pgbr_storage::posix::preallocate(&opened.file, f.size);
             (opened.path, opened.rename)
         };
         let split = Arc::new(SplitFile {
@@ -1071,6 +1092,7 @@ impl SplitFile {
             path,
             rename,
             in_place,
+            part_count: parts,
             parts: std::sync::Mutex::new(vec![None; parts]),
             complete: Default::default(),
         });
@@ -1537,6 +1559,47 @@ mod tests {
             // not UTF-8, stray-link.
             assert_eq!(removed, 5, "round {round}");
         }
+    }
+
+    #[test]
+    fn parts_of_big_files_are_interleaved_after_bigger_jobs() {
+        let split = |index: usize, parts: usize| {
+            Arc::new(SplitFile {
+                index,
+                dest: PathBuf::from(format!("f{index}")),
+                path: PathBuf::from(format!("f{index}")),
+                rename: false,
+                // In place: dropping it removes nothing.
+                in_place: true,
+                part_count: parts,
+                parts: std::sync::Mutex::new(vec![None; parts]),
+                complete: Default::default(),
+            })
+        };
+        let (a, b) = (split(0, 4), split(1, 2));
+        let mut jobs: Vec<RestoreJob> = (0..4)
+            .map(|p| RestoreJob::Part(Arc::clone(&a), p))
+            .chain((0..2).map(|p| RestoreJob::Part(Arc::clone(&b), p)))
+            .chain([RestoreJob::File(7), RestoreJob::File(8)])
+            .collect();
+        schedule(&mut jobs, |j| match j {
+            RestoreJob::File(7) => PART_BYTES + 1,
+            RestoreJob::File(_) => 10,
+            RestoreJob::Bundle(_) => 0,
+            RestoreJob::Part(..) => PART_BYTES,
+        });
+        let order: Vec<String> = jobs
+            .iter()
+            .map(|j| match j {
+                RestoreJob::File(i) => format!("file{i}"),
+                RestoreJob::Bundle(_) => "bundle".into(),
+                RestoreJob::Part(s, p) => format!("{}.{p}", s.index),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            ["file7", "0.0", "1.0", "0.1", "0.2", "1.1", "0.3", "file8"]
+        );
     }
 
     #[test]
