@@ -147,11 +147,9 @@ pub fn sync_filesystem(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Asks the kernel to start writing `len` bytes of `file` from `offset` (0: to the end) to
-/// disk, without waiting. Best effort and not a durability guarantee: it only lets the disk
-/// work while the caller goes on, so that a later [`sync_filesystem`] or fsync has little
-/// left to wait for. Errors are ignored (an unsupported file system just writes back later).
-pub fn start_writeback(file: &fs::File, offset: u64, len: u64) {
+/// `sync_file_range(2)` of `len` bytes of `file` from `offset` (0: to the end) with `flags`;
+/// errors ignored (the callers are hints, and a later fsync or syncfs is the guarantee).
+fn sync_range(file: &fs::File, offset: u64, len: u64, flags: libc::c_uint) {
     use std::os::unix::io::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;
@@ -159,8 +157,30 @@ pub fn start_writeback(file: &fs::File, offset: u64, len: u64) {
     // SAFETY: sync_file_range takes a valid open descriptor, which `file` holds for the call;
     // it reads no memory of ours.
     unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(file.as_raw_fd(), offset, len, flags);
     }
+}
+
+/// `posix_fadvise(2)` of `len` bytes of `file` from `offset` (0: to the end); errors ignored
+/// (advice a file system does not take changes nothing but speed).
+fn advise(file: &fs::File, offset: u64, len: u64, advice: libc::c_int) {
+    use std::os::unix::io::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise takes a valid open descriptor, which `file` holds for the call; it
+    // reads no memory of ours.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset, len, advice);
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` (0: to the end) to
+/// disk, without waiting. Best effort and not a durability guarantee: it only lets the disk
+/// work while the caller goes on, so that a later [`sync_filesystem`] or fsync has little
+/// left to wait for. Errors are ignored (an unsupported file system just writes back later).
+pub fn start_writeback(file: &fs::File, offset: u64, len: u64) {
+    sync_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE);
 }
 
 /// Waits until the kernel has written `len` bytes of `file` from `offset` (written earlier, and
@@ -175,23 +195,15 @@ pub fn start_writeback(file: &fs::File, offset: u64, len: u64) {
 /// whose free memory goes back to the host, each one the kernel hands out again costs a fault
 /// on the host.
 pub fn drop_written(file: &fs::File, offset: u64, len: u64) {
-    use std::os::unix::io::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: both take a valid open descriptor, which `file` holds for the calls; they read
-    // no memory of ours.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset,
-            len,
-            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-        );
-        libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
-    }
+    sync_range(
+        file,
+        offset,
+        len,
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+    );
+    advise(file, offset, len, libc::POSIX_FADV_DONTNEED);
 }
 
 /// Reserves disk space for `file` to be `len` bytes long, as one allocation, before it is
@@ -215,12 +227,7 @@ pub fn preallocate(file: &fs::File, len: u64) {
 /// on the disk once per file; asking for the next ones ahead keeps several reads in flight.
 /// Best effort: errors (a file system that ignores the hint) are ignored.
 pub fn will_need(file: &fs::File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: posix_fadvise takes a valid open descriptor, which `file` holds for the call; it
-    // reads no memory of ours.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
-    }
+    advise(file, 0, 0, libc::POSIX_FADV_WILLNEED);
 }
 
 /// Writes `data` to `path` with permission bits `mode` (exactly, whatever the umask),
