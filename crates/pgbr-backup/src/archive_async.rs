@@ -59,6 +59,16 @@ fn in_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
     opts.stanza_dir(stanza).join("in")
 }
 
+/// The lock the push worker of `stanza` holds while it runs.
+fn push_lock(opts: &AsyncOptions, stanza: &str) -> PathBuf {
+    opts.stanza_dir(stanza).join("push.lock")
+}
+
+/// The lock the prefetch worker of `stanza` holds while it runs.
+fn prefetch_lock(opts: &AsyncOptions, stanza: &str) -> PathBuf {
+    opts.stanza_dir(stanza).join("get.lock")
+}
+
 fn ensure_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
@@ -184,12 +194,12 @@ impl WorkerLock {
 
 /// Whether a push worker is running for `stanza` (its lock is held).
 pub fn push_worker_running(opts: &AsyncOptions, stanza: &str) -> Result<bool> {
-    Ok(WorkerLock::try_take(&opts.stanza_dir(stanza).join("push.lock"))?.is_none())
+    Ok(WorkerLock::try_take(&push_lock(opts, stanza))?.is_none())
 }
 
 /// Whether a prefetch worker is running for `stanza`.
 pub fn prefetch_worker_running(opts: &AsyncOptions, stanza: &str) -> Result<bool> {
-    Ok(WorkerLock::try_take(&opts.stanza_dir(stanza).join("get.lock"))?.is_none())
+    Ok(WorkerLock::try_take(&prefetch_lock(opts, stanza))?.is_none())
 }
 
 /// What a worker did.
@@ -232,7 +242,7 @@ pub async fn drain_ready(
         })?
         .stanza()
         .to_string();
-    let lock_path = opts.stanza_dir(&stanza).join("push.lock");
+    let lock_path = push_lock(opts, &stanza);
     let mut total = DrainReport {
         already_running: true,
         ..Default::default()
@@ -524,7 +534,7 @@ pub async fn prefetch(
     opts: &AsyncOptions,
 ) -> Result<PrefetchReport> {
     let stanza = repo.stanza().to_string();
-    let Some(_lock) = WorkerLock::try_take(&opts.stanza_dir(&stanza).join("get.lock"))? else {
+    let Some(_lock) = WorkerLock::try_take(&prefetch_lock(opts, &stanza))? else {
         return Ok(PrefetchReport {
             already_running: true,
             ..Default::default()
@@ -640,6 +650,16 @@ mod tests {
     const B: &str = "000000010000000000000002";
     const C: &str = "000000010000000000000003";
 
+    /// A spool in `root/spool`, two workers, no queue limits.
+    fn spool_under(root: &Path) -> AsyncOptions {
+        AsyncOptions {
+            spool_path: root.join("spool"),
+            process_max: 2,
+            push_queue_max: None,
+            get_queue_max: 0,
+        }
+    }
+
     #[test]
     fn reports_say_which_ready_files_are_left_and_what_became_of_each() {
         let root = tempfile::tempdir().unwrap();
@@ -653,12 +673,7 @@ mod tests {
             fs::write(wal.join(format!("archive_status/{name}.ready")), b"").unwrap();
         }
         fs::write(wal.join(format!("archive_status/{C}.done")), b"").unwrap();
-        let opts = AsyncOptions {
-            spool_path: root.path().join("spool"),
-            process_max: 2,
-            push_queue_max: None,
-            get_queue_max: 0,
-        };
+        let opts = spool_under(root.path());
         let out = out_dir(&opts, "main");
         ensure_dir(&out).unwrap();
         let names = |v: Vec<(String, u64)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
@@ -699,12 +714,7 @@ mod tests {
     #[tokio::test]
     async fn archive_get_waits_for_a_segment_a_running_worker_is_fetching() {
         let root = tempfile::tempdir().unwrap();
-        let opts = AsyncOptions {
-            spool_path: root.path().join("spool"),
-            process_max: 2,
-            push_queue_max: None,
-            get_queue_max: 0,
-        };
+        let opts = spool_under(root.path());
         let dir = in_dir(&opts, "main");
         ensure_dir(&dir).unwrap();
         let dest = root.path().join("RECOVERYXLOG");
@@ -715,7 +725,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
 
         // A running worker (its lock held) delivers it a little later.
-        let lock = WorkerLock::try_take(&opts.stanza_dir("main").join("get.lock"))
+        let lock = WorkerLock::try_take(&prefetch_lock(&opts, "main"))
             .unwrap()
             .unwrap();
         let worker_dir = dir.clone();
