@@ -854,12 +854,12 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    repo.save_manifest(&label, &manifest).await?;
+    let (_, manifest_checksum) = repo.save_manifest(&label, &manifest).await?;
     // Committed: the in-progress record is no longer needed.
     repo.storage()
         .delete(&format!("{backup_dir}/{}", crate::repo::INPROGRESS_FILE))
         .await?;
-    let summary = BackupSummary::from_manifest(&manifest);
+    let summary = BackupSummary::from_manifest(&manifest, manifest_checksum);
     repo.backup_info.backups.push(summary);
     repo.save_backup_info().await?;
     progress.message(&format!(
@@ -1325,11 +1325,11 @@ async fn reconcile_with(
         if repo.backup_info().backup(&label).is_some() {
             continue;
         }
-        match repo.load_manifest(&label).await {
-            Ok(m) => {
+        match repo.load_manifest_with_checksum(&label).await {
+            Ok((m, checksum)) => {
                 repo.backup_info
                     .backups
-                    .push(BackupSummary::from_manifest(&m));
+                    .push(BackupSummary::from_manifest(&m, checksum));
                 changed = true;
             }
             Err(Error::BackupMissing(_)) if !remove_incomplete || keep == Some(label.as_str()) => {}

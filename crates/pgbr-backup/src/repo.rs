@@ -7,7 +7,9 @@
 
 use bytes::Bytes;
 use pgbr_crypto::{CipherType, DataKey, WrappedKey};
-use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory, Manifest};
+use pgbr_manifest::{
+    ArchiveInfo, BackupInfo, BackupSummary, Checksum, CipherInfo, DbHistory, Manifest,
+};
 use pgbr_storage::{CompressType, Storage};
 
 use crate::config::{CloudOptions, RepoOptions, RepoType};
@@ -319,6 +321,16 @@ impl Repository {
     /// files loads in 0.7 s and 224 MiB this way, against 1.6 s and 678 MiB decompressed whole
     /// (`cargo bench --bench manifest`).
     pub(crate) fn open_manifest(&self, raw: &[u8], what: &str) -> Result<Manifest> {
+        self.open_manifest_with_checksum(raw, what).map(|(m, _)| m)
+    }
+
+    /// [`Repository::open_manifest`], also returning the manifest's checksum (the one
+    /// `backup.info` records for a committed backup).
+    pub(crate) fn open_manifest_with_checksum(
+        &self,
+        raw: &[u8],
+        what: &str,
+    ) -> Result<(Manifest, Checksum)> {
         let plain = self.unseal(raw, what)?;
         let loaded = if plain.starts_with(&ZSTD_MAGIC) {
             let text = pgbr_storage::DecompressReader::new(CompressType::Zst, &plain[..]).map_err(
@@ -329,9 +341,9 @@ impl Repository {
                     ))
                 },
             )?;
-            Manifest::from_reader(text)
+            Manifest::from_reader_with_checksum(text)
         } else {
-            Manifest::from_bytes(&plain)
+            Manifest::from_bytes_with_checksum(&plain)
         };
         loaded.map_err(|source| Error::Manifest {
             context: format!("{}: {what}", self.name()),
@@ -340,27 +352,61 @@ impl Repository {
     }
 
     /// Serializes, compresses and encrypts a manifest for storing (see
-    /// [`Repository::open_manifest`]).
-    fn close_manifest(&self, manifest: &Manifest, what: &str) -> Result<Vec<u8>> {
+    /// [`Repository::open_manifest`]); also returns the manifest's checksum.
+    fn close_manifest(&self, manifest: &Manifest, what: &str) -> Result<(Vec<u8>, Checksum)> {
         // Serialized straight into the compressor: a manifest of many files is never held
         // uncompressed.
         let compress_err = |e| Error::Internal(format!("compressing the {what}: {e}"));
         let w = pgbr_storage::CompressWriter::new(CompressType::Zst, MANIFEST_LEVEL, Vec::new())
             .map_err(compress_err)?;
-        let w = manifest.write_to(w).map_err(|source| Error::Manifest {
-            context: what.to_string(),
-            source,
-        })?;
+        let (w, checksum) =
+            manifest
+                .write_to_with_checksum(w)
+                .map_err(|source| Error::Manifest {
+                    context: what.to_string(),
+                    source,
+                })?;
         let compressed = w.finish().map_err(compress_err)?;
-        self.seal(compressed)
+        Ok((self.seal(compressed)?, checksum))
     }
 
-    /// Loads and verifies the manifest of backup `label` (first copy that verifies).
+    /// Loads and verifies the manifest of backup `label` (first copy that verifies). For a
+    /// backup listed in `backup.info`, a copy verifies only if it is the manifest committed
+    /// under that label (see [`check_bound`]): a restore never reads another backup's files
+    /// for the one asked for.
     pub async fn load_manifest(&self, label: &str) -> Result<Manifest> {
+        self.load_manifest_with_checksum(label)
+            .await
+            .map(|(m, _)| m)
+    }
+
+    /// [`Repository::load_manifest`], also returning the manifest's checksum.
+    pub(crate) async fn load_manifest_with_checksum(
+        &self,
+        label: &str,
+    ) -> Result<(Manifest, Checksum)> {
         let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
         let name = self.name();
+        let listed = self.backup_info.backup(label);
         let m = load_twice(&self.storage, &path, |raw| {
-            self.open_manifest(raw, &format!("manifest of backup {label}"))
+            let what = format!("manifest of backup {label}");
+            let (m, checksum) = self.open_manifest_with_checksum(raw, &what)?;
+            match listed {
+                Some(summary) => check_bound(&self.backup_info, summary, &m, &checksum)
+                    .map_err(|why| {
+                        Error::Corrupt(format!(
+                            "{name}: the manifest in {path} is not the one committed as backup {label}: {why}. The backup's directory was replaced or damaged; run 'pgbr verify', restore another backup with --set"
+                        ))
+                    })?,
+                None if m.backup.label != label => {
+                    return Err(Error::Corrupt(format!(
+                        "{name}: {path} is the manifest of backup {}, not {label}",
+                        m.backup.label
+                    )))
+                }
+                None => {}
+            }
+            Ok((m, checksum))
         })
         .await?;
         m.ok_or_else(|| {
@@ -370,18 +416,24 @@ impl Repository {
         })
     }
 
-    /// Writes `manifest` for backup `label`: this commits the backup.
-    pub(crate) async fn save_manifest(&self, label: &str, manifest: &Manifest) -> Result<u64> {
-        let sealed = self.close_manifest(manifest, &format!("manifest of backup {label}"))?;
+    /// Writes `manifest` for backup `label`: this commits the backup. Returns the bytes written
+    /// and the manifest's checksum (for its `backup.info` entry).
+    pub(crate) async fn save_manifest(
+        &self,
+        label: &str,
+        manifest: &Manifest,
+    ) -> Result<(u64, Checksum)> {
+        let (sealed, checksum) =
+            self.close_manifest(manifest, &format!("manifest of backup {label}"))?;
         let len = sealed.len() as u64;
         let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
         save_twice(&self.storage, &path, sealed).await?;
-        Ok(len * 2)
+        Ok((len * 2, checksum))
     }
 
     /// Writes the in-progress manifest of backup `label` (not a commit: see [`INPROGRESS_FILE`]).
     pub(crate) async fn save_inprogress(&self, label: &str, manifest: &Manifest) -> Result<()> {
-        let sealed =
+        let (sealed, _) =
             self.close_manifest(manifest, &format!("in-progress manifest of backup {label}"))?;
         let path = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
         self.storage.put(&path, Bytes::from(sealed)).await?;
@@ -408,6 +460,63 @@ impl Repository {
                 source,
             })?;
         save_twice(&self.storage, &backup_info_path(&self.stanza), bytes).await
+    }
+}
+
+/// Whether manifest `m` (checksum `checksum`) is the one committed as `summary` in `info`:
+/// same label, type, prior, references and database, the database's cluster, and the
+/// checksum `backup.info` recorded (entries written before it was recorded have none). The
+/// error says what differs.
+pub(crate) fn check_bound(
+    info: &BackupInfo,
+    summary: &BackupSummary,
+    m: &Manifest,
+    checksum: &Checksum,
+) -> std::result::Result<(), String> {
+    let b = &m.backup;
+    if b.label != summary.label {
+        return Err(format!("it is the manifest of backup {}", b.label));
+    }
+    let differs = |what: &str, found: String, listed: String| {
+        Err(format!(
+            "its {what} is {found}, backup.info records {listed}"
+        ))
+    };
+    if b.backup_type != summary.backup_type {
+        return differs(
+            "type",
+            b.backup_type.to_string(),
+            summary.backup_type.to_string(),
+        );
+    }
+    if b.prior != summary.prior {
+        let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".into());
+        return differs("prior backup", show(&b.prior), show(&summary.prior));
+    }
+    if b.references != summary.references {
+        return differs(
+            "list of referenced backups",
+            b.references.join(","),
+            summary.references.join(","),
+        );
+    }
+    if b.db_id != summary.db_id {
+        return differs("db-id", b.db_id.to_string(), summary.db_id.to_string());
+    }
+    if let Some(db) = info.db_history.iter().find(|d| d.db_id == b.db_id) {
+        if (b.system_id, b.pg_version) != (db.system_id, db.pg_version) {
+            return differs(
+                "cluster",
+                format!("system {} PostgreSQL {}", b.system_id, b.pg_version),
+                format!("system {} PostgreSQL {}", db.system_id, db.pg_version),
+            );
+        }
+    }
+    match &summary.manifest_checksum {
+        Some(recorded) if recorded != checksum => {
+            differs("checksum", checksum.to_string(), recorded.to_string())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -470,5 +579,111 @@ pub(crate) fn unlock(
             context: format!("{repo_name}: unlocking the stanza's key"),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgbr_manifest::{new_label, BackupType, PathEntry, Target};
+
+    fn manifest(label: &str, files_note: &str) -> Manifest {
+        let mut m = Manifest {
+            targets: vec![Target {
+                name: "pg_data".into(),
+                path: "/var/lib/postgresql/15/main".into(),
+                tablespace_oid: None,
+                tablespace_name: None,
+            }],
+            paths: vec![PathEntry {
+                target: "pg_data".into(),
+                name: String::new(),
+                mode: 0o700,
+            }],
+            ..Manifest::default()
+        };
+        m.backup.label = label.into();
+        m.backup.backup_type = BackupType::Full;
+        m.backup.db_id = 1;
+        m.backup.system_id = 7;
+        m.backup.pg_version = 15;
+        m.backup.backup_label = files_note.into();
+        m
+    }
+
+    fn repository() -> Repository {
+        let db = DbHistory {
+            db_id: 1,
+            system_id: 7,
+            pg_version: 15,
+        };
+        let cipher = CipherInfo {
+            cipher_type: "none".into(),
+            wrapped_key: None,
+        };
+        Repository {
+            storage: Storage::memory(),
+            opts: RepoOptions::posix("/test"),
+            stanza: "main".into(),
+            key: None,
+            backup_info: BackupInfo {
+                stanza: "main".into(),
+                db_history: vec![db.clone()],
+                cipher: cipher.clone(),
+                backups: Vec::new(),
+            },
+            archive_info: ArchiveInfo {
+                stanza: "main".into(),
+                db_history: vec![db],
+                cipher,
+            },
+            lock: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_manifest_is_read_only_as_the_one_committed_under_its_label() {
+        let mut repo = repository();
+        let (a, b) = (
+            new_label(BackupType::Full, None, 1_795_641_390),
+            new_label(BackupType::Full, None, 1_795_645_000),
+        );
+        let committed = manifest(&a, "as committed");
+        let (_, checksum) = repo.save_manifest(&a, &committed).await.expect("save");
+        repo.backup_info
+            .backups
+            .push(BackupSummary::from_manifest(&committed, checksum));
+        assert_eq!(repo.load_manifest(&a).await.expect("load"), committed);
+
+        // Another manifest under the same label, valid in itself: its checksum differs.
+        repo.save_manifest(&a, &manifest(&a, "replaced"))
+            .await
+            .expect("save");
+        let err = repo.load_manifest(&a).await.expect_err("replaced");
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m.contains("not the one committed") && m.contains("checksum")),
+            "{err}"
+        );
+        // An entry written before checksums were recorded is checked on the rest.
+        repo.backup_info.backups[0].manifest_checksum = None;
+        repo.load_manifest(&a).await.expect("no checksum recorded");
+        // Another backup's manifest under this label.
+        repo.save_manifest(&a, &manifest(&b, "another"))
+            .await
+            .expect("save");
+        let err = repo.load_manifest(&a).await.expect_err("another backup's");
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m.contains(&format!("manifest of backup {b}"))),
+            "{err}"
+        );
+        // A manifest of another cluster under the same label and database.
+        let mut other = manifest(&a, "as committed");
+        other.backup.system_id = 8;
+        repo.save_manifest(&a, &other).await.expect("save");
+        let err = repo.load_manifest(&a).await.expect_err("another cluster's");
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m.contains("system 8")),
+            "{err}"
+        );
     }
 }

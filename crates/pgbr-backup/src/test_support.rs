@@ -28,5 +28,6 @@ pub(crate) fn summary(
         file_count: 0,
         page_errors: 0,
         compress_type: Some("zst".into()),
+        manifest_checksum: None,
     }
 }

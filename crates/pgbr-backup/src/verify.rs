@@ -520,7 +520,7 @@ pub async fn run(
         let is_listed = listed.contains(label);
         let dir = repo.backup_path(label);
         let base = format!("{dir}/{MANIFEST_FILE}");
-        let mut good: Option<Manifest> = None;
+        let mut good: Option<(Manifest, pgbr_manifest::Checksum)> = None;
         let mut present = 0;
         let mut missing = Vec::new();
         // The manifest as first read, and what was wrong with it: a copy byte for byte the same
@@ -542,19 +542,27 @@ pub async fn run(
                 }
             }
             let parsed = repo
-                .open_manifest(&raw, &format!("manifest of backup {label}"))
+                .open_manifest_with_checksum(&raw, &format!("manifest of backup {label}"))
                 .map_err(|e| e.to_string());
+            let summary = repo.backup_info().backup(label);
             let problem = match parsed {
-                Ok(m) if m.backup.label != *label => Some(format!(
+                Ok((m, _)) if m.backup.label != *label => Some(format!(
                     "is the manifest of backup {}, not {label}",
                     m.backup.label
                 )),
-                Ok(m) => {
-                    if good.is_none() {
-                        good = Some(m);
+                Ok((m, checksum)) => match summary
+                    .map(|s| crate::repo::check_bound(repo.backup_info(), s, &m, &checksum))
+                {
+                    Some(Err(why)) => Some(format!(
+                        "is not the manifest committed as backup {label}: {why}"
+                    )),
+                    _ => {
+                        if good.is_none() {
+                            good = Some((m, checksum));
+                        }
+                        None
                     }
-                    None
-                }
+                },
                 Err(e) => Some(format!("manifest does not verify: {e}")),
             };
             if let Some(problem) = &problem {
@@ -585,7 +593,7 @@ pub async fn run(
                 report.note(&path, "missing (the other manifest copy exists)");
             }
         }
-        let Some(m) = good else {
+        let Some((m, manifest_checksum)) = good else {
             report.error(
                 &dir,
                 format!("backup {label} has no manifest copy that verifies; it cannot be restored"),
@@ -716,7 +724,7 @@ pub async fn run(
                 files,
             });
         }
-        summaries.push(BackupSummary::from_manifest(&m));
+        summaries.push(BackupSummary::from_manifest(&m, manifest_checksum));
         drop(m);
         // Backup by backup: only one backup's jobs are held at a time.
         check_all(

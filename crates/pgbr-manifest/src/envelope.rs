@@ -145,14 +145,14 @@ impl<W: io::Write> io::Write for Hashing<W> {
 
 /// Streams the envelope into `w`: `format`, `kind` (info files only), the content under
 /// `body`, then its checksum (hashed as the content goes by, so nothing is held in memory).
-/// Returns `w`.
+/// Returns `w` and the checksum.
 fn write_to<T: Serialize + ?Sized, W: io::Write>(
     format: u32,
     kind: Option<&str>,
     body: &str,
     content: &T,
     w: W,
-) -> Result<W, Error> {
+) -> Result<(W, blake3::Hash), Error> {
     use io::Write as _;
     let io_err = serde_json::Error::io;
     let mut out = Hashing {
@@ -191,7 +191,7 @@ fn write_to<T: Serialize + ?Sized, W: io::Write>(
     out.write_all(checksum.to_hex().as_bytes())
         .map_err(io_err)?;
     out.write_all(b"\"\n}\n").map_err(io_err)?;
-    Ok(out.inner)
+    Ok((out.inner, checksum))
 }
 
 /// Writes the envelope into a buffer of `capacity` bytes (see [`write_to`]).
@@ -202,7 +202,7 @@ fn write<T: Serialize + ?Sized>(
     content: &T,
     capacity: usize,
 ) -> Result<Vec<u8>, Error> {
-    write_to(format, kind, body, content, Vec::with_capacity(capacity))
+    write_to(format, kind, body, content, Vec::with_capacity(capacity)).map(|(bytes, _)| bytes)
 }
 
 /// Writes `{"format":..,"kind":..,"content":..,"checksum":..}`.
@@ -224,12 +224,13 @@ pub(crate) fn write_manifest<T: Serialize + ?Sized>(
     write(format, None, "manifest", manifest, capacity)
 }
 
-/// Streams `{"format":..,"manifest":..,"checksum":..}` into `w` and returns it.
+/// Streams `{"format":..,"manifest":..,"checksum":..}` into `w` and returns it with the
+/// checksum.
 pub(crate) fn write_manifest_to<T: Serialize + ?Sized, W: io::Write>(
     format: u32,
     manifest: &T,
     w: W,
-) -> Result<W, Error> {
+) -> Result<(W, blake3::Hash), Error> {
     write_to(format, None, "manifest", manifest, w)
 }
 
@@ -239,11 +240,15 @@ pub(crate) fn read_kind<T: DeserializeOwned>(
     format: u32,
     kind: &str,
 ) -> Result<T, Error> {
-    read(bytes, format, Some(kind))
+    read(bytes, format, Some(kind)).map(|(content, _)| content)
 }
 
-/// Reads an envelope written by [`write_manifest`], checking format and checksum.
-pub(crate) fn read_manifest<T: DeserializeOwned>(bytes: &[u8], format: u32) -> Result<T, Error> {
+/// Reads an envelope written by [`write_manifest`], checking format and checksum; returns the
+/// content and its checksum.
+pub(crate) fn read_manifest<T: DeserializeOwned>(
+    bytes: &[u8],
+    format: u32,
+) -> Result<(T, blake3::Hash), Error> {
     read(bytes, format, None)
 }
 
@@ -271,8 +276,13 @@ fn check_format(found: u64, supported: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// `kind`: the info file kind expected, `None` for a manifest.
-fn read<T: DeserializeOwned>(bytes: &[u8], format: u32, kind: Option<&str>) -> Result<T, Error> {
+/// `kind`: the info file kind expected, `None` for a manifest. Returns the content and its
+/// checksum.
+fn read<T: DeserializeOwned>(
+    bytes: &[u8],
+    format: u32,
+    kind: Option<&str>,
+) -> Result<(T, blake3::Hash), Error> {
     let env: Envelope<'_> = serde_json::from_slice(bytes)?;
     let found = env
         .format
@@ -322,7 +332,7 @@ fn read<T: DeserializeOwned>(bytes: &[u8], format: u32, kind: Option<&str>) -> R
     let (content, computed) = parse_and_hash::<T>(body.get());
     let content = content?;
     check_checksum(&recorded, &computed)?;
-    Ok(content)
+    Ok((content, computed))
 }
 
 /// Parses `text` strictly and computes its BLAKE3, at the same time when it is large.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope;
 use crate::label::parse_label;
-use crate::{BackupType, Error, Manifest};
+use crate::{BackupType, Checksum, Error, Manifest};
 
 /// Version of the info file formats this build reads and writes.
 pub const INFO_FORMAT: u32 = 2;
@@ -79,11 +79,18 @@ pub struct BackupSummary {
     /// How the backup's files are compressed (its manifest's `compress_type`), so that a later
     /// backup can read blocks of it as delta bases without loading its manifest.
     pub compress_type: Option<String>,
+    /// The checksum of the backup's manifest as committed (the one its envelope records): a
+    /// manifest read later must have it, so that one replaced by another backup's (a copied
+    /// directory, a tampered repository) is refused. Absent in entries written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_checksum: Option<Checksum>,
 }
 
 impl BackupSummary {
-    /// Summarizes a manifest for `backup.info`.
-    pub fn from_manifest(m: &Manifest) -> BackupSummary {
+    /// Summarizes a manifest for `backup.info`; `manifest_checksum` is the manifest's checksum
+    /// as stored ([`Manifest::write_to_with_checksum`], [`Manifest::from_reader_with_checksum`]).
+    pub fn from_manifest(m: &Manifest, manifest_checksum: Checksum) -> BackupSummary {
         let b = &m.backup;
         BackupSummary {
             label: b.label.clone(),
@@ -103,6 +110,7 @@ impl BackupSummary {
             file_count: m.files.len() as u64,
             page_errors: m.files.iter().map(|f| f.page_errors.len() as u64).sum(),
             compress_type: Some(b.compress_type.clone()),
+            manifest_checksum: Some(manifest_checksum),
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope;
 use crate::label::{full_part, parse_label};
-use crate::{BackupType, Error};
+use crate::{BackupType, Checksum, Error};
 
 /// Version of the manifest format this build reads and writes.
 pub const MANIFEST_FORMAT: u32 = 2;
@@ -447,24 +447,44 @@ impl Manifest {
     /// holding them, and returns `w`. For a manifest of many files this saves a buffer of about
     /// 270 bytes per file.
     pub fn write_to<W: std::io::Write>(&self, w: W) -> Result<W, Error> {
+        self.write_to_with_checksum(w).map(|(w, _)| w)
+    }
+
+    /// [`Manifest::write_to`], also returning the manifest's checksum (the one its envelope
+    /// records, and [`Manifest::from_reader_with_checksum`] returns): `backup.info` keeps it, so
+    /// that a manifest replaced by another is told apart from the one committed.
+    pub fn write_to_with_checksum<W: std::io::Write>(&self, w: W) -> Result<(W, Checksum), Error> {
         envelope::write_manifest_to(MANIFEST_FORMAT, &SortedManifest::new(self), w)
+            .map(|(w, hash)| (w, Checksum::from(hash)))
     }
 
     /// Loads a manifest written by [`Manifest::to_bytes`]: checks the format
     /// version, the self-checksum, then [`Manifest::validate`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, Error> {
-        let manifest: Manifest = envelope::read_manifest(bytes, MANIFEST_FORMAT)?;
+        Self::from_bytes_with_checksum(bytes).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::from_bytes`], also returning the manifest's checksum.
+    pub fn from_bytes_with_checksum(bytes: &[u8]) -> Result<(Manifest, Checksum), Error> {
+        let (manifest, hash): (Manifest, _) = envelope::read_manifest(bytes, MANIFEST_FORMAT)?;
         manifest.validate()?;
-        Ok(manifest)
+        Ok((manifest, Checksum::from(hash)))
     }
 
     /// [`Manifest::from_bytes`] from a stream (a decompressor, a file): the manifest is
     /// parsed as its bytes arrive and hashed on the way; no more of its text is held than its
     /// largest entry. The same manifests load, with the same checks.
     pub fn from_reader<R: std::io::Read>(reader: R) -> Result<Manifest, Error> {
-        let manifest = crate::streamed::read_manifest_from(reader, MANIFEST_FORMAT)?;
+        Self::from_reader_with_checksum(reader).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::from_reader`], also returning the manifest's checksum.
+    pub fn from_reader_with_checksum<R: std::io::Read>(
+        reader: R,
+    ) -> Result<(Manifest, Checksum), Error> {
+        let (manifest, hash) = crate::streamed::read_manifest_from(reader, MANIFEST_FORMAT)?;
         manifest.validate()?;
-        Ok(manifest)
+        Ok((manifest, Checksum::from(hash)))
     }
 
     /// Finds a file by target and name.
@@ -515,7 +535,8 @@ impl Manifest {
     /// - every path, link and file name passes [`validate_relative_name`]
     ///   (only a path may be `""`, the target root), names an existing
     ///   target, appears once per target across paths, links and files, and
-    ///   does not lie below a file or a link;
+    ///   does not lie below a file or a link; no entry of `pg_data` lies at or below
+    ///   `pg_tblspc/<oid>` of a tablespace target (where that tablespace's link goes);
     /// - file checksums are 64 lowercase hex digits, block hashes 32; block
     ///   maps have `ceil(size / block_size)` blocks; every `reference` is
     ///   listed in `references`.
@@ -608,11 +629,30 @@ impl Manifest {
             }
             Ok(())
         };
+        // A tablespace target is restored behind the link pg_data/pg_tblspc/<oid>: no entry of
+        // pg_data may stand there or below it, or it would be written through that link.
+        let shadows_tablespace = |target: &str, name: &str| -> Result<(), Error> {
+            let Some(rest) = name.strip_prefix("pg_tblspc/") else {
+                return Ok(());
+            };
+            let oid_dir = rest.split('/').next().unwrap_or(rest);
+            if target == "pg_data" && targets.contains(format!("pg_tblspc/{oid_dir}").as_str()) {
+                return Err(Error::invalid(
+                    format!("entry {name:?} in target \"pg_data\""),
+                    format!(
+                        "it lies at or below the link of tablespace target pg_tblspc/{oid_dir}"
+                    ),
+                ));
+            }
+            Ok(())
+        };
         for p in &self.paths {
             check_entry(&p.target, &p.name, true)?;
+            shadows_tablespace(&p.target, &p.name)?;
         }
         for l in &self.links {
             check_entry(&l.target, &l.name, false)?;
+            shadows_tablespace(&l.target, &l.name)?;
             if l.destination.is_empty() || l.destination.contains('\0') {
                 return Err(Error::invalid(
                     format!("link {:?} in target {:?}", l.name, l.target),
@@ -622,6 +662,7 @@ impl Manifest {
         }
         for f in &self.files {
             check_entry(&f.target, &f.name, false)?;
+            shadows_tablespace(&f.target, &f.name)?;
             self.validate_file(f, &references)?;
         }
 
@@ -657,12 +698,19 @@ impl Manifest {
         // walk up is skipped when the parent is the previous entry's.
         let mut dirs: BTreeMap<(&str, &str), &str> = BTreeMap::new();
         let mut last_parent = ("", None);
+        // A tablespace's link goes at pg_data/<its name>: its parents count too.
+        let tablespace_links = self
+            .targets
+            .iter()
+            .filter(|t| t.name != "pg_data")
+            .map(|t| ("pg_data", t.name.as_str()));
         let entries = self
             .paths
             .iter()
             .map(Keyed::key)
             .chain(self.links.iter().map(Keyed::key))
-            .chain(self.files.iter().map(Keyed::key));
+            .chain(self.files.iter().map(Keyed::key))
+            .chain(tablespace_links);
         for (target, name) in entries {
             let parent = name.rfind('/').map(|i| &name[..i]);
             if parent.is_none() || (target, parent) == last_parent {

@@ -28,12 +28,20 @@ const MANIFEST_FIELDS: &[&str] = &["backup", "targets", "paths", "links", "files
 
 /// Reads an envelope written by `envelope::write_manifest` from `reader`, checking format and
 /// checksum like `envelope::read_manifest`. The envelope's fields are checked as they come (the
-/// format first, as written), then the checksum once the manifest has gone by.
-pub(crate) fn read_manifest_from<R: Read>(reader: R, format: u32) -> Result<Manifest, Error> {
+/// format first, as written), then the checksum once the manifest has gone by. Returns the
+/// manifest and its checksum.
+pub(crate) fn read_manifest_from<R: Read>(
+    reader: R,
+    format: u32,
+) -> Result<(Manifest, blake3::Hash), Error> {
     read_with_window(reader, format, WINDOW)
 }
 
-fn read_with_window<R: Read>(reader: R, format: u32, window: usize) -> Result<Manifest, Error> {
+fn read_with_window<R: Read>(
+    reader: R,
+    format: u32,
+    window: usize,
+) -> Result<(Manifest, blake3::Hash), Error> {
     let mut text = Window::new(reader, window);
     let mut found_format = None;
     let mut manifest = None;
@@ -102,7 +110,7 @@ fn read_with_window<R: Read>(reader: R, format: u32, window: usize) -> Result<Ma
     let (manifest, computed) = manifest.ok_or_else(|| shape("missing field `manifest`".into()))?;
     let recorded = checksum.ok_or_else(|| shape("missing field `checksum`".into()))?;
     check_checksum(&recorded, &computed)?;
-    Ok(manifest)
+    Ok((manifest, computed))
 }
 
 /// Parses the manifest object, hashing its text from its first byte to its last.
@@ -426,7 +434,7 @@ mod tests {
         // Small windows cut every value at every place, numbers included, and grow.
         for window in 1..300 {
             let streamed = read_with_window(&bytes[..], MANIFEST_FORMAT, window)
-                .and_then(|m| m.validate().map(|()| m))
+                .and_then(|(m, _)| m.validate().map(|()| m))
                 .unwrap_or_else(|e| panic!("window {window}: {e}"));
             assert_eq!(streamed, whole, "window {window}");
         }
@@ -500,7 +508,7 @@ mod tests {
             let bytes = edited(&manifest_with_block_map(5).to_bytes().unwrap(), at, remove, insert);
             let whole = Manifest::from_bytes(&bytes);
             let streamed = read_with_window(&bytes[..], MANIFEST_FORMAT, window)
-                .and_then(|m| m.validate().map(|()| m));
+                .and_then(|(m, _)| m.validate().map(|()| m));
             proptest::prop_assert_eq!(whole.as_ref().ok(), streamed.as_ref().ok(),
                 "{:?} / {:?}", whole.as_ref().err(), streamed.as_ref().err());
             if let (Err(a), Err(b)) = (&whole, &streamed) {

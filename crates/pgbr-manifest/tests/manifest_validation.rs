@@ -62,8 +62,8 @@ fn manifest() -> Manifest {
         ],
         links: vec![LinkEntry {
             target: "pg_data".into(),
-            name: "pg_tblspc/16384".into(),
-            destination: "/srv/ts1".into(),
+            name: "pg_wal".into(),
+            destination: "/srv/wal".into(),
         }],
         files: vec![
             file("pg_data", "base/1/1259"),
@@ -169,11 +169,71 @@ fn restore_refuses_manifest_path_outside_target() {
 #[test]
 fn refuses_entries_below_links_and_files() {
     let mut m = manifest();
-    m.files.push(file("pg_data", "pg_tblspc/16384/evil"));
+    m.files.push(file("pg_data", "pg_wal/evil"));
     assert!(matches!(reload(&m), Err(Error::NotADirectory { .. })));
     let mut m = manifest();
     m.files.push(file("pg_data", "base/1/1259/x"));
     assert!(matches!(reload(&m), Err(Error::NotADirectory { .. })));
+}
+
+#[test]
+fn refuses_pg_data_entries_where_a_tablespace_link_goes() {
+    // pg_data/pg_tblspc/16384 is the link to tablespace target pg_tblspc/16384: an entry of
+    // pg_data there, or below it, would be restored through that link.
+    let link = LinkEntry {
+        target: "pg_data".into(),
+        name: "pg_tblspc/16384".into(),
+        destination: "/somewhere/else".into(),
+    };
+    let dir = PathEntry {
+        target: "pg_data".into(),
+        name: "pg_tblspc/16384".into(),
+        mode: 0o700,
+    };
+    type Edit = Box<dyn Fn(&mut Manifest)>;
+    let cases: Vec<Edit> = vec![
+        Box::new(|m| m.files.push(file("pg_data", "pg_tblspc/16384/evil"))),
+        Box::new(|m| m.files.push(file("pg_data", "pg_tblspc/16384"))),
+        Box::new(move |m| m.links.push(link.clone())),
+        Box::new(move |m| m.paths.push(dir.clone())),
+    ];
+    for (i, add) in cases.iter().enumerate() {
+        let mut m = manifest();
+        add(&mut m);
+        let err = reload(&m).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("link of tablespace target pg_tblspc/16384"),
+            "case {i}: {err}"
+        );
+    }
+    // Nor may its parent be a link or a file: the tablespace's link would be made through it.
+    for as_file in [false, true] {
+        let mut m = manifest();
+        if as_file {
+            m.files.push(file("pg_data", "pg_tblspc"));
+        } else {
+            m.links.push(LinkEntry {
+                target: "pg_data".into(),
+                name: "pg_tblspc".into(),
+                destination: "/outside".into(),
+            });
+        }
+        assert!(
+            matches!(reload(&m), Err(Error::NotADirectory { .. })),
+            "pg_tblspc as a {}",
+            if as_file { "file" } else { "link" }
+        );
+    }
+    // Another tablespace's oid is just a name.
+    let mut m = manifest();
+    m.files.push(file("pg_data", "pg_tblspc/99/x"));
+    m.paths.push(PathEntry {
+        target: "pg_data".into(),
+        name: "pg_tblspc/99".into(),
+        mode: 0o700,
+    });
+    reload(&m).expect("loads");
 }
 
 #[test]
@@ -343,8 +403,10 @@ fn envelope_checks_format_checksum_and_kind() {
 #[test]
 fn backup_info_rules() {
     let m = manifest();
-    let summary = BackupSummary::from_manifest(&m);
+    let (_, checksum) = Manifest::from_bytes_with_checksum(&m.to_bytes().unwrap()).unwrap();
+    let summary = BackupSummary::from_manifest(&m, checksum);
     assert_eq!(summary.file_count, 2);
+    assert_eq!(summary.manifest_checksum, Some(checksum));
     let mut info = BackupInfo {
         stanza: "main".into(),
         db_history: vec![

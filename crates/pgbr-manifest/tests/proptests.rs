@@ -363,8 +363,13 @@ fn backup_info_strategy() -> impl Strategy<Value = BackupInfo> {
                     .prop_map(|ms| {
                         let mut out: Vec<BackupSummary> = Vec::new();
                         for (m, db_id) in ms {
-                            let mut s = BackupSummary::from_manifest(&m);
+                            let checksum = pgbr_manifest::Checksum::of(m.backup.label.as_bytes());
+                            let mut s = BackupSummary::from_manifest(&m, checksum);
                             s.db_id = db_id;
+                            // Entries written before checksums were recorded have none.
+                            if db_id % 2 == 0 {
+                                s.manifest_checksum = None;
+                            }
                             if !out.iter().any(|o| o.label == s.label) {
                                 out.push(s);
                             }
@@ -402,6 +407,11 @@ proptest! {
         let bytes = m.to_bytes().unwrap();
         prop_assert_eq!(Manifest::from_bytes(&bytes).unwrap(), sorted.clone());
         prop_assert_eq!(Manifest::from_reader(&bytes[..]).unwrap(), sorted.clone());
+        // The checksum written is the one both loaders return.
+        let (written, checksum) = m.write_to_with_checksum(Vec::new()).unwrap();
+        prop_assert_eq!(&written, &bytes);
+        prop_assert_eq!(Manifest::from_bytes_with_checksum(&bytes).unwrap().1, checksum);
+        prop_assert_eq!(Manifest::from_reader_with_checksum(&bytes[..]).unwrap().1, checksum);
         for f in &m.files {
             prop_assert_eq!(sorted.file(&f.target, &f.name), Some(f));
         }

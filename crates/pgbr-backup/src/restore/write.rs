@@ -1,0 +1,612 @@
+//! Writing the backup's files: the jobs the workers share (a file, the files of one bundle, a
+//! part of a big file), and how each file is fetched, checked and put in place.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pgbr_crypto::CipherType;
+use pgbr_manifest::{Checksum, FileEntry, Manifest};
+use pgbr_storage::CompressType;
+
+use super::apply::{Owner, PG_CONTROL};
+use super::parts::{restore_changed_blocks, SplitFile, PART_BYTES};
+use super::plan::{file_mode, Plan};
+use super::settings::TABLESPACE_MAP;
+use crate::backup::layout;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Codec};
+use crate::progress::Progress;
+use crate::repo::Repository;
+
+/// How each backup a restore of `manifest` reads from (its own, and those it references) stored
+/// its bytes. Found before anything is written: a referenced backup missing from `backup.info`,
+/// or a cipher other than the repository's, refuses the restore.
+pub(super) async fn codecs(
+    repo: &Repository,
+    manifest: &Manifest,
+) -> Result<BTreeMap<String, Codec>> {
+    let label = &manifest.backup.label;
+    let cipher: CipherType = manifest.backup.cipher_type.parse().map_err(|_| {
+        Error::Corrupt(format!(
+            "manifest of backup {label}: unknown cipher '{}'",
+            manifest.backup.cipher_type
+        ))
+    })?;
+    if cipher != repo.cipher() {
+        return Err(Error::Corrupt(format!(
+            "backup {label} was written with cipher {cipher} but {} uses {}",
+            repo.name(),
+            repo.cipher()
+        )));
+    }
+    let compress_of = |m: &Manifest| -> Result<CompressType> {
+        m.backup.compress_type.parse().map_err(|_| {
+            Error::Corrupt(format!(
+                "manifest of backup {}: unknown compression '{}'",
+                m.backup.label, m.backup.compress_type
+            ))
+        })
+    };
+    let codec_of = |compress_type| Codec {
+        workers: 0,
+        compress_type,
+        level: 0,
+        cipher,
+        key: repo.key().cloned(),
+    };
+    let mut codecs = BTreeMap::from([(label.clone(), codec_of(compress_of(manifest)?))]);
+    // backup.info says how each backup stored its bytes; a manifest is read only where it
+    // does not.
+    let summarized = repo.compress_types();
+    for reference in &manifest.backup.references {
+        if repo.backup_info().backup(reference).is_none() {
+            return Err(Error::Corrupt(format!(
+                "backup {label} references backup {reference}, which {} does not list in backup.info: backup {label} cannot be restored. Restore another backup with --set; run 'pgbr verify'",
+                repo.name()
+            )));
+        }
+        let ct = match summarized.get(reference) {
+            Some(&ct) => ct,
+            None => compress_of(&repo.load_manifest(reference).await?)?,
+        };
+        codecs.insert(reference.clone(), codec_of(ct));
+    }
+    Ok(codecs)
+}
+
+/// What the workers did with the files.
+#[derive(Default)]
+pub(super) struct Written {
+    /// Files written.
+    pub files: u64,
+    /// Bytes written to them.
+    pub bytes: u64,
+    /// Files already in place and left alone.
+    pub unchanged: u64,
+}
+
+/// Restores every file of `manifest` where `plan` puts it, on `process_max` workers, largest
+/// jobs first. `tablespace_map` is left out: it is written afterwards from the actual
+/// destinations (PostgreSQL recreates the pg_tblspc links from it, and the backup's copy names
+/// the source's tablespace paths).
+pub(super) async fn restore_files(
+    manifest: &Arc<Manifest>,
+    plan: &Arc<Plan>,
+    ctx: Arc<RestoreContext>,
+    process_max: usize,
+    progress: &Arc<dyn Progress>,
+) -> Result<Written> {
+    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    progress.start(total, manifest.files.len() as u64);
+    // Files of one bundle are restored together from one read of the bundle. Jobs name files
+    // by their place in the manifest, which the workers share, not by a copy of each entry.
+    let mut jobs: Vec<RestoreJob> = Vec::new();
+    let mut bundles: BTreeMap<(Option<&str>, u64), Vec<usize>> = BTreeMap::new();
+    for (i, f) in manifest.files.iter().enumerate() {
+        if f.target == "pg_data" && f.name == TABLESPACE_MAP {
+            continue;
+        }
+        match &f.bundle {
+            Some(b) => bundles
+                .entry((f.reference.as_deref(), b.id))
+                .or_default()
+                .push(i),
+            None => match SplitFile::plan(i, f, plan.file_path(f), &ctx)? {
+                Some(parts) => jobs.extend(parts),
+                None => jobs.push(RestoreJob::File(i)),
+            },
+        }
+    }
+    jobs.extend(bundles.into_values().map(RestoreJob::Bundle));
+    let size_of = |job: &RestoreJob| -> u64 {
+        match job {
+            RestoreJob::File(i) => manifest.files[*i].size,
+            RestoreJob::Bundle(files) => files.iter().map(|&i| manifest.files[i].size).sum(),
+            RestoreJob::Part(..) => PART_BYTES,
+        }
+    };
+    schedule(&mut jobs, size_of);
+    let worker_progress = Arc::clone(progress);
+    let file_delay = pipeline::test_file_delay();
+    let (shared, plan) = (Arc::clone(manifest), Arc::clone(plan));
+    let results = pipeline::run_parallel(jobs, process_max, move |job: RestoreJob| {
+        if let Some(d) = file_delay {
+            std::thread::sleep(d);
+        }
+        let with_dest = |i: usize| {
+            let f = &shared.files[i];
+            (f, plan.file_path(f))
+        };
+        let out = ctx.busy.run(|| match job {
+            RestoreJob::File(i) => {
+                let (f, dest) = with_dest(i);
+                restore_file(f, &dest, &ctx, None).map(|written| vec![(written, f)])
+            }
+            RestoreJob::Bundle(files) => {
+                restore_bundle(files.into_iter().map(with_dest).collect(), &ctx)
+            }
+            RestoreJob::Part(split, part) => {
+                let f = &shared.files[split.index];
+                split
+                    .restore_part(part, f, &ctx)
+                    .map(|done| done.map(|written| (written, f)).into_iter().collect())
+            }
+        });
+        let out = out?;
+        for (_, f) in &out {
+            worker_progress.file_done(&f.name, f.size);
+        }
+        Ok(out.into_iter().map(|(w, _)| w).collect::<Vec<_>>())
+    })
+    .await?;
+    let mut written = Written::default();
+    for r in results.into_iter().flatten() {
+        match r {
+            Some(n) => {
+                written.files += 1;
+                written.bytes += n;
+            }
+            None => written.unchanged += 1,
+        }
+    }
+    Ok(written)
+}
+
+/// How a restore treats files already in the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Overwrite {
+    /// The destination was empty: write every file.
+    Fresh,
+    /// `--delta`, as pgBackRest's: keep each file whose contents are the backup's (its
+    /// checksum; for a block-mapped file, each block's hash, rewriting only the blocks that
+    /// differ). With `trust_size_time` (`--delta --force`), keep each file whose size and
+    /// modification time match without reading it.
+    Delta {
+        /// Size and time decide, not contents.
+        trust_size_time: bool,
+    },
+    /// `--force` alone: rewrite every file.
+    All,
+}
+
+impl Overwrite {
+    /// The treatment `--delta` and `--force` ask for.
+    pub fn from_flags(delta: bool, force: bool) -> Overwrite {
+        match (delta, force) {
+            (true, trust_size_time) => Overwrite::Delta { trust_size_time },
+            (false, true) => Overwrite::All,
+            (false, false) => Overwrite::Fresh,
+        }
+    }
+
+    /// Whether files already in place are compared by their contents.
+    fn by_contents(self) -> bool {
+        self == Overwrite::Delta {
+            trust_size_time: false,
+        }
+    }
+}
+
+/// What every restore worker shares.
+pub(super) struct RestoreContext {
+    /// Which of the `process-max` workers are busy: with one idle, a file may use two cores.
+    pub busy: pipeline::Busy,
+    pub storage: pgbr_storage::Storage,
+    /// `backup/<stanza>`.
+    pub stanza_dir: String,
+    /// The backup being restored.
+    pub label: String,
+    /// How each backup involved (this one and those it references) stored its bytes.
+    pub codecs: BTreeMap<String, Codec>,
+    pub overwrite: Overwrite,
+    pub owner: Owner,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl RestoreContext {
+    fn backup_dir(&self, reference: Option<&str>) -> String {
+        format!("{}/{}", self.stanza_dir, reference.unwrap_or(&self.label))
+    }
+
+    fn codec(&self, reference: Option<&str>) -> Result<Codec> {
+        let label = reference.unwrap_or(&self.label);
+        self.codecs.get(label).cloned().ok_or_else(|| {
+            Error::Corrupt(format!(
+                "backup {} references backup {label}, which is not in its reference list",
+                self.label
+            ))
+        })
+    }
+
+    fn blocks_object(&self, f: &FileEntry, reference: Option<&str>) -> String {
+        layout::blocks(&self.backup_dir(reference), &f.target, &f.name)
+    }
+
+    /// Fetches blocks `range` of block-mapped `f` (its block map `map`) into `file` (at `path`),
+    /// each at its place, feeding them to `hasher` in order (see [`pipeline::fetch_blocks`]).
+    /// Returns the bytes written.
+    pub fn fetch_blocks(
+        &self,
+        f: &FileEntry,
+        map: &pgbr_manifest::BlockMapRef,
+        range: std::ops::Range<usize>,
+        file: &File,
+        path: &Path,
+        hasher: &mut blake3::Hasher,
+    ) -> Result<u64> {
+        let blocks = blocks_in(f, map, &range)?;
+        pipeline::fetch_blocks(
+            &self.storage,
+            blocks,
+            range.start,
+            u64::from(map.block_size),
+            &|r| self.blocks_object(f, r),
+            &|r| self.codec(r),
+            &|| self.busy.spare_core(),
+            file,
+            path,
+            Some(hasher),
+            &self.handle,
+        )
+    }
+}
+
+/// The modification time `f` had when it was backed up.
+pub(super) fn modified_time(f: &FileEntry) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0))
+}
+
+/// Blocks `range` of `f`'s block map `map`.
+pub(super) fn blocks_in<'m>(
+    f: &FileEntry,
+    map: &'m pgbr_manifest::BlockMapRef,
+    range: &std::ops::Range<usize>,
+) -> Result<&'m [pgbr_manifest::BlockRef]> {
+    map.blocks.get(range.clone()).ok_or_else(|| {
+        Error::Internal(format!(
+            "{}: blocks {range:?} of {}",
+            f.name,
+            map.blocks.len()
+        ))
+    })
+}
+
+/// Gives the file at `path` the mode and modification time `f` had.
+fn set_mode_and_time(path: &Path, f: &FileEntry) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(file_mode(f.mode)))
+        .map_err(|e| Error::io("unable to set the mode of", path, e))?;
+    let file = File::options()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("unable to open", path, e))?;
+    file.set_modified(modified_time(f))
+        .map_err(|e| Error::io("unable to set the time of", path, e))
+}
+
+fn mismatch(f: &FileEntry, size: u64, checksum: &Checksum) -> Error {
+    Error::Corrupt(format!(
+        "{}/{}: restored contents do not match the manifest (size {size}, expected {}; checksum {checksum}, expected {}); the backup is damaged",
+        f.target, f.name, f.size, f.checksum
+    ))
+}
+
+/// A manifest entry and where it goes.
+type FileDest<'m> = (&'m FileEntry, PathBuf);
+
+/// One unit of restore work: files by their index in the manifest's files.
+pub(super) enum RestoreJob {
+    /// A file on its own.
+    File(usize),
+    /// The files of one bundle (all in one backup's bundle with one id).
+    Bundle(Vec<usize>),
+    /// One part of a big file (see [`PART_BYTES`]).
+    Part(Arc<SplitFile>, usize),
+}
+
+/// Orders restore jobs largest first (`size_of`), so that no big file is left for the end, with
+/// the parts of big files interleaved: each file's parts are spread evenly over the run of
+/// parts. Two workers writing parts of one file take turns on its inode lock (ext4 serializes
+/// buffered writes to a file); two writing different files do not.
+pub(super) fn schedule(jobs: &mut [RestoreJob], size_of: impl Fn(&RestoreJob) -> u64) {
+    let spread = |job: &RestoreJob| -> u64 {
+        match job {
+            RestoreJob::Part(split, part) => {
+                ((*part as u64) << 32) / split.part_count.max(1) as u64
+            }
+            RestoreJob::File(_) | RestoreJob::Bundle(_) => 0,
+        }
+    };
+    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(size_of(j)), spread(j)));
+}
+
+/// Restores the files of one bundle from a single read of it (only when one of them is needed).
+fn restore_bundle<'m>(
+    files: Vec<FileDest<'m>>,
+    ctx: &RestoreContext,
+) -> Result<Vec<(Option<u64>, &'m FileEntry)>> {
+    let Some((first, _)) = files.first() else {
+        return Ok(Vec::new());
+    };
+    let (reference, id) = match &first.bundle {
+        Some(b) => (first.reference.as_deref(), b.id),
+        None => {
+            return Err(Error::Internal(format!(
+                "{}/{}: restored from a bundle without a place in it",
+                first.target, first.name
+            )))
+        }
+    };
+    let mut out = Vec::with_capacity(files.len());
+    let mut needed = Vec::new();
+    for (f, dest) in files {
+        if already_current(f, &dest, ctx)? {
+            out.push((None, f));
+        } else {
+            needed.push((f, dest));
+        }
+    }
+    if needed.is_empty() {
+        return Ok(out);
+    }
+    // One sequential read of the bundle, holding one file's piece at a time.
+    let object = layout::bundle(&ctx.backup_dir(reference), id);
+    needed.sort_by_key(|(f, _)| f.bundle.as_ref().map_or(0, |b| b.offset));
+    let places = needed
+        .iter()
+        .map(|(f, _)| {
+            f.bundle
+                .as_ref()
+                .map(|b| (b.offset, b.length))
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "{}/{}: restored from a bundle without a place in it",
+                        f.target, f.name
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut needed = needed.into_iter();
+    pipeline::read_bundle_pieces(
+        &ctx.storage,
+        &object,
+        &places,
+        &ctx.handle,
+        &mut |_, piece| {
+            let Some((f, dest)) = needed.next() else {
+                return Err(Error::Internal(format!("{object}: more pieces than files")));
+            };
+            let written = restore_file(f, &dest, ctx, Some(piece))?;
+            out.push((written, f));
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// `--delta`: whether `dest` already holds `f` (then only its mode and time are set): same
+/// size, and same checksum (same modification time with `--delta --force`).
+pub(super) fn already_current(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<bool> {
+    let Overwrite::Delta { trust_size_time } = ctx.overwrite else {
+        return Ok(false);
+    };
+    let Ok(meta) = fs::symlink_metadata(dest) else {
+        return Ok(false);
+    };
+    let same = meta.is_file()
+        && meta.len() == f.size
+        && if trust_size_time {
+            meta.modified().ok() == Some(modified_time(f))
+        } else {
+            pipeline::hash_file(dest).is_ok_and(|(_, sum)| sum == f.checksum)
+        };
+    if same {
+        set_mode_and_time(dest, f)?;
+    }
+    Ok(same)
+}
+
+/// Where a file is written before it is renamed into place.
+pub(super) fn temporary_name(dest: &Path) -> PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".pgbr.tmp");
+    PathBuf::from(name)
+}
+
+/// A destination file open for writing.
+pub(super) struct Opened {
+    pub file: File,
+    /// Where the bytes go: the destination itself, or a temporary name it takes when whole.
+    pub path: PathBuf,
+    /// Whether `path` is renamed onto the destination once the file is whole and checked.
+    pub rename: bool,
+}
+
+impl Opened {
+    /// Opens the file already at `path` to read and write it in place (see [`Opened::rename`]).
+    pub fn existing(path: &Path, rename: bool) -> Result<Opened> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("unable to open", path, e))?;
+        Ok(Opened {
+            file,
+            path: path.to_path_buf(),
+            rename,
+        })
+    }
+}
+
+/// Opens the file `f` is restored into at `dest`. A file replacing one at the destination is
+/// written under a temporary name and renamed, so no partial file ever stands where a whole one
+/// was. A file new to the destination (all of them in a fresh restore) is written under its own
+/// name: half the directory operations. pg_control always waits under its temporary name until
+/// every other file is durable (see `PG_CONTROL`), so an interrupted restore is never a cluster
+/// PostgreSQL would start.
+pub(super) fn open_destination(f: &FileEntry, dest: &Path) -> Result<Opened> {
+    let is_pg_control = f.target == "pg_data" && f.name == PG_CONTROL;
+    let create = |path: &Path, new: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .create_new(new)
+            .truncate(!new)
+            .mode(0o600)
+            .open(path)
+    };
+    if !is_pg_control {
+        match create(dest, true) {
+            Ok(file) => {
+                return Ok(Opened {
+                    file,
+                    path: dest.to_path_buf(),
+                    rename: false,
+                })
+            }
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("unable to create", dest, e))
+            }
+            Err(_) => {}
+        }
+    }
+    let path = temporary_name(dest);
+    match create(&path, false) {
+        Ok(file) => Ok(Opened {
+            file,
+            path,
+            rename: !is_pg_control,
+        }),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(Error::io("unable to create", &path, e))
+        }
+    }
+}
+
+/// Checks that the file written to `opened` is `f` (`size` bytes hashing to `checksum`), gives it
+/// its mode, time and owner, and its name.
+pub(super) fn complete_file(
+    f: &FileEntry,
+    dest: &Path,
+    opened: &Opened,
+    size: u64,
+    checksum: &Checksum,
+    ctx: &RestoreContext,
+) -> Result<()> {
+    if size != f.size || *checksum != f.checksum {
+        return Err(mismatch(f, size, checksum));
+    }
+    let (file, path) = (&opened.file, &opened.path);
+    file.set_permissions(fs::Permissions::from_mode(file_mode(f.mode)))
+        .map_err(|e| Error::io("unable to set the mode of", path, e))?;
+    file.set_modified(modified_time(f))
+        .map_err(|e| Error::io("unable to set the time of", path, e))?;
+    // Made durable all at once (syncfs) before the recovery settings are written; the disk
+    // starts on it now.
+    pgbr_storage::posix::start_writeback(file, 0, 0);
+    if let Some((uid, gid)) = ctx.owner {
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+            .map_err(|e| Error::io("unable to set the owner of", path, e))?;
+    }
+    if opened.rename {
+        fs::rename(path, dest).map_err(|e| Error::io("unable to rename into place", dest, e))?;
+    }
+    Ok(())
+}
+
+/// Restores one file; returns the bytes written, `Ok(None)` when the destination already held it.
+/// `bundle`, for a bundled file, is its stored piece already read from the bundle.
+fn restore_file(
+    f: &FileEntry,
+    dest: &Path,
+    ctx: &RestoreContext,
+    bundle: Option<&[u8]>,
+) -> Result<Option<u64>> {
+    // A block-mapped file compared by its contents is compared block by block, below: hashing
+    // it whole first would read it twice.
+    let compared_below = ctx.overwrite.by_contents() && f.block_map.is_some();
+    if bundle.is_none() && !compared_below && already_current(f, dest, ctx)? {
+        return Ok(None);
+    }
+    // A block-stored file that differs (or may): rewrite only its changed blocks, in place.
+    if matches!(ctx.overwrite, Overwrite::Delta { .. })
+        && f.block_map.is_some()
+        && fs::symlink_metadata(dest).is_ok_and(|m| m.is_file())
+    {
+        return restore_changed_blocks(f, dest, ctx);
+    }
+    let opened = open_destination(f, dest)?;
+    let result = (|| -> Result<u64> {
+        let (file, tmp) = (&opened.file, &opened.path);
+        let (size, checksum) = if let Some(map) = &f.block_map {
+            let mut hasher = blake3::Hasher::new();
+            let written = ctx.fetch_blocks(f, map, 0..map.blocks.len(), file, tmp, &mut hasher)?;
+            (written, Checksum::from(hasher.finalize()))
+        } else if let Some(b) = &f.bundle {
+            let reference = f.reference.as_deref();
+            let object = layout::bundle(&ctx.backup_dir(reference), b.id);
+            let data = match bundle {
+                Some(piece) => {
+                    pipeline::open_piece(&ctx.codec(reference)?, &object, b.offset, piece)?
+                }
+                None => pipeline::fetch_range(
+                    &ctx.storage,
+                    &object,
+                    b.offset,
+                    b.length,
+                    &ctx.codec(reference)?,
+                    &ctx.handle,
+                )?,
+            };
+            (&opened.file)
+                .write_all(&data)
+                .map_err(|e| Error::io("unable to write", tmp, e))?;
+            (data.len() as u64, Checksum::of(&data))
+        } else if f.size == 0 && f.stored_size == 0 {
+            (0, Checksum::of(b""))
+        } else {
+            let reference = f.reference.as_deref();
+            let codec = ctx.codec(reference)?;
+            let object = layout::whole(
+                &ctx.backup_dir(reference),
+                &f.target,
+                &f.name,
+                codec.compress_type.extension(),
+            );
+            let mut file = &opened.file;
+            pipeline::fetch_to_file(&ctx.storage, &object, &codec, &mut file, tmp, &ctx.handle)?
+        };
+        complete_file(f, dest, &opened, size, &checksum, ctx)?;
+        Ok(size)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&opened.path);
+    }
+    result.map(Some)
+}
