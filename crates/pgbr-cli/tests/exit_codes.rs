@@ -2,9 +2,11 @@
 //! situation that causes it, against one PostgreSQL 15 cluster that archives through pgbr
 //! (stanza `main`, one full backup). The tests take turns on that fixture.
 //!
-//! Code 12 (internal error) cannot be caused from outside: it stands for a bug (a worker that
-//! panicked, a runtime that does not start). Its mapping is tested at unit level, here through
-//! the engine's `Error` and in `pgbr-backup`'s `error` module.
+//! Code 12 (internal error) stands for a bug (a worker that panicked, a runtime that does not
+//! start), which cannot be caused from outside on purpose; its mapping is tested at unit level,
+//! here through the engine's `Error` and in `pgbr-backup`'s `error` module. (An asynchronous
+//! `archive-push` whose worker failed also exits 12, as the README says: the worker's report
+//! carries its message, not its code. `archive_async.rs` tests that case.)
 
 mod common;
 
