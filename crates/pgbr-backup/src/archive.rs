@@ -141,7 +141,7 @@ pub async fn push(
     wal_path: &Path,
     opts: &ArchivePushOptions,
 ) -> Result<PushOutcome> {
-    let path = opts.wal_path(wal_path);
+    let path = opts.wal_path(wal_path)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

@@ -444,8 +444,9 @@ pub async fn run(
             let (sb, sb_ident, _) = crate::pg::connect_checked(standby).await?;
             if sb_ident.system_id != db.system_id {
                 return Err(Error::ClusterMismatch(format!(
-                    "the standby in {} is database system {}, not the primary's {}",
+                    "the standby in {} ({}) is database system {}, not the primary's {}",
                     standby.path.display(),
+                    standby.option("path"),
                     sb_ident.system_id,
                     db.system_id
                 )));

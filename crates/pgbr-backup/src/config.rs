@@ -16,6 +16,7 @@ use pgbr_storage::{
     AzureKeyType, AzureOptions, CompressType, GcsKeyType, GcsOptions, S3Options, UriStyle,
 };
 
+use crate::config_file;
 use crate::error::Error;
 use crate::options::{self, Command, OptionDef, OptionKind, OptionName, Scope};
 
@@ -49,16 +50,46 @@ impl std::fmt::Display for Source {
 }
 
 /// The raw, validated option values of one invocation (before they become typed structs).
-#[derive(Clone, Debug, Default)]
+/// Its `Debug` output shows no value of a secret option.
+#[derive(Clone, Default)]
 pub struct Options {
     values: BTreeMap<String, (Vec<String>, Source)>,
     /// Warnings met while loading (e.g. an unknown `PGBR_*` variable); the caller should log them.
     pub warnings: Vec<String>,
 }
 
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: BTreeMap<&str, (Vec<&str>, &Source)> = self
+            .values
+            .iter()
+            .map(|(name, (values, source))| {
+                let secret = OptionName::parse(name).is_some_and(|n| n.def.secret);
+                let values = values
+                    .iter()
+                    .map(|v| if secret { "<redacted>" } else { v.as_str() })
+                    .collect();
+                (name.as_str(), (values, source))
+            })
+            .collect();
+        f.debug_struct("Options")
+            .field("values", &shown)
+            .field("warnings", &self.warnings)
+            .finish()
+    }
+}
+
+pub use crate::config_file::env_vars;
+
 /// Checks one value against its option's kind; the error names the option and where it came from.
 pub(crate) fn check_value(def: &OptionDef, name: &str, value: &str) -> Result<(), String> {
     let bad = |what: &str| {
+        if def.secret {
+            // Never shown, however malformed (an error may end up in a log).
+            return Err(format!(
+                "invalid value for option '{name}' (not shown: it is secret): {what}"
+            ));
+        }
         Err(format!(
             "invalid value '{value}' for option '{name}': {what}"
         ))
@@ -132,7 +163,7 @@ fn applies(def: &OptionDef, command: Command) -> bool {
 }
 
 impl Options {
-    /// Merges the configuration file, `env` (pass `std::env::vars()`) and `flags` (name without
+    /// Merges the configuration file, `env` (pass [`env_vars`]) and `flags` (name without
     /// `--`, value; booleans as `y`/`n`) for `command`.
     ///
     /// Unknown options and bad values in flags or in the file are errors naming the option and its
@@ -240,12 +271,6 @@ impl Options {
                 path.display()
             ))
         })?;
-        let ini = ini::Ini::load_from_str_noescape(&text).map_err(|e| {
-            Error::config(format!(
-                "configuration file {} is not valid INI: {e}",
-                path.display()
-            ))
-        })?;
         // Sections that apply, lowest precedence first.
         let mut wanted = vec!["global".to_string(), format!("global:{command}")];
         if let Some(s) = stanza {
@@ -253,50 +278,50 @@ impl Options {
             wanted.push(format!("{s}:{command}"));
         }
         let mut layered: Vec<(usize, String, String, String)> = Vec::new();
-        for (section, props) in ini.iter() {
-            let Some(section) = section else {
-                if props.iter().next().is_some() {
-                    return Err(Error::config(format!(
-                        "configuration file {} has options before the first [section]; put them under [global]",
-                        path.display()
-                    )));
-                }
-                continue;
-            };
+        // (section, option) -> the line that set it: an option set twice in a section is an
+        // error (as in pgBackRest), unless it is a list.
+        let mut first_line: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for entry in config_file::parse(path, &text)? {
+            let config_file::Entry {
+                section,
+                key,
+                value,
+                line,
+            } = entry;
+            let at = |what: String| config_file::line_error(path, line, what);
             if let Some((_, cmd)) = section.split_once(':') {
                 if Command::from_name(cmd).is_none() {
-                    return Err(Error::config(format!(
-                        "configuration file {} section [{section}]: '{cmd}' is not a pgbr command",
-                        path.display()
+                    return Err(at(format!(
+                        "section [{section}]: '{cmd}' is not a pgbr command"
                     )));
                 }
             }
-            let rank = wanted.iter().position(|w| w == section);
-            for (key, value) in props.iter() {
-                let n = OptionName::parse(key).ok_or_else(|| {
-                    Error::config(format!(
-                        "configuration file {} section [{section}]: unknown option '{key}'",
-                        path.display()
-                    ))
-                })?;
-                if n.def.scope == Scope::CommandLine {
-                    return Err(Error::config(format!(
-                        "configuration file {} section [{section}]: option '{key}' is only accepted on the command line or in the environment",
-                        path.display()
+            let n = OptionName::parse(&key).ok_or_else(|| {
+                at(match config_file::showable_name(&key) {
+                    Some(k) => format!("section [{section}]: unknown option '{k}'"),
+                    None => format!(
+                        "section [{section}]: unknown option (its name is not shown: it is not an option name and may be part of a value)"
+                    ),
+                })
+            })?;
+            if n.def.scope == Scope::CommandLine {
+                return Err(at(format!(
+                    "section [{section}]: option '{key}' is only accepted on the command line or in the environment"
+                )));
+            }
+            check_value(n.def, &key, &value)
+                .map_err(|m| at(format!("section [{section}]: {m}")))?;
+            if let Some(first) = first_line.insert((section.clone(), key.clone()), line) {
+                if n.def.kind != OptionKind::List {
+                    return Err(at(format!(
+                        "option '{key}' is set twice in section [{section}] (also on line {first}): keep one"
                     )));
                 }
-                check_value(n.def, key, value).map_err(|m| {
-                    Error::config(format!("{m} (in {} section [{section}])", path.display()))
-                })?;
-                if let Some(rank) = rank {
-                    if applies(n.def, command) {
-                        layered.push((
-                            rank,
-                            section.to_string(),
-                            key.to_string(),
-                            value.to_string(),
-                        ));
-                    }
+            }
+            let rank = wanted.iter().position(|w| *w == section);
+            if let Some(rank) = rank {
+                if applies(n.def, command) {
+                    layered.push((rank, section, key, value));
                 }
             }
         }
@@ -382,9 +407,12 @@ impl Options {
     }
 }
 
-/// How to reach the PostgreSQL cluster being backed up (the `pg1-*` options).
+/// How to reach a PostgreSQL cluster (the `pg<N>-*` options: `pg1-*` for the cluster backed up,
+/// `pg2-*` for the standby of `backup-standby`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgOptions {
+    /// The N of `pg<N>-*`, so that messages name the options of this host.
+    pub index: u32,
     /// Data directory.
     pub path: PathBuf,
     /// Port.
@@ -398,15 +426,21 @@ pub struct PgOptions {
 }
 
 impl PgOptions {
-    /// Options for a cluster in `path` with every connection option at its default.
+    /// Options for a cluster in `path` (`pg1`) with every connection option at its default.
     pub fn new(path: impl Into<PathBuf>) -> PgOptions {
         PgOptions {
+            index: 1,
             path: path.into(),
             port: 5432,
             socket_path: PathBuf::from("/var/run/postgresql"),
             user: "postgres".into(),
             database: "postgres".into(),
         }
+    }
+
+    /// `pg<N>-<name>` for this host, e.g. `pg2-port`, for messages.
+    pub fn option(&self, name: &str) -> String {
+        format!("pg{}-{name}", self.index)
     }
 }
 
@@ -720,13 +754,34 @@ pub struct ArchivePushOptions {
 }
 
 impl ArchivePushOptions {
-    /// The WAL file `wal` names: a relative path (`%p`, `pg_wal/...`) resolved against the data
-    /// directory when there is one.
-    pub fn wal_path(&self, wal: &Path) -> PathBuf {
-        match (&self.pg_path, wal.is_relative()) {
-            (Some(pg), true) => pg.join(wal),
-            _ => wal.to_path_buf(),
+    /// The WAL file `wal` names. PostgreSQL runs `archive_command` in its data directory and
+    /// passes `%p` relative to it (`pg_wal/...`), so a relative path is resolved against
+    /// `pg_path`, which must be set and be the current directory (as pgBackRest requires):
+    /// otherwise pgbr would archive another cluster's file, or fail to find one, under a
+    /// misleading message.
+    pub fn wal_path(&self, wal: &Path) -> Result<PathBuf, Error> {
+        if wal.is_absolute() {
+            return Ok(wal.to_path_buf());
         }
+        let Some(pg) = &self.pg_path else {
+            return Err(Error::config(format!(
+                "archive-push was given the relative WAL path {} but option 'pg1-path' is not set: set pg1-path to the data directory of the cluster that archives (PostgreSQL runs archive_command there; is %f passed instead of %p?)",
+                wal.display()
+            )));
+        };
+        let cwd = std::env::current_dir()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| Error::io("unable to read the current directory", ".", e))?;
+        if std::fs::canonicalize(pg).ok().as_deref() != Some(cwd.as_path()) {
+            return Err(Error::config(format!(
+                "archive-push was given the relative WAL path {} in directory {}, but pg1-path is {}: PostgreSQL runs archive_command in its data directory, so pg1-path must be {} (fix pg1-path in this stanza's configuration, or make this cluster archive to its own stanza)",
+                wal.display(),
+                cwd.display(),
+                pg.display(),
+                cwd.display()
+            )));
+        }
+        Ok(pg.join(wal))
     }
 }
 
@@ -797,6 +852,7 @@ impl Config {
         let o = &self.options;
         let name = |s: &str| format!("pg{index}-{s}");
         Ok(PgOptions {
+            index,
             path: PathBuf::from(o.require(&name("path"), self.command)?),
             port: o.parsed(&name("port")).unwrap_or(5432),
             socket_path: PathBuf::from(
@@ -1275,20 +1331,7 @@ mod tests {
     }
 
     use super::*;
-
-    fn write_conf(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pgbr.conf");
-        std::fs::write(&path, text).expect("write");
-        (dir, path)
-    }
-
-    fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
+    use crate::test_support::{flags, write_conf};
 
     #[test]
     fn precedence_file_then_env_then_flags() {

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::options::Command;
+
 /// Everything a pgbr command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -139,23 +141,133 @@ impl Error {
 
     /// The process exit code the CLI uses for this error (documented in the README).
     pub fn exit_code(&self) -> i32 {
+        i32::from(self.code())
+    }
+
+    /// The exit code of `command` failing with this error: [`exit::ARCHIVE_GET_FAILED`] for
+    /// `archive-get` (whatever the cause, so that recovery stops rather than take a broken
+    /// repository for the end of the archive), [`exit::VERIFY_FAILED`] for `verify` finding
+    /// corrupt data it cannot even list in a report (both copies of an info file bad), else
+    /// [`Error::exit_code`].
+    pub fn exit_code_for(&self, command: Command) -> u8 {
+        match command {
+            Command::ArchiveGet => exit::ARCHIVE_GET_FAILED,
+            Command::Verify if self.code() == exit::CORRUPT => exit::VERIFY_FAILED,
+            _ => self.code(),
+        }
+    }
+
+    fn code(&self) -> u8 {
         match self {
-            Error::Config(_) => 2,
-            Error::StanzaMissing { .. } => 3,
-            Error::ClusterMismatch(_) => 4,
-            Error::WrongPassphrase { .. } | Error::Crypto { .. } => 5,
-            Error::Corrupt(_) | Error::Manifest { .. } | Error::Wal { .. } => 6,
-            Error::ArchiveDuplicate(_) => 7,
-            Error::ArchiveTimeout(_) => 8,
-            Error::RestoreTarget(_) | Error::BackupMissing(_) => 9,
-            Error::Postgres { .. } => 10,
-            Error::Io { .. } | Error::Storage(_) => 11,
-            Error::Internal(_) => 12,
-            Error::Locked(_) => 13,
-            Error::Stopped(_) => 15,
+            Error::Config(_) => exit::CONFIG,
+            Error::StanzaMissing { .. } => exit::STANZA_MISSING,
+            Error::ClusterMismatch(_) => exit::ANOTHER_CLUSTER,
+            // WAL of another system or PostgreSQL version is another cluster's, not damage.
+            Error::Wal {
+                source:
+                    pgbr_wal::Error::SystemIdMismatch { .. }
+                    | pgbr_wal::Error::WalVersionMismatch { .. },
+                ..
+            } => exit::ANOTHER_CLUSTER,
+            Error::WrongPassphrase { .. } | Error::Crypto { .. } => exit::CIPHER,
+            Error::Corrupt(_) | Error::Manifest { .. } | Error::Wal { .. } => exit::CORRUPT,
+            Error::ArchiveDuplicate(_) => exit::ARCHIVE_DUPLICATE,
+            Error::ArchiveTimeout(_) => exit::ARCHIVE_TIMEOUT,
+            Error::RestoreTarget(_) | Error::BackupMissing(_) => exit::REFUSED,
+            Error::Postgres { .. } => exit::POSTGRES,
+            Error::Io { .. } | Error::Storage(_) => exit::IO,
+            Error::Internal(_) => exit::INTERNAL,
+            Error::Locked(_) => exit::LOCKED,
+            Error::Stopped(_) => exit::STOPPED,
         }
     }
 }
 
+/// The exit codes of the `pgbr` command line, each documented in the README's "Exit codes"
+/// table. This module is the one place that says which number means what: the CLI takes every
+/// code from here, through [`Error::exit_code_for`] or these constants.
+pub mod exit {
+    /// Success.
+    pub const SUCCESS: u8 = 0;
+    /// `archive-get`: the file is not in the archive (PostgreSQL then ends recovery, or waits).
+    pub const ARCHIVE_GET_NOT_FOUND: u8 = 1;
+    /// A missing, unknown or invalid option, or a bad command line.
+    pub const CONFIG: u8 = 2;
+    /// The stanza does not exist in the repository.
+    pub const STANZA_MISSING: u8 = 3;
+    /// The cluster (or its WAL) is not the one the stanza was created for.
+    pub const ANOTHER_CLUSTER: u8 = 4;
+    /// Wrong passphrase, or an encryption error.
+    pub const CIPHER: u8 = 5;
+    /// Corrupt data: a file or object failed its checksum, or does not parse.
+    pub const CORRUPT: u8 = 6;
+    /// The WAL file is already archived with different contents.
+    pub const ARCHIVE_DUPLICATE: u8 = 7;
+    /// WAL did not reach the archive (or the standby did not replay it) in time.
+    pub const ARCHIVE_TIMEOUT: u8 = 8;
+    /// The restore target, or the backup set asked for, is refused.
+    pub const REFUSED: u8 = 9;
+    /// PostgreSQL refused, or could not be reached.
+    pub const POSTGRES: u8 = 10;
+    /// Local I/O or repository storage failed.
+    pub const IO: u8 = 11;
+    /// Internal error (a bug).
+    pub const INTERNAL: u8 = 12;
+    /// Another pgbr process holds the stanza's lock.
+    pub const LOCKED: u8 = 13;
+    /// `verify` found problems.
+    pub const VERIFY_FAILED: u8 = 14;
+    /// The stanza is stopped (`pgbr stop`), or `stanza-delete` of a stanza that is not.
+    pub const STOPPED: u8 = 15;
+    /// `archive-get` failed for any reason but "not found": above 125, so that PostgreSQL
+    /// stops recovery instead of taking a broken repository for the end of the archive.
+    pub const ARCHIVE_GET_FAILED: u8 = 126;
+}
+
 /// Shorthand for the engine's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Internal errors cannot be caused from outside (they are bugs, or a runtime that does
+    /// not start): their mapping is tested here, the others against the binary
+    /// (`crates/pgbr-cli/tests/exit_codes.rs`).
+    #[test]
+    fn internal_errors_exit_12_whatever_the_command_but_archive_get() {
+        let e = Error::Internal("a worker panicked".into());
+        assert_eq!(e.exit_code(), 12);
+        assert_eq!(e.exit_code_for(Command::Backup), exit::INTERNAL);
+        assert_eq!(e.exit_code_for(Command::Verify), exit::INTERNAL);
+        assert_eq!(e.exit_code_for(Command::ArchiveGet), 126);
+    }
+
+    #[test]
+    fn corrupt_data_is_a_verify_finding() {
+        let e = Error::Corrupt("backup.info and its copy are damaged".into());
+        assert_eq!(e.exit_code_for(Command::Info), exit::CORRUPT);
+        assert_eq!(e.exit_code_for(Command::Verify), exit::VERIFY_FAILED);
+    }
+
+    #[test]
+    fn wal_of_another_system_or_version_is_another_cluster() {
+        let wal = |source| Error::Wal {
+            context: "pg_wal/000000010000000000000001".into(),
+            source,
+        };
+        let other = wal(pgbr_wal::Error::SystemIdMismatch {
+            expected: 1,
+            found: 2,
+        });
+        assert_eq!(other.exit_code(), 4);
+        let version = wal(pgbr_wal::Error::WalVersionMismatch {
+            expected: 15,
+            found: 16,
+            magic: 0xD113,
+        });
+        assert_eq!(version.exit_code(), 4);
+        let garbage = wal(pgbr_wal::Error::UnknownWalMagic { magic: 0 });
+        assert_eq!(garbage.exit_code(), 6);
+    }
+}

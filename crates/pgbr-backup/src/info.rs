@@ -141,6 +141,50 @@ pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<Sta
     Ok(out)
 }
 
+/// `info --set`: `reports` with only backup `set` (and its page errors) left in each. A label no
+/// report holds is an error naming it and listing the backups there are, as `restore --set`.
+pub fn only_set(mut reports: Vec<StanzaReport>, set: &str) -> Result<Vec<StanzaReport>> {
+    let mut found = false;
+    let mut available = std::collections::BTreeSet::new();
+    let mut repos = Vec::new();
+    let mut stanzas = Vec::new();
+    for r in &mut reports {
+        available.extend(r.backups.iter().map(|b| b.label.clone()));
+        if !repos.contains(&r.repo) {
+            repos.push(r.repo.clone());
+        }
+        if !stanzas.contains(&r.name) {
+            stanzas.push(r.name.clone());
+        }
+        r.backups.retain(|b| b.label == set);
+        r.page_errors.retain(|p| p.label == set);
+        found |= !r.backups.is_empty();
+    }
+    if found {
+        return Ok(reports);
+    }
+    if reports.is_empty() {
+        return Err(Error::BackupMissing(format!(
+            "backup set {set} is not in the repository: it holds no stanza"
+        )));
+    }
+    let available: Vec<String> = available.into_iter().collect();
+    Err(Error::BackupMissing(format!(
+        "backup set {set} is not in {} for stanza {} (available: {})",
+        repos.join(", "),
+        stanzas
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if available.is_empty() {
+            "none".to_string()
+        } else {
+            available.join(", ")
+        }
+    )))
+}
+
 async fn archive_ranges(repo: &Repository) -> Result<Vec<ArchiveRange>> {
     let mut out = Vec::new();
     for db in &repo.archive_info().db_history {

@@ -32,6 +32,7 @@ pub mod archive_async;
 pub mod backup;
 pub mod check;
 pub mod config;
+mod config_file;
 mod error;
 mod exclude;
 pub mod expire;
@@ -50,7 +51,7 @@ pub mod stanza;
 mod test_support;
 pub mod verify;
 
-pub use error::{Error, Result};
+pub use error::{exit, Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use repo::{open_storage, Repository};
 

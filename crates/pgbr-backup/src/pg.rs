@@ -48,9 +48,11 @@ pub(crate) struct Tablespace {
 impl PgSession {
     pub async fn connect(pg: &PgOptions) -> Result<PgSession> {
         let where_ = format!(
-            "PostgreSQL at {} port {} (pg1-socket-path, pg1-port)",
+            "PostgreSQL at {} port {} ({}, {})",
             pg.socket_path.display(),
-            pg.port
+            pg.port,
+            pg.option("socket-path"),
+            pg.option("port")
         );
         let mut cfg = tokio_postgres::Config::new();
         cfg.host_path(&pg.socket_path)
@@ -256,15 +258,16 @@ fn parse_lsn(s: &str) -> Result<Lsn> {
     })
 }
 
-/// Reads and checks `global/pg_control` under `data_dir`.
-pub(crate) fn read_control(data_dir: &Path) -> Result<ControlFile> {
+/// Reads and checks `global/pg_control` under `data_dir` (`pg<index>-path`).
+pub(crate) fn read_control(data_dir: &Path, index: u32) -> Result<ControlFile> {
     let path = data_dir.join("global/pg_control");
     let bytes = std::fs::read(&path).map_err(|e| {
-        Error::io(
-            "unable to read the control file (is pg1-path a PostgreSQL data directory?)",
-            &path,
-            e,
-        )
+        let action = match index {
+            1 => "unable to read the control file (is pg1-path a PostgreSQL data directory?)",
+            2 => "unable to read the control file (is pg2-path a PostgreSQL data directory?)",
+            _ => "unable to read the control file (is pg<N>-path a PostgreSQL data directory?)",
+        };
+        Error::io(action, &path, e)
     })?;
     ControlFile::parse(&bytes).map_err(|source| Error::Wal {
         context: format!("{}", path.display()),
@@ -272,16 +275,17 @@ pub(crate) fn read_control(data_dir: &Path) -> Result<ControlFile> {
     })
 }
 
-/// Connects, and checks that the server and `pg1-path` are the same cluster.
+/// Connects, and checks that the server and `pg<N>-path` are the same cluster.
 pub(crate) async fn connect_checked(
     pg: &PgOptions,
 ) -> Result<(PgSession, ServerIdentity, ControlFile)> {
-    let control = read_control(&pg.path)?;
+    let control = read_control(&pg.path, pg.index)?;
     let session = PgSession::connect(pg).await?;
     let ident = session.identity().await?;
     if ident.system_id != control.system_identifier {
+        let (path, port) = (pg.option("path"), pg.option("port"));
         return Err(Error::ClusterMismatch(format!(
-            "pg1-path {} holds database system {} but the server at port {} is system {}: pg1-path and pg1-port must name the same cluster",
+            "{path} {} holds database system {} but the server at port {} is system {}: {path} and {port} must name the same cluster",
             pg.path.display(),
             control.system_identifier,
             pg.port,
@@ -291,7 +295,8 @@ pub(crate) async fn connect_checked(
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     if canon(&ident.data_directory) != canon(&pg.path) {
         return Err(Error::ClusterMismatch(format!(
-            "pg1-path is {} but the server at port {} runs from {}",
+            "{} is {} but the server at port {} runs from {}",
+            pg.option("path"),
             pg.path.display(),
             pg.port,
             ident.data_directory.display()

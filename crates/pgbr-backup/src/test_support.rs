@@ -31,3 +31,19 @@ pub(crate) fn summary(
         manifest_checksum: None,
     }
 }
+
+/// A configuration file holding `text`, in a directory removed when the first value drops.
+pub(crate) fn write_conf(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pgbr.conf");
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
+}
+
+/// Command-line flags as [`Config::load`](crate::config::Config::load) takes them.
+pub(crate) fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
-use pgbr_backup::options::{all_full_names, Command, Indexed, OptionDef, OptionKind};
+use pgbr_backup::options::{all_full_names, Command, Indexed, OptionDef, OptionKind, OptionName};
 
 /// A parsed command line.
 pub struct Parsed {
@@ -57,6 +57,9 @@ fn build(scope: &Scope) -> clap::Command {
             .global(true)
             .help(def.help)
             .hide(!shown(name, def));
+        // A passphrase may start with '-': taken as the value, not as another option (which
+        // clap's error would then show).
+        let arg = arg.allow_hyphen_values(def.secret);
         let arg = match def.kind {
             OptionKind::Bool => arg
                 .num_args(0..=1)
@@ -185,6 +188,38 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
     })
 }
 
+/// The secret option (`--repo1-cipher-pass`, ...) named on the command line `args`, if any.
+fn secret_option(args: &[OsString]) -> Option<String> {
+    args.iter().skip(1).find_map(|a| {
+        let name = a.to_str()?.strip_prefix("--")?;
+        let name = name.split_once('=').map_or(name, |(n, _)| n);
+        OptionName::parse(name)
+            .filter(|n| n.def.secret)
+            .map(|_| format!("--{name}"))
+    })
+}
+
+/// The one line that says what is wrong with the command line `args`, from clap's error `e`.
+/// clap's message may quote an argument; when the line holds a secret option, that argument
+/// may be (part of) the secret (`--repo1-cipher-pass=two words`), so only the kind of error is
+/// said.
+pub fn error_line(e: &clap::Error, args: &[OsString]) -> String {
+    if let Some(option) = secret_option(args) {
+        let what = e.kind().as_str().unwrap_or("invalid command line");
+        return format!(
+            "{what}; the arguments are not shown because the command line holds secret option '{option}' (quote a value with spaces; better, set secrets in the configuration file or as PGBR_* variables) (see 'pgbr --help')"
+        );
+    }
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{first} (see 'pgbr --help')")
+}
+
 fn value(m: &ArgMatches, id: &str) -> String {
     m.get_one::<String>(id).cloned().unwrap_or_default()
 }
@@ -300,6 +335,41 @@ mod tests {
         assert!(e.to_string().contains("repo4-path"), "{e}");
         // Beyond the last repository there is nothing to accept.
         assert!(p(&["--stanza=main", "backup", "--repo5-path=/x"]).is_err());
+    }
+
+    #[test]
+    fn errors_of_a_command_line_holding_a_secret_do_not_show_its_arguments() {
+        let secret = "Zebra-s3cr3t";
+        for args in [
+            vec!["--stanza=main", "info", "--repo1-cipher-pass=two", secret],
+            vec![
+                "--stanza=main",
+                "info",
+                "--repo2-s3-key-secret",
+                "x",
+                secret,
+            ],
+            vec![
+                "--stanza=main",
+                "--repo1-cipher-pass=x",
+                "info",
+                &format!("--{secret}"),
+            ],
+        ] {
+            let argv: Vec<OsString> = std::iter::once("pgbr")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect();
+            let e = parse(argv.clone()).err().expect("error");
+            let line = error_line(&e, &argv);
+            assert!(!line.contains(secret), "{line}");
+            assert!(line.contains("secret option '--repo"), "{line}");
+        }
+        // A passphrase starting with '-' is the value.
+        let r = p(&["--stanza=main", "info", "--repo1-cipher-pass", "-dash"]).expect("parse");
+        assert!(r
+            .flags
+            .contains(&("repo1-cipher-pass".into(), "-dash".into())));
     }
 
     #[test]

@@ -14,16 +14,7 @@ use pgbr_backup::archive_async::{self, AsyncOptions, PushStatus};
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
 use pgbr_backup::stanza::{StanzaCreated, StanzaDeleted, StanzaUpgraded};
-use pgbr_backup::{multi, Error, Progress, Repository};
-
-/// Exit code of `archive-get` when the file is not in the archive (PostgreSQL then ends recovery
-/// or keeps waiting, as it should).
-const EXIT_NOT_FOUND: u8 = 1;
-/// Exit code of `archive-get` on any other failure: above 125, so PostgreSQL stops recovery with
-/// an error instead of taking a broken repository for the end of the archive.
-const EXIT_ARCHIVE_GET_FAILED: u8 = 126;
-/// Exit code of `verify` when it found problems (each is named in its report).
-const EXIT_VERIFY_FAILED: u8 = 14;
+use pgbr_backup::{exit, multi, Error, Progress, Repository};
 
 /// Sends engine progress to the log.
 struct LogProgress;
@@ -87,28 +78,22 @@ fn tune_malloc(command: Command) {
 fn tune_malloc(_command: Command) {}
 
 fn main() -> ExitCode {
-    let parsed = match args::parse(std::env::args_os()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = match args::parse(argv.clone()) {
         Ok(p) => p,
         Err(e) => {
             // clap renders help and version itself; a usage error is one line, like every other
             // error (clap's own rendering adds usage and tip lines).
             if !e.use_stderr() {
                 let _ = e.print();
-                return ExitCode::SUCCESS;
+                return ExitCode::from(exit::SUCCESS);
             }
             if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 let _ = e.print();
-                return ExitCode::from(2);
+                return ExitCode::from(exit::CONFIG);
             }
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or("invalid command line");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("pgbr: ERROR: {first} (see 'pgbr --help')");
-            return ExitCode::from(2);
+            eprintln!("pgbr: ERROR: {}", args::error_line(&e, &argv));
+            return ExitCode::from(exit::CONFIG);
         }
     };
     tune_malloc(parsed.command);
@@ -116,7 +101,11 @@ fn main() -> ExitCode {
         println!("pgbr {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let config = match Config::load(parsed.command, &parsed.flags, std::env::vars()) {
+    let env = match pgbr_backup::config::env_vars() {
+        Ok(env) => env,
+        Err(e) => return fail(parsed.command, &e),
+    };
+    let config = match Config::load(parsed.command, &parsed.flags, env) {
         Ok(c) => c,
         Err(e) => return fail(parsed.command, &e),
     };
@@ -130,8 +119,8 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("pgbr: ERROR: unable to start the async runtime: {e}");
-            return ExitCode::from(12);
+            let e = Error::Internal(format!("unable to start the async runtime: {e}"));
+            return fail(parsed.command, &e);
         }
     };
     match runtime.block_on(run(&config, &parsed.positional)) {
@@ -142,10 +131,16 @@ fn main() -> ExitCode {
 
 fn fail(command: Command, e: &Error) -> ExitCode {
     eprintln!("pgbr: ERROR: {e}");
-    if command == Command::ArchiveGet {
-        return ExitCode::from(EXIT_ARCHIVE_GET_FAILED);
+    ExitCode::from(e.exit_code_for(command))
+}
+
+/// An error writing the command's output (stdout closed, disk full).
+fn output_error(e: std::io::Error) -> Error {
+    Error::Io {
+        action: "unable to write the output to",
+        path: "standard output".into(),
+        source: e,
     }
-    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
 }
 
 /// `archive-push` with `archive-async=y`, of a file PostgreSQL marked ready: make sure a worker
@@ -189,7 +184,7 @@ async fn push_async(
             spawned = Some(std::time::Instant::now());
         }
         if started.elapsed() > timeout {
-            return Err(Error::Internal(format!(
+            return Err(Error::ArchiveTimeout(format!(
                 "asynchronous archive-push of {name} did not finish within archive-timeout ({:.0}s); the worker logs to {}",
                 timeout.as_secs_f64(),
                 worker_log(spool, stanza, Command::ArchivePushAsync).display()
@@ -452,8 +447,8 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 ));
             };
             let push = config.archive_push()?;
+            let path = push.wal_path(Path::new(wal))?;
             if let Some(spool) = config.archive_async() {
-                let path = push.wal_path(Path::new(wal));
                 let name = path.file_name().and_then(|n| n.to_str());
                 match name {
                     Some(name) if archive_async::is_marked_ready(&path) => {
@@ -466,7 +461,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 }
             }
             let repos = config.repos()?;
-            let report = multi::push_all(&repos, config.stanza()?, Path::new(wal), &push).await;
+            let report = multi::push_all(&repos, config.stanza()?, &path, &push).await;
             for (repo, outcome) in &report.stored {
                 if *outcome == PushOutcome::AlreadyArchived {
                     tracing::warn!(
@@ -489,7 +484,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let mut code = 0;
             for (repo, e) in &report.failed {
                 if code == 0 {
-                    code = u8::try_from(e.exit_code()).unwrap_or(1);
+                    code = e.exit_code_for(Command::ArchivePush);
                 }
                 eprintln!("pgbr: ERROR: {repo}: {e}");
             }
@@ -526,13 +521,13 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             }
             if report.failed.is_empty() {
                 tracing::info!("{name} is not in the archive");
-                return Ok(EXIT_NOT_FOUND);
+                return Ok(exit::ARCHIVE_GET_NOT_FOUND);
             }
             if repos.len() == 1 {
                 if let Some((_, e)) = report.failed.into_iter().next() {
                     return Err(e);
                 }
-                return Ok(EXIT_ARCHIVE_GET_FAILED);
+                return Ok(exit::ARCHIVE_GET_FAILED);
             }
             for (repo, e) in &report.failed {
                 eprintln!("pgbr: ERROR: {repo}: {e}");
@@ -540,7 +535,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             eprintln!(
                 "pgbr: ERROR: {name} is in no repository that answered, and a repository that failed may hold it"
             );
-            Ok(EXIT_ARCHIVE_GET_FAILED)
+            Ok(exit::ARCHIVE_GET_FAILED)
         }
         Command::Backup => {
             let mut repo = Repository::open(&config.default_repo()?, config.stanza()?).await?;
@@ -609,7 +604,10 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Info => {
-            let reports = info_all(config).await?;
+            let mut reports = info_all(config).await?;
+            if let Some(set) = config.options.get("set") {
+                reports = pgbr_backup::info::only_set(reports, &set)?;
+            }
             let text = if config.options.get("output").as_deref() == Some("json") {
                 serde_json::to_string_pretty(&reports)
                     .map_err(|e| Error::Internal(format!("rendering JSON: {e}")))?
@@ -617,7 +615,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 render::info_text(&reports)
             };
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{text}").map_err(|e| Error::Internal(format!("writing output: {e}")))?;
+            writeln!(out, "{text}").map_err(output_error)?;
             Ok(0)
         }
         Command::Expire => {
@@ -627,8 +625,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 tracing::warn!("{w}");
             }
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", render::expire_text(&report))
-                .map_err(|e| Error::Internal(format!("writing output: {e}")))?;
+            writeln!(out, "{}", render::expire_text(&report)).map_err(output_error)?;
             Ok(0)
         }
         Command::Verify => {
@@ -641,7 +638,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                 render::verify_text(&report)
             };
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{text}").map_err(|e| Error::Internal(format!("writing output: {e}")))?;
+            writeln!(out, "{text}").map_err(output_error)?;
             if report.ok {
                 Ok(0)
             } else {
@@ -650,7 +647,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
                     report.errors.len(),
                     report.stanza
                 );
-                Ok(EXIT_VERIFY_FAILED)
+                Ok(exit::VERIFY_FAILED)
             }
         }
         Command::Version => Ok(0),

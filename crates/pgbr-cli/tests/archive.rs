@@ -253,7 +253,7 @@ fn archive_push_refuses_segment_from_another_cluster() {
         let name = f.segment_b.file_name().expect("name").to_string_lossy();
         assert_fails(
             &out,
-            6,
+            4,
             &[&name, &format!("'{stanza}'"), "system"],
             "push of cluster B's segment",
         );

@@ -70,7 +70,7 @@ impl Fixture {
             "create table t as select g as id, md5(g::text) as v from generate_series(1, 5000) g",
         );
         let wal_dir = scratch.mkdir("wal-a");
-        let segment_a = copy_first_segment(&a.data.join("pg_wal"), &wal_dir);
+        let segment_a = common::copy_first_segment(&a.data.join("pg_wal"), &wal_dir);
         scratch.pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
         // archive_mode is off here: these tests never start a restored cluster.
         scratch.pgbr_ok(
@@ -97,21 +97,6 @@ impl Fixture {
 /// The shared fixture, and the turn of the calling test.
 fn fixture() -> (&'static Fixture, MutexGuard<'static, ()>) {
     common::shared(&FIXTURE, &SERIAL, Fixture::new)
-}
-
-/// Copies the first complete WAL segment of `pg_wal` into `dir`.
-fn copy_first_segment(pg_wal: &Path, dir: &Path) -> PathBuf {
-    let mut names: Vec<String> = std::fs::read_dir(pg_wal)
-        .expect("read pg_wal")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-        .collect();
-    names.sort();
-    let name = names.first().expect("a WAL segment in pg_wal");
-    let dest = dir.join(name);
-    std::fs::copy(pg_wal.join(name), &dest).expect("copy segment");
-    chown_pg(&dest);
-    dest
 }
 
 /// Runs pgbr as the PostgreSQL user with extra environment variables.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Scratch};
+use common::{assert_fails, Cluster, Scratch};
 
 #[test]
 fn backup_from_standby_restores_to_the_primary_data() {
@@ -112,4 +112,39 @@ fn backup_from_standby_restores_to_the_primary_data() {
     // The configuration came from the primary, not the standby's replication settings.
     let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).expect("auto.conf");
     assert!(!auto.contains("primary_conninfo"), "{auto}");
+
+    // Errors about the standby name its options (pg2-*), not the primary's.
+    let standby_backup = ["--stanza=main", "backup", "--type=full", "--backup-standby"];
+    let quiet = |extra: &[&str]| {
+        let mut args = standby_backup.to_vec();
+        args.extend_from_slice(extra);
+        args.push("--log-level-console=error");
+        scratch.pgbr(&conf, &args)
+    };
+    let not_pg1 = |line: &str, what: &str| {
+        assert!(!line.contains("pg1-"), "{what}: names pg1-*: {line}");
+    };
+    // Its replay paused, it never reaches the backup's start.
+    standby.psql("select pg_wal_replay_pause()");
+    let line = assert_fails(
+        &quiet(&["--archive-timeout=2"]),
+        8,
+        &[
+            "standby",
+            "pg2-socket-path",
+            "pg2-port",
+            &standby_port.to_string(),
+        ],
+        "standby paused",
+    );
+    not_pg1(&line, "standby paused");
+    // Stopped, it cannot be reached.
+    standby.stop();
+    let line = assert_fails(
+        &quiet(&[]),
+        10,
+        &["pg2-socket-path", "pg2-port", &standby_port.to_string()],
+        "standby stopped",
+    );
+    not_pg1(&line, "standby stopped");
 }

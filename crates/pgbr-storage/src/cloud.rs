@@ -589,6 +589,13 @@ fn gcs_with<C: HttpConnector>(o: &GcsOptions, connector: Option<C>) -> Result<St
     check_name(&description, "the GCS bucket", &o.bucket)?;
     let mut b = match (o.key_type, &o.key) {
         (GcsKeyType::Service, Some(file)) => {
+            // object_store's error would name the file, and repo-gcs-key is a secret option.
+            std::fs::File::open(file).map_err(|e| {
+                config_error(
+                    &description,
+                    format!("unable to open the service account key file of repo-gcs-key (its name is not shown: the option is secret): {e}"),
+                )
+            })?;
             let file = file
                 .to_str()
                 .ok_or_else(|| config_error(&description, "the GCS key file name is not UTF-8"))?;

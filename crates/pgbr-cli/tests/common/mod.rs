@@ -312,6 +312,21 @@ impl Cluster {
     }
 }
 
+/// Copies the first complete WAL segment of `pg_wal` into `dir`.
+pub fn copy_first_segment(pg_wal: &Path, dir: &Path) -> PathBuf {
+    let mut names: Vec<String> = std::fs::read_dir(pg_wal)
+        .expect("read pg_wal")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    names.sort();
+    let name = names.first().expect("a WAL segment in pg_wal");
+    let dest = dir.join(name);
+    std::fs::copy(pg_wal.join(name), &dest).expect("copy segment");
+    chown_pg(&dest);
+    dest
+}
+
 /// `[name]`: a stanza of cluster `pg`.
 pub fn stanza_section(name: &str, pg: &Cluster) -> String {
     format!(
