@@ -351,6 +351,9 @@ fn references_of(files: &[FileEntry]) -> Vec<String> {
 /// ([`BackupReport::type_changed`] says so). Files unchanged since the prior backup (same size
 /// and modification time, or same checksum with `delta`) are referenced, not copied; in files of
 /// 1 MiB or more only changed 64 KiB blocks are stored.
+///
+/// Takes the stanza's lock and its claim in the repository ([`crate::claim`]) unless `repo`
+/// holds them; a claim taken here is released when the backup ends, committed or failed.
 pub async fn run(
     repo: &mut Repository,
     pg: &PgOptions,
@@ -358,6 +361,18 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<BackupReport> {
     repo.lock(&opts.lock_path)?;
+    let took = repo.claim("backup").await?;
+    let result = run_claimed(repo, pg, opts, progress).await;
+    crate::claim::release_if(repo, took, result).await
+}
+
+/// [`run`], the stanza claimed.
+async fn run_claimed(
+    repo: &mut Repository,
+    pg: &PgOptions,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupReport> {
     let db = repo.current_db()?.clone();
     let (session, ident, control) = crate::pg::connect_checked(pg).await?;
     if ident.system_id != db.system_id || ident.major() != db.pg_version {
@@ -421,11 +436,23 @@ pub async fn run(
         timestamp_start = now();
         label = new_label(backup_type, prior_label.as_deref(), timestamp_start);
     }
+    if let Some(c) = &repo.claim {
+        c.set_label(&label).await?;
+    }
     if let Some(m) = &resumed {
         progress.message(&format!(
             "resuming interrupted backup {label}: {} stored file(s) will be verified and reused where unchanged",
             m.files.len()
         ));
+        // What the killed attempt was writing when it died; nobody else writes here (the stanza
+        // is claimed) and this backup's workers have not started.
+        let dir = format!("{}/", repo.backup_path(&label));
+        let partial = repo.storage().remove_abandoned_below(&dir).await?;
+        if partial > 0 {
+            progress.message(&format!(
+                "resuming interrupted backup {label}: removed {partial} partly written object(s) the interrupted attempt left"
+            ));
+        }
     }
     progress.message(&format!(
         "backup {label} ({backup_type}{}): starting (pg_backup_start)",
@@ -854,6 +881,10 @@ pub async fn run(
         .and_then(|v| v.parse().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    // A backup whose claim another command took over (it could not renew it) must not commit.
+    if let Some(c) = &repo.claim {
+        c.check().await?;
     }
     let (_, manifest_checksum) = repo.save_manifest(&label, &manifest).await?;
     // Committed: the in-progress record is no longer needed.
@@ -1309,6 +1340,13 @@ async fn reconcile_with(
     remove_incomplete: bool,
     keep: Option<&str>,
 ) -> Result<Vec<String>> {
+    // An incomplete directory may be a live backup's, unless this command holds the claim.
+    if !repo.is_claimed() {
+        return Err(Error::Internal(format!(
+            "backup directories of stanza '{}' reconciled without holding its claim",
+            repo.stanza()
+        )));
+    }
     let prefix = format!("backup/{}/", repo.stanza());
     let (dirs, _) = repo.storage().list_dir(&prefix).await?;
     let mut removed = Vec::new();

@@ -70,9 +70,18 @@ async fn step_pause() {
     }
 }
 
-/// Applies the retention policy (or `--set`) to `repo`. Takes the stanza lock.
+/// Applies the retention policy (or `--set`) to `repo`. Takes the stanza lock, and (unless
+/// `dry_run`) the stanza's claim in the repository unless `repo` holds it; a claim taken here is
+/// released when the expire ends.
 pub async fn run(repo: &mut Repository, opts: &ExpireOptions) -> Result<ExpireReport> {
     repo.lock(&opts.lock_path)?;
+    let took = !opts.dry_run && repo.claim("expire").await?;
+    let result = run_claimed(repo, opts).await;
+    crate::claim::release_if(repo, took, result).await
+}
+
+/// [`run`], the stanza claimed (unless a dry run).
+async fn run_claimed(repo: &mut Repository, opts: &ExpireOptions) -> Result<ExpireReport> {
     let mut report = ExpireReport {
         dry_run: opts.dry_run,
         ..Default::default()

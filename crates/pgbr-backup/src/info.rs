@@ -47,11 +47,15 @@ pub struct StanzaReport {
     pub page_errors: Vec<PageErrors>,
 }
 
-/// Pages of one file that failed their checksum while a backup copied it.
+/// Pages of one file that failed their checksum when it was copied, listed for every backup
+/// whose restore holds that copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PageErrors {
-    /// The backup that found them.
+    /// The backup whose restore holds the damaged copy.
     pub label: String,
+    /// The earlier backup that copied the file (and found the damage), when `label` references
+    /// its copy rather than holding one of its own.
+    pub reference: Option<String>,
     /// `pg_data` or `pg_tblspc/<oid>`.
     pub target: String,
     /// The file, relative to its target.
@@ -60,19 +64,16 @@ pub struct PageErrors {
     pub blocks: Vec<u32>,
 }
 
-/// Lists the damaged pages the backups of `r` found (their manifests are read only when the
-/// summary counts any).
+/// Lists the damaged pages in the backups of `r`, a file referenced from an earlier backup with
+/// the pages that backup found (manifests are read only when the summary counts any).
 async fn page_errors(r: &Repository) -> Result<Vec<PageErrors>> {
     let mut out = Vec::new();
     for b in r.backup_info().backups.iter().filter(|b| b.page_errors > 0) {
         let m = r.load_manifest(&b.label).await?;
-        for f in m
-            .files
-            .iter()
-            .filter(|f| !f.page_errors.is_empty() && f.reference.is_none())
-        {
+        for f in m.files.iter().filter(|f| !f.page_errors.is_empty()) {
             out.push(PageErrors {
                 label: b.label.clone(),
+                reference: f.reference.as_ref().map(|r| r.to_string()),
                 target: f.target.to_string(),
                 name: f.name.to_string(),
                 blocks: f.page_errors.clone(),

@@ -6,8 +6,10 @@
 //! backup from a standby), [`restore`] (with the [`recovery`] targets), [`archive`] (`archive-push`,
 //! `archive-get`) and [`archive_async`] (push ahead, prefetch), [`check`], [`info`],
 //! [`expire`] and [`verify`]; [`lock`] is the per-stanza lock (and the stop files) that `backup`,
-//! `expire` and the stanza commands hold; [`multi`] spreads `archive-push` over every repository
-//! and picks the repository `archive-get` and `restore` read from. [`config`] reads pgBackRest-style
+//! `expire` and the stanza commands hold, and [`claim`] the stanza's claim in the repository that
+//! they hold as well, which keeps hosts sharing a repository apart; [`multi`] spreads
+//! `archive-push` over every repository and picks the repository `archive-get` and `restore` read
+//! from. [`config`] reads pgBackRest-style
 //! configuration (INI file, `PGBR_*` environment, flags) into the typed option structs those
 //! functions take, so an embedder reads the same file the same way the CLI does. Long commands
 //! report through a [`Progress`] the caller implements; the library never prints.
@@ -31,6 +33,7 @@ pub mod archive;
 pub mod archive_async;
 pub mod backup;
 pub mod check;
+pub mod claim;
 pub mod config;
 mod config_file;
 mod error;

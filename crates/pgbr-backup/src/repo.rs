@@ -12,6 +12,7 @@ use pgbr_manifest::{
 };
 use pgbr_storage::{CompressType, Storage};
 
+use crate::claim::Claim;
 use crate::config::{CloudOptions, RepoOptions, RepoType};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
@@ -156,6 +157,8 @@ pub struct Repository {
     pub(crate) archive_info: ArchiveInfo,
     /// The stanza lock, once a command that changes the repository has taken it.
     pub(crate) lock: Option<Lock>,
+    /// The stanza's claim in the repository, once such a command has taken it.
+    pub(crate) claim: Option<Claim>,
 }
 
 impl Repository {
@@ -170,6 +173,7 @@ impl Repository {
             backup_info: self.backup_info.clone(),
             archive_info: self.archive_info.clone(),
             lock: None,
+            claim: None,
         }
     }
 
@@ -216,6 +220,7 @@ impl Repository {
             backup_info,
             archive_info,
             lock: None,
+            claim: None,
         })
     }
 
@@ -227,6 +232,32 @@ impl Repository {
             self.lock = Some(Lock::acquire(lock_path, &self.stanza)?);
         }
         Ok(())
+    }
+
+    /// Claims the stanza in the repository for `command` (see [`crate::claim`]) unless this
+    /// handle already holds the claim; returns whether it took it now. The claim is held until
+    /// [`Repository::release_claim`]. `backup` and `expire` call this themselves (and release
+    /// what they took); a caller running both under one claim takes it first.
+    pub async fn claim(&mut self, command: &str) -> Result<bool> {
+        if self.claim.is_some() {
+            return Ok(false);
+        }
+        let name = self.name();
+        self.claim = Some(Claim::take(&self.storage, &name, &self.stanza, command).await?);
+        Ok(true)
+    }
+
+    /// Removes the stanza's claim this handle holds, if any.
+    pub async fn release_claim(&mut self) -> Result<()> {
+        match self.claim.take() {
+            Some(c) => c.release().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this handle holds the stanza's claim.
+    pub fn is_claimed(&self) -> bool {
+        self.claim.is_some()
     }
 
     /// Whether this handle holds the stanza's lock.
@@ -525,6 +556,20 @@ pub fn backup_info_path(stanza: &str) -> String {
     format!("backup/{stanza}/backup.info")
 }
 
+/// File name of the stanza's claim in the repository (see [`crate::claim`]).
+pub const CLAIM_FILE: &str = "backup.lock";
+
+/// `backup/<stanza>/backup.lock`: the stanza's claim, held by the `backup`, `expire` or stanza
+/// command that runs on it (on any host).
+pub fn claim_path(stanza: &str) -> String {
+    format!("backup/{stanza}/{CLAIM_FILE}")
+}
+
+/// `backup/<stanza>/backup.lock.<id>`: the marker of the takeover of the stale claim `id`.
+pub(crate) fn claim_takeover_path(stanza: &str, id: &str) -> String {
+    format!("{}.{id}", claim_path(stanza))
+}
+
 /// `archive/<stanza>/archive.info`.
 pub fn archive_info_path(stanza: &str) -> String {
     format!("archive/{stanza}/archive.info")
@@ -638,6 +683,7 @@ mod tests {
                 cipher,
             },
             lock: None,
+            claim: None,
         }
     }
 

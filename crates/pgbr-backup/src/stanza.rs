@@ -10,6 +10,7 @@ use pgbr_crypto::{CipherType, DataKey, WrappedKey};
 use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory};
 use pgbr_storage::Storage;
 
+use crate::claim::with_stanza_claimed;
 use crate::config::{PgOptions, RepoOptions};
 use crate::error::{Error, Result};
 use crate::repo::{self, archive_info_path, backup_info_path, describe, load_twice, save_twice};
@@ -33,7 +34,19 @@ pub enum StanzaCreated {
 ///
 /// Refuses a repository whose stanza belongs to another cluster, and a stanza directory that holds
 /// files but no info files (something else lives there).
+/// Claims the stanza in the repository while it works (see [`crate::claim`]).
 pub async fn create(
+    repo_opts: &RepoOptions,
+    stanza: &str,
+    pg: &PgOptions,
+) -> Result<StanzaCreated> {
+    with_stanza_claimed(repo_opts, stanza, "stanza-create", || {
+        create_claimed(repo_opts, stanza, pg)
+    })
+    .await
+}
+
+async fn create_claimed(
     repo_opts: &RepoOptions,
     stanza: &str,
     pg: &PgOptions,
@@ -77,7 +90,11 @@ pub async fn create(
         }
         (None, None) => {
             for prefix in [format!("archive/{stanza}/"), format!("backup/{stanza}/")] {
-                if let Some(obj) = storage.list(&prefix).await?.into_iter().next() {
+                // The stanza's claim (this command's) is no stranger.
+                let strangers = storage.list(&prefix).await?.into_iter().filter(|o| {
+                    !crate::claim::is_claim_name(o.path.rsplit('/').next().unwrap_or_default())
+                });
+                if let Some(obj) = strangers.into_iter().next() {
                     return Err(Error::Corrupt(format!(
                         "{name}: stanza '{stanza}' has no info files but its directory is not empty ({}); move those files away or use another repository",
                         obj.path
@@ -215,9 +232,10 @@ impl ClusterAndInfo {
 /// `backup.info` (each written twice). New WAL then goes to archive id `<version>-<db_id>`; the
 /// old backups and WAL stay where they are, listed and restorable.
 ///
-/// Takes the stanza lock in `lock_path` (refused while the stanza is stopped). A stanza that
-/// already records this cluster is [`StanzaUpgraded::AlreadyUpToDate`]; an upgrade interrupted
-/// between the two info files is completed.
+/// Takes the stanza lock in `lock_path` (refused while the stanza is stopped) and claims the
+/// stanza in the repository. A stanza that already records this cluster is
+/// [`StanzaUpgraded::AlreadyUpToDate`]; an upgrade interrupted between the two info files is
+/// completed.
 pub async fn upgrade(
     repo_opts: &RepoOptions,
     stanza: &str,
@@ -225,6 +243,17 @@ pub async fn upgrade(
     lock_path: &Path,
 ) -> Result<StanzaUpgraded> {
     let _lock = crate::lock::Lock::acquire(lock_path, stanza)?;
+    with_stanza_claimed(repo_opts, stanza, "stanza-upgrade", || {
+        upgrade_claimed(repo_opts, stanza, pg)
+    })
+    .await
+}
+
+async fn upgrade_claimed(
+    repo_opts: &RepoOptions,
+    stanza: &str,
+    pg: &PgOptions,
+) -> Result<StanzaUpgraded> {
     let found = ClusterAndInfo::read(repo_opts, stanza, pg).await?;
     let (system_id, pg_version) = (found.system_id, found.pg_version);
     let (storage, name) = (found.storage, found.name);
@@ -319,7 +348,8 @@ pub enum StanzaDeleted {
 ///
 /// The stanza must be stopped (`pgbr stop`; [`Error::Stopped`] otherwise) and, unless
 /// `opts.force`, PostgreSQL must not run in `opts.pg_path` (its `postmaster.pid` must not exist).
-/// Takes the stanza lock, so no backup or expire runs meanwhile. The four info files go first
+/// Takes the stanza lock and claims the stanza in the repository, so no backup or expire runs
+/// meanwhile, on this host or another. The four info files go first
 /// (`archive.info`, its copy, `backup.info`, its copy), so an interrupted delete leaves a stanza
 /// every command reports as missing, never half a stanza; then every other object; a second
 /// `stanza-delete` finishes an interrupted one. The key is not needed.
@@ -345,7 +375,16 @@ pub async fn delete(
         }
     }
     let _lock = crate::lock::Lock::acquire_stopped(&opts.lock_path, stanza)?;
+    with_stanza_claimed(repo_opts, stanza, "stanza-delete", || {
+        delete_claimed(repo_opts, stanza)
+    })
+    .await
+}
+
+async fn delete_claimed(repo_opts: &RepoOptions, stanza: &str) -> Result<StanzaDeleted> {
     let storage = repo::open_storage(repo_opts)?;
+    // This command's own claim goes with the stanza's objects, but is not one of them.
+    let claim = u64::from(storage.exists(&repo::claim_path(stanza)).await?);
     let mut objects = 0u64;
     for info in [archive_info_path(stanza), backup_info_path(stanza)] {
         for path in [info.clone(), format!("{info}{}", repo::COPY_SUFFIX)] {
@@ -358,6 +397,7 @@ pub async fn delete(
     for prefix in [format!("backup/{stanza}/"), format!("archive/{stanza}/")] {
         objects += storage.delete_prefix(&prefix).await?;
     }
+    let objects = objects.saturating_sub(claim);
     if repo_opts.repo_type == crate::config::RepoType::Posix {
         // Object deletion leaves the (now empty) directories of a local repository behind.
         for dir in [format!("backup/{stanza}"), format!("archive/{stanza}")] {

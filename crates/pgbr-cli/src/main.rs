@@ -286,6 +286,52 @@ fn spawn_worker(
     Ok(())
 }
 
+/// `backup`, then `expire` (as after every successful backup), on `repo`, which holds the
+/// stanza's lock and claim.
+async fn backup_then_expire(
+    config: &Config,
+    repo: &mut Repository,
+    opts: &pgbr_backup::config::BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<u8, Error> {
+    let report = pgbr_backup::backup::run(repo, &config.pg()?, opts, progress).await?;
+    for label in &report.removed_incomplete {
+        tracing::warn!("removed incomplete backup {label}");
+    }
+    if let Some(m) = &report.type_changed {
+        tracing::warn!("{m}");
+    }
+    if let Some(n) = report.resumed_files {
+        tracing::info!(
+            "backup {} resumed an interrupted attempt: {n} stored file(s) verified and reused",
+            report.label
+        );
+    }
+    // Expire after every successful backup, still under the backup's lock and claim.
+    let expired = pgbr_backup::expire::run(repo, &config.expire()?).await?;
+    for w in &expired.warnings {
+        tracing::warn!("{w}");
+    }
+    for line in render::expire_text(&expired).lines() {
+        tracing::info!("{line}");
+    }
+    if report.page_errors > 0 {
+        tracing::warn!(
+            "backup {} found {} page(s) failing their checksum; 'pgbr info' lists the files",
+            report.label,
+            report.page_errors
+        );
+    }
+    tracing::info!(
+        "backup {} complete: {} files, {} bytes, {} stored",
+        report.label,
+        report.file_count,
+        report.size_original,
+        report.size_stored
+    );
+    Ok(0)
+}
+
 async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
     let progress: Arc<dyn Progress> = Arc::new(LogProgress);
     if matches!(
@@ -539,44 +585,15 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
         }
         Command::Backup => {
             let mut repo = Repository::open(&config.default_repo()?, config.stanza()?).await?;
-            let report =
-                pgbr_backup::backup::run(&mut repo, &config.pg()?, &config.backup()?, progress)
-                    .await?;
-            for label in &report.removed_incomplete {
-                tracing::warn!("removed incomplete backup {label}");
+            // The backup and the expire after it run under one claim of the stanza.
+            let opts = config.backup()?;
+            repo.lock(&opts.lock_path)?;
+            repo.claim("backup").await?;
+            let result = backup_then_expire(config, &mut repo, &opts, progress).await;
+            if let Err(e) = repo.release_claim().await {
+                tracing::warn!("{e}; the next command takes the claim over");
             }
-            if let Some(m) = &report.type_changed {
-                tracing::warn!("{m}");
-            }
-            if let Some(n) = report.resumed_files {
-                tracing::info!(
-                    "backup {} resumed an interrupted attempt: {n} stored file(s) verified and reused",
-                    report.label
-                );
-            }
-            // Expire after every successful backup, still under the backup's lock.
-            let expired = pgbr_backup::expire::run(&mut repo, &config.expire()?).await?;
-            for w in &expired.warnings {
-                tracing::warn!("{w}");
-            }
-            for line in render::expire_text(&expired).lines() {
-                tracing::info!("{line}");
-            }
-            if report.page_errors > 0 {
-                tracing::warn!(
-                    "backup {} found {} page(s) failing their checksum; 'pgbr info' lists the files",
-                    report.label,
-                    report.page_errors
-                );
-            }
-            tracing::info!(
-                "backup {} complete: {} files, {} bytes, {} stored",
-                report.label,
-                report.file_count,
-                report.size_original,
-                report.size_stored
-            );
-            Ok(0)
+            result
         }
         Command::Restore => {
             let mut opts = config.restore()?;

@@ -86,8 +86,13 @@ pub fn info_text(reports: &[StanzaReport]) -> String {
                     ));
                     for e in r.page_errors.iter().filter(|e| e.label == b.label) {
                         let blocks: Vec<String> = e.blocks.iter().map(u32::to_string).collect();
+                        let copied = e
+                            .reference
+                            .as_deref()
+                            .map(|r| format!(" (as copied by backup {r})"))
+                            .unwrap_or_default();
                         out.push_str(&format!(
-                            "                {}/{}: block(s) {}\n",
+                            "                {}/{}: block(s) {}{copied}\n",
                             e.target,
                             e.name,
                             blocks.join(", ")

@@ -409,8 +409,11 @@ fn bundles_keep_many_small_files_in_few_objects_and_restore_exactly() {
     env.verify_ok();
 }
 
+/// A damaged page is reported and does not stop the backup; every backup whose restore holds the
+/// damaged copy (the full that copied it, the incremental that references it) names the file and
+/// the block in `info`, text and JSON.
 #[test]
-fn damaged_page_is_reported_and_does_not_stop_the_backup() {
+fn damaged_page_is_reported_by_every_backup_holding_it_and_does_not_stop_the_backup() {
     let mut env = setup("");
     env.src.psql(
         "create table victim as select g as id, md5(g::text) as v from generate_series(1, 5000) g",
@@ -427,6 +430,13 @@ fn damaged_page_is_reported_and_does_not_stop_the_backup() {
         // Inside block 3's tuple area: the page checksum no longer matches.
         f.write_all_at(b"corrupt", 3 * 8192 + 4000).expect("write");
     }
+    // Older than the full backup's start (not within its first second), so that the incremental
+    // trusts its size and time and references it.
+    common::run_ok(
+        std::process::Command::new("touch")
+            .args(["-m", "-d", "1 hour ago"])
+            .arg(env.src.data.join(&rel)),
+    );
     env.src.start();
     let (label, summary, log) = backup(&env, "full");
     assert_eq!(summary["page_errors"].as_u64(), Some(1), "{summary}");
@@ -439,4 +449,30 @@ fn damaged_page_is_reported_and_does_not_stop_the_backup() {
         info.contains(&rel) && info.contains("3"),
         "info must name the file and block: {info}"
     );
+
+    // An incremental references the unchanged file, damaged page and all.
+    env.src.psql("create table after_full as select 1 as id");
+    let (incr, summary, _) = backup(&env, "incr");
+    assert_eq!(summary["page_errors"].as_u64(), Some(1), "{summary}");
+    let text = env.scratch.pgbr_ok(
+        &env.conf,
+        &["--stanza=main", "info", &format!("--set={incr}")],
+    );
+    let line = format!("pg_data/{rel}: block(s) 3 (as copied by backup {label})");
+    assert!(text.contains(&line), "info must name {line:?}: {text}");
+    let json = common::info(&env.scratch, &env.conf);
+    let errors = json["page_errors"].as_array().expect("page_errors");
+    for (backup, reference) in [(&label, None), (&incr, Some(label.as_str()))] {
+        let named = errors.iter().any(|e| {
+            e["label"].as_str() == Some(backup.as_str())
+                && e["target"] == "pg_data"
+                && e["name"].as_str() == Some(rel.as_str())
+                && e["blocks"] == serde_json::json!([3])
+                && e["reference"].as_str() == reference
+        });
+        assert!(
+            named,
+            "info JSON must name {rel} block 3 for {backup}: {errors:?}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! The stanza lock against a real PostgreSQL 15: a second concurrent backup fails at once naming
 //! the holder's pid; a `kill -9`ed backup's lock does not block the next one; concurrent
-//! archive-push of the same segment store it once, intact.
+//! archive-push of the same segment store it once, intact. The stanza's claim in the repository:
+//! two backups with their own lock-paths (two hosts) on one repository never run at once, and a
+//! stale claim is taken over (at once on its own host, after 30 minutes from another).
 
 mod common;
 
@@ -150,4 +152,182 @@ fn concurrent_backups_and_a_killed_holder() {
         std::fs::read(&copy).expect("copy")
     );
     env.src.stop();
+}
+
+/// The repository's claim object of stanza `main` (JSON), if there is one.
+fn claim(repo: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read(repo.join("backup/main/backup.lock")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Waits until the claim of stanza `main` names the backup's label and the backup recorded its
+/// progress (it can be resumed); returns its pid.
+fn wait_for_claimed_progress(repo: &Path, child: &mut Child) -> i32 {
+    let started = Instant::now();
+    loop {
+        if let Some(c) = claim(repo) {
+            let recorded = c["label"].as_str().is_some_and(|label| {
+                repo.join(format!("backup/main/{label}/backup.manifest.inprogress"))
+                    .exists()
+            });
+            if recorded {
+                return c["pid"].as_i64().expect("pid") as i32;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("backup ended ({status}) before it recorded its progress");
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no claim");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A backup slowed down by the test hook, with configuration `conf`.
+fn spawn_slow_backup(scratch: &Scratch, conf: &Path, delay_ms: &str) -> Child {
+    common::as_pg(&scratch.pgbr)
+        .arg(format!("--config={}", conf.display()))
+        .args(["--stanza=main", "backup", "--type=full"])
+        .env("PGBR_TEST_FILE_DELAY_MS", delay_ms)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backup")
+}
+
+/// Two hosts sharing one repository, simulated by two configurations with their own lock-path:
+/// of two backups started together exactly one runs, the other is refused at once naming the
+/// claim, the repository and its holder; the repository verifies and the backup restores.
+#[test]
+fn backups_from_two_lock_paths_on_one_repository_never_run_at_once() {
+    let env = Stanza::new("process-max=1\n");
+    env.src.pgbench_init(1);
+    let other_host = env.scratch.write_config(
+        "other-host.conf",
+        &std::fs::read_to_string(&env.conf).expect("config").replace(
+            &format!("lock-path={}", env.scratch.path("lock").display()),
+            &format!("lock-path={}", env.scratch.path("lock-other").display()),
+        ),
+    );
+    let repo_root = std::fs::canonicalize(&env.repo).expect("repo");
+    // Started together: the one that claims the stanza second does so while the other one runs
+    // (a backup takes seconds, a claim milliseconds).
+    let first = spawn_backup(&env.scratch, &env.conf);
+    let second = spawn_backup(&env.scratch, &other_host);
+    let outs = [
+        first.wait_with_output().expect("first"),
+        second.wait_with_output().expect("second"),
+    ];
+    let won: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    let lost: Vec<_> = outs.iter().filter(|o| !o.status.success()).collect();
+    assert_eq!(
+        (won.len(), lost.len()),
+        (1, 1),
+        "{}\n---\n{}",
+        String::from_utf8_lossy(&outs[0].stderr),
+        String::from_utf8_lossy(&outs[1].stderr)
+    );
+    let line = common::assert_fails(
+        lost[0],
+        13,
+        &[
+            "stanza 'main' is claimed in repo1",
+            &repo_root.display().to_string(),
+            "backup/main/backup.lock",
+            "pid ",
+            "on host ",
+        ],
+        "the second backup",
+    );
+    eprintln!("{line}");
+    assert!(
+        claim(&env.repo).is_none(),
+        "the claim is removed at the end"
+    );
+    let backups = common::labels(&common::info(&env.scratch, &env.conf));
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    env.verify_ok();
+    let want = env
+        .src
+        .psql("select sum(abalance), count(*) from pgbench_accounts");
+    let c = env.restore_and_start("restored", &["--type=immediate", "--target-action=promote"]);
+    assert_eq!(
+        c.psql("select sum(abalance), count(*) from pgbench_accounts"),
+        want
+    );
+}
+
+/// A claim whose holder is gone is taken over with a message: a `kill -9`ed backup's at once on
+/// its own host (and the next backup resumes it), another host's only once it has not been
+/// renewed for 30 minutes; before that, the backup is refused naming that host.
+#[test]
+fn stale_claims_are_taken_over_and_another_hosts_live_claim_is_not() {
+    let env = Stanza::new("process-max=1\nrepo1-bundle=n\n");
+    env.src.pgbench_init(1);
+    let (scratch, conf, repo) = (&env.scratch, &env.conf, &env.repo);
+
+    let mut killed = spawn_slow_backup(scratch, conf, "100");
+    let pid = wait_for_claimed_progress(repo, &mut killed);
+    // SAFETY: signalling the pgbr process we started (its pid is in its claim).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let _ = killed.wait();
+    assert_eq!(
+        claim(repo).expect("the killed backup's claim")["pid"].as_i64(),
+        Some(i64::from(pid))
+    );
+    let out = scratch.pgbr(conf, &["--stanza=main", "backup", "--type=full"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("took over the stale claim backup/main/backup.lock")
+            && log.contains(&format!("its process (pid {pid}) is no longer running")),
+        "{log}"
+    );
+    assert!(log.contains("resumed an interrupted attempt"), "{log}");
+    assert!(claim(repo).is_none());
+
+    // Another host's claim, renewed a minute ago: refused, naming that host.
+    let now = chrono_now();
+    let write_claim = |renewed: i64| {
+        let path = repo.join("backup/main/backup.lock");
+        let text = serde_json::json!({
+            "command": "backup", "label": "20261201-101010F", "host": "db-elsewhere",
+            "boot_id": "another-boot", "pid_ns": "pid:[1]", "pid": 4242, "pid_start": 1,
+            "started": renewed - 600, "renewed": renewed, "token": "db-elsewhere:4242:1"
+        });
+        std::fs::write(&path, text.to_string()).expect("write claim");
+        common::chown_pg(&path);
+    };
+    write_claim(now - 60);
+    let out = scratch.pgbr(conf, &["--stanza=main", "backup", "--type=incr"]);
+    common::assert_fails(
+        &out,
+        13,
+        &[
+            "backup/main/backup.lock",
+            "backup 20261201-101010F, pid 4242 on host db-elsewhere",
+            "renewed 1m0",
+        ],
+        "a backup while another host holds the claim",
+    );
+    // expire and stanza-create are refused the same way.
+    let out = scratch.pgbr(conf, &["--stanza=main", "expire"]);
+    assert_eq!(out.status.code(), Some(13));
+    // Not renewed for 31 minutes: taken over.
+    write_claim(now - 31 * 60);
+    let out = scratch.pgbr(conf, &["--stanza=main", "backup", "--type=incr"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("took over the stale claim") && log.contains("host db-elsewhere"),
+        "{log}"
+    );
+    assert!(claim(repo).is_none());
+    env.verify_ok();
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
 }

@@ -386,3 +386,54 @@ fn a_backup_whose_progress_record_lost_entries_is_not_committed() {
     assert_eq!(listed_backups(&env).len(), 1);
     env.scratch.pgbr_ok(&env.conf, &["--stanza=main", "verify"]);
 }
+
+/// Every file below `dir` whose name is a partly written object's (`<name>#<digits>`).
+fn partial_objects(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.rsplit_once('#'))
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A backup killed while it writes an object leaves the object's partly written piece
+/// (`<name>#<digits>`) in its directory; the backup that resumes it removes every such piece of
+/// its directory, and the repository verifies.
+#[test]
+fn a_resumed_backup_removes_what_the_killed_attempt_was_writing() {
+    let env = Stanza::new("process-max=1\nrepo1-bundle=n\n");
+    // pgbench_accounts (about 64 MB) is stored first, as blocks, for a good while.
+    env.src.pgbench_init(5);
+    let mut child = spawn_backup(&env, &[]);
+    wait_for("an object being written after the progress record", || {
+        backup_dirs(&env.repo).iter().any(|d| {
+            d.join("backup.manifest.inprogress").exists() && !partial_objects(d).is_empty()
+        })
+    });
+    kill_backup(&env, &mut child);
+    let left = partial_objects(&env.repo.join("backup/main"));
+    assert!(!left.is_empty(), "the killed backup left no partial object");
+    let out = env
+        .scratch
+        .pgbr(&env.conf, &["--stanza=main", "backup", "--type=full"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    files_reused(&log);
+    let still = partial_objects(&env.repo.join("backup/main"));
+    assert!(still.is_empty(), "left behind: {still:?} (were {left:?})");
+    assert!(log.contains("partly written object(s)"), "{log}");
+    env.verify_ok();
+}

@@ -199,45 +199,57 @@ pub(crate) fn remove_abandoned(dir: &Path, prefixes: &[String]) -> Result<u64, E
     Ok(removed)
 }
 
-/// Removes the staging files below `dir` (a directory inside the repository `root`, or nothing),
-/// then the directories from `dir` down that are left empty (never `root`). Used after the
-/// objects below a prefix were deleted.
-pub(crate) fn remove_staging_files(root: &Path, dir: &Path) -> Result<(), Error> {
+/// Removes the staging files below `dir` (a directory inside the repository `root`, or nothing)
+/// and returns how many; with `remove_empty_dirs`, then the directories from `dir` down that are
+/// left empty (never `root`), as after the objects below a prefix were deleted.
+pub(crate) fn remove_staging_files(
+    root: &Path,
+    dir: &Path,
+    remove_empty_dirs: bool,
+) -> Result<u64, Error> {
     if dir == root || !dir.starts_with(root) {
-        return Ok(());
+        return Ok(0);
     }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(Error::io(dir, e)),
     };
+    let mut files = 0;
     let mut removed = false;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let path = entry.path();
         let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
         if kind.is_dir() {
-            remove_staging_files(root, &path)?;
+            files += remove_staging_files(root, &path, remove_empty_dirs)?;
         } else if entry.file_name().to_str().is_some_and(is_staging_name) {
             match fs::remove_file(&path) {
-                Ok(()) => removed = true,
+                Ok(()) => {
+                    removed = true;
+                    files += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&path, e)),
             }
         }
     }
     // Only an empty directory goes (a concurrent writer's new file keeps it).
-    match fs::remove_dir(dir) {
-        Ok(()) => removed = true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(_) => {}
-    }
-    if removed {
-        if let Some(parent) = dir.parent() {
-            crate::posix::sync_dir(parent)?;
+    if remove_empty_dirs {
+        match fs::remove_dir(dir) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => {}
         }
     }
-    Ok(())
+    if removed {
+        crate::posix::sync_dir(if remove_empty_dirs {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        })?;
+    }
+    Ok(files)
 }
 
 /// fsync, close, rename over `target`, fsync of the directory.
@@ -538,6 +550,45 @@ mod tests {
         let memory = Storage::memory();
         assert_eq!(
             rt.block_on(memory.remove_abandoned("wal", &prefixes))
+                .expect("memory"),
+            0
+        );
+    }
+
+    #[test]
+    fn abandoned_staging_files_below_a_prefix_are_removed_and_objects_and_dirs_stay() {
+        let (rt, dir, storage) = local_repo();
+        write_object(&rt, &storage, "backup/x/pg_data/big.blk", b"done");
+        write_object(&rt, &storage, "backup/y/kept", b"kept");
+        let x = dir.path().join("backup/x");
+        std::fs::create_dir_all(x.join("pg_data/base/5")).expect("mkdir");
+        for name in [
+            "pg_data/big.blk#17",
+            "pg_data/base/5/1.blk#4",
+            "pg_data/x#1b",
+        ] {
+            std::fs::write(x.join(name), b"partial").expect("staging");
+        }
+        std::fs::write(dir.path().join("backup/y/left#9"), b"partial").expect("staging");
+        assert_eq!(
+            rt.block_on(storage.remove_abandoned_below("backup/x/"))
+                .expect("remove"),
+            2
+        );
+        assert!(x.join("pg_data/big.blk").exists());
+        assert!(
+            x.join("pg_data/x#1b").exists(),
+            "an object whose name looks alike"
+        );
+        assert!(x.join("pg_data/base/5").is_dir(), "directories stay");
+        assert!(!x.join("pg_data/base/5/1.blk#4").exists());
+        assert!(
+            dir.path().join("backup/y/left#9").exists(),
+            "another prefix"
+        );
+        let memory = Storage::memory();
+        assert_eq!(
+            rt.block_on(memory.remove_abandoned_below("backup/x/"))
                 .expect("memory"),
             0
         );

@@ -411,21 +411,41 @@ impl Storage {
                 Err(e) => return Err(Error::store(prefix, e)),
             }
         }
-        if let Some(local) = &self.local {
-            // Listing skips the staging files a killed writer leaves (`<name>#<digits>`), so
-            // the deletes above leave them, and the directories holding them, behind.
-            let dir = local
-                .fs
-                .path_to_filesystem(&key)
-                .map_err(|e| Error::store(prefix, e))?;
-            let local = Arc::clone(local);
-            tokio::task::spawn_blocking(move || {
-                crate::local::remove_staging_files(&local.root, &dir)
-            })
-            .await
-            .map_err(|e| task_error(prefix, e))??;
-        }
+        // Listing skips the staging files a killed writer leaves (`<name>#<digits>`), so the
+        // deletes above leave them, and the directories holding them, behind.
+        self.remove_staging_below(prefix, true).await?;
         Ok(deleted)
+    }
+
+    /// Removes what writers killed mid-write left below `prefix` (the staging files
+    /// `<name>#<digits>` of a local repository, in every directory under it) and returns how
+    /// many were removed; objects and directories stay. Only for a prefix nobody writes to
+    /// meanwhile: a live writer's staging file would go too. Other stores keep no such files.
+    pub async fn remove_abandoned_below(&self, prefix: &str) -> Result<u64, Error> {
+        self.remove_staging_below(prefix, false).await
+    }
+
+    /// The staging files below `prefix` of a local repository (and, with `remove_empty_dirs`,
+    /// the directories left empty) go; how many files went.
+    async fn remove_staging_below(
+        &self,
+        prefix: &str,
+        remove_empty_dirs: bool,
+    ) -> Result<u64, Error> {
+        let Some(local) = &self.local else {
+            return Ok(0);
+        };
+        let key = prefix_key(prefix)?;
+        let dir = local
+            .fs
+            .path_to_filesystem(&key)
+            .map_err(|e| Error::store(prefix, e))?;
+        let local = Arc::clone(local);
+        tokio::task::spawn_blocking(move || {
+            crate::local::remove_staging_files(&local.root, &dir, remove_empty_dirs)
+        })
+        .await
+        .map_err(|e| task_error(prefix, e))?
     }
 
     /// Removes what writers killed mid-write left in directory `dir` for objects whose names

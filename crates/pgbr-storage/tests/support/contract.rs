@@ -124,6 +124,7 @@ pub async fn exercise(s: &Storage) {
     assert!(s.put_if_absent("archive/main/seg", b("a")).await.unwrap());
     assert!(!s.put_if_absent("archive/main/seg", b("b")).await.unwrap());
     assert_eq!(s.get("archive/main/seg").await.unwrap(), b("a"));
+    create_if_absent_is_exclusive(s).await;
 
     s.delete("backup/main/backup.info").await.unwrap();
     s.delete("backup/main/backup.info").await.unwrap();
@@ -144,4 +145,27 @@ pub async fn exercise(s: &Storage) {
     assert_eq!(s.delete_prefix("backup").await.unwrap(), 1);
     assert_eq!(s.delete_prefix("archive").await.unwrap(), 1);
     assert!(s.list("").await.unwrap().is_empty());
+}
+
+/// Create-if-absent under contention (what a repository claim rests on): of writers racing to
+/// create one object, exactly one succeeds and the object holds its bytes; the object is gone
+/// again at the end.
+pub async fn create_if_absent_is_exclusive(s: &Storage) {
+    const KEY: &str = "backup/race/backup.lock";
+    for round in 0..3 {
+        let bodies: Vec<Bytes> = (0..8)
+            .map(|i| Bytes::from(format!("writer {i} of round {round}")))
+            .collect();
+        let created =
+            futures::future::join_all(bodies.iter().map(|b| s.put_if_absent(KEY, b.clone()))).await;
+        let winners: Vec<usize> = created
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.unwrap().then_some(i))
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        assert_eq!(s.get(KEY).await.unwrap(), bodies[winners[0]]);
+        s.delete(KEY).await.unwrap();
+    }
+    assert!(!s.exists(KEY).await.unwrap());
 }
