@@ -394,6 +394,7 @@ pub async fn run(
             report.entries_removed += remove_extras(&manifest, target, dest)?;
         }
     }
+    crate::failpoints::crash_point!("restore::after-remove-extras");
     // Rewriting a cluster in place: it stops being startable until the restore completes (the
     // backup's pg_control takes its place last), so an interrupted delta restore never leaves
     // a mix of old and new files that PostgreSQL would start on.
@@ -513,12 +514,9 @@ pub async fn run(
     };
     schedule(&mut jobs, size_of);
     let worker_progress = Arc::clone(&progress);
-    let file_delay = pipeline::test_file_delay();
     let (shared, worker_dests) = (Arc::clone(&manifest), Arc::clone(&dests));
     let results = pipeline::run_parallel(jobs, opts.process_max, move |job: RestoreJob| {
-        if let Some(d) = file_delay {
-            std::thread::sleep(d);
-        }
+        crate::failpoints::crash_point!("restore::copy-file");
         let with_dest = |i: usize| {
             let f = &shared.files[i];
             (f, worker_dests[f.target.as_str()].join(&f.name))
@@ -559,6 +557,7 @@ pub async fn run(
     for dest in dests.values() {
         pgbr_storage::posix::sync_filesystem(dest)?;
     }
+    crate::failpoints::crash_point!("restore::before-pg-control");
     // Only now does the cluster become startable.
     let pg_control = dests["pg_data"].join(PG_CONTROL);
     let staged = temporary_name(&pg_control);
@@ -570,6 +569,7 @@ pub async fn run(
         }
     }
     write_tablespace_map(&manifest, &dests, owner)?;
+    crate::failpoints::crash_point!("restore::before-recovery-settings");
     let restore_command = opts
         .restore_command
         .clone()
