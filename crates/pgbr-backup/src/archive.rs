@@ -222,6 +222,7 @@ pub async fn push(
         }
         Some((format!("{dir}/{name}-{checksum}{ext}"), checksum))
     };
+    crate::failpoints::crash_point!("archive-push::before-put");
     let stored = {
         let (storage, path) = (repo.storage().clone(), path.clone());
         let handle = tokio::runtime::Handle::current();
@@ -260,6 +261,7 @@ pub async fn push(
             )));
         }
     }
+    crate::failpoints::crash_point!("archive-push::after-put");
     Ok(PushOutcome::Stored {
         stored_bytes: stored.stored_size,
     })

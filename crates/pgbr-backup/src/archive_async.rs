@@ -325,6 +325,7 @@ fn report_pushed(
             report.pushed += 1;
             let _ = fs::remove_file(out.join(format!("{name}.error")));
             write_report(out, &format!("{name}.ok"), b"")?;
+            crate::failpoints::crash_point!("archive-push-async::after-report");
         }
         Err(e) => {
             report.failed += 1;

@@ -373,6 +373,7 @@ async fn run_claimed(
     opts: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupReport> {
+    crate::stanza::check_upgrade_finished(repo)?;
     let db = repo.current_db()?.clone();
     let (session, ident, control) = crate::pg::connect_checked(pg).await?;
     if ident.system_id != db.system_id || ident.major() != db.pg_version {
@@ -439,6 +440,7 @@ async fn run_claimed(
     if let Some(c) = &repo.claim {
         c.set_label(&label).await?;
     }
+    crate::failpoints::crash_point!("backup::after-label");
     if let Some(m) = &resumed {
         progress.message(&format!(
             "resuming interrupted backup {label}: {} stored file(s) will be verified and reused where unchanged",
@@ -650,13 +652,14 @@ async fn run_claimed(
         files: Vec::new(),
     };
     repo.save_inprogress(&label, &skeleton).await?;
+    crate::failpoints::crash_point!("backup::after-inprogress");
     let (stop_snapshots, mut snapshots_stopped) = tokio::sync::oneshot::channel::<()>();
     let snapshots = {
         let done = Arc::clone(&done);
         let repo = repo.task_handle();
         let label = label.clone();
-        // Test hook: the snapshot loses the entries lent to it, as a bug here would.
-        let lose_lent_entries = std::env::var_os("PGBR_TEST_LOSE_SNAPSHOT_ENTRIES").is_some();
+        // Failpoint: the snapshot loses the entries lent to it, as a bug here would.
+        let lose_lent_entries = crate::failpoints::triggered("backup::lose-snapshot-entries");
         tokio::spawn(async move {
             let mut m = skeleton;
             let mut pause = SNAPSHOT_INTERVAL;
@@ -714,11 +717,8 @@ async fn run_claimed(
         busy: pipeline::Busy::new(opts.process_max),
     };
     let worker_done = Arc::clone(&done);
-    let file_delay = pipeline::test_file_delay();
     let copied = pipeline::run_parallel(work, opts.process_max, move |w: Work| {
-        if let Some(d) = file_delay {
-            std::thread::sleep(d);
-        }
+        crate::failpoints::crash_point!("backup::copy-file");
         let out = storer.busy.run(|| storer.store(w))?;
         for e in &out {
             worker_progress.file_done(&e.name, e.size);
@@ -773,6 +773,7 @@ async fn run_claimed(
     };
     files.append(&mut others);
     files.extend(results.into_iter().flat_map(|(_, referenced)| referenced));
+    crate::failpoints::crash_point!("backup::after-files");
     progress.message(&format!(
         "backup {label}: files copied, stopping (pg_backup_stop)"
     ));
@@ -875,18 +876,13 @@ async fn run_claimed(
         context: format!("manifest of backup {label}"),
         source,
     })?;
-    // Test hook: a window in which tests interrupt a backup just before it commits.
-    if let Some(ms) = std::env::var("PGBR_TEST_PAUSE_BEFORE_COMMIT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
+    crate::failpoints::crash_point!("backup::before-commit");
     // A backup whose claim another command took over (it could not renew it) must not commit.
     if let Some(c) = &repo.claim {
         c.check().await?;
     }
     let (_, manifest_checksum) = repo.save_manifest(&label, &manifest).await?;
+    crate::failpoints::crash_point!("backup::after-commit");
     // Committed: the in-progress record is no longer needed.
     repo.storage()
         .delete(&format!("{backup_dir}/{}", crate::repo::INPROGRESS_FILE))
@@ -894,6 +890,7 @@ async fn run_claimed(
     let summary = BackupSummary::from_manifest(&manifest, manifest_checksum);
     repo.backup_info.backups.push(summary);
     repo.save_backup_info().await?;
+    crate::failpoints::crash_point!("backup::after-backup-info");
     progress.message(&format!(
         "backup {label}: done in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -1366,6 +1363,7 @@ async fn reconcile_with(
         }
         match repo.load_manifest_with_checksum(&label).await {
             Ok((m, checksum)) => {
+                repo.finish_commit(&label).await?;
                 repo.backup_info
                     .backups
                     .push(BackupSummary::from_manifest(&m, checksum));

@@ -18,7 +18,6 @@
 //! removed, a committed backup missing from backup.info is listed again (and expired again).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -56,18 +55,6 @@ pub struct ExpireReport {
     pub removed_incomplete: Vec<String>,
     /// Things the caller should tell the user (e.g. no retention configured).
     pub warnings: Vec<String>,
-}
-
-/// Test hook: milliseconds to pause between the steps of an expire, so a test can kill it mid-way.
-const STEP_PAUSE_ENV: &str = "PGBRTEST_EXPIRE_STEP_MS";
-
-async fn step_pause() {
-    if let Some(ms) = std::env::var(STEP_PAUSE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
 }
 
 /// Applies the retention policy (or `--set`) to `repo`. Takes the stanza lock, and (unless
@@ -117,7 +104,7 @@ async fn run_claimed(repo: &mut Repository, opts: &ExpireOptions) -> Result<Expi
             .backups
             .retain(|b| !expired.contains(&b.label));
         repo.save_backup_info().await?;
-        step_pause().await;
+        crate::failpoints::crash_point!("expire::after-backup-info");
     }
     // 2. Manifests, newest backup first: a backup without a manifest is no longer a backup.
     for label in &expired {
@@ -126,27 +113,25 @@ async fn run_claimed(repo: &mut Repository, opts: &ExpireOptions) -> Result<Expi
             .delete(&format!("{manifest}{COPY_SUFFIX}"))
             .await?;
         repo.storage().delete(&manifest).await?;
-        step_pause().await;
+        crate::failpoints::crash_point!("expire::after-manifest");
     }
     // 3. The rest of each directory.
     for label in &expired {
         repo.storage()
             .delete_prefix(&format!("{}/", repo.backup_path(label)))
             .await?;
-        step_pause().await;
+        crate::failpoints::crash_point!("expire::after-directory");
     }
     // 4. WAL no retained backup needs, then what killed archive-push calls left of it.
     let mut segments_by_dir: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (i, w) in wal.iter().enumerate() {
+    for w in &wal {
         repo.storage().delete(&w.path).await?;
+        crate::failpoints::crash_point!("expire::after-wal");
         if let Some((dir, _)) = w.path.rsplit_once('/') {
             segments_by_dir
                 .entry(dir)
                 .or_default()
                 .push(w.segment.clone());
-        }
-        if i % 4 == 3 {
-            step_pause().await;
         }
     }
     for (dir, segments) in &segments_by_dir {

@@ -12,7 +12,9 @@
 //! from. [`config`] reads pgBackRest-style
 //! configuration (INI file, `PGBR_*` environment, flags) into the typed option structs those
 //! functions take, so an embedder reads the same file the same way the CLI does. Long commands
-//! report through a [`Progress`] the caller implements; the library never prints.
+//! report through a [`Progress`] the caller implements; the library never prints. [`failpoints`]
+//! lists the crash points of the fault tests, which exist only in a build with the `failpoints`
+//! feature (off by default).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -39,6 +41,7 @@ mod config_file;
 mod error;
 mod exclude;
 pub mod expire;
+pub mod failpoints;
 pub mod info;
 pub mod lock;
 pub mod multi;

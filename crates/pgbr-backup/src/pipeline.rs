@@ -466,15 +466,6 @@ pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Resu
     Ok(n)
 }
 
-/// Test hook: `PGBR_TEST_FILE_DELAY_MS` slows every file of a backup or restore down, so tests
-/// can interrupt one part-way.
-pub(crate) fn test_file_delay() -> Option<std::time::Duration> {
-    std::env::var("PGBR_TEST_FILE_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(std::time::Duration::from_millis)
-}
-
 /// Block size of block-mapped files: each block is compressed and encrypted on its own, so an
 /// incremental stores only changed blocks and restore can fetch any block by range.
 pub(crate) const BLOCK_SIZE: usize = 64 * 1024;

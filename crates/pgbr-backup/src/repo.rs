@@ -65,9 +65,9 @@ pub fn open_storage(opts: &RepoOptions) -> Result<Storage> {
 }
 
 fn open_cloud(cloud: &CloudOptions) -> std::result::Result<Storage, pgbr_storage::Error> {
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "failpoints")]
     if let Some(c) = test_fault_connector() {
-        // Test-only (debug builds): injected 503s, through the storage's own retry layer.
+        // Failpoints (test builds only): injected 503s, through the storage's own retry layer.
         return match cloud {
             CloudOptions::S3(o) => Storage::s3_with_http_connector(o, c),
             CloudOptions::Azure(o) => Storage::azure_with_http_connector(o, c),
@@ -81,16 +81,15 @@ fn open_cloud(cloud: &CloudOptions) -> std::result::Result<Storage, pgbr_storage
     }
 }
 
-/// The fault injection of the tests (debug builds only): `PGBRTEST_HTTP_FAIL_FIRST=<k>` fails
-/// the first `k` HTTP requests of every method (transient: the retries absorb it);
-/// `PGBRTEST_HTTP_FAIL_AFTER=<n>` fails every `PUT` after the first `n` (permanent: the
-/// retries exhaust).
-#[cfg(debug_assertions)]
+/// The fault injection of the tests (failpoints, see [`crate::failpoints`]):
+/// `storage::http-fail-first=return(K)` fails the first `K` HTTP requests of every method
+/// (transient: the retries absorb it); `storage::http-fail-after=return(N)` fails every `PUT`
+/// after the first `N` (permanent: the retries exhaust).
+#[cfg(feature = "failpoints")]
 fn test_fault_connector() -> Option<pgbr_storage::FaultyHttpConnector> {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let (first, after) = (
-        var("PGBRTEST_HTTP_FAIL_FIRST"),
-        var("PGBRTEST_HTTP_FAIL_AFTER"),
+        crate::failpoints::number("storage::http-fail-first"),
+        crate::failpoints::number("storage::http-fail-after"),
     );
     if first.is_none() && after.is_none() {
         return None;
@@ -142,6 +141,7 @@ pub(crate) async fn load_twice<T>(
 pub(crate) async fn save_twice(storage: &Storage, path: &str, bytes: Vec<u8>) -> Result<()> {
     let bytes = Bytes::from(bytes);
     storage.put(path, bytes.clone()).await?;
+    crate::failpoints::crash_point!("repo::before-copy");
     storage.put(&format!("{path}{COPY_SUFFIX}"), bytes).await?;
     Ok(())
 }
@@ -460,6 +460,27 @@ impl Repository {
         let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
         save_twice(&self.storage, &path, sealed).await?;
         Ok((len * 2, checksum))
+    }
+
+    /// Finishes the commit of backup `label`, which a killed backup left committed (a manifest
+    /// copy verifies) but not listed: the manifest copy not written yet is written from the
+    /// other, and the in-progress manifest goes.
+    pub(crate) async fn finish_commit(&self, label: &str) -> Result<()> {
+        let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
+        let copy = format!("{path}{COPY_SUFFIX}");
+        match (
+            self.storage.get_opt(&path).await?,
+            self.storage.get_opt(&copy).await?,
+        ) {
+            (Some(b), None) => self.storage.put(&copy, b).await?,
+            (None, Some(b)) => self.storage.put(&path, b).await?,
+            _ => {}
+        }
+        let inprogress = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
+        if self.storage.exists(&inprogress).await? {
+            self.storage.delete(&inprogress).await?;
+        }
+        Ok(())
     }
 
     /// Writes the in-progress manifest of backup `label` (not a commit: see [`INPROGRESS_FILE`]).

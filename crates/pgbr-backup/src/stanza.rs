@@ -33,7 +33,8 @@ pub enum StanzaCreated {
 /// Creates `stanza` in the repository for the cluster `pg` describes (which must be running).
 ///
 /// Refuses a repository whose stanza belongs to another cluster, and a stanza directory that holds
-/// files but no info files (something else lives there).
+/// files but no info files (something else lives there). A stanza-create killed between its info
+/// files is finished, and a copy an interrupted write left missing or stale is written again.
 /// Claims the stanza in the repository while it works (see [`crate::claim`]).
 pub async fn create(
     repo_opts: &RepoOptions,
@@ -65,27 +66,58 @@ async fn create_claimed(
         pg_version,
     };
     match (archive, backup) {
-        (Some(a), Some(b)) => {
-            let current = a.current_db().cloned().ok_or_else(|| {
-                Error::Corrupt(format!("{name}: archive.info of stanza '{stanza}' lists no database"))
-            })?;
-            if current.system_id != wanted.system_id || current.pg_version != wanted.pg_version {
-                return Err(Error::ClusterMismatch(format!(
-                    "{name}: stanza '{stanza}' belongs to database system {} (PostgreSQL {}), not to the cluster in {} (system {}, PostgreSQL {}); use another stanza or repository",
-                    current.system_id,
-                    current.pg_version,
-                    pg.path.display(),
-                    wanted.system_id,
-                    wanted.pg_version
-                )));
-            }
-            // The key must unlock, and the cipher must match, or later commands would fail.
-            repo::unlock(repo_opts, &name, &a.cipher)?;
+        (Some(a), backup) => {
+            let current = existing_cluster(repo_opts, stanza, &name, &a, &wanted, pg)?;
+            let manifest_err = manifest_err("info file");
+            let Some(b) = backup else {
+                // Killed between its two info files: the stanza-create is finished, unless
+                // backup.info was lost from a stanza in use (then it is damaged).
+                let in_use = storage
+                    .list(&format!("backup/{stanza}/"))
+                    .await?
+                    .into_iter()
+                    .next();
+                if a.db_history.len() != 1 || in_use.is_some() {
+                    return Err(only_one_info(&name, stanza));
+                }
+                let backup = BackupInfo {
+                    stanza: stanza.to_string(),
+                    db_history: a.db_history.clone(),
+                    cipher: a.cipher.clone(),
+                    backups: Vec::new(),
+                };
+                heal_twice(
+                    &storage,
+                    &archive_info_path(stanza),
+                    a.to_bytes().map_err(&manifest_err)?,
+                )
+                .await?;
+                save_twice(
+                    &storage,
+                    &backup_info_path(stanza),
+                    backup.to_bytes().map_err(&manifest_err)?,
+                )
+                .await?;
+                return Ok(StanzaCreated::Created { db: current });
+            };
             if b.current_db().map(|d| d.system_id) != Some(current.system_id) {
                 return Err(Error::Corrupt(format!(
                     "{name}: backup.info and archive.info of stanza '{stanza}' disagree on the cluster"
                 )));
             }
+            // A copy an interrupted write left missing or stale is written again.
+            heal_twice(
+                &storage,
+                &archive_info_path(stanza),
+                a.to_bytes().map_err(&manifest_err)?,
+            )
+            .await?;
+            heal_twice(
+                &storage,
+                &backup_info_path(stanza),
+                b.to_bytes().map_err(&manifest_err)?,
+            )
+            .await?;
             Ok(StanzaCreated::AlreadyExists { db: current })
         }
         (None, None) => {
@@ -117,16 +149,71 @@ async fn create_claimed(
                 context: "info file".into(),
                 source,
             };
-            save_twice(&storage, &archive_info_path(stanza), archive.to_bytes().map_err(manifest_err)?)
-                .await?;
-            save_twice(&storage, &backup_info_path(stanza), backup.to_bytes().map_err(manifest_err)?)
-                .await?;
+            save_twice(
+                &storage,
+                &archive_info_path(stanza),
+                archive.to_bytes().map_err(manifest_err)?,
+            )
+            .await?;
+            crate::failpoints::crash_point!("stanza-create::after-archive-info");
+            save_twice(
+                &storage,
+                &backup_info_path(stanza),
+                backup.to_bytes().map_err(manifest_err)?,
+            )
+            .await?;
             Ok(StanzaCreated::Created { db: wanted })
         }
-        _ => Err(Error::Corrupt(format!(
-            "{name}: stanza '{stanza}' has only one of archive.info and backup.info; the repository is damaged"
-        ))),
+        (None, Some(_)) => Err(only_one_info(&name, stanza)),
     }
+}
+
+fn only_one_info(name: &str, stanza: &str) -> Error {
+    Error::Corrupt(format!(
+        "{name}: stanza '{stanza}' has only one of archive.info and backup.info; the repository is damaged"
+    ))
+}
+
+/// The cluster an existing stanza records, checked against the running one (`wanted`) and the
+/// passphrase: stanza-create never takes over another cluster's stanza, nor leaves one its key
+/// does not unlock.
+fn existing_cluster(
+    repo_opts: &RepoOptions,
+    stanza: &str,
+    name: &str,
+    archive: &ArchiveInfo,
+    wanted: &DbHistory,
+    pg: &PgOptions,
+) -> Result<DbHistory> {
+    let current = archive.current_db().cloned().ok_or_else(|| {
+        Error::Corrupt(format!(
+            "{name}: archive.info of stanza '{stanza}' lists no database"
+        ))
+    })?;
+    if current.system_id != wanted.system_id || current.pg_version != wanted.pg_version {
+        return Err(Error::ClusterMismatch(format!(
+            "{name}: stanza '{stanza}' belongs to database system {} (PostgreSQL {}), not to the cluster in {} (system {}, PostgreSQL {}); use another stanza or repository",
+            current.system_id,
+            current.pg_version,
+            pg.path.display(),
+            wanted.system_id,
+            wanted.pg_version
+        )));
+    }
+    repo::unlock(repo_opts, name, &archive.cipher)?;
+    Ok(current)
+}
+
+/// Writes `path` and its copy again unless both hold exactly `bytes`: a write killed between
+/// the two leaves the copy missing or stale, and nothing else would ever rewrite it.
+async fn heal_twice(storage: &Storage, path: &str, bytes: Vec<u8>) -> Result<()> {
+    let copy = format!("{path}{}", repo::COPY_SUFFIX);
+    let holds = |found: Option<bytes::Bytes>| found.is_some_and(|b| b[..] == bytes[..]);
+    if holds(storage.get_opt(path).await?) && holds(storage.get_opt(&copy).await?) {
+        return Ok(());
+    }
+    tracing::warn!("{path} or its copy was missing or stale (an interrupted write): written again");
+    save_twice(storage, path, bytes).await
 }
 
 fn new_cipher_info(opts: &RepoOptions) -> Result<CipherInfo> {
@@ -273,7 +360,22 @@ async fn upgrade_claimed(
     };
     let archive_current = archive.current_db().cloned().ok_or_else(lists_nothing)?;
     let backup_current = backup.current_db().cloned().ok_or_else(lists_nothing)?;
+    let archive_bytes = |a: &ArchiveInfo| {
+        a.to_bytes()
+            .map_err(manifest_err(&format!("{name}: archive.info")))
+    };
     if same(&archive_current) && same(&backup_current) {
+        // A copy an interrupted upgrade left stale is written again.
+        heal_twice(
+            &storage,
+            &archive_info_path(stanza),
+            archive_bytes(&archive)?,
+        )
+        .await?;
+        let bytes = backup
+            .to_bytes()
+            .map_err(manifest_err(&format!("{name}: backup.info")))?;
+        heal_twice(&storage, &backup_info_path(stanza), bytes).await?;
         return Ok(StanzaUpgraded::AlreadyUpToDate {
             db: archive_current,
         });
@@ -305,11 +407,21 @@ async fn upgrade_claimed(
     };
     if !same(&archive_current) {
         archive.db_history.push(to.clone());
-        let bytes = archive
-            .to_bytes()
-            .map_err(manifest_err(&format!("{name}: archive.info")))?;
-        save_twice(&storage, &archive_info_path(stanza), bytes).await?;
+        save_twice(
+            &storage,
+            &archive_info_path(stanza),
+            archive_bytes(&archive)?,
+        )
+        .await?;
+    } else {
+        heal_twice(
+            &storage,
+            &archive_info_path(stanza),
+            archive_bytes(&archive)?,
+        )
+        .await?;
     }
+    crate::failpoints::crash_point!("stanza-upgrade::after-archive-info");
     if !same(&backup_current) {
         backup.db_history.push(to.clone());
         let bytes = backup
@@ -318,6 +430,32 @@ async fn upgrade_claimed(
         save_twice(&storage, &backup_info_path(stanza), bytes).await?;
     }
     Ok(StanzaUpgraded::Upgraded { from, to })
+}
+
+/// Refuses to record a backup while a stanza-upgrade is unfinished (archive.info names a
+/// cluster backup.info does not): backup.info would list a backup of a database its history
+/// lacks, and no command could read it any more.
+pub(crate) fn check_upgrade_finished(repo: &repo::Repository) -> Result<()> {
+    let (archive, backup) = (
+        repo.archive_info().current_db(),
+        repo.backup_info().current_db(),
+    );
+    if archive == backup {
+        return Ok(());
+    }
+    let describe = |d: Option<&DbHistory>| {
+        d.map_or("no database".to_string(), |d| {
+            format!("db-id {} (system {})", d.db_id, d.system_id)
+        })
+    };
+    Err(Error::ClusterMismatch(format!(
+        "{}: stanza '{}': archive.info records {} but backup.info {}: a stanza-upgrade was interrupted; run 'pgbr --stanza={} stanza-upgrade' to finish it",
+        repo.name(),
+        repo.stanza(),
+        describe(archive),
+        describe(backup),
+        repo.stanza()
+    )))
 }
 
 /// Options of `stanza-delete`.
@@ -394,8 +532,12 @@ async fn delete_claimed(repo_opts: &RepoOptions, stanza: &str) -> Result<StanzaD
             }
         }
     }
+    crate::failpoints::crash_point!("stanza-delete::after-info");
     for prefix in [format!("backup/{stanza}/"), format!("archive/{stanza}/")] {
         objects += storage.delete_prefix(&prefix).await?;
+        if prefix.starts_with("backup/") {
+            crate::failpoints::crash_point!("stanza-delete::after-backup-dir");
+        }
     }
     let objects = objects.saturating_sub(claim);
     if repo_opts.repo_type == crate::config::RepoType::Posix {

@@ -485,9 +485,18 @@ pub async fn run(
             "differs from its copy (an update was interrupted between the two writes); the next backup or expire rewrites both",
         );
     }
-    if repo.backup_info().db_history != repo.archive_info().db_history
-        || repo.backup_info().cipher != repo.archive_info().cipher
-    {
+    let (backup_dbs, archive_dbs) = (
+        &repo.backup_info().db_history,
+        &repo.archive_info().db_history,
+    );
+    if archive_dbs.len() == backup_dbs.len() + 1 && archive_dbs.starts_with(backup_dbs) {
+        report.error(
+            backup_info_path(&stanza),
+            format!(
+                "lacks the database archive.info records last: a stanza-upgrade was interrupted; run 'pgbr --stanza={stanza} stanza-upgrade' to finish it"
+            ),
+        );
+    } else if backup_dbs != archive_dbs || repo.backup_info().cipher != repo.archive_info().cipher {
         report.error(
             backup_info_path(&stanza),
             "backup.info and archive.info describe different clusters or ciphers",
@@ -516,6 +525,9 @@ pub async fn run(
     let mut summaries: Vec<BackupSummary> = Vec::new();
     // How each backup stored its files: a delta-coded block is read with its base's codec.
     let mut compress_of = repo.compress_types();
+    // Backups a reference may name: those listed, and those committed but not listed (an
+    // interrupted expire or backup leaves them; the next backup or expire lists them again).
+    let mut committed: BTreeSet<String> = listed.clone();
     for label in &labels {
         let is_listed = listed.contains(label);
         let dir = repo.backup_path(label);
@@ -607,6 +619,7 @@ pub async fn run(
             );
         }
         report.backups_checked += 1;
+        committed.insert(label.clone());
         if m.backup.cipher_type != repo.cipher().to_string() {
             report.error(
                 &base,
@@ -632,7 +645,7 @@ pub async fn run(
         for f in &m.files {
             // Bytes held by an earlier backup are verified with that backup.
             if let Some(r) = f.reference.as_deref().filter(|r| *r != label.as_str()) {
-                if repo.backup_info().backup(r).is_none() {
+                if !committed.contains(r) {
                     report.error(
                         format!("{dir}/{}/{}", f.target, f.name),
                         format!("references backup {r}, which is not in the repository"),
@@ -659,7 +672,7 @@ pub async fn run(
                     continue;
                 }
                 for r in map.blocks.iter().filter_map(|b| b.reference.as_deref()) {
-                    if repo.backup_info().backup(r).is_none() {
+                    if !committed.contains(r) {
                         report.error(
                             format!("{dir}/{}/{}", f.target, f.name),
                             format!(

@@ -78,6 +78,11 @@ fn tune_malloc(command: Command) {
 fn tune_malloc(_command: Command) {}
 
 fn main() -> ExitCode {
+    // The fault tests' failpoints (`pgbr_backup::failpoints`), from the FAILPOINTS environment
+    // variable: only in a build with the `failpoints` feature (the test suite's); in any other
+    // build this reads nothing.
+    #[allow(clippy::let_unit_value)]
+    let _failpoints = pgbr_backup::failpoints_from_env!();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let parsed = match args::parse(argv.clone()) {
         Ok(p) => p,

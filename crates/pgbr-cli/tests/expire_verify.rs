@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::{info, labels, Scratch, Setup, Stanza};
 
@@ -146,37 +145,23 @@ fn retention_expire_crash_and_verify_find_every_damage() {
     let v = scratch.pgbr_ok(conf, &["--stanza=main", "verify"]);
     assert!(v.contains("status: ok"), "{v}");
 
-    // kill -9 of expire mid-way: the repository still verifies, the next expire finishes.
-    let started = Instant::now();
-    let mut child = common::as_pg(&scratch.pgbr)
+    // kill -9 of expire mid-way (a crash point once the manifest is removed): the repository
+    // still verifies, the next expire finishes.
+    let status = common::as_pg(&scratch.pgbr)
         .arg(format!("--config={}", conf.display()))
         .args(["--stanza=main", "expire", "--repo1-retention-full=1"])
-        .env("PGBRTEST_EXPIRE_STEP_MS", "400")
+        .env("FAILPOINTS", "expire::after-manifest=return")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn expire");
+        .status()
+        .expect("run expire");
+    assert!(
+        common::was_killed(&status),
+        "expire was not killed: {status}"
+    );
     let info_file = repo.join("backup/main/backup.info");
-    loop {
-        let text = std::fs::read_to_string(&info_file).unwrap_or_default();
-        if !text.is_empty() && !text.contains(&all[2]) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "expire did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let pid: i32 = std::fs::read_to_string(scratch.path("lock/main.lock"))
-        .expect("lock file")
-        .trim()
-        .parse()
-        .expect("pid");
-    // SAFETY: sending a signal to a pid we read from the lock file of the process we started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    let _ = child.wait();
+    let text = std::fs::read_to_string(&info_file).expect("backup.info");
+    assert!(!text.contains(&all[2]), "{text}");
     let v = scratch.pgbr(conf, &["--stanza=main", "verify"]);
     assert!(
         v.status.success(),

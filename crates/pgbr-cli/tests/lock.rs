@@ -182,12 +182,12 @@ fn wait_for_claimed_progress(repo: &Path, child: &mut Child) -> i32 {
     }
 }
 
-/// A backup slowed down by the test hook, with configuration `conf`.
+/// A backup slowed down by a failpoint (each file waits `delay_ms`), with configuration `conf`.
 fn spawn_slow_backup(scratch: &Scratch, conf: &Path, delay_ms: &str) -> Child {
     common::as_pg(&scratch.pgbr)
         .arg(format!("--config={}", conf.display()))
         .args(["--stanza=main", "backup", "--type=full"])
-        .env("PGBR_TEST_FILE_DELAY_MS", delay_ms)
+        .env("FAILPOINTS", format!("backup::copy-file=sleep({delay_ms})"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -134,12 +134,12 @@ fn round_trip(repo_lines: impl Fn(u32) -> String) {
         "create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g",
     );
     // Transient faults: the first 2 requests of every HTTP method fail with a 503 in each pgbr
-    // process of the backup (test-only hook of debug builds); the storage's retries absorb them.
+    // process of the backup (a failpoint); the storage's retries absorb them.
     let out = pgbr_env(
         scratch,
         conf,
         &["--stanza=main", "backup", "--type=full"],
-        &[("PGBRTEST_HTTP_FAIL_FIRST", "2")],
+        &[("FAILPOINTS", "storage::http-fail-first=return(2)")],
     );
     assert!(out.status.success(), "backup: {}", text(&out));
     assert!(!text(&out).contains(SECRET));
@@ -194,13 +194,13 @@ fn s3_permanent_fault_fails_the_backup_and_leaves_the_repository_usable() {
     assert_eq!(earlier.len(), 1, "{earlier:?}");
 
     // A permanent fault part-way through the next backup: every PUT after the first 20 of the
-    // pgbr process gets a 503 (test-only hook of debug builds), so the retries exhaust.
+    // pgbr process gets a 503 (a failpoint), so the retries exhaust.
     src.psql("create table after_first as select g as id from generate_series(1, 5000) g");
     let out = pgbr_env(
         scratch,
         conf,
         &["--stanza=main", "backup", "--type=full"],
-        &[("PGBRTEST_HTTP_FAIL_AFTER", "20")],
+        &[("FAILPOINTS", "storage::http-fail-after=return(20)")],
     );
     let log = text(&out);
     assert!(

@@ -20,25 +20,26 @@ fn setup() -> Env {
     env
 }
 
-fn spawn_backup(env: &Env, vars: &[(&str, &str)]) -> Child {
-    spawn_pgbr(env, &["--stanza=main", "backup", "--type=full"], vars)
+/// A full backup with failpoints `failpoints` (see `pgbr_backup::failpoints`).
+fn spawn_backup(env: &Env, failpoints: &str) -> Child {
+    spawn_pgbr(env, &["--stanza=main", "backup", "--type=full"], failpoints)
 }
 
-/// Starts pgbr as postgres with `args` and environment `vars`, output discarded.
-fn spawn_pgbr<S: AsRef<std::ffi::OsStr>>(env: &Env, args: &[S], vars: &[(&str, &str)]) -> Child {
+/// Starts pgbr as postgres with `args` and failpoints `failpoints`, output discarded.
+fn spawn_pgbr<S: AsRef<std::ffi::OsStr>>(env: &Env, args: &[S], failpoints: &str) -> Child {
     let mut c = common::as_pg(&env.scratch.pgbr);
-    c.arg(format!("--config={}", env.conf.display())).args(args);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
+    c.arg(format!("--config={}", env.conf.display()))
+        .args(args)
+        .env("FAILPOINTS", failpoints);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     c.spawn().expect("spawn pgbr")
 }
 
-/// SIGKILL to the pgbr backup process itself (not the runuser wrapper).
-fn kill_backup(env: &Env, child: &mut Child) {
-    kill_pgbr(env, child, "backup");
+/// Waits for `child`, which a crash point must have killed (SIGKILL, as `kill -9`).
+fn crashed(mut child: Child) {
+    let status = child.wait().expect("wait");
+    assert!(common::was_killed(&status), "not killed: {status}");
 }
 
 /// SIGKILL to the pgbr process running `command` (not the runuser wrapper).
@@ -109,13 +110,10 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
     let mut completed = 0;
 
     // 1. Early: as soon as the backup has recorded that it started.
-    let mut child = spawn_backup(&env, &[("PGBR_TEST_FILE_DELAY_MS", "200")]);
-    wait_for("the in-progress manifest", || {
-        backup_dirs(&env.repo)
-            .iter()
-            .any(|d| d.join("backup.manifest.inprogress").exists())
-    });
-    kill_backup(&env, &mut child);
+    crashed(spawn_backup(&env, "backup::after-inprogress=return"));
+    assert!(backup_dirs(&env.repo)
+        .iter()
+        .any(|d| d.join("backup.manifest.inprogress").exists()));
     assert!(
         listed_backups(&env).is_empty(),
         "an unfinished backup must not be listed"
@@ -124,18 +122,14 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
         .pgbr_ok(&env.conf, &["--stanza=main", "backup", "--type=full"]);
     completed += 1;
 
-    // 2. Mid-copy: after a good part of the files is stored and recorded.
+    // 2. Mid-copy: after a good part of the files is stored and recorded (300 files in more
+    // than 4 s: progress is recorded every 2 s).
     env.src
         .psql("update pgbench_accounts set abalance = abalance + 1 where aid < 100");
-    let mut child = spawn_backup(&env, &[("PGBR_TEST_FILE_DELAY_MS", "15")]);
-    wait_for("files being stored", || {
-        backup_dirs(&env.repo)
-            .iter()
-            .filter(|d| !d.join("backup.manifest").exists())
-            .any(|d| count_objects(d) > 150)
-    });
-    std::thread::sleep(Duration::from_millis(2500));
-    kill_backup(&env, &mut child);
+    crashed(spawn_backup(
+        &env,
+        "backup::copy-file=300*sleep(15)->return",
+    ));
     assert_eq!(listed_backups(&env).len(), completed);
     let out = env
         .scratch
@@ -153,14 +147,11 @@ fn killed_backups_are_resumed_or_cleaned_and_the_next_restores_exactly() {
     // 3. Just before the manifest is committed.
     env.src
         .psql("update pgbench_accounts set abalance = abalance + 1 where aid < 200");
-    let mut child = spawn_backup(&env, &[("PGBR_TEST_PAUSE_BEFORE_COMMIT_MS", "20000")]);
-    wait_for("backup_label to be stored", || {
-        backup_dirs(&env.repo)
-            .iter()
-            .filter(|d| !d.join("backup.manifest").exists())
-            .any(|d| d.join("pg_data/backup_label.zst").exists())
-    });
-    kill_backup(&env, &mut child);
+    crashed(spawn_backup(&env, "backup::before-commit=return"));
+    assert!(backup_dirs(&env.repo)
+        .iter()
+        .filter(|d| !d.join("backup.manifest").exists())
+        .any(|d| d.join("pg_data/backup_label.zst").exists()));
     assert_eq!(listed_backups(&env).len(), completed);
     let out = env
         .scratch
@@ -235,14 +226,14 @@ fn a_resumed_backup_checks_bundled_files_and_stores_a_damaged_one_again() {
             .into_iter()
             .find(|d| !d.join("backup.manifest").exists())
     };
-    let mut child = spawn_backup(&env, &[("PGBR_TEST_FILE_DELAY_MS", "300")]);
+    let mut child = spawn_backup(&env, "backup::copy-file=sleep(300)");
     // Damaging a piece of a file changed since the attempt began would prove nothing: that file
     // is stored again anyway (into a bundle), checked or not.
     wait_for(
         "the progress record to hold a bundled file to reuse",
         || attempt().is_some_and(|d| reusable_piece(&d).is_some()),
     );
-    kill_backup(&env, &mut child);
+    kill_pgbr(&env, &mut child, "backup");
     let dir = attempt().expect("the interrupted attempt");
     let (id, offset, length) = reusable_piece(&dir).expect("a bundled file to reuse");
     let bundle = dir.join(format!("bundle/{id}"));
@@ -300,8 +291,8 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
         }
         a
     };
-    let slow = [("PGBR_TEST_FILE_DELAY_MS", "5")];
-    let spawn_restore = |dir: &Path| spawn_pgbr(&env, &args(dir, false), &slow);
+    let slow = "restore::copy-file=sleep(5)";
+    let spawn_restore = |dir: &Path| spawn_pgbr(&env, &args(dir, false), slow);
 
     // 1. Watched: pg_control appears only once every other file is in place.
     let watched = env.scratch.mkdir("watched");
@@ -343,7 +334,7 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
     // 3. A delta restore killed part-way over a complete cluster: not startable either.
     let mut delta_force = args(&dir, true);
     delta_force.push("--force".into());
-    let mut child = spawn_pgbr(&env, &delta_force, &slow);
+    let mut child = spawn_pgbr(&env, &delta_force, slow);
     wait_for("the old pg_control to go", || {
         !dir.join("global/pg_control").exists()
     });
@@ -358,8 +349,8 @@ fn pg_control_is_restored_last_and_a_killed_restore_is_finished_by_delta() {
     assert_eq!(digest(&restored), want);
 }
 
-/// The progress record is the only list of what a backup stored: when it loses entries (a test
-/// hook drops those lent to a snapshot), the backup fails instead of committing a manifest
+/// The progress record is the only list of what a backup stored: when it loses entries (a
+/// failpoint drops those lent to a snapshot), the backup fails instead of committing a manifest
 /// without them, and the next backup is complete.
 #[test]
 fn a_backup_whose_progress_record_lost_entries_is_not_committed() {
@@ -368,8 +359,10 @@ fn a_backup_whose_progress_record_lost_entries_is_not_committed() {
     c.arg(format!("--config={}", env.conf.display()))
         .args(["--stanza=main", "backup", "--type=full"])
         // Long enough (about 1,000 files) for snapshots to be taken while files are stored.
-        .env("PGBR_TEST_FILE_DELAY_MS", "5")
-        .env("PGBR_TEST_LOSE_SNAPSHOT_ENTRIES", "1");
+        .env(
+            "FAILPOINTS",
+            "backup::copy-file=sleep(5);backup::lose-snapshot-entries=return",
+        );
     let out = c.output().expect("run pgbr");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(12), "{err}");
@@ -417,13 +410,13 @@ fn a_resumed_backup_removes_what_the_killed_attempt_was_writing() {
     let env = Stanza::new("process-max=1\nrepo1-bundle=n\n");
     // pgbench_accounts (about 64 MB) is stored first, as blocks, for a good while.
     env.src.pgbench_init(5);
-    let mut child = spawn_backup(&env, &[]);
+    let mut child = spawn_backup(&env, "");
     wait_for("an object being written after the progress record", || {
         backup_dirs(&env.repo).iter().any(|d| {
             d.join("backup.manifest.inprogress").exists() && !partial_objects(d).is_empty()
         })
     });
-    kill_backup(&env, &mut child);
+    kill_pgbr(&env, &mut child, "backup");
     let left = partial_objects(&env.repo.join("backup/main"));
     assert!(!left.is_empty(), "the killed backup left no partial object");
     let out = env

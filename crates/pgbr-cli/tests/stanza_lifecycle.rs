@@ -89,11 +89,12 @@ fn stop_start_force_and_stanza_delete() {
     scratch.pgbr_ok(conf, &["start"]);
     assert!(!lock_dir.join("all.stop").exists());
 
-    // stop --force terminates a running pgbr holding the stanza's lock (an expire slowed down).
+    // stop --force terminates a running pgbr holding the stanza's lock (an expire paused by a
+    // failpoint once it has updated backup.info).
     let mut child = common::as_pg(&scratch.pgbr)
         .arg(format!("--config={}", conf.display()))
         .args(["--stanza=main", "expire", "--repo1-retention-full=1"])
-        .env("PGBRTEST_EXPIRE_STEP_MS", "20000")
+        .env("FAILPOINTS", "expire::after-backup-info=sleep(20000)")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

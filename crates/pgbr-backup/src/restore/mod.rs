@@ -79,10 +79,12 @@ pub async fn run(
 
     let owner = apply::restore_owner(&opts.pg_path);
     plan.mark(&destination::marker_text(&manifest), owner)?;
+    crate::failpoints::crash_point!("restore::after-mark");
     if found["pg_data"].has_old_entries() {
         plan.remove_old_control()?;
     }
     let entries_removed = plan.remove()?;
+    crate::failpoints::crash_point!("restore::after-remove-extras");
     plan.make_directories_and_links(owner)?;
     let ctx = Arc::new(write::RestoreContext {
         storage: repo.storage().clone(),
@@ -98,6 +100,7 @@ pub async fn run(
 
     // The recovery settings and tablespace_map (from the actual destinations: PostgreSQL
     // recreates the pg_tblspc links from it) go in before the cluster can start at all.
+    crate::failpoints::crash_point!("restore::before-recovery-settings");
     let pg_root = &plan.dests["pg_data"];
     settings::write_tablespace_map(&manifest, &plan.dests, owner)?;
     let restore_command = opts
@@ -117,6 +120,7 @@ pub async fn run(
     for dest in plan.dests.values() {
         pgbr_storage::posix::sync_filesystem(dest)?;
     }
+    crate::failpoints::crash_point!("restore::before-pg-control");
     // Only now does the cluster become startable.
     let pg_control = pg_root.join(apply::PG_CONTROL);
     let staged = write::temporary_name(&pg_control);

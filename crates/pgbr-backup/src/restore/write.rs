@@ -132,12 +132,9 @@ pub(super) async fn restore_files(
     };
     schedule(&mut jobs, size_of);
     let worker_progress = Arc::clone(progress);
-    let file_delay = pipeline::test_file_delay();
     let (shared, plan) = (Arc::clone(manifest), Arc::clone(plan));
     let results = pipeline::run_parallel(jobs, process_max, move |job: RestoreJob| {
-        if let Some(d) = file_delay {
-            std::thread::sleep(d);
-        }
+        crate::failpoints::crash_point!("restore::copy-file");
         let with_dest = |i: usize| {
             let f = &shared.files[i];
             (f, plan.file_path(f))

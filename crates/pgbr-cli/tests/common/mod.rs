@@ -38,6 +38,9 @@ pub fn chown_pg(path: &Path) {
     }
 }
 
+/// What the fault tests share (failpoints, verify reports, fingerprints).
+pub mod faults;
+
 /// The object store emulators (pgbr-storage's, shared).
 #[path = "../../../pgbr-storage/tests/support/emulator.rs"]
 pub mod emulator;
@@ -649,6 +652,13 @@ pub fn assert_fails(out: &Output, code: i32, needles: &[&str], what: &str) -> St
         );
     }
     line.to_string()
+}
+
+/// Whether `status` is that of a pgbr killed by SIGKILL (a crash point, see
+/// `pgbr_backup::failpoints`): run through runuser (as root), it exits 128 + 9.
+pub fn was_killed(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.code() == Some(128 + 9) || status.signal() == Some(9)
 }
 
 /// Compares two dumps, reporting the first differing line rather than megabytes of text.
