@@ -205,11 +205,24 @@ impl Repository {
             })
         })
         .await?;
-        let (Some(backup_info), Some(archive_info)) = (backup_info, archive_info) else {
-            return Err(Error::StanzaMissing {
-                stanza: stanza.to_string(),
-                repo: repo_name,
-            });
+        let (backup_info, archive_info) = match (backup_info, archive_info) {
+            (Some(backup), Some(archive)) => (backup, archive),
+            (None, None) => {
+                return Err(Error::StanzaMissing {
+                    stanza: stanza.to_string(),
+                    repo: repo_name,
+                })
+            }
+            // One info file without the other is a damaged stanza, not a missing one.
+            (backup, _) => {
+                let (missing, present) = match backup {
+                    None => (backup_info_path(stanza), archive_info_path(stanza)),
+                    Some(_) => (archive_info_path(stanza), backup_info_path(stanza)),
+                };
+                return Err(Error::Corrupt(format!(
+                    "{repo_name}: {missing} is missing (and its copy) while {present} exists: stanza '{stanza}' is damaged, or its stanza-create or stanza-delete was interrupted. Run 'pgbr --stanza={stanza} stanza-create' to finish creating it, or stanza-delete to finish deleting it"
+                )));
+            }
         };
         let key = unlock(opts, &repo_name, &archive_info.cipher)?;
         Ok(Repository {

@@ -72,11 +72,14 @@ async fn create_claimed(
             let Some(b) = backup else {
                 // Killed between its two info files: the stanza-create is finished, unless
                 // backup.info was lost from a stanza in use (then it is damaged).
+                // The stanza's claim (this command's) does not make it in use.
                 let in_use = storage
                     .list(&format!("backup/{stanza}/"))
                     .await?
                     .into_iter()
-                    .next();
+                    .find(|o| {
+                        !crate::claim::is_claim_name(o.path.rsplit('/').next().unwrap_or_default())
+                    });
                 if a.db_history.len() != 1 || in_use.is_some() {
                     return Err(only_one_info(&name, stanza));
                 }

@@ -209,15 +209,12 @@ fn check_cell(
 ) -> String {
     let scratch = &env.scratch;
     let verified = if object.kind.ends_with(".info") && !object.has_twin {
-        // Neither copy of an info file verifies: the repository does not open, and verify
-        // fails with one line naming the file (both deleted: the stanza is missing).
+        // Neither copy of an info file verifies (or is there): the repository does not open,
+        // and verify exits 14 with one line naming the file.
         let out = scratch.pgbr(&env.conf, &["--stanza=main", "verify"]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "{cell}: verify passed");
-        assert!(
-            err.contains(object.kind) || err.contains("stanza 'main' does not exist"),
-            "{cell}: verify: {err}"
-        );
+        assert_eq!(out.status.code(), Some(14), "{cell}: verify: {err}");
+        assert!(err.contains(object.kind), "{cell}: verify: {err}");
         format!(
             "verify exits {:?} naming {}",
             out.status.code(),

@@ -160,11 +160,17 @@ fn a_restore_killed_at_any_crash_point_touches_nothing_else_and_delta_finishes_i
         f.sentinel.assert_untouched(failpoints);
         common::assert_unchanged(&repo_before, &common::snapshot(&env.repo), failpoints);
         // Until pg_control takes its name, last, the directory holds none (with --delta, the
-        // old one goes before anything else changes): never a cluster PostgreSQL would start.
-        assert!(
-            !dir.join("global/pg_control").exists(),
-            "{failpoints}: a half-restored directory holds pg_control"
-        );
+        // old one goes right after the marker): never a mix of old and new files PostgreSQL
+        // would start on. Killed at the marker, a directory is as it was.
+        let control = dir.join("global/pg_control").exists();
+        if failpoints.contains("after-mark") {
+            assert_eq!(control, *over_existing, "{failpoints}: pg_control");
+        } else {
+            assert!(
+                !control,
+                "{failpoints}: a half-restored directory holds pg_control"
+            );
+        }
         let settings = dir.join("recovery.signal").exists();
         // Finished by restore --delta: the same bytes as a restore into an empty directory.
         let mut finish = restore_args("main", &dir);
@@ -174,8 +180,9 @@ fn a_restore_killed_at_any_crash_point_touches_nothing_else_and_delta_finishes_i
         ledger.check_restored(env, &label, &dir);
         remove(&dir);
         ledger.results.push(format!(
-            "{failpoints} ({}): pg_control absent, recovery settings {}; repository and sentinel untouched; --delta finishes it byte for byte",
+            "{failpoints} ({}): pg_control {}, recovery settings {}; repository and sentinel untouched; --delta finishes it byte for byte",
             if *over_existing { "--delta over a restore" } else { "empty directory" },
+            if control { "as it was" } else { "absent" },
             if settings { "written" } else { "absent" },
         ));
     }
