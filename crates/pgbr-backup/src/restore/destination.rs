@@ -115,7 +115,7 @@ pub(super) fn check(
     for (target, dest) in dests {
         refuse_if_live(target, dest, live)?;
     }
-    refuse_links_into_live(manifest, live)?;
+    refuse_links_into_live(manifest, dests, live)?;
     let pg_dest = &opts.pg_path;
     let pg_found = classify_data_dir(manifest, pg_dest, opts)?;
     let mut found = BTreeMap::from([("pg_data".to_string(), pg_found)]);
@@ -154,13 +154,19 @@ fn refuse_if_live(target: &str, dest: &Path, live: &[LiveCluster]) -> Result<()>
 
 /// Refuses a backup whose links (`pg_wal` made with `initdb --waldir`, ...) lead into a
 /// directory a running server uses: the restored cluster would write there too.
-fn refuse_links_into_live(manifest: &Manifest, live: &[LiveCluster]) -> Result<()> {
+fn refuse_links_into_live(
+    manifest: &Manifest,
+    dests: &BTreeMap<String, PathBuf>,
+    live: &[LiveCluster],
+) -> Result<()> {
     for link in &manifest.links {
-        let leads_to = Path::new(&link.destination);
-        if !leads_to.is_absolute() {
+        // A relative link leads from the directory it is restored in.
+        let Some(dest) = dests.get(&link.target) else {
             continue;
-        }
-        let real = resolved(leads_to);
+        };
+        let at = dest.join(&link.name);
+        let from = at.parent().unwrap_or(dest);
+        let real = resolved(&from.join(&link.destination));
         for cluster in live {
             if let Some(used) = cluster.overlap(&real) {
                 return Err(Error::RestoreTarget(format!(
@@ -399,12 +405,23 @@ mod tests {
             data_dir: PathBuf::from("/var/lib/postgresql/15/main"),
             linked: vec![PathBuf::from(linked)],
         };
-        let err = refuse_links_into_live(&manifest(7), &[live("/srv/wal/main")])
+        let dests = BTreeMap::from([("pg_data".to_string(), PathBuf::from("/restore/here"))]);
+        let err = refuse_links_into_live(&manifest(7), &dests, &[live("/srv/wal/main")])
             .expect_err("the live cluster's pg_wal");
         assert!(
             matches!(&err, Error::RestoreTarget(m) if m.contains("pg_data/pg_wal") && m.contains("pid 4242")),
             "{err}"
         );
-        refuse_links_into_live(&manifest(7), &[live("/srv/wal/other")]).expect("elsewhere");
+        refuse_links_into_live(&manifest(7), &dests, &[live("/srv/wal/other")]).expect("elsewhere");
+        // A relative link, from the directory it is restored in.
+        let mut relative = manifest(7);
+        relative.links[0].destination = "../../srv/wal/main".into();
+        let dests = BTreeMap::from([("pg_data".to_string(), PathBuf::from("/restore/here"))]);
+        let err = refuse_links_into_live(&relative, &dests, &[live("/srv/wal/main")])
+            .expect_err("relative");
+        assert!(
+            matches!(&err, Error::RestoreTarget(m) if m.contains("pid 4242")),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! the destination is checked besides.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// A PostgreSQL server running on this host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,22 +81,25 @@ fn links_below(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `path` with its symbolic links resolved as far as it exists; the rest of it as written.
+/// Where the absolute `path` leads: each component that exists resolved (symbolic links
+/// followed), `..` taken from what that gives, the rest as written.
 pub(super) fn resolved(path: &Path) -> PathBuf {
-    let mut existing = path;
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(real) = fs::canonicalize(existing) {
-            return rest.iter().rev().fold(real, |p, name| p.join(name));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                existing = parent;
+    let mut at = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop();
             }
-            _ => return path.to_path_buf(),
+            Component::Normal(name) => {
+                at.push(name);
+                if let Ok(real) = fs::canonicalize(&at) {
+                    at = real;
+                }
+            }
         }
     }
+    at
 }
 
 #[cfg(test)]
@@ -159,5 +162,8 @@ mod tests {
         );
         assert_eq!(resolved(&real.join("link")), real.join("a"));
         assert_eq!(resolved(Path::new("/")), PathBuf::from("/"));
+        // `..` after a link leaves where the link leads.
+        assert_eq!(resolved(&real.join("link/../b/c")), real.join("b/c"));
+        assert_eq!(resolved(Path::new("/x/y/../../z")), PathBuf::from("/z"));
     }
 }
