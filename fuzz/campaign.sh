@@ -13,7 +13,8 @@
 # allowed with RUSTC_BOOTSTRAP=1, which this script sets.
 #
 # Corpora grow in fuzz/corpus/<target>, crashing inputs land in fuzz/artifacts/<target>/, logs in
-# fuzz/logs/<target>.log; none of these are committed. Exit status: 0 when no target crashed.
+# fuzz/logs/<target>.log; none of these are committed. Inputs that once crashed a target are kept
+# in fuzz/regressions/<target>/ (and as tests of the crate that owns the parser) and rerun first. Exit status: 0 when no target crashed.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -51,7 +52,10 @@ run_one() {
   local started=$SECONDS
   touch "logs/$t.start"
   # libFuzzer exits non-zero on a crash, a hang or running out of memory: recorded below.
-  nice -n "$niceness" "$bin_dir/$t" "corpus/$t" -max_total_time="$seconds" \
+  # Inputs that once crashed a target are run first (new ones are written to corpus/ only).
+  local dirs=("corpus/$t")
+  [[ -d regressions/$t ]] && dirs+=("regressions/$t")
+  nice -n "$niceness" "$bin_dir/$t" "${dirs[@]}" -max_total_time="$seconds" \
     -timeout="$timeout" -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
     >"logs/$t.log" 2>&1 || true
   echo $((SECONDS - started)) >"logs/$t.seconds"
