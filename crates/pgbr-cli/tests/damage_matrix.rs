@@ -6,6 +6,13 @@
 //! file or manifest, a missing segment) or, when one copy of a metadata file is damaged,
 //! restores from the other copy byte for byte; `archive-get` of a damaged or truncated segment
 //! exits 126, never 1 ("absent" to PostgreSQL). Run with `--nocapture` to see each cell.
+//!
+//! The info files are stored as they are whatever the cipher (their `cipher` section holds the
+//! wrapped key; they are read and checked before any key is unwrapped, and both ciphers wrap it
+//! the same way), so their cells run in the plain and the AES-256-GCM repository; manifests,
+//! backup files and WAL, which are encrypted, in each.
+//! `verify` reads backup files and WAL independently of one another, so one run with all of
+//! them damaged (the same way) must name each; every restore runs with one object damaged.
 
 mod common;
 
@@ -76,8 +83,9 @@ fn files_under(root: &Path, dir: &Path, keep: &dyn Fn(&str) -> bool) -> Vec<Stri
     out.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Every kind of object of the repository of `env`, holding backup `label`.
-fn objects_of(env: &Stanza, label: &str) -> Vec<Object> {
+/// Every kind of object of the repository of `env`, holding backup `label`; the info files only
+/// with `info_files`.
+fn objects_of(env: &Stanza, label: &str, info_files: bool) -> Vec<Object> {
     let repo = &env.repo;
     let meta = |kind, path: &str| {
         let copy = format!("{path}.copy");
@@ -122,8 +130,11 @@ fn objects_of(env: &Stanza, label: &str) -> Vec<Object> {
     let wal = files_under(repo, &repo.join("archive/main"), &|n| {
         n.starts_with(&wal_start)
     });
-    let mut all = meta("backup.info", "backup/main/backup.info");
-    all.extend(meta("archive.info", "archive/main/archive.info"));
+    let mut all = Vec::new();
+    if info_files {
+        all.extend(meta("backup.info", "backup/main/backup.info"));
+        all.extend(meta("archive.info", "archive/main/archive.info"));
+    }
     all.extend(meta(
         "manifest",
         &format!("backup/main/{label}/backup.manifest"),
@@ -174,22 +185,42 @@ fn run_matrix(cipher: &str) {
     scratch.pgbr_ok(&env.conf, &refs);
     let clean_print = fingerprint(&clean);
     remove(&clean);
+    let objects = objects_of(&env, &label, cipher != "aes-256-cbc");
+    let cell = |object: &Object, how: Damage| {
+        format!("{cipher} {} {:?} {how:?}", object.kind, object.paths)
+    };
     let mut results = Vec::new();
-    for (i, object) in objects_of(&env, &label).iter().enumerate() {
-        for how in DAMAGES {
+    for how in DAMAGES {
+        // Backup files and WAL: damaged together, one verify names each.
+        let apart: Vec<&Object> = objects.iter().filter(|o| !o.read_first).collect();
+        let undo: Vec<_> = apart
+            .iter()
+            .flat_map(|o| o.paths.iter().map(|p| damage(&env.repo, p, how)))
+            .collect();
+        let cells: Vec<String> = apart.iter().map(|o| cell(o, how)).collect();
+        verify_names_each(&env, &apart, &cells);
+        undo.into_iter().for_each(repair);
+        for (i, object) in objects.iter().enumerate() {
             let undo: Vec<_> = object
                 .paths
                 .iter()
                 .map(|p| damage(&env.repo, p, how))
                 .collect();
-            let cell = format!("{cipher} {} {:?} {how:?}", object.kind, object.paths);
-            results.push(check_cell(
-                &env,
-                object,
-                &cell,
-                &clean_print,
-                &format!("d{i}{how:?}"),
-            ));
+            let cell = cell(object, how);
+            let verified = if object.read_first {
+                verify_cell(&env, object, &cell)
+            } else {
+                "verify 14 naming it (one run for every backup file and WAL so damaged)".into()
+            };
+            let dir = format!("d{i}{how:?}");
+            let mut line = format!(
+                "{cell}: {verified}; {}",
+                restore_cell(&env, object, &cell, &clean_print, &dir)
+            );
+            if object.kind == "WAL segment" {
+                line.push_str(&archive_get_cell(&env, object, &cell, &dir));
+            }
+            results.push(line);
             undo.into_iter().for_each(repair);
         }
     }
@@ -199,48 +230,66 @@ fn run_matrix(cipher: &str) {
     }
 }
 
-/// Verify, restore and (for WAL) archive-get of one damaged object; what they did.
-fn check_cell(
+/// Whether verify's `errors` name `path` of `object`.
+fn names(object: &Object, path: &str, errors: &[&str]) -> bool {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let segment = file.get(..24).unwrap_or(file);
+    errors.iter().any(|o| {
+        // A backup without any manifest is named by its directory.
+        *o == path
+            || path.starts_with(&format!("{o}/"))
+            || (object.kind == "WAL segment" && o.contains(segment))
+    })
+}
+
+/// One verify of the repository with every object of `damaged` damaged: it exits 14 and its
+/// errors name each one (`cells` says which cell each belongs to). An error fails verify on its
+/// own (exit 14 is "errors is not empty"), so a name among them is that object's failure.
+fn verify_names_each(env: &Stanza, damaged: &[&Object], cells: &[String]) {
+    let (code, report) = verify(&env.scratch, &env.conf, &["--stanza=main"]);
+    assert_eq!(code, 14, "{cells:?}: verify: {report:#}");
+    let named = objects(&report, "errors");
+    for (object, cell) in damaged.iter().zip(cells) {
+        for p in &object.paths {
+            assert!(
+                names(object, p, &named),
+                "{cell}: verify does not name {p}: {named:?}"
+            );
+        }
+    }
+}
+
+/// Verify of the repository with one metadata object damaged; what it did.
+fn verify_cell(env: &Stanza, object: &Object, cell: &str) -> String {
+    if object.kind.ends_with(".info") && !object.has_twin {
+        // Neither copy of an info file verifies (or is there): the repository does not open,
+        // and verify exits 14 with one line naming the file.
+        let out = env.scratch.pgbr(&env.conf, &["--stanza=main", "verify"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(14), "{cell}: verify: {err}");
+        assert!(err.contains(object.kind), "{cell}: verify: {err}");
+        return format!(
+            "verify exits {:?} naming {}",
+            out.status.code(),
+            object.kind
+        );
+    }
+    verify_names_each(env, &[object], &[cell.to_string()]);
+    "verify 14 naming it".to_string()
+}
+
+/// Restore of the repository with one object damaged, into new directory `dir`; what it did.
+fn restore_cell(
     env: &Stanza,
     object: &Object,
     cell: &str,
     clean_print: &BTreeMap<String, u64>,
     dir: &str,
 ) -> String {
-    let scratch = &env.scratch;
-    let verified = if object.kind.ends_with(".info") && !object.has_twin {
-        // Neither copy of an info file verifies (or is there): the repository does not open,
-        // and verify exits 14 with one line naming the file.
-        let out = scratch.pgbr(&env.conf, &["--stanza=main", "verify"]);
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(14), "{cell}: verify: {err}");
-        assert!(err.contains(object.kind), "{cell}: verify: {err}");
-        format!(
-            "verify exits {:?} naming {}",
-            out.status.code(),
-            object.kind
-        )
-    } else {
-        let (code, report) = verify(scratch, &env.conf, &["--stanza=main"]);
-        assert_eq!(code, 14, "{cell}: verify: {report:#}");
-        let named = objects(&report, "errors");
-        for p in &object.paths {
-            let file = p.rsplit('/').next().unwrap_or(p);
-            let segment = file.get(..24).unwrap_or(file);
-            let found = named.iter().any(|o| {
-                // A backup without any manifest is named by its directory.
-                *o == p
-                    || p.starts_with(&format!("{o}/"))
-                    || (object.kind == "WAL segment" && o.contains(segment))
-            });
-            assert!(found, "{cell}: verify does not name {p}: {named:?}");
-        }
-        "verify 14 naming it".to_string()
-    };
-    let dest = scratch.mkdir(dir);
+    let dest = env.scratch.mkdir(dir);
     let args = restore_args("main", &dest);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = scratch.pgbr(&env.conf, &refs);
+    let out = env.scratch.pgbr(&env.conf, &refs);
     let written = std::fs::read_dir(&dest).expect("dest").count();
     let restore = if object.has_twin {
         // The other copy verifies: the restore is the same as from an intact repository.
@@ -281,29 +330,31 @@ fn check_cell(
         )
     };
     remove(&dest);
-    let mut line = format!("{cell}: {verified}; {restore}");
-    if object.kind == "WAL segment" {
-        let name = object.paths[0].rsplit('/').next().unwrap_or_default()[..24].to_string();
-        let got = scratch.path(&format!("{dir}-wal"));
-        let out = scratch.pgbr(
-            &env.conf,
-            &[
-                "--stanza=main",
-                "archive-get",
-                &name,
-                &got.display().to_string(),
-            ],
-        );
-        let code = out.status.code();
-        if object.paths.iter().all(|p| env.repo.join(p).exists()) {
-            assert_eq!(code, Some(126), "{cell}: archive-get: {}", text(&out));
-        } else {
-            assert_eq!(code, Some(1), "{cell}: archive-get of a missing segment");
-        }
-        assert!(!got.exists(), "{cell}: archive-get wrote a damaged segment");
-        line.push_str(&format!("; archive-get exits {code:?}"));
+    restore
+}
+
+/// archive-get of the damaged WAL segment `object`: exit 126 (1 when it is gone), nothing
+/// written; what it did.
+fn archive_get_cell(env: &Stanza, object: &Object, cell: &str, dir: &str) -> String {
+    let name = object.paths[0].rsplit('/').next().unwrap_or_default()[..24].to_string();
+    let got = env.scratch.path(&format!("{dir}-wal"));
+    let out = env.scratch.pgbr(
+        &env.conf,
+        &[
+            "--stanza=main",
+            "archive-get",
+            &name,
+            &got.display().to_string(),
+        ],
+    );
+    let code = out.status.code();
+    if object.paths.iter().all(|p| env.repo.join(p).exists()) {
+        assert_eq!(code, Some(126), "{cell}: archive-get: {}", text(&out));
+    } else {
+        assert_eq!(code, Some(1), "{cell}: archive-get of a missing segment");
     }
-    line
+    assert!(!got.exists(), "{cell}: archive-get wrote a damaged segment");
+    format!("; archive-get exits {code:?}")
 }
 
 #[test]

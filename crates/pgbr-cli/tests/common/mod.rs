@@ -71,7 +71,7 @@ impl Scratch {
     pub fn new() -> Scratch {
         let dir = tempfile::Builder::new()
             .prefix("pgbr-test-")
-            .tempdir_in("/tmp")
+            .tempdir()
             .expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");

@@ -117,12 +117,67 @@ impl Emulator {
     }
 }
 
+/// A loopback port nothing listens on, for a server a test starts. The kernel picks it; it stays
+/// free until the server binds it, so a test process that runs beside this one (the test binaries
+/// run several at a time) could be handed it in between: each port is also claimed with an flock
+/// on `<temp dir>/pgbr-test-ports/<port>`, held until this process exits, and one another process
+/// holds is not taken.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::Mutex;
+    static CLAIMS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        match claim_port(port) {
+            Claim::Taken => continue,
+            Claim::Held(file) => {
+                CLAIMS.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+                return port;
+            }
+            // No place to claim it in (a directory of another user's, say): the kernel's pick.
+            Claim::Unavailable => return port,
+        }
+    }
+}
+
+enum Claim {
+    Held(std::fs::File),
+    Taken,
+    Unavailable,
+}
+
+fn claim_port(port: u16) -> Claim {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = std::env::temp_dir().join("pgbr-test-ports");
+    if std::fs::create_dir(&dir).is_ok() {
+        // Test processes of other users (root, postgres) claim ports here too.
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    let path = dir.join(port.to_string());
+    // Read-only, so that a file another user made serves too.
+    let file = std::fs::File::open(&path).or_else(|_| {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+        Ok::<_, std::io::Error>(f)
+    });
+    let Ok(file) = file else {
+        return Claim::Unavailable;
+    };
+    // SAFETY: flock on a descriptor this function owns; the lock goes with the descriptor (other
+    // descriptors of the same file, in this process too, conflict with it).
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Claim::Held(file)
+    } else {
+        Claim::Taken
+    }
 }
 
 /// Runs Python code; its trimmed stdout when it succeeded.
