@@ -12,6 +12,7 @@ use pgbr_wal::WalFileName;
 
 use crate::config::ArchivePushOptions;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::repo::Repository;
 
 /// What `archive-push` did.
@@ -58,11 +59,12 @@ fn classify(name: &str) -> Result<WalFileName> {
 
 /// The directory (under the archive id) a WAL file lives in.
 fn wal_dir(repo: &Repository, archive_id: &str, name: &str) -> Result<String> {
-    let base = format!("archive/{}/{archive_id}", repo.stanza());
-    Ok(match classify(name)? {
-        WalFileName::History(_) => base,
-        _ => format!("{base}/{}", &name[..16]),
-    })
+    let is_history = matches!(classify(name)?, WalFileName::History(_));
+    Ok(layout::wal_dir(
+        &layout::archive_id_dir(repo.stanza(), archive_id),
+        name,
+        is_history,
+    ))
 }
 
 /// Splits `<name>-<checksum><ext>` into checksum and codec.
@@ -220,7 +222,7 @@ pub async fn push(
                 repo.stanza()
             )));
         }
-        Some((format!("{dir}/{name}-{checksum}{ext}"), checksum))
+        Some((layout::wal_object(&dir, &name, &checksum, ext), checksum))
     };
     crate::failpoints::crash_point!("archive-push::before-put");
     let stored = {
@@ -230,8 +232,8 @@ pub async fn push(
         let (dir, name) = (dir.clone(), name.clone());
         tokio::task::spawn_blocking(move || {
             let name_of =
-                |checksum: &pgbr_manifest::Checksum| format!("{dir}/{name}-{checksum}{ext}");
-            let pending = format!("{dir}/{name}.pending");
+                |checksum: &pgbr_manifest::Checksum| layout::wal_object(&dir, &name, checksum, ext);
+            let pending = layout::wal_pending(&dir, &name);
             let to = match &object {
                 Some(object) => crate::pipeline::Publish::At(object),
                 None => crate::pipeline::Publish::Named {
@@ -360,7 +362,10 @@ pub async fn archived_segments(
 ) -> Result<std::collections::BTreeSet<(u32, u64)>> {
     let mut out = std::collections::BTreeSet::new();
     for db in &repo.archive_info().db_history {
-        let prefix = format!("archive/{}/{}/", repo.stanza(), ArchiveInfo::archive_id(db));
+        let prefix = layout::under(&layout::archive_id_dir(
+            repo.stanza(),
+            &ArchiveInfo::archive_id(db),
+        ));
         for o in repo.storage().list(&prefix).await? {
             let file = o.path.rsplit('/').next().unwrap_or_default();
             let Some(name) = file.get(..24) else { continue };

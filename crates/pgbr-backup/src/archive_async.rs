@@ -26,6 +26,7 @@ use pgbr_wal::{Segment, WalFileName};
 use crate::archive;
 use crate::config::ArchivePushOptions;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::repo::Repository;
 
 /// Spool settings.
@@ -142,8 +143,8 @@ pub fn report_worker_failure(opts: &AsyncOptions, stanza: &str, why: &str) -> Re
 pub fn take_push_status(opts: &AsyncOptions, stanza: &str, name: &str) -> Result<PushStatus> {
     let dir = out_dir(opts, stanza);
     let reports = [
-        (format!("{name}.ok"), false),
-        (format!("{name}.error"), true),
+        (layout::spool_ok(name), false),
+        (layout::spool_error(name), true),
         (WORKER_FAILED.to_string(), true),
     ];
     for (file, failed) in reports {
@@ -276,7 +277,7 @@ fn unreported(wal_dir: &Path, out: &Path) -> Result<Vec<(String, u64)>> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|n| n.strip_suffix(".ready").map(str::to_string))
-        .filter(|n| pgbr_wal::classify(n).is_some() && !out.join(format!("{n}.ok")).exists())
+        .filter(|n| pgbr_wal::classify(n).is_some() && !out.join(layout::spool_ok(n)).exists())
         .filter_map(|n| {
             // A file gone since its marker was listed is PostgreSQL's business, not ours.
             let size = fs::metadata(wal_dir.join(&n)).ok()?.len();
@@ -323,13 +324,13 @@ fn report_pushed(
     match outcome {
         Ok(()) => {
             report.pushed += 1;
-            let _ = fs::remove_file(out.join(format!("{name}.error")));
-            write_report(out, &format!("{name}.ok"), b"")?;
+            let _ = fs::remove_file(out.join(layout::spool_error(&name)));
+            write_report(out, &layout::spool_ok(&name), b"")?;
             crate::failpoints::crash_point!("archive-push-async::after-report");
         }
         Err(e) => {
             report.failed += 1;
-            write_report(out, &format!("{name}.error"), e.as_bytes())?;
+            write_report(out, &layout::spool_error(&name), e.as_bytes())?;
         }
     }
     Ok(name)
@@ -375,7 +376,7 @@ async fn drain_locked(
                     "{waiting_bytes} bytes of WAL waited to be pushed, over archive-push-queue-max ({max} bytes)"
                 );
                 for name in waiting.drain(..) {
-                    write_report(&out, &format!("{name}.ok"), why.as_bytes())?;
+                    write_report(&out, &layout::spool_ok(&name), why.as_bytes())?;
                     report.dropped += 1;
                 }
             }

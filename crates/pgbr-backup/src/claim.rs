@@ -2,7 +2,7 @@
 //! running `backup`, `expire` or a stanza command on one stanza at the same time.
 //!
 //! The local lock ([`crate::lock`]) protects one host. The claim is an object,
-//! [`crate::repo::claim_path`] (`backup/<stanza>/backup.lock`), created with create-if-absent
+//! [`crate::layout::claim`] (`backup/<stanza>/backup.lock`), created with create-if-absent
 //! (`O_EXCL`-like hard link on posix, `PutMode::Create` on object stores: `If-None-Match: *` on S3
 //! and Azure, generation 0 on GCS) before the command changes anything. It names its holder:
 //! command, backup label, host, pid, when it started and when it was last renewed. A command that
@@ -21,7 +21,7 @@
 //!   committing.
 //!
 //! Two commands that find the same stale claim race for a takeover marker
-//! ([`crate::repo::claim_takeover_path`], also create-if-absent): only the winner deletes the
+//! ([`crate::layout::claim_takeover`], also create-if-absent): only the winner deletes the
 //! stale claim, and only after reading it again under the marker, so a fresh claim is never
 //! deleted as stale.
 
@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RepoOptions;
 use crate::error::{Error, Result};
-use crate::repo::{claim_path, claim_takeover_path};
+use crate::layout;
 
 /// How often a holder renews its claim.
 pub const RENEW_EVERY: Duration = Duration::from_secs(60);
@@ -169,7 +169,7 @@ impl Claim {
         stanza: &str,
         command: &str,
     ) -> Result<Claim> {
-        let key = claim_path(stanza);
+        let key = layout::claim(stanza);
         let me = Holder::of_this_process(command);
         let body = me.to_bytes()?;
         for _ in 0..ATTEMPTS {
@@ -352,7 +352,8 @@ async fn take_over(
     me: &Holder,
     why: &str,
 ) -> Result<()> {
-    let marker = claim_takeover_path(stanza, &blake3::hash(other.token.as_bytes()).to_hex()[..16]);
+    let marker =
+        layout::claim_takeover(stanza, &blake3::hash(other.token.as_bytes()).to_hex()[..16]);
     if !storage.put_if_absent(&marker, me.to_bytes()?).await? {
         let taker = storage.get_opt(&marker).await?;
         match taker.and_then(|t| serde_json::from_slice::<Holder>(&t).ok()) {
@@ -407,7 +408,7 @@ fn token_of(bytes: &[u8]) -> Option<String> {
 
 /// Whether `name` (a key's last segment in `backup/<stanza>/`) is the claim or a takeover marker.
 pub(crate) fn is_claim_name(name: &str) -> bool {
-    let base = crate::repo::CLAIM_FILE;
+    let base = layout::CLAIM_FILE;
     name == base
         || name
             .strip_prefix(base)

@@ -25,7 +25,8 @@ use pgbr_manifest::{ArchiveInfo, BackupSummary, BackupType};
 
 use crate::config::{ExpireOptions, RetentionFullType};
 use crate::error::{Error, Result};
-use crate::repo::{Repository, COPY_SUFFIX, MANIFEST_FILE};
+use crate::layout;
+use crate::repo::Repository;
 
 /// WAL removed (or that would be) for one archive id and timeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -108,17 +109,15 @@ async fn run_claimed(repo: &mut Repository, opts: &ExpireOptions) -> Result<Expi
     }
     // 2. Manifests, newest backup first: a backup without a manifest is no longer a backup.
     for label in &expired {
-        let manifest = format!("{}/{MANIFEST_FILE}", repo.backup_path(label));
-        repo.storage()
-            .delete(&format!("{manifest}{COPY_SUFFIX}"))
-            .await?;
+        let manifest = layout::manifest(&repo.backup_path(label));
+        repo.storage().delete(&layout::copy_of(&manifest)).await?;
         repo.storage().delete(&manifest).await?;
         crate::failpoints::crash_point!("expire::after-manifest");
     }
     // 3. The rest of each directory.
     for label in &expired {
         repo.storage()
-            .delete_prefix(&format!("{}/", repo.backup_path(label)))
+            .delete_prefix(&layout::under(&repo.backup_path(label)))
             .await?;
         crate::failpoints::crash_point!("expire::after-directory");
     }
@@ -355,7 +354,7 @@ async fn plan_archive(
         if keep.all {
             continue;
         }
-        let prefix = format!("archive/{}/{archive_id}/", repo.stanza());
+        let prefix = layout::under(&layout::archive_id_dir(repo.stanza(), &archive_id));
         for o in repo.storage().list(&prefix).await? {
             let file = o.path.rsplit('/').next().unwrap_or_default();
             let wal_name = file.split('-').next().unwrap_or_default();

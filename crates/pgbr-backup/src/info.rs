@@ -7,6 +7,7 @@ use pgbr_manifest::{ArchiveInfo, BackupSummary, DbHistory};
 
 use crate::config::RepoOptions;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::repo::{self, Repository};
 
 /// The archive's extent for one archive id and timeline.
@@ -90,15 +91,9 @@ pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<Sta
     let names: Vec<String> = match stanza {
         Some(s) => vec![s.to_string()],
         None => {
-            let (dirs, _) = storage.list_dir("backup/").await?;
+            let (dirs, _) = storage.list_dir(&layout::stanzas()).await?;
             dirs.into_iter()
-                .map(|d| {
-                    d.trim_end_matches('/')
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string()
-                })
+                .map(|d| layout::last_segment(&d).to_string())
                 .filter(|d| !d.is_empty())
                 .collect()
         }
@@ -192,7 +187,10 @@ async fn archive_ranges(repo: &Repository) -> Result<Vec<ArchiveRange>> {
         let archive_id = ArchiveInfo::archive_id(db);
         let objects = repo
             .storage()
-            .list(&format!("archive/{}/{archive_id}/", repo.stanza()))
+            .list(&layout::under(&layout::archive_id_dir(
+                repo.stanza(),
+                &archive_id,
+            )))
             .await?;
         let mut per_tli: std::collections::BTreeMap<u32, (String, String, u64)> =
             Default::default();

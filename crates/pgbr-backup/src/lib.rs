@@ -43,6 +43,7 @@ mod exclude;
 pub mod expire;
 pub mod failpoints;
 pub mod info;
+mod layout;
 pub mod lock;
 pub mod multi;
 pub mod options;

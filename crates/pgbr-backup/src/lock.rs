@@ -46,7 +46,7 @@ impl Lock {
     pub fn acquire_stopped(lock_path: &Path, stanza: &str) -> Result<Lock> {
         std::fs::create_dir_all(lock_path)
             .map_err(|e| Error::io("unable to create lock directory", lock_path, e))?;
-        let path = lock_path.join(format!("{stanza}.lock"));
+        let path = crate::layout::lock_file(lock_path, stanza);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -164,7 +164,7 @@ pub fn stop(lock_path: &Path, stanza: Option<&str>, force: bool) -> Result<StopR
             .map_err(|e| Error::io("unable to list lock directory", lock_path, e))?
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".lock").map(str::to_string)
+                crate::layout::stanza_of_lock_file(&name).map(str::to_string)
             })
             .collect(),
     };
@@ -210,7 +210,7 @@ pub fn start(lock_path: &Path, stanza: Option<&str>) -> Result<bool> {
 
 /// The pid of the live process holding `stanza`'s lock, if any.
 pub fn holder(lock_path: &Path, stanza: &str) -> Result<Option<u32>> {
-    let path = lock_path.join(format!("{stanza}.lock"));
+    let path = crate::layout::lock_file(lock_path, stanza);
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

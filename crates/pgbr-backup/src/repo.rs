@@ -15,20 +15,18 @@ use pgbr_storage::{CompressType, Storage};
 use crate::claim::Claim;
 use crate::config::{CloudOptions, RepoOptions, RepoType};
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::lock::Lock;
 
-/// Suffix of the second copy of every critical metadata file.
-pub const COPY_SUFFIX: &str = ".copy";
-/// File name of a backup's manifest.
-pub const MANIFEST_FILE: &str = "backup.manifest";
+// The repository's names, where modules have always found them.
+pub use crate::layout::{
+    archive_info as archive_info_path, backup_info as backup_info_path, COPY_SUFFIX, MANIFEST_FILE,
+};
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// zstd level of stored manifests.
 const MANIFEST_LEVEL: i32 = 3;
-/// File name of the manifest of a backup still running (or interrupted): what it stored so far,
-/// so that the next backup can resume it.
-pub const INPROGRESS_FILE: &str = "backup.manifest.inprogress";
 
 /// Opens the storage behind `opts` (creating a posix repository's directory if needed).
 pub fn open_storage(opts: &RepoOptions) -> Result<Storage> {
@@ -115,7 +113,7 @@ pub(crate) async fn load_twice<T>(
 ) -> Result<Option<T>> {
     let mut first_error = None;
     let mut found_any = false;
-    for candidate in [path.to_string(), format!("{path}{COPY_SUFFIX}")] {
+    for candidate in [path.to_string(), layout::copy_of(path)] {
         match storage.get_opt(&candidate).await? {
             None => continue,
             Some(bytes) => {
@@ -142,7 +140,7 @@ pub(crate) async fn save_twice(storage: &Storage, path: &str, bytes: Vec<u8>) ->
     let bytes = Bytes::from(bytes);
     storage.put(path, bytes.clone()).await?;
     crate::failpoints::crash_point!("repo::before-copy");
-    storage.put(&format!("{path}{COPY_SUFFIX}"), bytes).await?;
+    storage.put(&layout::copy_of(path), bytes).await?;
     Ok(())
 }
 
@@ -354,7 +352,7 @@ impl Repository {
 
     /// The directory of backup `label`.
     pub fn backup_path(&self, label: &str) -> String {
-        format!("backup/{}/{label}", self.stanza)
+        layout::backup_dir(&self.stanza, label)
     }
 
     /// Decrypts, decompresses and parses a stored manifest; `what` names it in errors.
@@ -429,7 +427,7 @@ impl Repository {
         &self,
         label: &str,
     ) -> Result<(Manifest, Checksum)> {
-        let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
+        let path = layout::manifest(&self.backup_path(label));
         let name = self.name();
         let listed = self.backup_info.backup(label);
         let m = load_twice(&self.storage, &path, |raw| {
@@ -470,7 +468,7 @@ impl Repository {
         let (sealed, checksum) =
             self.close_manifest(manifest, &format!("manifest of backup {label}"))?;
         let len = sealed.len() as u64;
-        let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
+        let path = layout::manifest(&self.backup_path(label));
         save_twice(&self.storage, &path, sealed).await?;
         Ok((len * 2, checksum))
     }
@@ -479,8 +477,8 @@ impl Repository {
     /// copy verifies) but not listed: the manifest copy not written yet is written from the
     /// other, and the in-progress manifest goes.
     pub(crate) async fn finish_commit(&self, label: &str) -> Result<()> {
-        let path = format!("{}/{MANIFEST_FILE}", self.backup_path(label));
-        let copy = format!("{path}{COPY_SUFFIX}");
+        let path = layout::manifest(&self.backup_path(label));
+        let copy = layout::copy_of(&path);
         match (
             self.storage.get_opt(&path).await?,
             self.storage.get_opt(&copy).await?,
@@ -489,18 +487,18 @@ impl Repository {
             (None, Some(b)) => self.storage.put(&path, b).await?,
             _ => {}
         }
-        let inprogress = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
+        let inprogress = layout::inprogress(&self.backup_path(label));
         if self.storage.exists(&inprogress).await? {
             self.storage.delete(&inprogress).await?;
         }
         Ok(())
     }
 
-    /// Writes the in-progress manifest of backup `label` (not a commit: see [`INPROGRESS_FILE`]).
+    /// Writes the in-progress manifest of backup `label` (not a commit: see [`layout::INPROGRESS_FILE`]).
     pub(crate) async fn save_inprogress(&self, label: &str, manifest: &Manifest) -> Result<()> {
         let (sealed, _) =
             self.close_manifest(manifest, &format!("in-progress manifest of backup {label}"))?;
-        let path = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
+        let path = layout::inprogress(&self.backup_path(label));
         self.storage.put(&path, Bytes::from(sealed)).await?;
         Ok(())
     }
@@ -508,7 +506,7 @@ impl Repository {
     /// Reads the in-progress manifest of an interrupted backup; `None` if it is absent or does not
     /// verify (such a backup cannot be resumed).
     pub(crate) async fn load_inprogress(&self, label: &str) -> Result<Option<Manifest>> {
-        let path = format!("{}/{INPROGRESS_FILE}", self.backup_path(label));
+        let path = layout::inprogress(&self.backup_path(label));
         let Some(raw) = self.storage.get_opt(&path).await? else {
             return Ok(None);
         };
@@ -583,30 +581,6 @@ pub(crate) fn check_bound(
         }
         _ => Ok(()),
     }
-}
-
-/// `backup/<stanza>/backup.info`.
-pub fn backup_info_path(stanza: &str) -> String {
-    format!("backup/{stanza}/backup.info")
-}
-
-/// File name of the stanza's claim in the repository (see [`crate::claim`]).
-pub const CLAIM_FILE: &str = "backup.lock";
-
-/// `backup/<stanza>/backup.lock`: the stanza's claim, held by the `backup`, `expire` or stanza
-/// command that runs on it (on any host).
-pub fn claim_path(stanza: &str) -> String {
-    format!("backup/{stanza}/{CLAIM_FILE}")
-}
-
-/// `backup/<stanza>/backup.lock.<id>`: the marker of the takeover of the stale claim `id`.
-pub(crate) fn claim_takeover_path(stanza: &str, id: &str) -> String {
-    format!("{}.{id}", claim_path(stanza))
-}
-
-/// `archive/<stanza>/archive.info`.
-pub fn archive_info_path(stanza: &str) -> String {
-    format!("archive/{stanza}/archive.info")
 }
 
 /// Unlocks the stanza's data key with the repository passphrase.

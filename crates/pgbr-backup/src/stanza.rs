@@ -13,7 +13,8 @@ use pgbr_storage::Storage;
 use crate::claim::with_stanza_claimed;
 use crate::config::{PgOptions, RepoOptions};
 use crate::error::{Error, Result};
-use crate::repo::{self, archive_info_path, backup_info_path, describe, load_twice, save_twice};
+use crate::layout::{self, archive_info as archive_info_path, backup_info as backup_info_path};
+use crate::repo::{self, describe, load_twice, save_twice};
 
 /// What `stanza-create` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +75,7 @@ async fn create_claimed(
                 // backup.info was lost from a stanza in use (then it is damaged).
                 // The stanza's claim (this command's) does not make it in use.
                 let in_use = storage
-                    .list(&format!("backup/{stanza}/"))
+                    .list(&layout::under(&layout::stanza_backup_dir(stanza)))
                     .await?
                     .into_iter()
                     .find(|o| {
@@ -124,7 +125,11 @@ async fn create_claimed(
             Ok(StanzaCreated::AlreadyExists { db: current })
         }
         (None, None) => {
-            for prefix in [format!("archive/{stanza}/"), format!("backup/{stanza}/")] {
+            for dir in [
+                layout::stanza_archive_dir(stanza),
+                layout::stanza_backup_dir(stanza),
+            ] {
+                let prefix = layout::under(&dir);
                 // The stanza's claim (this command's) is no stranger.
                 let strangers = storage.list(&prefix).await?.into_iter().filter(|o| {
                     !crate::claim::is_claim_name(o.path.rsplit('/').next().unwrap_or_default())
@@ -210,7 +215,7 @@ fn existing_cluster(
 /// Writes `path` and its copy again unless both hold exactly `bytes`: a write killed between
 /// the two leaves the copy missing or stale, and nothing else would ever rewrite it.
 async fn heal_twice(storage: &Storage, path: &str, bytes: Vec<u8>) -> Result<()> {
-    let copy = format!("{path}{}", repo::COPY_SUFFIX);
+    let copy = layout::copy_of(path);
     let holds = |found: Option<bytes::Bytes>| found.is_some_and(|b| b[..] == bytes[..]);
     if holds(storage.get_opt(path).await?) && holds(storage.get_opt(&copy).await?) {
         return Ok(());
@@ -525,10 +530,10 @@ pub async fn delete(
 async fn delete_claimed(repo_opts: &RepoOptions, stanza: &str) -> Result<StanzaDeleted> {
     let storage = repo::open_storage(repo_opts)?;
     // This command's own claim goes with the stanza's objects, but is not one of them.
-    let claim = u64::from(storage.exists(&repo::claim_path(stanza)).await?);
+    let claim = u64::from(storage.exists(&layout::claim(stanza)).await?);
     let mut objects = 0u64;
     for info in [archive_info_path(stanza), backup_info_path(stanza)] {
-        for path in [info.clone(), format!("{info}{}", repo::COPY_SUFFIX)] {
+        for path in [info.clone(), layout::copy_of(&info)] {
             if storage.exists(&path).await? {
                 storage.delete(&path).await?;
                 objects += 1;
@@ -536,16 +541,17 @@ async fn delete_claimed(repo_opts: &RepoOptions, stanza: &str) -> Result<StanzaD
         }
     }
     crate::failpoints::crash_point!("stanza-delete::after-info");
-    for prefix in [format!("backup/{stanza}/"), format!("archive/{stanza}/")] {
-        objects += storage.delete_prefix(&prefix).await?;
-        if prefix.starts_with("backup/") {
-            crate::failpoints::crash_point!("stanza-delete::after-backup-dir");
-        }
-    }
+    let (backup_dir, archive_dir) = (
+        layout::stanza_backup_dir(stanza),
+        layout::stanza_archive_dir(stanza),
+    );
+    objects += storage.delete_prefix(&layout::under(&backup_dir)).await?;
+    crate::failpoints::crash_point!("stanza-delete::after-backup-dir");
+    objects += storage.delete_prefix(&layout::under(&archive_dir)).await?;
     let objects = objects.saturating_sub(claim);
     if repo_opts.repo_type == crate::config::RepoType::Posix {
         // Object deletion leaves the (now empty) directories of a local repository behind.
-        for dir in [format!("backup/{stanza}"), format!("archive/{stanza}")] {
+        for dir in [backup_dir, archive_dir] {
             let path = Path::new(&repo_opts.path).join(dir);
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {}

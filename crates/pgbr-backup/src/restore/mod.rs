@@ -88,7 +88,7 @@ pub async fn run(
     plan.make_directories_and_links(owner)?;
     let ctx = Arc::new(write::RestoreContext {
         storage: repo.storage().clone(),
-        stanza_dir: format!("backup/{}", repo.stanza()),
+        stanza_dir: crate::layout::stanza_backup_dir(repo.stanza()),
         label: label.clone(),
         codecs,
         overwrite: write::Overwrite::from_flags(opts.delta, opts.force),
