@@ -49,7 +49,6 @@ pub mod options;
 mod pg;
 mod pipeline;
 mod progress;
-pub mod recovery;
 mod repo;
 pub mod restore;
 pub mod stanza;
@@ -57,6 +56,7 @@ pub mod stanza;
 mod test_support;
 pub mod verify;
 
+pub use config::recovery;
 pub use error::{exit, Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use repo::{open_storage, Repository};

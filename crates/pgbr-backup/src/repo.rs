@@ -12,7 +12,8 @@ use pgbr_manifest::{
 };
 use pgbr_storage::{CompressType, Storage};
 
-use crate::claim::Claim;
+pub(crate) use crate::claim::object::claim_path;
+use crate::claim::object::Claim;
 use crate::config::{CloudOptions, RepoOptions, RepoType};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
@@ -588,20 +589,6 @@ pub(crate) fn check_bound(
 /// `backup/<stanza>/backup.info`.
 pub fn backup_info_path(stanza: &str) -> String {
     format!("backup/{stanza}/backup.info")
-}
-
-/// File name of the stanza's claim in the repository (see [`crate::claim`]).
-pub const CLAIM_FILE: &str = "backup.lock";
-
-/// `backup/<stanza>/backup.lock`: the stanza's claim, held by the `backup`, `expire` or stanza
-/// command that runs on it (on any host).
-pub fn claim_path(stanza: &str) -> String {
-    format!("backup/{stanza}/{CLAIM_FILE}")
-}
-
-/// `backup/<stanza>/backup.lock.<id>`: the marker of the takeover of the stale claim `id`.
-pub(crate) fn claim_takeover_path(stanza: &str, id: &str) -> String {
-    format!("{}.{id}", claim_path(stanza))
 }
 
 /// `archive/<stanza>/archive.info`.
