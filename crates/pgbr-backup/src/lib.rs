@@ -36,6 +36,7 @@ pub mod archive_async;
 pub mod backup;
 pub mod check;
 pub mod claim;
+mod codecs;
 pub mod config;
 mod config_file;
 mod error;

@@ -223,7 +223,7 @@ async fn heal_twice(storage: &Storage, path: &str, bytes: Vec<u8>) -> Result<()>
 fn new_cipher_info(opts: &RepoOptions) -> Result<CipherInfo> {
     if opts.cipher_type == CipherType::None {
         return Ok(CipherInfo {
-            cipher_type: CipherType::None.to_string(),
+            cipher_type: pgbr_manifest::Cipher::None,
             wrapped_key: None,
         });
     }
@@ -241,7 +241,7 @@ fn new_cipher_info(opts: &RepoOptions) -> Result<CipherInfo> {
         source,
     })?;
     Ok(CipherInfo {
-        cipher_type: opts.cipher_type.to_string(),
+        cipher_type: crate::codecs::cipher(opts.cipher_type),
         wrapped_key: Some(
             serde_json::to_value(&wrapped)
                 .map_err(|e| Error::Internal(format!("serializing the wrapped key: {e}")))?,

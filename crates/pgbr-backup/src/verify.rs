@@ -620,7 +620,7 @@ pub async fn run(
         }
         report.backups_checked += 1;
         committed.insert(label.clone());
-        if m.backup.cipher_type != repo.cipher().to_string() {
+        if crate::codecs::cipher_type(m.backup.cipher_type) != repo.cipher() {
             report.error(
                 &base,
                 format!(
@@ -631,13 +631,7 @@ pub async fn run(
             );
             continue;
         }
-        let Ok(compress) = m.backup.compress_type.parse::<CompressType>() else {
-            report.error(
-                &base,
-                format!("unknown compression '{}'", m.backup.compress_type),
-            );
-            continue;
-        };
+        let compress = crate::codecs::compress_type(m.backup.compress_type);
         compress_of.insert(label.clone(), compress);
         let dir = format!("backup/{stanza}/{label}");
         // This backup's bundled files, by bundle.
