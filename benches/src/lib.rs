@@ -222,9 +222,9 @@ pub fn big_manifest(files: usize) -> Manifest {
             db_id: 1,
             timeline: 1,
             checksums_enabled: true,
-            compress_type: "zst".into(),
+            compress_type: pgbr_manifest::Compression::Zst,
             compress_level: 3,
-            cipher_type: "none".into(),
+            cipher_type: pgbr_manifest::Cipher::None,
             ..BackupMeta::default()
         },
         targets: vec![Target {

@@ -126,9 +126,9 @@ fn incremental_manifest() -> Manifest {
             system_id: SYSTEM_ID,
             db_id: 1,
             checksums_enabled: true,
-            compress_type: "zst".into(),
+            compress_type: pgbr_manifest::Compression::Zst,
             compress_level: 3,
-            cipher_type: "none".into(),
+            cipher_type: pgbr_manifest::Cipher::None,
             backup_label: "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\n".into(),
             wal_segment_size: 16 << 20,
             ..BackupMeta::default()
@@ -174,7 +174,7 @@ fn metadata(seeds: &mut Seeds) -> Result<()> {
         pg_version: 15,
     }];
     let cipher = CipherInfo {
-        cipher_type: "none".into(),
+        cipher_type: pgbr_manifest::Cipher::None,
         wrapped_key: None,
     };
     let backup_info = BackupInfo {

@@ -25,32 +25,10 @@ use pgbr_wal::{Segment, WalFileName};
 
 use crate::archive;
 use crate::config::ArchivePushOptions;
+pub use crate::config::AsyncOptions;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::repo::Repository;
-
-/// Spool settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AsyncOptions {
-    /// `spool-path`.
-    pub spool_path: PathBuf,
-    /// Parallel transfers of the worker.
-    pub process_max: usize,
-    /// `archive-push-queue-max`: above this many bytes of WAL waiting to be pushed, the waiting
-    /// files are dropped (reported as archived, with an error) rather than filling the disk.
-    /// `None` = no limit.
-    pub push_queue_max: Option<u64>,
-    /// `archive-get-queue-max`: bytes of WAL to prefetch ahead of recovery.
-    pub get_queue_max: u64,
-}
-
-impl AsyncOptions {
-    /// The spool directory of `stanza`: `<spool-path>/archive/<stanza>`, where the reports,
-    /// the prefetched segments, the worker locks and the workers' logs are.
-    pub fn stanza_dir(&self, stanza: &str) -> PathBuf {
-        self.spool_path.join("archive").join(stanza)
-    }
-}
 
 fn out_dir(opts: &AsyncOptions, stanza: &str) -> PathBuf {
     opts.stanza_dir(stanza).join("out")

@@ -22,9 +22,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Default of the `lock-path` option.
-pub const DEFAULT_LOCK_PATH: &str = "/tmp/pgbr";
-
 /// A held stanza lock; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct Lock {

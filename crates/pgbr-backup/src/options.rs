@@ -3,6 +3,10 @@
 //! Names follow pgBackRest where the concept is the same, so a pgBackRest user's configuration reads
 //! the same here. Indexed options (`repo1-path`, `pg2-port`) are registered once under their
 //! un-indexed name (`repo-path`, `pg-port`) and resolved with [`OptionName::parse`].
+//!
+//! The registry is the one place an option's default is written: an unset option reads as its
+//! default ([`crate::config::Options::get`]), and the typed option structs' `Default`s are mapped
+//! from those values.
 
 use std::fmt;
 

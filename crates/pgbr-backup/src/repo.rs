@@ -12,7 +12,8 @@ use pgbr_manifest::{
 };
 use pgbr_storage::{CompressType, Storage};
 
-use crate::claim::Claim;
+use crate::claim::object::Claim;
+use crate::codecs;
 use crate::config::{CloudOptions, RepoOptions, RepoType};
 use crate::error::{Error, Result};
 use crate::layout;
@@ -297,7 +298,7 @@ impl Repository {
         self.backup_info
             .backups
             .iter()
-            .filter_map(|b| Some((b.label.clone(), b.compress_type.as_deref()?.parse().ok()?)))
+            .filter_map(|b| Some((b.label.clone(), codecs::compress_type(b.compress_type?))))
             .collect()
     }
 
@@ -589,12 +590,7 @@ pub(crate) fn unlock(
     repo_name: &str,
     cipher: &CipherInfo,
 ) -> Result<Option<DataKey>> {
-    let stored: CipherType = cipher.cipher_type.parse().map_err(|_| {
-        Error::Corrupt(format!(
-            "{repo_name}: unknown cipher '{}' in the stanza's info files",
-            cipher.cipher_type
-        ))
-    })?;
+    let stored = codecs::cipher_type(cipher.cipher_type);
     if stored != opts.cipher_type {
         return Err(Error::config(format!(
             "{repo_name}: option '{}-cipher-type' is {} but the stanza was created with {stored}",
@@ -671,7 +667,7 @@ mod tests {
             pg_version: 15,
         };
         let cipher = CipherInfo {
-            cipher_type: "none".into(),
+            cipher_type: pgbr_manifest::Cipher::None,
             wrapped_key: None,
         };
         Repository {

@@ -4,13 +4,14 @@
 //! entry, so new WAL goes to a new archive id while old backups stay listed and restorable).
 //! `stanza-delete`: remove a stopped stanza and everything it holds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pgbr_crypto::{CipherType, DataKey, WrappedKey};
 use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory};
 use pgbr_storage::Storage;
 
 use crate::claim::with_stanza_claimed;
+pub use crate::config::DeleteOptions;
 use crate::config::{PgOptions, RepoOptions};
 use crate::error::{Error, Result};
 use crate::layout::{self, archive_info as archive_info_path, backup_info as backup_info_path};
@@ -227,7 +228,7 @@ async fn heal_twice(storage: &Storage, path: &str, bytes: Vec<u8>) -> Result<()>
 fn new_cipher_info(opts: &RepoOptions) -> Result<CipherInfo> {
     if opts.cipher_type == CipherType::None {
         return Ok(CipherInfo {
-            cipher_type: CipherType::None.to_string(),
+            cipher_type: pgbr_manifest::Cipher::None,
             wrapped_key: None,
         });
     }
@@ -245,7 +246,7 @@ fn new_cipher_info(opts: &RepoOptions) -> Result<CipherInfo> {
         source,
     })?;
     Ok(CipherInfo {
-        cipher_type: opts.cipher_type.to_string(),
+        cipher_type: crate::codecs::cipher(opts.cipher_type),
         wrapped_key: Some(
             serde_json::to_value(&wrapped)
                 .map_err(|e| Error::Internal(format!("serializing the wrapped key: {e}")))?,
@@ -464,18 +465,6 @@ pub(crate) fn check_upgrade_finished(repo: &repo::Repository) -> Result<()> {
         describe(backup),
         repo.stanza()
     )))
-}
-
-/// Options of `stanza-delete`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeleteOptions {
-    /// Directory of the lock and stop files (`lock-path`).
-    pub lock_path: PathBuf,
-    /// The stanza's data directory (`pg1-path`), checked for a running PostgreSQL; `None` skips
-    /// the check.
-    pub pg_path: Option<PathBuf>,
-    /// Delete even though PostgreSQL seems to run in `pg_path`.
-    pub force: bool,
 }
 
 /// What `stanza-delete` did.

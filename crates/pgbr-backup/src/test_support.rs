@@ -27,7 +27,7 @@ pub(crate) fn summary(
         size_stored: 0,
         file_count: 0,
         page_errors: 0,
-        compress_type: Some("zst".into()),
+        compress_type: Some(pgbr_manifest::Compression::Zst),
         manifest_checksum: None,
     }
 }

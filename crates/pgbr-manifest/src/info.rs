@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope;
 use crate::label::parse_label;
-use crate::{BackupType, Checksum, Error, Manifest};
+use crate::{BackupType, Checksum, Cipher, Compression, Error, Manifest};
 
 /// Version of the info file formats this build reads and writes.
 pub const INFO_FORMAT: u32 = 2;
@@ -31,8 +31,8 @@ pub struct DbHistory {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CipherInfo {
-    /// Cipher of stored files (`none`, ...).
-    pub cipher_type: String,
+    /// Cipher of stored files.
+    pub cipher_type: Cipher,
     /// The wrapped data key, as opaque JSON produced by pgbr-crypto. Its
     /// object keys are written sorted. `Some(Value::Null)` is written as
     /// `null` and so reads back as `None`.
@@ -78,7 +78,7 @@ pub struct BackupSummary {
     pub page_errors: u64,
     /// How the backup's files are compressed (its manifest's `compress_type`), so that a later
     /// backup can read blocks of it as delta bases without loading its manifest.
-    pub compress_type: Option<String>,
+    pub compress_type: Option<Compression>,
     /// The checksum of the backup's manifest as committed (the one its envelope records): a
     /// manifest read later must have it, so that one replaced by another backup's (a copied
     /// directory, a tampered repository) is refused. Absent in entries written before it was
@@ -109,7 +109,7 @@ impl BackupSummary {
             size_stored: b.size_stored,
             file_count: m.files.len() as u64,
             page_errors: m.files.iter().map(|f| f.page_errors.len() as u64).sum(),
-            compress_type: Some(b.compress_type.clone()),
+            compress_type: Some(b.compress_type),
             manifest_checksum: Some(manifest_checksum),
         }
     }

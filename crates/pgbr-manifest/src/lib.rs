@@ -76,6 +76,7 @@
 
 mod blockmap;
 mod checksum;
+mod codec;
 mod envelope;
 mod error;
 mod hexbytes;
@@ -87,6 +88,7 @@ mod streamed;
 
 pub use blockmap::{block_hash, changed_blocks, BlockHash, ParseBlockHashError};
 pub use checksum::{Checksum, ParseChecksumError};
+pub use codec::{Cipher, Compression};
 /// The string type of [`FileEntry`]'s names, re-exported so that callers need not depend on it.
 pub use compact_str::CompactString;
 pub use error::Error;

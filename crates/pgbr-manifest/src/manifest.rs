@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope;
 use crate::label::{full_part, parse_label};
-use crate::{BackupType, Checksum, Error};
+use crate::{BackupType, Checksum, Cipher, Compression, Error};
 
 /// Version of the manifest format this build reads and writes.
 pub const MANIFEST_FORMAT: u32 = 2;
@@ -64,12 +64,12 @@ pub struct BackupMeta {
     pub db_id: u32,
     /// Whether the cluster has data page checksums enabled.
     pub checksums_enabled: bool,
-    /// Compression used for stored files (`zst`, `gz`, `lz4`, `none`).
-    pub compress_type: String,
+    /// Compression used for stored files (stored as `zst`, `gz`, `lz4`, `none`).
+    pub compress_type: Compression,
     /// Compression level used.
     pub compress_level: i32,
-    /// Cipher used for stored files (`none`, ...).
-    pub cipher_type: String,
+    /// Cipher used for stored files (stored as `none`, `aes-256-gcm`, `aes-256-cbc`).
+    pub cipher_type: Cipher,
     /// Whether the WAL needed for consistency was copied into the backup.
     pub archive_copy: bool,
     /// Contents of `backup_label` as returned by `pg_backup_stop`.

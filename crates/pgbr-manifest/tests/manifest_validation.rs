@@ -382,7 +382,7 @@ fn envelope_checks_format_checksum_and_kind() {
             pg_version: 15,
         }],
         cipher: CipherInfo {
-            cipher_type: "none".into(),
+            cipher_type: Cipher::None,
             wrapped_key: None,
         },
     };
@@ -422,7 +422,7 @@ fn backup_info_rules() {
             },
         ],
         cipher: CipherInfo {
-            cipher_type: "aes-256-gcm".into(),
+            cipher_type: Cipher::Aes256Gcm,
             wrapped_key: Some(serde_json::json!({"z": 1, "a": {"y": [1, "x"], "b": null}})),
         },
         backups: vec![summary],

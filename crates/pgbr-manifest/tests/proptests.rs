@@ -22,6 +22,15 @@ fn name(leaf: &'static str) -> impl Strategy<Value = String> {
     })
 }
 
+/// A compression or cipher drawn by its name as the metadata stores it.
+fn stored_name<T>(names: &'static str) -> impl Strategy<Value = T>
+where
+    T: std::str::FromStr + std::fmt::Debug,
+    T::Err: std::fmt::Debug,
+{
+    names.prop_map(|n| n.parse::<T>().expect("a stored name"))
+}
+
 fn opt_string() -> impl Strategy<Value = Option<String>> {
     prop::option::of("[ -~\n\t\"\\\\]{0,20}")
 }
@@ -200,9 +209,9 @@ fn manifest_strategy() -> impl Strategy<Value = Manifest> {
                 any::<bool>(),
             ),
             (
-                "(zst|gz|lz4|none)",
+                stored_name::<Compression>("(zst|gz|lz4|none)"),
                 any::<i32>(),
-                "(none|aes-256-gcm)",
+                stored_name::<Cipher>("(none|aes-256-gcm)"),
                 any::<bool>(),
             ),
             (
@@ -343,7 +352,7 @@ fn history_strategy() -> impl Strategy<Value = Vec<DbHistory>> {
 fn cipher_strategy() -> impl Strategy<Value = CipherInfo> {
     // `Some(Value::Null)` is written as `null` and reads back as `None` (documented).
     (
-        "(none|aes-256-gcm|aes-256-cbc)",
+        stored_name::<Cipher>("(none|aes-256-gcm|aes-256-cbc)"),
         prop::option::of(json_value().prop_filter("not null", |v| !v.is_null())),
     )
         .prop_map(|(cipher_type, wrapped_key)| CipherInfo {
@@ -398,6 +407,19 @@ fn flipped_positions(bytes: &[u8]) -> Vec<usize> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn compression_and_cipher_keep_their_stored_names(
+        c in "(none|zst|gz|lz4)",
+        k in "(none|aes-256-gcm|aes-256-cbc)",
+    ) {
+        // The JSON holds the same strings as before the names were typed, so old repositories
+        // read and new ones read in older pgbr.
+        let compression: Compression = serde_json::from_str(&format!("\"{c}\"")).unwrap();
+        prop_assert_eq!(serde_json::to_string(&compression).unwrap(), format!("\"{c}\""));
+        let cipher: Cipher = serde_json::from_str(&format!("\"{k}\"")).unwrap();
+        prop_assert_eq!(serde_json::to_string(&cipher).unwrap(), format!("\"{k}\""));
+    }
 
     #[test]
     fn manifest_round_trips(m in manifest_strategy()) {

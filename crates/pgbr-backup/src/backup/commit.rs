@@ -47,9 +47,9 @@ pub(super) fn meta(
         system_id: db.system_id,
         db_id: db.db_id,
         checksums_enabled: started.checksums,
-        compress_type: opts.compress.compress_type.to_string(),
+        compress_type: crate::codecs::compression(opts.compress.compress_type),
         compress_level: opts.compress.level,
-        cipher_type: repo.cipher().to_string(),
+        cipher_type: crate::codecs::cipher(repo.cipher()),
         pgbr_version: env!("CARGO_PKG_VERSION").to_string(),
         wal_segment_size: started.segment_size,
         ..BackupMeta::default()

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pgbr_crypto::CipherType;
 use pgbr_manifest::{Checksum, FileEntry, Manifest};
-use pgbr_storage::CompressType;
 
 use super::apply::{Owner, PG_CONTROL};
 use super::parts::{restore_changed_blocks, SplitFile, PART_BYTES};
@@ -31,12 +29,7 @@ pub(super) async fn codecs(
     manifest: &Manifest,
 ) -> Result<BTreeMap<String, Codec>> {
     let label = &manifest.backup.label;
-    let cipher: CipherType = manifest.backup.cipher_type.parse().map_err(|_| {
-        Error::Corrupt(format!(
-            "manifest of backup {label}: unknown cipher '{}'",
-            manifest.backup.cipher_type
-        ))
-    })?;
+    let cipher = crate::codecs::cipher_type(manifest.backup.cipher_type);
     if cipher != repo.cipher() {
         return Err(Error::Corrupt(format!(
             "backup {label} was written with cipher {cipher} but {} uses {}",
@@ -44,14 +37,7 @@ pub(super) async fn codecs(
             repo.cipher()
         )));
     }
-    let compress_of = |m: &Manifest| -> Result<CompressType> {
-        m.backup.compress_type.parse().map_err(|_| {
-            Error::Corrupt(format!(
-                "manifest of backup {}: unknown compression '{}'",
-                m.backup.label, m.backup.compress_type
-            ))
-        })
-    };
+    let compress_of = |m: &Manifest| crate::codecs::compress_type(m.backup.compress_type);
     let codec_of = |compress_type| Codec {
         workers: 0,
         compress_type,
@@ -59,7 +45,7 @@ pub(super) async fn codecs(
         cipher,
         key: repo.key().cloned(),
     };
-    let mut codecs = BTreeMap::from([(label.clone(), codec_of(compress_of(manifest)?))]);
+    let mut codecs = BTreeMap::from([(label.clone(), codec_of(compress_of(manifest)))]);
     // backup.info says how each backup stored its bytes; a manifest is read only where it
     // does not.
     let summarized = repo.compress_types();
@@ -72,7 +58,7 @@ pub(super) async fn codecs(
         }
         let ct = match summarized.get(reference) {
             Some(&ct) => ct,
-            None => compress_of(&repo.load_manifest(reference).await?)?,
+            None => compress_of(&repo.load_manifest(reference).await?),
         };
         codecs.insert(reference.clone(), codec_of(ct));
     }

@@ -76,7 +76,7 @@ pub(super) async fn check(
 fn codec_of(repo: &Repository, m: &Manifest, report: &mut VerifyReport) -> Option<CompressType> {
     let label = &m.backup.label;
     let base = format!("{}/{MANIFEST_FILE}", repo.backup_path(label));
-    if m.backup.cipher_type != repo.cipher().to_string() {
+    if crate::codecs::cipher_type(m.backup.cipher_type) != repo.cipher() {
         report.error(
             &base,
             format!(
@@ -87,14 +87,7 @@ fn codec_of(repo: &Repository, m: &Manifest, report: &mut VerifyReport) -> Optio
         );
         return None;
     }
-    let Ok(compress) = m.backup.compress_type.parse::<CompressType>() else {
-        report.error(
-            &base,
-            format!("unknown compression '{}'", m.backup.compress_type),
-        );
-        return None;
-    };
-    Some(compress)
+    Some(crate::codecs::compress_type(m.backup.compress_type))
 }
 
 /// The jobs that check the files backup `m` stored itself (bytes held by an earlier backup are
