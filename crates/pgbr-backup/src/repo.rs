@@ -19,10 +19,6 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::lock::Lock;
 
-// The repository's names, where modules have always found them.
-pub use crate::layout::{
-    archive_info as archive_info_path, backup_info as backup_info_path, COPY_SUFFIX, MANIFEST_FILE,
-};
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
@@ -190,14 +186,14 @@ impl Repository {
         stanza: &str,
     ) -> Result<Repository> {
         let repo_name = describe(opts, &storage);
-        let backup_info = load_twice(&storage, &backup_info_path(stanza), |b| {
+        let backup_info = load_twice(&storage, &layout::backup_info(stanza), |b| {
             BackupInfo::from_bytes(b).map_err(|source| Error::Manifest {
                 context: format!("{repo_name}: backup.info of stanza '{stanza}'"),
                 source,
             })
         })
         .await?;
-        let archive_info = load_twice(&storage, &archive_info_path(stanza), |b| {
+        let archive_info = load_twice(&storage, &layout::archive_info(stanza), |b| {
             ArchiveInfo::from_bytes(b).map_err(|source| Error::Manifest {
                 context: format!("{repo_name}: archive.info of stanza '{stanza}'"),
                 source,
@@ -215,8 +211,8 @@ impl Repository {
             // One info file without the other is a damaged stanza, not a missing one.
             (backup, _) => {
                 let (missing, present) = match backup {
-                    None => (backup_info_path(stanza), archive_info_path(stanza)),
-                    Some(_) => (archive_info_path(stanza), backup_info_path(stanza)),
+                    None => (layout::backup_info(stanza), layout::archive_info(stanza)),
+                    Some(_) => (layout::archive_info(stanza), layout::backup_info(stanza)),
                 };
                 return Err(Error::Corrupt(format!(
                     "{repo_name}: {missing} is missing (and its copy) while {present} exists: stanza '{stanza}' is damaged, or its stanza-create or stanza-delete was interrupted. Run 'pgbr --stanza={stanza} stanza-create' to finish creating it, or stanza-delete to finish deleting it"
@@ -523,7 +519,7 @@ impl Repository {
                 context: "backup.info".into(),
                 source,
             })?;
-        save_twice(&self.storage, &backup_info_path(&self.stanza), bytes).await
+        save_twice(&self.storage, &layout::backup_info(&self.stanza), bytes).await
     }
 }
 

@@ -14,7 +14,7 @@ use crate::claim::with_stanza_claimed;
 pub use crate::config::DeleteOptions;
 use crate::config::{PgOptions, RepoOptions};
 use crate::error::{Error, Result};
-use crate::layout::{self, archive_info as archive_info_path, backup_info as backup_info_path};
+use crate::layout;
 use crate::repo::{self, describe, load_twice, save_twice};
 
 /// What `stanza-create` did.
@@ -93,13 +93,13 @@ async fn create_claimed(
                 };
                 heal_twice(
                     &storage,
-                    &archive_info_path(stanza),
+                    &layout::archive_info(stanza),
                     a.to_bytes().map_err(&manifest_err)?,
                 )
                 .await?;
                 save_twice(
                     &storage,
-                    &backup_info_path(stanza),
+                    &layout::backup_info(stanza),
                     backup.to_bytes().map_err(&manifest_err)?,
                 )
                 .await?;
@@ -113,13 +113,13 @@ async fn create_claimed(
             // A copy an interrupted write left missing or stale is written again.
             heal_twice(
                 &storage,
-                &archive_info_path(stanza),
+                &layout::archive_info(stanza),
                 a.to_bytes().map_err(&manifest_err)?,
             )
             .await?;
             heal_twice(
                 &storage,
-                &backup_info_path(stanza),
+                &layout::backup_info(stanza),
                 b.to_bytes().map_err(&manifest_err)?,
             )
             .await?;
@@ -160,14 +160,14 @@ async fn create_claimed(
             };
             save_twice(
                 &storage,
-                &archive_info_path(stanza),
+                &layout::archive_info(stanza),
                 archive.to_bytes().map_err(manifest_err)?,
             )
             .await?;
             crate::failpoints::crash_point!("stanza-create::after-archive-info");
             save_twice(
                 &storage,
-                &backup_info_path(stanza),
+                &layout::backup_info(stanza),
                 backup.to_bytes().map_err(manifest_err)?,
             )
             .await?;
@@ -303,11 +303,11 @@ impl ClusterAndInfo {
         }
         let storage = repo::open_storage(repo_opts)?;
         let name = describe(repo_opts, &storage);
-        let archive = load_twice(&storage, &archive_info_path(stanza), |b| {
+        let archive = load_twice(&storage, &layout::archive_info(stanza), |b| {
             ArchiveInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: archive.info")))
         })
         .await?;
-        let backup = load_twice(&storage, &backup_info_path(stanza), |b| {
+        let backup = load_twice(&storage, &layout::backup_info(stanza), |b| {
             BackupInfo::from_bytes(b).map_err(manifest_err(&format!("{name}: backup.info")))
         })
         .await?;
@@ -377,14 +377,14 @@ async fn upgrade_claimed(
         // A copy an interrupted upgrade left stale is written again.
         heal_twice(
             &storage,
-            &archive_info_path(stanza),
+            &layout::archive_info(stanza),
             archive_bytes(&archive)?,
         )
         .await?;
         let bytes = backup
             .to_bytes()
             .map_err(manifest_err(&format!("{name}: backup.info")))?;
-        heal_twice(&storage, &backup_info_path(stanza), bytes).await?;
+        heal_twice(&storage, &layout::backup_info(stanza), bytes).await?;
         return Ok(StanzaUpgraded::AlreadyUpToDate {
             db: archive_current,
         });
@@ -418,14 +418,14 @@ async fn upgrade_claimed(
         archive.db_history.push(to.clone());
         save_twice(
             &storage,
-            &archive_info_path(stanza),
+            &layout::archive_info(stanza),
             archive_bytes(&archive)?,
         )
         .await?;
     } else {
         heal_twice(
             &storage,
-            &archive_info_path(stanza),
+            &layout::archive_info(stanza),
             archive_bytes(&archive)?,
         )
         .await?;
@@ -436,7 +436,7 @@ async fn upgrade_claimed(
         let bytes = backup
             .to_bytes()
             .map_err(manifest_err(&format!("{name}: backup.info")))?;
-        save_twice(&storage, &backup_info_path(stanza), bytes).await?;
+        save_twice(&storage, &layout::backup_info(stanza), bytes).await?;
     }
     Ok(StanzaUpgraded::Upgraded { from, to })
 }
@@ -521,7 +521,7 @@ async fn delete_claimed(repo_opts: &RepoOptions, stanza: &str) -> Result<StanzaD
     // This command's own claim goes with the stanza's objects, but is not one of them.
     let claim = u64::from(storage.exists(&layout::claim(stanza)).await?);
     let mut objects = 0u64;
-    for info in [archive_info_path(stanza), backup_info_path(stanza)] {
+    for info in [layout::archive_info(stanza), layout::backup_info(stanza)] {
         for path in [info.clone(), layout::copy_of(&info)] {
             if storage.exists(&path).await? {
                 storage.delete(&path).await?;

@@ -29,7 +29,6 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 
 /// Object names inside a backup directory, where restore and verify have found them.
-pub(crate) use crate::layout;
 pub(crate) use resume::reconcile;
 
 /// What a finished backup reports.

@@ -15,8 +15,8 @@ use super::apply::{Owner, PG_CONTROL};
 use super::parts::{restore_changed_blocks, SplitFile, PART_BYTES};
 use super::plan::{file_mode, Plan};
 use super::settings::TABLESPACE_MAP;
-use crate::backup::layout;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::pipeline::{self, Codec};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -213,7 +213,7 @@ pub(super) struct RestoreContext {
 
 impl RestoreContext {
     fn backup_dir(&self, reference: Option<&str>) -> String {
-        format!("{}/{}", self.stanza_dir, reference.unwrap_or(&self.label))
+        layout::label_dir(&self.stanza_dir, reference.unwrap_or(&self.label))
     }
 
     fn codec(&self, reference: Option<&str>) -> Result<Codec> {

@@ -28,7 +28,10 @@ pub(super) async fn check(
         let archive_id = ArchiveInfo::archive_id(db);
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for o in storage
-            .list(&format!("archive/{stanza}/{archive_id}/"))
+            .list(&crate::layout::under(&crate::layout::archive_id_dir(
+                stanza,
+                &archive_id,
+            )))
             .await?
         {
             let file = o.path.rsplit('/').next().unwrap_or_default();

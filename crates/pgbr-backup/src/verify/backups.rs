@@ -10,7 +10,8 @@ use super::jobs::{BundledFile, Checker, Job, PART_BLOCKS};
 use super::manifests;
 use super::report::VerifyReport;
 use crate::error::Result;
-use crate::repo::{Repository, MANIFEST_FILE};
+use crate::layout;
+use crate::repo::Repository;
 
 /// What the backups checked so far tell about those after them.
 struct Known {
@@ -38,7 +39,7 @@ pub(super) async fn check(
         .collect();
     let (dirs, _) = repo
         .storage()
-        .list_dir(&format!("backup/{stanza}/"))
+        .list_dir(&layout::under(&layout::stanza_backup_dir(&stanza)))
         .await?;
     let mut labels: BTreeSet<String> = listed.clone();
     for d in dirs {
@@ -75,7 +76,7 @@ pub(super) async fn check(
 /// How backup `m` compressed its files, when its files can be read with the repository's cipher.
 fn codec_of(repo: &Repository, m: &Manifest, report: &mut VerifyReport) -> Option<CompressType> {
     let label = &m.backup.label;
-    let base = format!("{}/{MANIFEST_FILE}", repo.backup_path(label));
+    let base = layout::manifest(&repo.backup_path(label));
     if crate::codecs::cipher_type(m.backup.cipher_type) != repo.cipher() {
         report.error(
             &base,
@@ -100,7 +101,7 @@ fn file_jobs(
     report: &mut VerifyReport,
 ) -> Vec<Job> {
     let label = m.backup.label.to_string();
-    let dir = format!("backup/{stanza}/{label}");
+    let dir = layout::backup_dir(stanza, &label);
     let mut jobs = Vec::new();
     // This backup's bundled files, by bundle.
     let mut bundles: BTreeMap<u64, Vec<BundledFile>> = BTreeMap::new();
@@ -132,7 +133,7 @@ fn file_jobs(
             continue;
         }
         jobs.push(Job::File {
-            object: crate::backup::layout::whole(&dir, &f.target, &f.name, compress.extension()),
+            object: layout::whole(&dir, &f.target, &f.name, compress.extension()),
             compress,
             size: f.size,
             checksum: f.checksum.to_string(),
@@ -141,7 +142,7 @@ fn file_jobs(
     for (id, mut files) in bundles {
         files.sort_by_key(|b| b.offset);
         jobs.push(Job::Bundle {
-            object: crate::backup::layout::bundle(&dir, id),
+            object: layout::bundle(&dir, id),
             compress,
             files,
         });
@@ -162,7 +163,8 @@ fn block_jobs(
     known: &Known,
     report: &mut VerifyReport,
 ) -> Vec<Job> {
-    let path = format!("backup/{stanza}/{label}/{}/{}", f.target, f.name);
+    // Named as reports name a stored file: without its storage suffix.
+    let path = layout::whole(&layout::backup_dir(stanza, label), &f.target, &f.name, "");
     let mut compress = BTreeMap::from([(label.to_string(), compress)]);
     let mut unknown_base = None;
     for base in map.blocks.iter().filter_map(|b| b.base.as_ref()) {
@@ -198,7 +200,7 @@ fn block_jobs(
     let mut jobs = Vec::new();
     while blocks.peek().is_some() {
         jobs.push(Job::Blocks {
-            stanza_dir: format!("backup/{stanza}"),
+            stanza_dir: layout::stanza_backup_dir(stanza),
             label: label.to_string(),
             target: f.target.to_string(),
             name: f.name.to_string(),

@@ -5,7 +5,8 @@ use pgbr_manifest::{ArchiveInfo, BackupInfo};
 
 use super::report::VerifyReport;
 use crate::error::Result;
-use crate::repo::{archive_info_path, backup_info_path, Repository, COPY_SUFFIX};
+use crate::layout;
+use crate::repo::Repository;
 
 /// Reads and checks the info files of the stanza `repo` holds.
 pub(super) async fn check(repo: &Repository, report: &mut VerifyReport) -> Result<()> {
@@ -13,8 +14,8 @@ pub(super) async fn check(repo: &Repository, report: &mut VerifyReport) -> Resul
     let stanza = repo.stanza();
     let mut backup_infos = Vec::new();
     let mut archive_infos = Vec::new();
-    for base in [backup_info_path(stanza), archive_info_path(stanza)] {
-        for path in [base.clone(), format!("{base}{COPY_SUFFIX}")] {
+    for base in [layout::backup_info(stanza), layout::archive_info(stanza)] {
+        for path in [base.clone(), layout::copy_of(&base)] {
             report.info_files_checked += 1;
             match storage.get_opt(&path).await? {
                 None => report.error(&path, "missing"),
@@ -34,7 +35,7 @@ pub(super) async fn check(repo: &Repository, report: &mut VerifyReport) -> Resul
     }
     if backup_infos.len() == 2 && backup_infos[0] != backup_infos[1] {
         report.note(
-        backup_info_path(stanza),
+        layout::backup_info(stanza),
         "differs from its copy (an update was interrupted between the two writes); the next backup or expire rewrites both",
     );
     }
@@ -44,14 +45,14 @@ pub(super) async fn check(repo: &Repository, report: &mut VerifyReport) -> Resul
     );
     if archive_dbs.len() == backup_dbs.len() + 1 && archive_dbs.starts_with(backup_dbs) {
         report.error(
-        backup_info_path(stanza),
+        layout::backup_info(stanza),
         format!(
             "lacks the database archive.info records last: a stanza-upgrade was interrupted; run 'pgbr --stanza={stanza} stanza-upgrade' to finish it"
         ),
     );
     } else if backup_dbs != archive_dbs || repo.backup_info().cipher != repo.archive_info().cipher {
         report.error(
-            backup_info_path(stanza),
+            layout::backup_info(stanza),
             "backup.info and archive.info describe different clusters or ciphers",
         );
     }

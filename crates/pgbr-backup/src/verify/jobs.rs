@@ -182,7 +182,11 @@ fn check_job(
         } => {
             let object_of = |reference: Option<&str>| {
                 let backup = reference.unwrap_or(&label);
-                crate::backup::layout::blocks(&format!("{stanza_dir}/{backup}"), &target, &name)
+                crate::layout::blocks(
+                    &crate::layout::label_dir(&stanza_dir, backup),
+                    &target,
+                    &name,
+                )
             };
             let codec_of = |reference: Option<&str>| {
                 let backup = reference.unwrap_or(&label);

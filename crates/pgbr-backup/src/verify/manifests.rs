@@ -5,7 +5,8 @@ use pgbr_manifest::{Checksum, Manifest};
 
 use super::report::VerifyReport;
 use crate::error::Result;
-use crate::repo::{Repository, COPY_SUFFIX, MANIFEST_FILE};
+use crate::layout;
+use crate::repo::Repository;
 
 /// Reads both manifest copies of backup `label` (`is_listed`: in backup.info), reporting what is
 /// wrong with each; the first copy that verifies, or `None` when there is none.
@@ -17,14 +18,14 @@ pub(super) async fn read(
 ) -> Result<Option<(Manifest, Checksum)>> {
     let storage = repo.storage();
     let dir = repo.backup_path(label);
-    let base = format!("{dir}/{MANIFEST_FILE}");
+    let base = layout::manifest(&dir);
     let mut good: Option<(Manifest, Checksum)> = None;
     let mut present = 0;
     let mut missing = Vec::new();
     // The manifest as first read, and what was wrong with it: a copy byte for byte the same
     // verifies the same way, and is not parsed (and held) a second time.
     let mut first: Option<(bytes::Bytes, Option<String>)> = None;
-    for path in [base.clone(), format!("{base}{COPY_SUFFIX}")] {
+    for path in [base.clone(), layout::copy_of(&base)] {
         let Some(raw) = storage.get_opt(&path).await? else {
             missing.push(path);
             continue;
