@@ -8,10 +8,17 @@
 //! [`expire`] and [`verify`]; [`lock`] is the per-stanza lock (and the stop files) that `backup`,
 //! `expire` and the stanza commands hold, and [`claim`] the stanza's claim in the repository that
 //! they hold as well, which keeps hosts sharing a repository apart; [`multi`] spreads
-//! `archive-push` over every repository and picks the repository `archive-get` and `restore` read
-//! from. [`config`] reads pgBackRest-style
+//! `archive-push` and `info` over every repository and picks the repository `archive-get` and
+//! `restore` read from. [`config`] reads pgBackRest-style
 //! configuration (INI file, `PGBR_*` environment, flags) into the typed option structs those
-//! functions take, so an embedder reads the same file the same way the CLI does. Long commands
+//! functions take, so an embedder reads the same file the same way the CLI does.
+//!
+//! Some commands are more than one of those functions, and the `pgbr` binary runs them as these
+//! modules do, so an embedder gets the same: [`backup_expire`] (`backup`, then `expire`, as after
+//! every backup), [`archive_client`] (`archive-push` from a [`config::Config`], through the
+//! asynchronous worker; starting and running the workers), [`stanza_all`] (the stanza commands
+//! in every repository) and [`command_line`] (the `restore_command` of a restored cluster and the
+//! workers' command lines). Long commands
 //! report through a [`Progress`] the caller implements; the library never prints. [`failpoints`]
 //! lists the crash points of the fault tests, which exist only in a build with the `failpoints`
 //! feature (off by default).
@@ -33,10 +40,13 @@
 
 pub mod archive;
 pub mod archive_async;
+pub mod archive_client;
 pub mod backup;
+pub mod backup_expire;
 pub mod check;
 pub mod claim;
 mod codecs;
+pub mod command_line;
 pub mod config;
 mod config_file;
 mod error;
@@ -54,6 +64,7 @@ mod progress;
 mod repo;
 pub mod restore;
 pub mod stanza;
+pub mod stanza_all;
 #[cfg(test)]
 mod test_support;
 pub mod verify;

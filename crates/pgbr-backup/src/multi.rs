@@ -2,7 +2,8 @@
 //! choice of the repository to restore from, falling back from one repository to the next.
 //!
 //! The single-repository commands (`backup`, `restore`, `expire`, `verify`) take one
-//! [`Repository`]; these functions decide which one, or repeat an operation over all of them.
+//! [`Repository`]; these functions decide which one, or repeat an operation over all of them
+//! (`info` too, and the stanza commands, which run in every repository).
 
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use crate::archive::{self, GetOutcome, PushOutcome};
 use crate::archive_async::{self, AsyncOptions};
 use crate::config::{ArchivePushOptions, CloudOptions, RepoOptions};
 use crate::error::{Error, Result};
+use crate::info::{self, StanzaReport};
 use crate::repo::Repository;
 
 /// `repo2 (s3:bucket)`: a repository for messages, built from its options alone (so it can name a
@@ -160,4 +162,71 @@ pub async fn open_for_restore(
         "no repository holds a backup to restore for stanza '{stanza}': {}",
         why.join("; ")
     )))
+}
+
+/// Opens every repository of `repos`: those that open, and for each one that does not, a line
+/// naming it and why.
+pub async fn open_all(repos: &[RepoOptions], stanza: &str) -> (Vec<Repository>, Vec<String>) {
+    let mut opened = Vec::new();
+    let mut unavailable = Vec::new();
+    for r in repos {
+        match Repository::open(r, stanza).await {
+            Ok(repo) => opened.push(repo),
+            Err(e) => unavailable.push(format!("{}: {e}", label(r))),
+        }
+    }
+    (opened, unavailable)
+}
+
+/// The first repository of `repos` that opens; when none does, the first one's error.
+pub async fn open_first(repos: &[RepoOptions], stanza: &str) -> Result<Repository> {
+    let mut first_error = None;
+    for r in repos {
+        match Repository::open(r, stanza).await {
+            Ok(repo) => return Ok(repo),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| Error::Config("no repository is configured".into())))
+}
+
+/// `info` of every repository of `repos`: one report per stanza (every stanza, or `stanza`) and
+/// repository, in the order of `repos`. With several repositories, one that fails is reported as
+/// an entry with status `error` and its message, so the others are still shown; it is an error
+/// only when every repository fails.
+pub async fn info_all(repos: &[RepoOptions], stanza: Option<&str>) -> Result<Vec<StanzaReport>> {
+    if let [only] = repos {
+        return info::collect(only, stanza).await;
+    }
+    let mut out = Vec::new();
+    let mut first_error = None;
+    let mut any_ok = false;
+    for r in repos {
+        match info::collect(r, stanza).await {
+            Ok(reports) => {
+                any_ok = true;
+                out.extend(reports);
+            }
+            Err(e) => {
+                out.push(StanzaReport {
+                    name: stanza.unwrap_or_default().to_string(),
+                    repo: label(r),
+                    status: "error".into(),
+                    message: Some(e.to_string()),
+                    cipher: r.cipher_type.to_string(),
+                    db: Vec::new(),
+                    archive: Vec::new(),
+                    backups: Vec::new(),
+                    page_errors: Vec::new(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if !any_ok => Err(e),
+        _ => Ok(out),
+    }
 }
