@@ -4,7 +4,7 @@
 //! The modules read as the command list: [`stanza`] (`stanza-create`, `stanza-upgrade`,
 //! `stanza-delete`), [`backup`] (full, diff, incr; block-level incrementals, bundles, resume,
 //! backup from a standby), [`restore`] (with the [`recovery`] targets), [`archive`] (`archive-push`,
-//! `archive-get`) and [`archive_async`] (push ahead, prefetch), [`check`], [`info`],
+//! `archive-get`; with the spool of asynchronous archiving), [`check`], [`info`],
 //! [`expire`] and [`verify`]; [`lock`] is the per-stanza lock (and the stop files) that `backup`,
 //! `expire` and the stanza commands hold, and [`claim`] the stanza's claim in the repository that
 //! they hold as well, which keeps hosts sharing a repository apart; [`multi`] spreads
@@ -15,8 +15,8 @@
 //!
 //! Some commands are more than one of those functions, and the `pgbr` binary runs them as these
 //! modules do, so an embedder gets the same: [`backup_expire`] (`backup`, then `expire`, as after
-//! every backup), [`archive_client`] (`archive-push` from a [`config::Config`], through the
-//! asynchronous worker; starting and running the workers), [`stanza_all`] (the stanza commands
+//! every backup), [`archive::client`] (`archive-push` from a [`config::Config`], through the
+//! asynchronous worker; starting and running the workers), [`stanza::all`] (the stanza commands
 //! in every repository) and [`command_line`] (the `restore_command` of a restored cluster and the
 //! workers' command lines). Long commands
 //! report through a [`Progress`] the caller implements; the library never prints. [`failpoints`]
@@ -39,8 +39,6 @@
 #![deny(missing_docs)]
 
 pub mod archive;
-pub mod archive_async;
-pub mod archive_client;
 pub mod backup;
 pub mod backup_expire;
 pub mod check;
@@ -64,7 +62,6 @@ mod progress;
 mod repo;
 pub mod restore;
 pub mod stanza;
-pub mod stanza_all;
 #[cfg(test)]
 mod test_support;
 pub mod verify;

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use pgbr_backup::archive::client::{self as archive_client, AsyncPushed, Pushed};
 use pgbr_backup::archive::PushOutcome;
-use pgbr_backup::archive_client::{self, AsyncPushed, Pushed};
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
 use pgbr_backup::stanza::{StanzaCreated, StanzaDeleted, StanzaUpgraded};
-use pgbr_backup::{backup_expire, command_line, exit, multi, stanza_all};
+use pgbr_backup::{backup_expire, command_line, exit, multi, stanza};
 use pgbr_backup::{Error, Progress, Repository};
 
 /// Sends engine progress to the log.
@@ -270,7 +270,7 @@ async fn stanza_command(config: &Config) -> Result<u8, Error> {
     let stanza = config.stanza()?;
     match config.command {
         Command::StanzaCreate => {
-            stanza_all::create(config, |name, created| match created {
+            stanza::all::create(config, |name, created| match created {
                 StanzaCreated::Created { db } => tracing::info!(
                     "{name}: stanza '{stanza}' created for system {} (PostgreSQL {})",
                     db.system_id,
@@ -283,7 +283,7 @@ async fn stanza_command(config: &Config) -> Result<u8, Error> {
             .await
         }
         Command::StanzaUpgrade => {
-            stanza_all::upgrade(config, |name, upgraded| match upgraded {
+            stanza::all::upgrade(config, |name, upgraded| match upgraded {
                 StanzaUpgraded::Upgraded { from, to } => println!(
                     "{name}: stanza '{stanza}' upgraded: db-id {} (system {}, PostgreSQL {}) is now current; db-id {} (system {}, PostgreSQL {}) stays for its backups and WAL",
                     to.db_id, to.system_id, to.pg_version, from.db_id, from.system_id, from.pg_version
@@ -296,7 +296,7 @@ async fn stanza_command(config: &Config) -> Result<u8, Error> {
             .await
         }
         Command::StanzaDelete => {
-            stanza_all::delete(config, |name, deleted| match deleted {
+            stanza::all::delete(config, |name, deleted| match deleted {
                 StanzaDeleted::Deleted { objects } => {
                     println!("{name}: stanza '{stanza}' deleted ({objects} objects removed)")
                 }

@@ -80,7 +80,7 @@ pub async fn run(
     repo.lock(&opts.lock_path)?;
     let took = repo.claim("backup").await?;
     let result = run_claimed(repo, pg, opts, progress).await;
-    crate::claim::release_if(repo, took, result).await
+    repo.release_claim_if(took, result).await
 }
 
 /// [`run`], the stanza claimed.

@@ -25,44 +25,7 @@
 //! stale claim, and only after reading it again under the marker, so a fresh claim is never
 //! deleted as stale.
 
-pub(crate) mod object;
+mod object;
 
 pub(crate) use object::is_claim_name;
 pub use object::{Claim, RENEW_EVERY, STALE_AFTER};
-
-use crate::config::RepoOptions;
-use crate::error::Result;
-
-/// Releases the claim of `repo` when the command that ends with `result` took it (`took`): a
-/// claim that cannot be removed is left for the next command to take over, with a warning.
-pub(crate) async fn release_if<T>(
-    repo: &mut crate::Repository,
-    took: bool,
-    result: Result<T>,
-) -> Result<T> {
-    if took {
-        if let Some(claim) = repo.claim.take() {
-            claim.release_or_warn().await;
-        }
-    }
-    result
-}
-
-/// Runs `run` with `stanza` claimed in the repository `repo_opts` describes (for `command`), then
-/// releases the claim: the stanza commands, which work without a [`crate::Repository`].
-pub(crate) async fn with_stanza_claimed<T, F>(
-    repo_opts: &RepoOptions,
-    stanza: &str,
-    command: &str,
-    run: impl FnOnce() -> F,
-) -> Result<T>
-where
-    F: std::future::Future<Output = Result<T>>,
-{
-    let storage = crate::repo::open_storage(repo_opts)?;
-    let repo = crate::repo::describe(repo_opts, &storage);
-    let claim = Claim::take(&storage, &repo, stanza, command).await?;
-    let result = run().await;
-    claim.release_or_warn().await;
-    result
-}

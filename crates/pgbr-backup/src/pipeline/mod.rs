@@ -33,7 +33,7 @@ pub(crate) use bundle::{fetch_range, read_bundle_pieces, store_bundle};
 pub(crate) use codec::{decode_object, open_piece, Codec, DecodeError, Decoded};
 pub(crate) use hash::{hash_file, merge_part_hashes};
 pub(crate) use pages::PageCheckSpec;
-pub(crate) use whole::{fetch_to_file, hash_object, store_bytes, store_file, Publish};
+pub(crate) use whole::{fetch_to_file, hash_object, store_bytes, store_file, Publish, Stored};
 pub(crate) use workers::{run_parallel, Busy};
 
 /// Read size of the pipelines.

@@ -14,6 +14,7 @@
 
 mod apply;
 mod destination;
+mod file;
 mod live;
 mod parts;
 mod plan;
@@ -86,12 +87,12 @@ pub async fn run(
     let entries_removed = plan.remove()?;
     crate::failpoints::crash_point!("restore::after-remove-extras");
     plan.make_directories_and_links(owner)?;
-    let ctx = Arc::new(write::RestoreContext {
+    let ctx = Arc::new(file::RestoreContext {
         storage: repo.storage().clone(),
         stanza_dir: crate::layout::stanza_backup_dir(repo.stanza()),
         label: label.clone(),
         codecs,
-        overwrite: write::Overwrite::from_flags(opts.delta, opts.force),
+        overwrite: file::Overwrite::from_flags(opts.delta, opts.force),
         owner,
         handle: tokio::runtime::Handle::current(),
         busy: pipeline::Busy::new(opts.process_max),
@@ -123,7 +124,7 @@ pub async fn run(
     crate::failpoints::crash_point!("restore::before-pg-control");
     // Only now does the cluster become startable.
     let pg_control = pg_root.join(apply::PG_CONTROL);
-    let staged = write::temporary_name(&pg_control);
+    let staged = file::temporary_name(&pg_control);
     if staged.exists() {
         fs::rename(&staged, &pg_control)
             .map_err(|e| Error::io("unable to rename into place", &pg_control, e))?;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use pgbr_manifest::{Checksum, FileEntry};
 
-use super::write::{
+use super::file::{
     already_current, blocks_in, complete_file, open_destination, Checked, Opened, Overwrite,
-    RestoreContext, RestoreJob,
+    RestoreContext,
 };
 use crate::error::{Error, Result};
 use crate::pipeline;
@@ -47,7 +47,7 @@ pub(super) struct SplitFile {
 }
 
 impl SplitFile {
-    /// The parts of `f` (at `dest`) as jobs, or `None` when it is restored in one piece: small,
+    /// The file `f` (at `dest`) to restore in parts, or `None` when it is restored in one piece: small,
     /// not block-mapped, current already by size and time (`--delta`), or to be compared by
     /// checksum first (`--delta --force`).
     pub fn plan(
@@ -55,7 +55,7 @@ impl SplitFile {
         f: &FileEntry,
         dest: PathBuf,
         ctx: &RestoreContext,
-    ) -> Result<Option<Vec<RestoreJob>>> {
+    ) -> Result<Option<Arc<SplitFile>>> {
         let Some(map) = &f.block_map else {
             return Ok(None);
         };
@@ -106,11 +106,7 @@ impl SplitFile {
             parts: std::sync::Mutex::new(vec![None; parts]),
             complete: Default::default(),
         });
-        Ok(Some(
-            (0..parts)
-                .map(|part| RestoreJob::Part(Arc::clone(&split), part))
-                .collect(),
-        ))
+        Ok(Some(split))
     }
 
     /// Restores part `part` of `f`. Returns `None` while other parts remain; once this part
@@ -185,6 +181,24 @@ impl SplitFile {
         self.complete
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(Some(changed.then_some(written)))
+    }
+}
+
+impl SplitFile {
+    /// A file of `parts` parts, in place (dropping it removes nothing), for tests of the order
+    /// of jobs.
+    #[cfg(test)]
+    pub fn for_test(index: usize, parts: usize) -> Arc<SplitFile> {
+        Arc::new(SplitFile {
+            index,
+            dest: PathBuf::from(format!("f{index}")),
+            path: PathBuf::from(format!("f{index}")),
+            rename: false,
+            in_place: true,
+            part_count: parts,
+            parts: std::sync::Mutex::new(vec![None; parts]),
+            complete: Default::default(),
+        })
     }
 }
 
@@ -285,51 +299,4 @@ fn rewrite_changed_blocks(
         written += fetch_run(start, range.end)?;
     }
     Ok((kept + written, written))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::restore::write::schedule;
-
-    #[test]
-    fn parts_of_big_files_are_interleaved_after_bigger_jobs() {
-        let split = |index: usize, parts: usize| {
-            Arc::new(SplitFile {
-                index,
-                dest: PathBuf::from(format!("f{index}")),
-                path: PathBuf::from(format!("f{index}")),
-                rename: false,
-                // In place: dropping it removes nothing.
-                in_place: true,
-                part_count: parts,
-                parts: std::sync::Mutex::new(vec![None; parts]),
-                complete: Default::default(),
-            })
-        };
-        let (a, b) = (split(0, 4), split(1, 2));
-        let mut jobs: Vec<RestoreJob> = (0..4)
-            .map(|p| RestoreJob::Part(Arc::clone(&a), p))
-            .chain((0..2).map(|p| RestoreJob::Part(Arc::clone(&b), p)))
-            .chain([RestoreJob::File(7), RestoreJob::File(8)])
-            .collect();
-        schedule(&mut jobs, |j| match j {
-            RestoreJob::File(7) => PART_BYTES + 1,
-            RestoreJob::File(_) => 10,
-            RestoreJob::Bundle(_) => 0,
-            RestoreJob::Part(..) => PART_BYTES,
-        });
-        let order: Vec<String> = jobs
-            .iter()
-            .map(|j| match j {
-                RestoreJob::File(i) => format!("file{i}"),
-                RestoreJob::Bundle(_) => "bundle".into(),
-                RestoreJob::Part(s, p) => format!("{}.{p}", s.index),
-            })
-            .collect();
-        assert_eq!(
-            order,
-            ["file7", "0.0", "1.0", "0.1", "0.2", "1.1", "0.3", "file8"]
-        );
-    }
 }

@@ -1,6 +1,6 @@
 //! `archive-push` and `archive-get` as PostgreSQL's `archive_command` and `restore_command` run
 //! them, from a [`Config`] ([`push`], [`get`]), and the client side of asynchronous archiving
-//! ([`crate::archive_async`]): `archive-push` hands a WAL file PostgreSQL marked ready to a
+//! ([`super::spool`]): `archive-push` hands a WAL file PostgreSQL marked ready to a
 //! background push worker and waits for its report ([`push_async`]); `archive-get`, having
 //! served a segment, starts a prefetch worker ([`start_prefetch`]); and the two worker commands
 //! themselves, [`push_worker`] and [`prefetch_worker`].
@@ -14,10 +14,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::archive_async::{self, AsyncOptions, DrainReport, PrefetchReport, PushStatus};
+use super::spool::{self, AsyncOptions, PushStatus};
+use super::{DrainReport, PrefetchReport};
+use super::{GetFirstReport, PushAllReport};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::multi::{self, GetFirstReport, PushAllReport};
+use crate::multi;
 use crate::options::Command;
 use crate::repo::Repository;
 
@@ -58,14 +60,14 @@ fn check_not_stopped(config: &Config) -> Result<()> {
 /// `archive-push` of the WAL file `wal` (PostgreSQL's `%p`): with `archive-async=y`, a file
 /// PostgreSQL marked ready goes through the push worker ([`push_async`], started from `exe`,
 /// `None` for the running executable); any other file is pushed by this process, to every
-/// repository ([`multi::push_all`]).
+/// repository ([`super::push_all`]).
 pub async fn push(config: &Config, exe: Option<&Path>, wal: &Path) -> Result<Pushed> {
     check_not_stopped(config)?;
     let opts = config.archive_push()?;
     let path = opts.wal_path(wal)?;
     if let Some(spool) = config.archive_async() {
         match path.file_name().and_then(|n| n.to_str()) {
-            Some(name) if archive_async::is_marked_ready(&path) => {
+            Some(name) if spool::is_marked_ready(&path) => {
                 let pushed = push_async(config, &spool, exe, &path, name).await?;
                 return Ok(Pushed::Async(pushed));
             }
@@ -77,7 +79,7 @@ pub async fn push(config: &Config, exe: Option<&Path>, wal: &Path) -> Result<Pus
         }
     }
     let repos = config.repos()?;
-    let report = multi::push_all(&repos, config.stanza()?, &path, &opts).await;
+    let report = super::push_all(&repos, config.stanza()?, &path, &opts).await;
     Ok(Pushed::Direct {
         report,
         repositories: repos.len(),
@@ -95,14 +97,14 @@ pub struct Got {
 
 /// `archive-get` of `wal_name` (PostgreSQL's `%f`) into `dest` (`%p`): from the spool when the
 /// prefetch worker fetched it, else from the first repository that holds it
-/// ([`multi::get_first`]). When the file was found, the repositories that failed on the way are
+/// ([`super::get_first`]). When the file was found, the repositories that failed on the way are
 /// logged, and with `archive-async=y` a prefetch worker is started ([`start_prefetch`], from
 /// `exe`, `None` for the running executable).
 pub async fn get(config: &Config, exe: Option<&Path>, wal_name: &str, dest: &Path) -> Result<Got> {
     check_not_stopped(config)?;
     let spool = config.archive_async();
     let repos = config.repos()?;
-    let report = multi::get_first(&repos, config.stanza()?, wal_name, dest, spool.as_ref()).await;
+    let report = super::get_first(&repos, config.stanza()?, wal_name, dest, spool.as_ref()).await;
     if let Some(from) = &report.found {
         for (repo, e) in &report.failed {
             tracing::warn!("{repo}: {e}; {wal_name} was read from {from}");
@@ -118,7 +120,7 @@ pub async fn get(config: &Config, exe: Option<&Path>, wal_name: &str, dest: &Pat
 }
 
 /// `archive-push` with `archive-async=y` of `wal_path` (named `name`), a file PostgreSQL marked
-/// ready ([`archive_async::is_marked_ready`]): makes sure a push worker runs (started from
+/// ready ([`spool::is_marked_ready`]): makes sure a push worker runs (started from
 /// `exe`, `None` for the running executable), and waits, at most `archive-timeout`, until it reports the file.
 pub async fn push_async(
     config: &Config,
@@ -132,7 +134,7 @@ pub async fn push_async(
     let started = Instant::now();
     let mut spawned: Option<Instant> = None;
     loop {
-        match archive_async::take_push_status(spool, stanza, name)? {
+        match spool::take_push_status(spool, stanza, name)? {
             PushStatus::Pushed => return Ok(AsyncPushed::Pushed),
             PushStatus::Dropped(why) => return Ok(AsyncPushed::Dropped(why)),
             PushStatus::Failed(why) => {
@@ -144,7 +146,7 @@ pub async fn push_async(
         }
         // A worker just started may not hold its lock yet: give it a second before another.
         let recently = spawned.is_some_and(|at| at.elapsed() < Duration::from_secs(1));
-        if !recently && !archive_async::push_worker_running(spool, stanza)? {
+        if !recently && !spool::push_worker_running(spool, stanza)? {
             let wal_dir = wal_path.parent().unwrap_or(Path::new("."));
             let args = [wal_dir.display().to_string()];
             spawn(config, exe, spool, Command::ArchivePushAsync, &args)?;
@@ -178,7 +180,7 @@ pub fn start_prefetch(config: &Config, exe: Option<&Path>, name: &str, fetched: 
     let running = config
         .stanza()
         .ok()
-        .map(|stanza| archive_async::prefetch_worker_running(&spool, stanza).unwrap_or(false))
+        .map(|stanza| spool::prefetch_worker_running(&spool, stanza).unwrap_or(false))
         .unwrap_or(false);
     if running {
         return;
@@ -244,7 +246,7 @@ pub async fn push_worker(config: &Config, wal_dir: &Path) -> Result<DrainReport>
     let stanza = config.stanza()?;
     let (repos, unavailable) = multi::open_all(&config.repos()?, stanza).await;
     let push = config.archive_push()?;
-    let drained = archive_async::drain_ready(
+    let drained = super::drain_ready(
         &repos,
         &unavailable,
         &push,
@@ -254,7 +256,7 @@ pub async fn push_worker(config: &Config, wal_dir: &Path) -> Result<DrainReport>
     )
     .await;
     if let Err(e) = &drained {
-        archive_async::report_worker_failure(&spool, stanza, &e.to_string())?;
+        spool::report_worker_failure(&spool, stanza, &e.to_string())?;
     }
     drained
 }
@@ -271,5 +273,5 @@ pub async fn prefetch_worker(
         .archive_async()
         .ok_or_else(|| Error::Config("archive-get-async runs only with archive-async=y".into()))?;
     let repo: Repository = multi::open_first(&config.repos()?, config.stanza()?).await?;
-    archive_async::prefetch(&repo, wal_name, segment_size, &spool).await
+    super::prefetch(&repo, wal_name, segment_size, &spool).await
 }

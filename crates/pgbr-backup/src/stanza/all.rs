@@ -3,11 +3,12 @@
 //! `--repo`). Each calls `each` with a repository's label and outcome as soon as that
 //! repository is done, so a caller reports the repositories done before one that fails.
 
+use super::{DeleteOptions, StanzaCreated, StanzaDeleted, StanzaUpgraded};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lock::Lock;
 use crate::multi::label;
-use crate::stanza::{self, DeleteOptions, StanzaCreated, StanzaDeleted, StanzaUpgraded};
+use crate::stanza;
 
 /// `stanza-create` in every configured repository, holding the stanza's lock throughout.
 pub async fn create(config: &Config, mut each: impl FnMut(&str, StanzaCreated)) -> Result<()> {

@@ -1,0 +1,161 @@
+//! The option registry: every option pgbr knows, its kind, default and which commands take it.
+//!
+//! Names follow pgBackRest where the concept is the same, so a pgBackRest user's configuration reads
+//! the same here. Indexed options (`repo1-path`, `pg2-port`) are registered once under their
+//! un-indexed name (`repo-path`, `pg-port`) and resolved with [`OptionName::parse`].
+//!
+//! The registry is the one place an option's default is written: an unset option reads as its
+//! default ([`crate::config::Options::get`]), and the typed option structs' `Default`s are mapped
+//! from those values.
+
+mod command;
+mod registry;
+#[cfg(test)]
+mod tests;
+
+pub use command::Command;
+pub use registry::OPTIONS;
+
+/// What values an option takes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptionKind {
+    /// `y`/`n` in files and the environment; `--name` / `--no-name` on the command line.
+    Bool,
+    /// A whole number within the bounds.
+    Int {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+    },
+    /// A number of seconds, fractions allowed, within the bounds.
+    Seconds {
+        /// Smallest accepted value.
+        min: f64,
+        /// Largest accepted value.
+        max: f64,
+    },
+    /// Free text.
+    Text,
+    /// An absolute path.
+    Path,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// A size in bytes, with an optional KB/MB/GB/TB suffix (powers of 1024).
+    Size,
+    /// Free text, given any number of times.
+    List,
+}
+
+/// Which family of indexed options an option belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indexed {
+    /// Not indexed.
+    No,
+    /// `repo<N>-...`, N in 1..=[`MAX_REPO`].
+    Repo,
+    /// `pg<N>-...`, N in 1..=[`MAX_PG`].
+    Pg,
+}
+
+/// Highest repository index accepted (`repo1`..`repo4`).
+pub const MAX_REPO: u32 = 4;
+/// Highest PostgreSQL host index accepted (`pg1`..`pg8`).
+pub const MAX_PG: u32 = 8;
+
+/// Where an option may be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// In the configuration file, the environment and on the command line.
+    Anywhere,
+    /// Only in the environment and on the command line (e.g. `--config`, `--stanza`).
+    CommandLine,
+}
+
+/// The definition of one option.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionDef {
+    /// Un-indexed name, e.g. `repo-path` for `repo1-path`.
+    pub name: &'static str,
+    /// Accepted values.
+    pub kind: OptionKind,
+    /// Value when none is given, if any.
+    pub default: Option<&'static str>,
+    /// Indexed family.
+    pub indexed: Indexed,
+    /// Where it may be given.
+    pub scope: Scope,
+    /// Never printed (passphrases, keys).
+    pub secret: bool,
+    /// Commands that take it; empty means every command.
+    pub commands: &'static [Command],
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// An option name as written, split into its definition and index.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionName {
+    /// The option's definition.
+    pub def: &'static OptionDef,
+    /// The index for `repo<N>-`/`pg<N>-` options; 0 otherwise.
+    pub index: u32,
+}
+
+impl OptionName {
+    /// Looks `name` up (`repo2-path`, `compress-type`); `None` when pgbr has no such option.
+    pub fn parse(name: &str) -> Option<OptionName> {
+        for family in [
+            ("repo", Indexed::Repo, MAX_REPO),
+            ("pg", Indexed::Pg, MAX_PG),
+        ] {
+            let (prefix, kind, max) = family;
+            if let Some(rest) = name.strip_prefix(prefix) {
+                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                if digits.is_empty() || digits.starts_with('0') {
+                    continue;
+                }
+                let index: u32 = digits.parse().ok()?;
+                if index > max {
+                    return None;
+                }
+                let base = format!("{prefix}{}", &rest[digits.len()..]);
+                return OPTIONS
+                    .iter()
+                    .find(|d| d.indexed == kind && d.name == base)
+                    .map(|def| OptionName { def, index });
+            }
+        }
+        OPTIONS
+            .iter()
+            .find(|d| d.indexed == Indexed::No && d.name == name)
+            .map(|def| OptionName { def, index: 0 })
+    }
+
+    /// The name as written (`repo1-path`).
+    pub fn full_name(&self) -> String {
+        full_name(self.def, self.index)
+    }
+}
+
+/// The written name of `def` at `index` (`repo-path`, 2 -> `repo2-path`).
+pub fn full_name(def: &OptionDef, index: u32) -> String {
+    match def.indexed {
+        Indexed::No => def.name.to_string(),
+        Indexed::Repo => format!("repo{index}{}", &def.name["repo".len()..]),
+        Indexed::Pg => format!("pg{index}{}", &def.name["pg".len()..]),
+    }
+}
+
+/// Every option name a command line may carry, indexed ones expanded (`repo1-path` .. `repo4-path`).
+pub fn all_full_names() -> Vec<(String, &'static OptionDef)> {
+    let mut out = Vec::new();
+    for d in OPTIONS {
+        match d.indexed {
+            Indexed::No => out.push((d.name.to_string(), d)),
+            Indexed::Repo => (1..=MAX_REPO).for_each(|i| out.push((full_name(d, i), d))),
+            Indexed::Pg => (1..=MAX_PG).for_each(|i| out.push((full_name(d, i), d))),
+        }
+    }
+    out
+}
