@@ -85,6 +85,7 @@ mod label;
 mod manifest;
 mod page;
 mod streamed;
+mod validate;
 
 pub use blockmap::{block_hash, changed_blocks, BlockHash, ParseBlockHashError};
 pub use checksum::{Checksum, ParseChecksumError};
@@ -95,7 +96,8 @@ pub use error::Error;
 pub use info::{ArchiveInfo, BackupInfo, BackupSummary, CipherInfo, DbHistory, INFO_FORMAT};
 pub use label::{new_label, parse_label, BackupType};
 pub use manifest::{
-    validate_relative_name, BackupMeta, BlockBase, BlockMapRef, BlockRef, BundleRef, FileEntry,
-    FileIndex, LinkEntry, Manifest, PathEntry, Target, MANIFEST_FORMAT,
+    BackupMeta, BlockBase, BlockMapRef, BlockRef, BundleRef, FileEntry, FileIndex, LinkEntry,
+    Manifest, PathEntry, Target, MANIFEST_FORMAT,
 };
 pub use page::{check_page, page_checksum, page_lsn, PageCheck, PAGE_SIZE};
+pub use validate::validate_relative_name;

@@ -355,6 +355,24 @@ impl<R: Read> Window<R> {
     }
 }
 
+impl Manifest {
+    /// [`Manifest::from_bytes`] from a stream (a decompressor, a file): the manifest is
+    /// parsed as its bytes arrive and hashed on the way; no more of its text is held than its
+    /// largest entry. The same manifests load, with the same checks.
+    pub fn from_reader<R: std::io::Read>(reader: R) -> Result<Manifest, Error> {
+        Self::from_reader_with_checksum(reader).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::from_reader`], also returning the manifest's checksum.
+    pub fn from_reader_with_checksum<R: std::io::Read>(
+        reader: R,
+    ) -> Result<(Manifest, crate::Checksum), Error> {
+        let (manifest, hash) = read_manifest_from(reader, crate::MANIFEST_FORMAT)?;
+        manifest.validate()?;
+        Ok((manifest, crate::Checksum::from(hash)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,7 @@ mod cloud;
 mod codec;
 mod error;
 mod fault;
+mod keys;
 mod local;
 pub mod posix;
 mod storage;

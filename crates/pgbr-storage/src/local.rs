@@ -15,6 +15,11 @@ use std::sync::Arc;
 
 use crate::error::Error;
 
+/// Mode of repository files on a local repository.
+pub(crate) const LOCAL_FILE_MODE: u32 = 0o640;
+/// Mode of the repository root directory created by [`Storage::local`].
+pub(crate) const LOCAL_DIR_MODE: u32 = 0o750;
+
 /// Bytes written between two requests to start writeback.
 const WRITEBACK_EVERY: u64 = 1024 * 1024;
 
@@ -28,7 +33,7 @@ pub(crate) struct LocalRepo {
 impl LocalRepo {
     /// The file of the object `path`.
     pub(crate) fn file_of(&self, path: &str) -> Result<PathBuf, Error> {
-        let key = crate::storage::object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         self.fs
             .path_to_filesystem(&key)
             .map_err(|e| Error::store(path, e))
@@ -125,7 +130,7 @@ impl LocalObjectWriter {
             let _ = fs::remove_file(&staging);
         }
         published?;
-        crate::storage::fix_perms_blocking(&self.repo.root, target)?;
+        fix_perms_blocking(&self.repo.root, target)?;
         Ok(self.written)
     }
 
@@ -281,7 +286,7 @@ fn create_staging(target: &Path) -> io::Result<(File, PathBuf)> {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(crate::storage::LOCAL_FILE_MODE)
+                .mode(LOCAL_FILE_MODE)
                 .open(&staging)
         };
         match opened {
@@ -315,7 +320,7 @@ fn create_parent_dirs(target: &Path) -> io::Result<()> {
     }
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(crate::storage::LOCAL_DIR_MODE)
+        .mode(LOCAL_DIR_MODE)
         .create(parent)?;
     let mut dir = parent;
     loop {
@@ -328,6 +333,28 @@ fn create_parent_dirs(target: &Path) -> io::Result<()> {
             None => return Ok(()),
         }
     }
+}
+
+/// Gives a repository file its mode, and takes group-write and every access for others off
+/// its parent directories up to `root`.
+pub(crate) fn fix_perms_blocking(root: &Path, file: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(LOCAL_FILE_MODE))
+        .map_err(|e| Error::io(file, e))?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        let md = std::fs::symlink_metadata(d).map_err(|e| Error::io(d, e))?;
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o027 != 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode & !0o027))
+                .map_err(|e| Error::io(d, e))?;
+        }
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

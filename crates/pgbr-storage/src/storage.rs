@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use object_store::path::Path;
 
 use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
@@ -27,11 +26,6 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 pub const LOCAL_PART_SIZE: usize = 1024 * 1024;
 /// Default number of parts an [`ObjectWriter`] uploads concurrently.
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
-
-/// Mode of repository files on a local repository.
-pub(crate) const LOCAL_FILE_MODE: u32 = 0o640;
-/// Mode of the repository root directory created by [`Storage::local`].
-pub(crate) const LOCAL_DIR_MODE: u32 = 0o750;
 
 /// One stored object, as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,35 +79,6 @@ impl fmt::Debug for Storage {
     }
 }
 
-/// Checks and converts an object key.
-pub(crate) fn object_key(key: &str) -> Result<Path, Error> {
-    let path = prefix_key(key)?;
-    if path.as_ref().is_empty() {
-        return Err(Error::InvalidPath {
-            path: key.to_string(),
-            reason: "an object key must not be empty".to_string(),
-        });
-    }
-    Ok(path)
-}
-
-/// Checks and converts a prefix ("" is the root).
-fn prefix_key(key: &str) -> Result<Path, Error> {
-    let invalid = |reason: String| Error::InvalidPath {
-        path: key.to_string(),
-        reason,
-    };
-    if key.starts_with('/') {
-        return Err(invalid(
-            "keys are relative and must not start with '/'".into(),
-        ));
-    }
-    if key.split('/').any(|s| s == "." || s == "..") {
-        return Err(invalid("'.' and '..' segments are not allowed".into()));
-    }
-    Path::parse(key).map_err(|e| invalid(e.to_string()))
-}
-
 fn task_error(path: &str, e: tokio::task::JoinError) -> Error {
     Error::Task {
         path: path.to_string(),
@@ -158,11 +123,14 @@ impl Storage {
                 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
                 std::fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(LOCAL_DIR_MODE)
+                    .mode(crate::local::LOCAL_DIR_MODE)
                     .create(root)
                     .map_err(|e| Error::io(root, e))?;
-                std::fs::set_permissions(root, std::fs::Permissions::from_mode(LOCAL_DIR_MODE))
-                    .map_err(|e| Error::io(root, e))?;
+                std::fs::set_permissions(
+                    root,
+                    std::fs::Permissions::from_mode(crate::local::LOCAL_DIR_MODE),
+                )
+                .map_err(|e| Error::io(root, e))?;
                 if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
                     crate::posix::sync_dir(parent)?;
                 }
@@ -225,7 +193,7 @@ impl Storage {
 
     /// Reads a whole object; [`Error::NotFound`] if it does not exist.
     pub async fn get(&self, path: &str) -> Result<Bytes, Error> {
-        let key = object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         let res = self
             .store
             .get(&key)
@@ -245,7 +213,7 @@ impl Storage {
 
     /// Reads `range` of an object. The range must lie within the object.
     pub async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, Error> {
-        let key = object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         let wanted = range_len(path, &range)?;
         if wanted == 0 {
             // Still report a missing object.
@@ -272,7 +240,7 @@ impl Storage {
         &self,
         path: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
-        let key = object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         let res = self
             .store
             .get(&key)
@@ -287,7 +255,7 @@ impl Storage {
 
     /// Writes a whole object atomically: readers see the old or the new object, never part.
     pub async fn put(&self, path: &str, data: Bytes) -> Result<(), Error> {
-        let key = object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         self.store
             .put_opts(&key, PutPayload::from(data), PutOptions::default())
             .await
@@ -298,7 +266,7 @@ impl Storage {
     /// Writes an object only if none exists at `path`; `Ok(false)` if one already did
     /// (and it is left unchanged).
     pub async fn put_if_absent(&self, path: &str, data: Bytes) -> Result<bool, Error> {
-        let key = object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -319,7 +287,7 @@ impl Storage {
 
     /// Size of an object, `None` if it does not exist.
     pub async fn head(&self, path: &str) -> Result<Option<ObjectInfo>, Error> {
-        let key = object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         match self.store.head(&key).await {
             Ok(meta) => Ok(Some(meta.into())),
             Err(e) if crate::error::is_absent(&e) => Ok(None),
@@ -335,7 +303,7 @@ impl Storage {
     /// Every object under `prefix` (recursively, by whole segments: `a/b` holds `a/b/c`
     /// but not `a/bc`), sorted by key. A missing prefix gives an empty list.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
-        let key = prefix_key(prefix)?;
+        let key = crate::keys::prefix_key(prefix)?;
         let key = (!key.as_ref().is_empty()).then_some(key);
         let mut out: Vec<ObjectInfo> = match self
             .store
@@ -356,7 +324,7 @@ impl Storage {
     /// the objects directly in it (full keys), both sorted. A missing prefix gives empty
     /// lists.
     pub async fn list_dir(&self, prefix: &str) -> Result<(Vec<String>, Vec<ObjectInfo>), Error> {
-        let key = prefix_key(prefix)?;
+        let key = crate::keys::prefix_key(prefix)?;
         let key = (!key.as_ref().is_empty()).then_some(key);
         let res = match self.store.list_with_delimiter(key.as_ref()).await {
             Ok(r) => r,
@@ -377,7 +345,7 @@ impl Storage {
 
     /// Deletes an object; deleting a missing object succeeds.
     pub async fn delete(&self, path: &str) -> Result<(), Error> {
-        let key = object_key(path)?;
+        let key = crate::keys::object_key(path)?;
         match self.store.delete(&key).await {
             Ok(()) => Ok(()),
             Err(e) if crate::error::is_absent(&e) => Ok(()),
@@ -388,7 +356,7 @@ impl Storage {
     /// Deletes every object under `prefix` (as [`Storage::list`] sees them) and returns how
     /// many were deleted. The empty prefix (everything) is refused.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, Error> {
-        let key = prefix_key(prefix)?;
+        let key = crate::keys::prefix_key(prefix)?;
         if key.as_ref().is_empty() {
             return Err(Error::InvalidPath {
                 path: prefix.to_string(),
@@ -398,7 +366,7 @@ impl Storage {
         let objects = self.list(prefix).await?;
         let mut locations = Vec::with_capacity(objects.len());
         for o in &objects {
-            locations.push(object_key(&o.path)?);
+            locations.push(crate::keys::object_key(&o.path)?);
         }
         let mut results = self
             .store
@@ -435,7 +403,7 @@ impl Storage {
         let Some(local) = &self.local else {
             return Ok(0);
         };
-        let key = prefix_key(prefix)?;
+        let key = crate::keys::prefix_key(prefix)?;
         let dir = local
             .fs
             .path_to_filesystem(&key)
@@ -462,7 +430,7 @@ impl Storage {
         if prefixes.is_empty() {
             return Ok(0);
         }
-        let key = prefix_key(dir)?;
+        let key = crate::keys::prefix_key(dir)?;
         let path = local
             .fs
             .path_to_filesystem(&key)
@@ -577,30 +545,10 @@ impl Storage {
         };
         let file = local.root.join(key);
         let owned = key.to_string();
-        tokio::task::spawn_blocking(move || fix_perms_blocking(&local.root, &file))
+        tokio::task::spawn_blocking(move || crate::local::fix_perms_blocking(&local.root, &file))
             .await
             .map_err(|e| task_error(&owned, e))?
     }
-}
-
-pub(crate) fn fix_perms_blocking(root: &FsPath, file: &FsPath) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(file, std::fs::Permissions::from_mode(LOCAL_FILE_MODE))
-        .map_err(|e| Error::io(file, e))?;
-    let mut dir = file.parent();
-    while let Some(d) = dir {
-        if d == root || !d.starts_with(root) {
-            break;
-        }
-        let md = std::fs::symlink_metadata(d).map_err(|e| Error::io(d, e))?;
-        let mode = md.permissions().mode() & 0o7777;
-        if mode & 0o027 != 0 {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode & !0o027))
-                .map_err(|e| Error::io(d, e))?;
-        }
-        dir = d.parent();
-    }
-    Ok(())
 }
 
 enum WriterState {
@@ -672,7 +620,7 @@ impl ObjectWriter {
                 buf.extend_from_slice(data);
                 return Ok(());
             }
-            let key = object_key(&self.path)?;
+            let key = crate::keys::object_key(&self.path)?;
             let buffered = std::mem::take(buf);
             let upload = self
                 .storage
