@@ -5,7 +5,7 @@
 //! They exist only in a build with the `failpoints` feature (the `fail` crate's failpoints),
 //! which the test suite turns on and nothing else does: without it every failpoint expands to
 //! nothing, so no environment can change what the engine does. With it, the `pgbr` binary
-//! configures them from the `FAILPOINTS` environment variable ([`failpoints_from_env!`]),
+//! configures them from the `FAILPOINTS` environment variable ([`crate::failpoints_from_env!`]),
 //! in the `fail` crate's syntax: `FAILPOINTS='backup::before-commit=return'` crashes a backup
 //! just before it commits; `backup::copy-file=30*off->return` crashes it at the 31st file;
 //! `restore::copy-file=sleep(5)` slows every restored file down by 5 ms.

@@ -16,9 +16,10 @@
 //! Some commands are more than one of those functions, and the `pgbr` binary runs them as these
 //! modules do, so an embedder gets the same: [`backup_expire`] (`backup`, then `expire`, as after
 //! every backup), [`archive::client`] (`archive-push` from a [`config::Config`], through the
-//! asynchronous worker; starting and running the workers), [`stanza::all`] (the stanza commands
-//! in every repository) and [`command_line`] (the `restore_command` of a restored cluster and the
-//! workers' command lines). Long commands
+//! asynchronous worker; starting and running the workers), [`restore::from_config`] (the
+//! repository to restore from, among several, and the restored cluster's `restore_command`),
+//! [`stanza::all`] (the stanza commands in every repository) and [`command_line`] (the
+//! `restore_command` of a restored cluster and the workers' command lines). Long commands
 //! report through a [`Progress`] the caller implements; the library never prints. [`failpoints`]
 //! lists the crash points of the fault tests, which exist only in a build with the `failpoints`
 //! feature (off by default).

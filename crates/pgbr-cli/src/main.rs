@@ -14,7 +14,7 @@ use pgbr_backup::archive::PushOutcome;
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
 use pgbr_backup::stanza::{StanzaCreated, StanzaDeleted, StanzaUpgraded};
-use pgbr_backup::{backup_expire, command_line, exit, multi, stanza};
+use pgbr_backup::{backup_expire, exit, multi, stanza};
 use pgbr_backup::{Error, Progress, Repository};
 
 /// Sends engine progress to the log.
@@ -313,15 +313,7 @@ async fn stanza_command(config: &Config) -> Result<u8, Error> {
 
 /// `restore`, from `--repo` or else the first repository that opens and holds a backup.
 async fn restore(config: &Config, progress: Arc<dyn Progress>) -> Result<u8, Error> {
-    let mut opts = config.restore()?;
-    let (repo, skipped) =
-        multi::open_for_restore(&config.repos()?, config.stanza()?, opts.set.as_deref()).await?;
-    for (name, e) in &skipped {
-        tracing::warn!("{name} passed over: {e}");
-    }
-    tracing::info!("restoring from {}", repo.name());
-    opts.restore_command = Some(command_line::restore_command(config, &exe()?)?);
-    let r = pgbr_backup::restore::run(&repo, &opts, progress).await?;
+    let r = pgbr_backup::restore::from_config(config, &exe()?, progress).await?;
     for w in &r.warnings {
         tracing::warn!("{w}");
     }

@@ -1,7 +1,7 @@
 //! The spool of asynchronous archiving, so a busy server's `archive_command` and
 //! `restore_command` do not wait on one repository round trip per segment.
 //!
-//! Push works as pgBackRest's does: a background worker ([`drain_ready`]) pushes every WAL file
+//! Push works as pgBackRest's does: a background worker ([`super::drain_ready`]) pushes every WAL file
 //! PostgreSQL has marked ready for archiving (`pg_wal/archive_status/<name>.ready`), `process-max`
 //! at a time, ahead of the archiver, straight from `pg_wal`, and reports each in
 //! `<spool>/archive/<stanza>/out/`: `<name>.ok` once every repository holds it, `<name>.error`
@@ -11,8 +11,8 @@
 //! of ready WAL the worker reports the waiting files as dropped instead, and `archive-push` says so
 //! loudly and succeeds, so that `pg_wal` does not fill the disk.
 //!
-//! Get: [`take_prefetched`] serves a segment from `<spool>/archive/<stanza>/in/` when a prefetch
-//! worker ([`prefetch`]) already fetched (and verified) it, else fetches it directly; the caller then
+//! Get: [`super::take_prefetched`] serves a segment from `<spool>/archive/<stanza>/in/` when a prefetch
+//! worker ([`super::prefetch`]) already fetched (and verified) it, else fetches it directly; the caller then
 //! starts a prefetch of the segments that follow.
 
 use std::fs::{self, File};

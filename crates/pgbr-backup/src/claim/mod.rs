@@ -2,11 +2,11 @@
 //! running `backup`, `expire` or a stanza command on one stanza at the same time.
 //!
 //! The local lock ([`crate::lock`]) protects one host. The claim is an object,
-//! [`crate::layout::claim`] (`backup/<stanza>/backup.lock`), created with create-if-absent
+//! `layout::claim` (`backup/<stanza>/backup.lock`), created with create-if-absent
 //! (`O_EXCL`-like hard link on posix, `PutMode::Create` on object stores: `If-None-Match: *` on S3
 //! and Azure, generation 0 on GCS) before the command changes anything. It names its holder:
 //! command, backup label, host, pid, when it started and when it was last renewed. A command that
-//! finds a live claim fails at once with [`Error::Locked`] (exit 13) naming the claim, the
+//! finds a live claim fails at once with [`crate::Error::Locked`] (exit 13) naming the claim, the
 //! repository and the holder; a backup therefore never shares its label or its directory with
 //! another one.
 //!
@@ -21,7 +21,7 @@
 //!   committing.
 //!
 //! Two commands that find the same stale claim race for a takeover marker
-//! ([`crate::layout::claim_takeover`], also create-if-absent): only the winner deletes the
+//! (`layout::claim_takeover`, also create-if-absent): only the winner deletes the
 //! stale claim, and only after reading it again under the marker, so a fresh claim is never
 //! deleted as stale.
 

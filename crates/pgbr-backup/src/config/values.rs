@@ -151,7 +151,7 @@ fn applies(def: &OptionDef, command: Command) -> bool {
 }
 
 impl Options {
-    /// Merges the configuration file, `env` (pass [`env_vars`]) and `flags` (name without
+    /// Merges the configuration file, `env` (pass [`crate::config::env_vars`]) and `flags` (name without
     /// `--`, value; booleans as `y`/`n`) for `command`.
     ///
     /// Unknown options and bad values in flags or in the file are errors naming the option and its

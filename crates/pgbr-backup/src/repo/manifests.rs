@@ -75,7 +75,7 @@ impl Repository {
 
     /// Loads and verifies the manifest of backup `label` (first copy that verifies). For a
     /// backup listed in `backup.info`, a copy verifies only if it is the manifest committed
-    /// under that label (see [`check_bound`]): a restore never reads another backup's files
+    /// under that label (see `check_bound`): a restore never reads another backup's files
     /// for the one asked for.
     pub async fn load_manifest(&self, label: &str) -> Result<Manifest> {
         self.load_manifest_with_checksum(label)

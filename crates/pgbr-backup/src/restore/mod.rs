@@ -13,6 +13,7 @@
 //! in parts is checked as a whole too: its BLAKE3 checksum is merged from the parts' subtrees.
 
 mod apply;
+mod configured;
 mod destination;
 mod file;
 mod live;
@@ -32,6 +33,7 @@ use crate::progress::Progress;
 use crate::recovery::RecoveryTarget;
 use crate::repo::Repository;
 
+pub use configured::from_config;
 pub use select::choose_backup;
 
 /// What a restore did.
