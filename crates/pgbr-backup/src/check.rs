@@ -4,9 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use pgbr_manifest::DbHistory;
+use pgbr_wal::ControlFile;
+
 use crate::archive;
 use crate::config::PgOptions;
 use crate::error::{Error, Result};
+use crate::pg::PgSession;
 use crate::repo::Repository;
 
 /// What `check` saw.
@@ -18,10 +22,14 @@ pub struct CheckReport {
     pub waited: Duration,
 }
 
-/// Runs the checks; the first failure is the error, naming what is wrong.
-pub async fn run(repo: &Repository, pg: &PgOptions, timeout: Duration) -> Result<CheckReport> {
+/// Connects to the cluster `pg` describes and checks that it is the stanza's current database
+/// (system identifier and major version, from the server and from its pg_control).
+pub(crate) async fn connect_stanza_cluster(
+    repo: &Repository,
+    pg: &PgOptions,
+) -> Result<(PgSession, ControlFile, DbHistory)> {
     let db = repo.current_db()?.clone();
-    let (session, ident, _) = crate::pg::connect_checked(pg).await?;
+    let (session, ident, control) = crate::pg::connect_checked(pg).await?;
     if ident.system_id != db.system_id || ident.major() != db.pg_version {
         return Err(Error::ClusterMismatch(format!(
             "the cluster in {} (system {}, PostgreSQL {}) is not the one stanza '{}' was created for (system {}, PostgreSQL {})",
@@ -33,6 +41,12 @@ pub async fn run(repo: &Repository, pg: &PgOptions, timeout: Duration) -> Result
             db.pg_version
         )));
     }
+    Ok((session, control, db))
+}
+
+/// Runs the checks; the first failure is the error, naming what is wrong.
+pub async fn run(repo: &Repository, pg: &PgOptions, timeout: Duration) -> Result<CheckReport> {
+    let (session, _, _) = connect_stanza_cluster(repo, pg).await?;
     let mode = session.setting("archive_mode").await?;
     if mode == "off" {
         return Err(Error::config(format!(

@@ -17,7 +17,7 @@ pub struct Parsed {
 }
 
 /// What of the parser [`build`] builds. clap copies every global option into every subcommand it
-/// builds, which made start-up cost milliseconds per call (paid by each `archive-push` and
+/// builds, which costs milliseconds of start-up per call (paid by each `archive-push` and
 /// `archive-get` PostgreSQL runs): only what a command line can use is built.
 struct Scope<'a> {
     /// Just these subcommands; `None`: all of them.

@@ -14,7 +14,7 @@ const MAX_BYTES: usize = 32;
 /// The `N` bytes written as exactly `2 * N` lowercase hex digits in `text`, if they are.
 ///
 /// One pass through a table, checked once at the end: a manifest holds one checksum per file
-/// and one hash per block, and checking then decoding them (hex's decoder) was a tenth of
+/// and one hash per block, and checking then decoding them (hex's decoder) costs a tenth of
 /// loading one.
 pub(crate) fn parse_lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.as_bytes();

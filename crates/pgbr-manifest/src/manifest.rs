@@ -127,7 +127,7 @@ pub struct LinkEntry {
 ///
 /// The target, name and reference are [`CompactString`]s: a manifest holds one entry per file of
 /// the cluster, and names up to 24 bytes (nearly all of PostgreSQL's) then need no allocation of
-/// their own, which was a third of a big manifest's memory.
+/// their own, which would otherwise be a third of a big manifest's memory.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {

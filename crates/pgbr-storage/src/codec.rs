@@ -202,8 +202,8 @@ impl<W: Write> CompressWriter<W> {
                     enc.set_parameter(zstd::stream::raw::CParameter::JobSize(1 << 20))?;
                     // Each job first indexes the end of the previous one so that it can refer
                     // to it: by default an eighth of the window, a quarter of a 1 MiB job at
-                    // level 3. A 64th costs less and, on WAL, compressed no worse: 64 segments
-                    // pushed 4-8% faster and came out 0.03% smaller (benches/compare.sh's data).
+                    // level 3. A 64th costs less and compresses WAL no worse: 64 segments push
+                    // 4-8% faster and come out 0.03% smaller (benches/compare.sh's data).
                     enc.set_parameter(zstd::stream::raw::CParameter::OverlapSizeLog(3))?;
                 }
                 WriterInner::Zst(enc)

@@ -20,19 +20,14 @@ pub(super) async fn connect(
     opts: &BackupOptions,
 ) -> Result<(PgSession, ControlFile, DbHistory)> {
     crate::stanza::check_upgrade_finished(repo)?;
-    let db = repo.current_db()?.clone();
-    let (session, ident, control) = crate::pg::connect_checked(pg).await?;
-    if ident.system_id != db.system_id || ident.major() != db.pg_version {
-        return Err(Error::ClusterMismatch(format!(
-            "the cluster in {} (system {}, PostgreSQL {}) is not the one stanza '{}' was created for (system {}, PostgreSQL {}); run stanza-create for a new stanza",
-            pg.path.display(),
-            ident.system_id,
-            ident.major(),
-            repo.stanza(),
-            db.system_id,
-            db.pg_version
-        )));
-    }
+    let (session, control, db) = crate::check::connect_stanza_cluster(repo, pg)
+        .await
+        .map_err(|e| match e {
+            Error::ClusterMismatch(m) => {
+                Error::ClusterMismatch(format!("{m}; run stanza-create for a new stanza"))
+            }
+            e => e,
+        })?;
     if opts.archive_check {
         let mode = session.setting("archive_mode").await?;
         if mode == "off" {
