@@ -52,7 +52,9 @@ mod fault;
 mod keys;
 mod local;
 pub mod posix;
+mod reader;
 mod storage;
+mod writer;
 
 pub use cloud::{
     AzureKeyType, AzureOptions, GcsKeyType, GcsOptions, ParseOptionError, S3Options, UriStyle,
@@ -65,10 +67,11 @@ pub use codec::{
 pub use error::Error;
 pub use fault::{FaultyHttpConnector, FaultyStore, RequestKind};
 
+pub use reader::BlockingReader;
 pub use storage::{
-    BlockingReader, BlockingWriter, ObjectInfo, ObjectWriter, Storage, DEFAULT_PART_SIZE,
-    DEFAULT_UPLOAD_CONCURRENCY, LOCAL_PART_SIZE,
+    ObjectInfo, Storage, DEFAULT_PART_SIZE, DEFAULT_UPLOAD_CONCURRENCY, LOCAL_PART_SIZE,
 };
+pub use writer::{BlockingWriter, ObjectWriter};
 
 /// Re-export of the `object_store` crate this API is built on, so callers can build
 /// backends with the exact same version.
