@@ -67,21 +67,24 @@ pub async fn run(repo: &Repository, pg: &PgOptions, timeout: Duration) -> Result
     }
     let started = Instant::now();
     let segment = session.switch_wal().await?;
-    session.close().await;
-    loop {
+    // The session stays open while waiting: on a timeout, pg_stat_archiver says why.
+    let arrived = loop {
         if archive::find(repo, &segment).await?.is_some() {
-            return Ok(CheckReport {
+            break Ok(CheckReport {
                 wal_segment: segment,
                 waited: started.elapsed(),
             });
         }
         if started.elapsed() >= timeout {
-            return Err(Error::ArchiveTimeout(format!(
-                "WAL segment {segment} did not reach {} within archive-timeout ({:.0}s): look at the PostgreSQL log and pg_stat_archiver for archive_command failures",
+            break Err(Error::ArchiveTimeout(format!(
+                "WAL segment {segment} did not reach {} within archive-timeout ({:.0}s); {}",
                 repo.name(),
-                timeout.as_secs_f64()
+                timeout.as_secs_f64(),
+                session.archiver_status().await
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    session.close().await;
+    arrived
 }

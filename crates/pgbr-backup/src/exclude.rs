@@ -36,8 +36,9 @@ fn file_name(rel: &str) -> &str {
     rel.rsplit('/').next().unwrap_or(rel)
 }
 
-/// Whether `rel` (relative to the data directory) is excluded. `pg_wal/archive_status` is kept as
-/// an empty directory.
+/// Whether `rel` (relative to the data directory) is excluded. `pg_wal/archive_status` and
+/// PostgreSQL 17's `pg_wal/summaries` (WAL summaries) are kept as empty directories, as
+/// PostgreSQL's own base backup keeps them.
 pub(crate) fn skip_in_pg_data(rel: &str, kind: &EntryKind) -> bool {
     if skip_anywhere(rel) {
         return true;
@@ -47,7 +48,8 @@ pub(crate) fn skip_in_pg_data(rel: &str, kind: &EntryKind) -> bool {
     }
     let (top, rest) = rel.split_once('/').unwrap_or((rel, ""));
     if ROOT_DIRS_EMPTIED.contains(&top) {
-        return !(top == "pg_wal" && rest == "archive_status" && matches!(kind, EntryKind::Dir));
+        let kept = top == "pg_wal" && matches!(rest, "archive_status" | "summaries");
+        return !(kept && matches!(kind, EntryKind::Dir));
     }
     false
 }
@@ -166,6 +168,11 @@ mod tests {
         assert!(skip_in_pg_data("pg_wal/000000010000000000000001", &f));
         assert!(!skip_in_pg_data("pg_wal/archive_status", &EntryKind::Dir));
         assert!(skip_in_pg_data("pg_wal/archive_status/x.ready", &f));
+        assert!(!skip_in_pg_data("pg_wal/summaries", &EntryKind::Dir));
+        assert!(skip_in_pg_data(
+            "pg_wal/summaries/0000000100000000010000280000000001000100.summary",
+            &f
+        ));
         assert!(!skip_in_pg_data("pg_wal", &EntryKind::Dir));
         assert!(skip_in_pg_data("pg_replslot/slot/state", &f));
         assert!(skip_in_pg_data("base/1/pg_internal.init", &f));

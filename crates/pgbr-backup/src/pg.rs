@@ -1,10 +1,13 @@
 //! Talking to PostgreSQL: one tokio-postgres session, the cluster's identity, and the non-exclusive
 //! `pg_backup_start`/`pg_backup_stop` pair, which must run on the same session.
+//!
+//! This is the one module that knows which server major runs and what SQL that major takes: a
+//! session learns the major when it connects and refuses one outside [`pgbr_wal::PG_MAJORS`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgbr_wal::{ControlFile, Lsn};
+use pgbr_wal::{ControlFile, Lsn, PG_MAJORS};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::PgOptions;
@@ -15,6 +18,8 @@ pub(crate) struct PgSession {
     client: Client,
     task: tokio::task::JoinHandle<()>,
     where_: String,
+    /// The server's major version (12, ..., 18).
+    major: u32,
 }
 
 /// What the server says about itself.
@@ -46,7 +51,19 @@ pub(crate) struct Tablespace {
 }
 
 impl PgSession {
+    /// Connects to the server `pg` names, which must run a supported major.
     pub async fn connect(pg: &PgOptions) -> Result<PgSession> {
+        let session = PgSession::connect_any(pg).await?;
+        if !PG_MAJORS.contains(&session.major) {
+            let err = unsupported_major(session.major, &session.where_);
+            session.close().await;
+            return Err(err);
+        }
+        Ok(session)
+    }
+
+    /// Connects to the server `pg` names, whatever its major.
+    async fn connect_any(pg: &PgOptions) -> Result<PgSession> {
         let where_ = format!(
             "PostgreSQL at {} port {} ({}, {})",
             pg.socket_path.display(),
@@ -70,11 +87,20 @@ impl PgSession {
                 tracing::warn!("PostgreSQL connection closed: {e}");
             }
         });
-        Ok(PgSession {
+        let mut session = PgSession {
             client,
             task,
             where_,
-        })
+            major: 0,
+        };
+        let version: i32 = session
+            .client
+            .query_one("select current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(|e| session.fail("unable to read the server's version", e))?
+            .get(0);
+        session.major = version.max(0) as u32 / 10000;
+        Ok(session)
     }
 
     fn fail(&self, what: &str, e: tokio_postgres::Error) -> Error {
@@ -113,16 +139,26 @@ impl PgSession {
         Ok(row.get(0))
     }
 
-    /// `pg_backup_start(label, fast)`: the start LSN and its WAL file name.
+    /// Starts a non-exclusive backup: `pg_backup_start(label, fast)` from PostgreSQL 15,
+    /// `pg_start_backup(label, fast, false)` before. Returns the start LSN, its WAL file name and
+    /// timeline.
     pub async fn backup_start(&self, label: &str, fast: bool) -> Result<(Lsn, String, u32)> {
+        let (sql, function) = if self.major >= 15 {
+            (
+                "select lsn::text, pg_walfile_name(lsn) from pg_backup_start($1, $2) as lsn",
+                "pg_backup_start",
+            )
+        } else {
+            (
+                "select lsn::text, pg_walfile_name(lsn) from pg_start_backup($1, $2, false) as lsn",
+                "pg_start_backup",
+            )
+        };
         let row = self
             .client
-            .query_one(
-                "select lsn::text, pg_walfile_name(lsn) from pg_backup_start($1, $2) as lsn",
-                &[&label, &fast],
-            )
+            .query_one(sql, &[&label, &fast])
             .await
-            .map_err(|e| self.fail("pg_backup_start failed", e))?;
+            .map_err(|e| self.fail(&format!("{function} failed"), e))?;
         let lsn: String = row.get(0);
         let wal: String = row.get(1);
         let lsn = parse_lsn(&lsn)?;
@@ -130,16 +166,27 @@ impl PgSession {
         Ok((lsn, wal, timeline))
     }
 
-    /// `pg_backup_stop(false)`: pgbr waits for the archive itself, with a timeout.
+    /// Stops the backup this session started, without waiting for its WAL to be archived (pgbr
+    /// waits for the archive itself, with a timeout): `pg_backup_stop(false)` from PostgreSQL 15,
+    /// `pg_stop_backup(false, false)` (non-exclusive, no wait) before; both return the stop LSN,
+    /// the backup_label and the tablespace_map.
     pub async fn backup_stop(&self) -> Result<BackupStop> {
+        let (sql, function) = if self.major >= 15 {
+            (
+                "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)",
+                "pg_backup_stop",
+            )
+        } else {
+            (
+                "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, false)",
+                "pg_stop_backup",
+            )
+        };
         let row = self
             .client
-            .query_one(
-                "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)",
-                &[],
-            )
+            .query_one(sql, &[])
             .await
-            .map_err(|e| self.fail("pg_backup_stop failed", e))?;
+            .map_err(|e| self.fail(&format!("{function} failed"), e))?;
         let lsn: String = row.get(0);
         let spc: Option<String> = row.get(2);
         Ok(BackupStop {
@@ -147,6 +194,41 @@ impl PgSession {
             label_file: row.get(1),
             tablespace_map: spc.filter(|s| !s.is_empty()),
         })
+    }
+
+    /// What `pg_stat_archiver` says about the archiver's failures, for an error about WAL that
+    /// did not reach the archive: the cause itself is only in PostgreSQL's log.
+    pub async fn archiver_status(&self) -> String {
+        let row = self
+            .client
+            .query_one(
+                "select failed_count, last_failed_wal, last_failed_time::text, \
+                 last_archived_wal, last_archived_time::text from pg_stat_archiver",
+                &[],
+            )
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => return format!("pg_stat_archiver could not be read ({e})"),
+        };
+        let failed: i64 = row.get(0);
+        let last_failed: Option<String> = row.get(1);
+        let failed_at: Option<String> = row.get(2);
+        let archived: Option<String> = row.get(3);
+        let archived_at: Option<String> = row.get(4);
+        let archived = match (archived, archived_at) {
+            (Some(wal), Some(at)) => format!("last archived {wal} at {at}"),
+            _ => "nothing archived yet".to_string(),
+        };
+        match (failed, last_failed, failed_at) {
+            (0, _, _) | (_, None, _) => {
+                format!("pg_stat_archiver: no failures, {archived}")
+            }
+            (n, Some(wal), at) => format!(
+                "pg_stat_archiver: archive_command failed {n} time(s), last on {wal} at {}, {archived}; PostgreSQL's log has archive-push's error",
+                at.as_deref().unwrap_or("an unknown time")
+            ),
+        }
     }
 
     /// The WAL file holding `lsn` (the one before it, at a segment boundary).
@@ -251,6 +333,18 @@ impl PgSession {
     }
 }
 
+/// The error for a server whose major version pgbr does not support.
+fn unsupported_major(major: u32, where_: &str) -> Error {
+    Error::Postgres {
+        context: where_.to_string(),
+        message: format!(
+            "PostgreSQL {major} is not supported: pgbr supports PostgreSQL {} to {}",
+            PG_MAJORS.start(),
+            PG_MAJORS.end()
+        ),
+    }
+}
+
 fn parse_lsn(s: &str) -> Result<Lsn> {
     s.parse().map_err(|_| Error::Postgres {
         context: "PostgreSQL".into(),
@@ -279,7 +373,27 @@ pub(crate) fn read_control(data_dir: &Path, index: u32) -> Result<ControlFile> {
 pub(crate) async fn connect_checked(
     pg: &PgOptions,
 ) -> Result<(PgSession, ServerIdentity, ControlFile)> {
-    let control = read_control(&pg.path, pg.index)?;
+    let control = match read_control(&pg.path, pg.index) {
+        Ok(control) => control,
+        // A pg_control pgbr cannot read may be a major it does not support: say that, if the
+        // server confirms it (connect refuses such a server).
+        Err(
+            e @ Error::Wal {
+                source: pgbr_wal::Error::UnsupportedControlVersion { .. },
+                ..
+            },
+        ) => {
+            if let Ok(session) = PgSession::connect_any(pg).await {
+                let (major, where_) = (session.major, session.where_.clone());
+                session.close().await;
+                if !PG_MAJORS.contains(&major) {
+                    return Err(unsupported_major(major, &where_));
+                }
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let session = PgSession::connect(pg).await?;
     let ident = session.identity().await?;
     if ident.system_id != control.system_identifier {

@@ -4,7 +4,8 @@ use crate::bytes::Reader;
 use crate::{Error, Lsn};
 
 // Offsets into ControlFileData (src/include/catalog/pg_control.h) on 64-bit little-endian
-// platforms, the same for pg_control versions 1300, 1700 and 1800.
+// platforms, the same for pg_control versions 1201, 1300, 1700 and 1800 (checked against
+// clusters made by initdb of PostgreSQL 12 to 18).
 const OFF_SYSTEM_IDENTIFIER: usize = 0;
 const OFF_PG_CONTROL_VERSION: usize = 8;
 const OFF_CATALOG_VERSION: usize = 12;
@@ -21,8 +22,9 @@ const OFF_DATA_CHECKSUM_VERSION: usize = 252;
 /// `offsetof(ControlFileData, crc)` for each supported `pg_control_version`.
 fn crc_offset(pg_control_version: u32) -> Option<usize> {
     match pg_control_version {
-        // PostgreSQL 13-16; 17 only added `wal_level` to CheckPoint, in existing padding.
-        1300 | 1700 => Some(288),
+        // PostgreSQL 12 and 13-16 (13 changed no offset); 17 only added `wal_level` to
+        // CheckPoint, in existing padding.
+        1201 | 1300 | 1700 => Some(288),
         // PostgreSQL 18 added `bool default_char_signedness` before the 32-byte nonce.
         1800 => Some(292),
         _ => None,
@@ -56,7 +58,7 @@ pub struct ControlFile {
 
 impl ControlFile {
     /// Decodes `pg_control` (the whole 8 kB file, or at least its used part) and verifies its
-    /// CRC-32C. Supports `pg_control_version` 1300 (PostgreSQL 13 to 16), 1700 (17) and 1800
+    /// CRC-32C. Supports `pg_control_version` 1201 (PostgreSQL 12), 1300 (13 to 16), 1700 (17) and 1800
     /// (18), as written on little-endian 64-bit platforms.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         let r = Reader::new(bytes, "pg_control");
@@ -90,7 +92,6 @@ impl ControlFile {
     /// may map to the preceding release.
     pub fn pg_major_version(&self) -> Option<u32> {
         match self.pg_control_version {
-            1100 => Some(11),
             1201 => Some(12),
             1300 => Some(match self.catalog_version {
                 v if v >= 202307071 => 16,
@@ -162,6 +163,8 @@ mod tests {
 
         let c = ControlFile::parse(&control_bytes(1800, 202506291, 1)).unwrap();
         assert_eq!(c.pg_major_version(), Some(18));
+        let c = ControlFile::parse(&control_bytes(1201, 201909212, 1)).unwrap();
+        assert_eq!(c.pg_major_version(), Some(12));
         assert_eq!(c.wal_segment_size, 64 << 20);
     }
 
@@ -199,10 +202,11 @@ mod tests {
 
     #[test]
     fn unsupported_and_short() {
-        let b = control_bytes(1201, 201909212, 1);
+        // PostgreSQL 11's.
+        let b = control_bytes(1100, 201809051, 1);
         let err = ControlFile::parse(&b).unwrap_err();
-        assert_eq!(err, Error::UnsupportedControlVersion { found: 1201 });
-        assert!(err.to_string().contains("1201"));
+        assert_eq!(err, Error::UnsupportedControlVersion { found: 1100 });
+        assert!(err.to_string().contains("1100"));
         let b = control_bytes(1300, 202209061, 1);
         for len in [0, 8, 11, 12, 100, 291] {
             assert!(

@@ -54,7 +54,7 @@ pub enum Error {
     },
 
     /// The WAL page magic does not belong to any PostgreSQL version this crate knows.
-    #[error("WAL page magic {magic:#06X} does not match any supported PostgreSQL version (11 to 17): the file is not WAL, or was written by an unsupported version")]
+    #[error("WAL page magic {magic:#06X} does not match any supported PostgreSQL version ({} to {}): the file is not WAL, or was written by an unsupported version", crate::PG_MAJORS.start(), crate::PG_MAJORS.end())]
     UnknownWalMagic {
         /// The magic number that was found.
         magic: u16,
@@ -112,7 +112,7 @@ pub enum Error {
     },
 
     /// `pg_control` is in a format this crate does not know.
-    #[error("unsupported pg_control version {found}: supported versions are 1300 (PostgreSQL 13 to 16), 1700 (PostgreSQL 17) and 1800 (PostgreSQL 18)")]
+    #[error("unsupported pg_control version {found}: supported versions are 1201 (PostgreSQL 12), 1300 (PostgreSQL 13 to 16), 1700 (PostgreSQL 17) and 1800 (PostgreSQL 18)")]
     UnsupportedControlVersion {
         /// The `pg_control_version` that was found.
         found: u32,

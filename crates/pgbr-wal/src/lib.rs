@@ -49,6 +49,10 @@ mod lsn;
 mod page;
 mod segment;
 
+/// The PostgreSQL major versions whose WAL and `pg_control` this crate reads, and pgbr supports:
+/// the one place that says which they are.
+pub const PG_MAJORS: std::ops::RangeInclusive<u32> = 12..=18;
+
 pub use control::ControlFile;
 pub use error::Error;
 pub use history::{HistoryEntry, TimelineHistory};

@@ -11,15 +11,16 @@ const XLP_ALL_FLAGS: u16 = 0x0007;
 /// `SizeOfXLogLongPHD`: `MAXALIGN(sizeof(XLogLongPageHeaderData))`.
 const LONG_HEADER_SIZE: usize = 40;
 
-/// `XLOG_PAGE_MAGIC` of each PostgreSQL major version (`src/include/access/xlog_internal.h`).
+/// `XLOG_PAGE_MAGIC` of each supported PostgreSQL major version
+/// (`src/include/access/xlog_internal.h`), one entry per major of [`crate::PG_MAJORS`].
 const MAGICS: [(u16, u32); 7] = [
-    (0xD098, 11),
     (0xD101, 12),
     (0xD106, 13),
     (0xD10D, 14),
     (0xD110, 15),
     (0xD113, 16),
     (0xD116, 17),
+    (0xD118, 18),
 ];
 
 /// The PostgreSQL major version whose WAL pages carry `magic` (`XLOG_PAGE_MAGIC`), if known.
@@ -194,13 +195,19 @@ mod tests {
 
     #[test]
     fn magics() {
-        assert_eq!(pg_major_version_for_magic(0xD098), Some(11));
+        // 11 is no longer supported.
+        assert_eq!(pg_major_version_for_magic(0xD098), None);
         assert_eq!(pg_major_version_for_magic(0xD101), Some(12));
         assert_eq!(pg_major_version_for_magic(0xD106), Some(13));
         assert_eq!(pg_major_version_for_magic(0xD10D), Some(14));
         assert_eq!(pg_major_version_for_magic(0xD110), Some(15));
         assert_eq!(pg_major_version_for_magic(0xD113), Some(16));
         assert_eq!(pg_major_version_for_magic(0xD116), Some(17));
+        assert_eq!(pg_major_version_for_magic(0xD118), Some(18));
+        for major in crate::PG_MAJORS {
+            assert!(MAGICS.iter().any(|(_, m)| *m == major), "{major}");
+        }
+        assert_eq!(MAGICS.len(), crate::PG_MAJORS.count());
         assert_eq!(pg_major_version_for_magic(0xD097), None);
         assert_eq!(pg_major_version_for_magic(0), None);
     }

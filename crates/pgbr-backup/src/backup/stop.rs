@@ -42,7 +42,6 @@ pub(super) async fn stop(
     ));
     let stop = session.backup_stop().await?;
     let wal_stop = session.walfile_name(stop.lsn).await?;
-    session.close().await;
 
     // backup_label and tablespace_map come from pg_backup_stop, not from the data directory.
     let mut extra: Vec<(String, Vec<u8>)> =
@@ -57,7 +56,9 @@ pub(super) async fn stop(
             "backup {label}: waiting for {} WAL segment(s) {wal_start}..{wal_stop} to reach the archive",
             needed.len()
         ));
-        let found = wait_for_archive(repo, &needed, opts.archive_timeout).await?;
+        // The session stays open while waiting: on a timeout, pg_stat_archiver says why.
+        let found = wait_for_archive(repo, &session, &needed, opts.archive_timeout).await?;
+        session.close().await;
         if opts.archive_copy {
             for wal in found {
                 let name = wal.path.rsplit('/').next().unwrap_or_default();
@@ -66,6 +67,8 @@ pub(super) async fn stop(
                 extra.push((format!("pg_wal/{segment}"), data));
             }
         }
+    } else {
+        session.close().await;
     }
     let stamp = now();
     let backup_dir = repo.backup_path(label);
@@ -116,6 +119,7 @@ fn segments_between(first: &str, last: &str, segment_size: u64) -> Result<Vec<St
 /// Waits until every segment in `needed` is in the archive, or the timeout passes.
 async fn wait_for_archive(
     repo: &Repository,
+    session: &PgSession,
     needed: &[String],
     timeout: Duration,
 ) -> Result<Vec<archive::ArchivedWal>> {
@@ -129,9 +133,10 @@ async fn wait_for_archive(
             }
             if Instant::now() >= deadline {
                 return Err(Error::ArchiveTimeout(format!(
-                    "WAL segment {name} did not reach {} within archive-timeout ({:.0}s): check that archive_command is 'pgbr --stanza={} archive-push %p' and look at the PostgreSQL log for archiver errors",
+                    "WAL segment {name} did not reach {} within archive-timeout ({:.0}s); {}; check that archive_command is 'pgbr --stanza={} archive-push %p'",
                     repo.name(),
                     timeout.as_secs_f64(),
+                    session.archiver_status().await,
                     repo.stanza()
                 )));
             }

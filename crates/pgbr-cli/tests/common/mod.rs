@@ -1,5 +1,6 @@
-//! Test harness: real PostgreSQL 15 clusters in temporary directories, run as the `postgres` OS
-//! user when the tests run as root (initdb refuses root), stopped when dropped.
+//! Test harness: real PostgreSQL clusters (Debian's 15 unless a test names another major, see
+//! [`versions`]) in temporary directories, run as the `postgres` OS user when the tests run as
+//! root (initdb refuses root), stopped when dropped.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -8,7 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 
+/// Debian's PostgreSQL 15: the server of most tests, and the client programs (psql, pgbench,
+/// pg_dumpall) of every test.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The servers of the other supported majors.
+pub mod versions;
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -125,8 +131,10 @@ impl Scratch {
     }
 }
 
-/// A PostgreSQL 15 cluster.
+/// A PostgreSQL cluster.
 pub struct Cluster {
+    /// The server's programs (initdb, pg_ctl, postgres): [`PG_BIN`] unless set otherwise.
+    pub bin: PathBuf,
     pub data: PathBuf,
     pub socket_dir: PathBuf,
     pub port: u16,
@@ -142,16 +150,24 @@ impl Cluster {
 
     /// initdb -k with extra initdb arguments (e.g. `--wal-segsize=1`).
     pub fn init_with(scratch: &Scratch, name: &str, initdb_args: &[&str]) -> Cluster {
+        Cluster::init_in(scratch, name, Path::new(PG_BIN), initdb_args)
+    }
+
+    /// initdb -k of the server in `bin`, with extra initdb arguments.
+    pub fn init_in(scratch: &Scratch, name: &str, bin: &Path, initdb_args: &[&str]) -> Cluster {
         let data = scratch.path(name);
         let socket_dir = scratch.mkdir(&format!("{name}-sock"));
         run_ok(
-            as_pg(format!("{PG_BIN}/initdb"))
-                .args(["-k", "-A", "trust", "-U", "postgres", "--no-instructions"])
+            as_pg(bin.join("initdb"))
+                // No --no-instructions: initdb before 14 does not know it.
+                .args(["-k", "-A", "trust", "-U", "postgres"])
                 .args(initdb_args)
                 .arg("-D")
                 .arg(&data),
         );
-        Cluster::existing(scratch, name, data, socket_dir)
+        let mut c = Cluster::existing(scratch, name, data, socket_dir);
+        c.bin = bin.to_path_buf();
+        c
     }
 
     /// A cluster to restore into: an empty data directory `name`, not started.
@@ -178,6 +194,7 @@ impl Cluster {
     /// A cluster over an existing (restored) data directory.
     pub fn existing(scratch: &Scratch, name: &str, data: PathBuf, socket_dir: PathBuf) -> Cluster {
         Cluster {
+            bin: PathBuf::from(PG_BIN),
             log: scratch.path(&format!("{name}.log")),
             data,
             socket_dir,
@@ -201,7 +218,7 @@ impl Cluster {
     }
 
     pub fn start(&mut self) {
-        let out = as_pg(format!("{PG_BIN}/pg_ctl"))
+        let out = as_pg(self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -222,7 +239,7 @@ impl Cluster {
 
     pub fn stop(&mut self) {
         if self.running {
-            pg_ctl_stop(&self.data, "fast");
+            pg_ctl_stop(&self.bin, &self.data, "fast");
             self.running = false;
         }
     }
@@ -288,14 +305,14 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.running {
-            pg_ctl_stop(&self.data, "immediate");
+            pg_ctl_stop(&self.bin, &self.data, "immediate");
         }
     }
 }
 
-/// `pg_ctl stop` of the server of `data`, with shutdown mode `mode`; errors are ignored.
-fn pg_ctl_stop(data: &Path, mode: &str) {
-    let _ = as_pg(format!("{PG_BIN}/pg_ctl"))
+/// `pg_ctl stop` (of `bin`) of the server of `data`, with shutdown mode `mode`; errors are ignored.
+fn pg_ctl_stop(bin: &Path, data: &Path, mode: &str) {
+    let _ = as_pg(bin.join("pg_ctl"))
         .arg("-D")
         .arg(data)
         .args(["-m", mode, "-w", "stop"])
@@ -387,6 +404,8 @@ pub struct Setup<'a> {
     pub global: &'a str,
     /// Without `log-level-console=info`: stderr holds only warnings and errors.
     pub quiet: bool,
+    /// The server's programs, when not Debian's 15 ([`versions::pg_bin`]).
+    pub pg_bin: Option<&'a Path>,
 }
 
 /// A PostgreSQL cluster archiving through pgbr into a fresh repository, its stanza `main`
@@ -435,7 +454,8 @@ impl Stanza {
 
     pub fn setup(setup: Setup) -> Stanza {
         let scratch = Scratch::new();
-        let mut src = Cluster::init_with(&scratch, "src", setup.initdb);
+        let bin = setup.pg_bin.unwrap_or(Path::new(PG_BIN));
+        let mut src = Cluster::init_in(&scratch, "src", bin, setup.initdb);
         let repo = scratch.mkdir("repo");
         let repo_options = match setup.repo {
             Some(lines) => lines.to_string(),
@@ -516,6 +536,7 @@ impl Stanza {
     /// until recovery ended.
     pub fn restore_and_start(&self, name: &str, args: &[&str]) -> Cluster {
         let mut c = Cluster::empty(&self.scratch, name);
+        c.bin = self.src.bin.clone();
         self.restore_into(&mut c, args, "archive_mode = off\n");
         c
     }
@@ -539,7 +560,7 @@ extern "C" fn at_exit() {
     for item in &list {
         if let AtExit::Stop(data) = item {
             if data.join("postmaster.pid").exists() {
-                pg_ctl_stop(data, "immediate");
+                pg_ctl_stop(Path::new(PG_BIN), data, "immediate");
             }
         }
     }
