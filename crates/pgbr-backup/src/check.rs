@@ -2,6 +2,7 @@
 //! (and its key unlocks), the server is the stanza's cluster, archiving is on and runs pgbr, and a
 //! forced WAL switch reaches the repository within `archive-timeout`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pgbr_manifest::DbHistory;
@@ -44,8 +45,14 @@ pub(crate) async fn connect_stanza_cluster(
     Ok((session, control, db))
 }
 
-/// Runs the checks; the first failure is the error, naming what is wrong.
-pub async fn run(repo: &Repository, pg: &PgOptions, timeout: Duration) -> Result<CheckReport> {
+/// Runs the checks; the first failure is the error, naming what is wrong. `lock_path` is where
+/// `archive-push` records its failures (`lock-path`), shown when the WAL does not arrive.
+pub async fn run(
+    repo: &Repository,
+    pg: &PgOptions,
+    lock_path: &Path,
+    timeout: Duration,
+) -> Result<CheckReport> {
     let (session, _, _) = connect_stanza_cluster(repo, pg).await?;
     let mode = session.setting("archive_mode").await?;
     if mode == "off" {
@@ -80,11 +87,28 @@ pub async fn run(repo: &Repository, pg: &PgOptions, timeout: Duration) -> Result
                 "WAL segment {segment} did not reach {} within archive-timeout ({:.0}s); {}",
                 repo.name(),
                 timeout.as_secs_f64(),
-                session.archiver_status().await
+                why_not_archived(&session, lock_path, repo.stanza()).await
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     session.close().await;
     arrived
+}
+
+/// Why WAL may not have reached the archive: what pg_stat_archiver says, and the error
+/// `archive-push` last recorded in `lock_path` (otherwise it is only in PostgreSQL's log).
+pub(crate) async fn why_not_archived(
+    session: &PgSession,
+    lock_path: &Path,
+    stanza: &str,
+) -> String {
+    let archiver = session.archiver_status().await;
+    match crate::archive::client::last_push_failure(lock_path, stanza) {
+        Some((error, age)) => format!(
+            "{archiver}; archive-push's last error ({:.0}s ago): {error}",
+            age.as_secs_f64()
+        ),
+        None => format!("{archiver}; PostgreSQL's log has archive_command's error"),
+    }
 }

@@ -161,6 +161,12 @@ pub fn lock_file(lock_path: &Path, stanza: &str) -> PathBuf {
     lock_path.join(format!("{stanza}{LOCK_SUFFIX}"))
 }
 
+/// Where `archive-push` leaves its last failure for `check` and `backup` to show (removed when a
+/// push succeeds): PostgreSQL keeps the error only in its log.
+pub fn push_error_file(lock_path: &Path, stanza: &str) -> PathBuf {
+    lock_path.join(format!("{stanza}.archive-push.error"))
+}
+
 /// The stanza whose local lock file is named `file_name`, if it is one.
 pub fn stanza_of_lock_file(file_name: &str) -> Option<&str> {
     file_name.strip_suffix(LOCK_SUFFIX)

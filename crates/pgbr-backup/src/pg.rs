@@ -225,7 +225,7 @@ impl PgSession {
                 format!("pg_stat_archiver: no failures, {archived}")
             }
             (n, Some(wal), at) => format!(
-                "pg_stat_archiver: archive_command failed {n} time(s), last on {wal} at {}, {archived}; PostgreSQL's log has archive-push's error",
+                "pg_stat_archiver: archive_command failed {n} time(s), last on {wal} at {}, {archived}",
                 at.as_deref().unwrap_or("an unknown time")
             ),
         }

@@ -199,8 +199,13 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
         }
         (Command::Check, _) => {
             let repo = open_default(config).await?;
-            let report =
-                pgbr_backup::check::run(&repo, &config.pg()?, config.archive_timeout()).await?;
+            let report = pgbr_backup::check::run(
+                &repo,
+                &config.pg()?,
+                &config.lock_path(),
+                config.archive_timeout(),
+            )
+            .await?;
             println!(
                 "check: stanza '{}' ok: WAL segment {} reached {} in {:.1}s",
                 repo.stanza(),

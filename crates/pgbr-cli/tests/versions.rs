@@ -204,7 +204,7 @@ fn an_unsupported_major_is_refused_by_stanza_create_and_check() {
 }
 
 /// When WAL does not reach the archive, check and backup name the archiver's failure from
-/// pg_stat_archiver.
+/// pg_stat_archiver, and archive-push's own error.
 #[test]
 fn a_failing_archiver_is_named_by_check_and_backup() {
     let env = Stanza::setup(Setup {
@@ -212,8 +212,12 @@ fn a_failing_archiver_is_named_by_check_and_backup() {
         ..Setup::default()
     });
     let src = &env.src;
-    // Names pgbr, archive-push and the stanza, as check requires, and always fails.
-    src.psql("alter system set archive_command = 'false pgbr --stanza=main archive-push %p'");
+    // pgbr's archive-push, pointed at a repository without the stanza.
+    src.psql(&format!(
+        "alter system set archive_command = 'PGBR_REPO1_PATH=/nonexistent {} --config={} --stanza=main archive-push %p'",
+        env.scratch.pgbr.display(),
+        env.conf.display()
+    ));
     src.psql("select pg_reload_conf()");
     let wait = ["--archive-timeout=3"];
     for command in [&["check"][..], &["backup", "--type=full"][..]] {
@@ -228,6 +232,8 @@ fn a_failing_archiver_is_named_by_check_and_backup() {
                 "did not reach",
                 "pg_stat_archiver",
                 "archive_command failed",
+                "archive-push's last error",
+                "pg_wal/",
             ],
             command[0],
         );

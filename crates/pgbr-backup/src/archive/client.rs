@@ -62,6 +62,55 @@ fn check_not_stopped(config: &Config) -> Result<()> {
 /// `None` for the running executable); any other file is pushed by this process, to every
 /// repository ([`super::push_all`]).
 pub async fn push(config: &Config, exe: Option<&Path>, wal: &Path) -> Result<Pushed> {
+    let pushed = push_now(config, exe, wal).await;
+    record_push_failure(config, wal, &pushed);
+    pushed
+}
+
+/// Records the failure of `pushed` (or its success: the record is removed) where `check` and
+/// `backup` find it ([`crate::layout::push_error_file`]). Best effort: archiving does not fail
+/// for want of a record.
+fn record_push_failure(config: &Config, wal: &Path, pushed: &Result<Pushed>) {
+    let failure = match pushed {
+        Err(e) => Some(e.to_string()),
+        Ok(Pushed::Direct { report, .. }) if !report.failed.is_empty() => {
+            let each: Vec<String> = report
+                .failed
+                .iter()
+                .map(|(repo, e)| format!("{repo}: {e}"))
+                .collect();
+            Some(each.join("; "))
+        }
+        Ok(_) => None,
+    };
+    let Ok(stanza) = config.stanza() else {
+        return;
+    };
+    let path = crate::layout::push_error_file(&config.lock_path(), stanza);
+    match failure {
+        Some(why) => {
+            let _ = std::fs::create_dir_all(config.lock_path());
+            let _ = std::fs::write(&path, format!("{}: {why}", wal.display()));
+        }
+        None => {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// The failure `archive-push` last recorded for `stanza` in `lock_path`, and how long ago.
+pub(crate) fn last_push_failure(lock_path: &Path, stanza: &str) -> Option<(String, Duration)> {
+    let path = crate::layout::push_error_file(lock_path, stanza);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let age = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    Some((text.trim().to_string(), age))
+}
+
+async fn push_now(config: &Config, exe: Option<&Path>, wal: &Path) -> Result<Pushed> {
     check_not_stopped(config)?;
     let opts = config.archive_push()?;
     let path = opts.wal_path(wal)?;

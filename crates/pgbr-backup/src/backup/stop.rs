@@ -57,7 +57,7 @@ pub(super) async fn stop(
             needed.len()
         ));
         // The session stays open while waiting: on a timeout, pg_stat_archiver says why.
-        let found = wait_for_archive(repo, &session, &needed, opts.archive_timeout).await?;
+        let found = wait_for_archive(repo, &session, &needed, opts).await?;
         session.close().await;
         if opts.archive_copy {
             for wal in found {
@@ -121,8 +121,9 @@ async fn wait_for_archive(
     repo: &Repository,
     session: &PgSession,
     needed: &[String],
-    timeout: Duration,
+    opts: &BackupOptions,
 ) -> Result<Vec<archive::ArchivedWal>> {
+    let timeout = opts.archive_timeout;
     let deadline = Instant::now() + timeout;
     let mut found = Vec::with_capacity(needed.len());
     for name in needed {
@@ -136,7 +137,7 @@ async fn wait_for_archive(
                     "WAL segment {name} did not reach {} within archive-timeout ({:.0}s); {}; check that archive_command is 'pgbr --stanza={} archive-push %p'",
                     repo.name(),
                     timeout.as_secs_f64(),
-                    session.archiver_status().await,
+                    crate::check::why_not_archived(session, &opts.lock_path, repo.stanza()).await,
                     repo.stanza()
                 )));
             }

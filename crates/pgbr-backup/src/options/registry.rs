@@ -29,6 +29,8 @@ const SELECT_REPO_COMMANDS: &[Command] = &[
     Command::Check,
 ];
 const LOCK_COMMANDS: &[Command] = &[
+    // check reads archive-push's last failure there.
+    Command::Check,
     Command::StanzaCreate,
     Command::StanzaUpgrade,
     Command::StanzaDelete,
@@ -545,7 +547,7 @@ pub const OPTIONS: &[OptionDef] = &[
         OptionKind::Path,
         Some("/tmp/pgbr"),
         LOCK_COMMANDS,
-        "directory of the per-stanza lock and stop files",
+        "directory of the per-stanza lock and stop files, and of archive-push's last failure",
     ),
     indexed(
         def(
