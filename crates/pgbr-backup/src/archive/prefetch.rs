@@ -1,6 +1,7 @@
 //! The prefetch worker: fetches the segments recovery will ask for next into the spool, and
 //! `archive-get` taking one from there.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -120,8 +121,13 @@ pub async fn prefetch(
     let mut report = PrefetchReport::default();
     let mut after = wal_name.to_string();
     let mut idle_since = Instant::now();
+    // The segments of the window this worker has seen in the spool (fetched, or found there): one
+    // that is gone was taken by recovery and is never fetched again, even when `archive-get`
+    // takes it between two looks at the spool.
+    let mut spooled: HashSet<String> = HashSet::new();
     loop {
         let window = prefetch_candidates(&after, segment_size, opts);
+        spooled.retain(|name| window.contains(name));
         // Anything spooled that is not wanted any more (older, or another timeline) goes.
         for e in fs::read_dir(&dir)
             .map_err(|e| Error::io("unable to list", &dir, e))?
@@ -132,9 +138,14 @@ pub async fn prefetch(
                 let _ = fs::remove_file(e.path());
             }
         }
+        for name in &window {
+            if dir.join(name).exists() {
+                spooled.insert(name.clone());
+            }
+        }
         let wanted: Vec<String> = window
             .iter()
-            .filter(|name| !dir.join(name).exists())
+            .filter(|name| !spooled.contains(*name) && !dir.join(name).exists())
             .cloned()
             .collect();
         if wanted.is_empty() {
@@ -144,15 +155,17 @@ pub async fn prefetch(
             tokio::time::sleep(Duration::from_millis(20)).await;
         } else {
             let missing = report.missing;
-            fetch_into(repo, wanted, &dir, opts, &mut report).await?;
+            fetch_into(repo, wanted.clone(), &dir, opts, &mut report).await?;
             if report.missing > missing {
                 // The end of the archive, for now: the next archive-get starts a worker again.
                 return Ok(report);
             }
+            spooled.extend(wanted);
             idle_since = Instant::now();
         }
         // Recovery has taken the spooled segments that are gone: the window moves past them.
-        if let Some(taken) = window.iter().rev().find(|name| !dir.join(name).exists()) {
+        let taken = |name: &&String| spooled.contains(*name) && !dir.join(name).exists();
+        if let Some(taken) = window.iter().rev().find(taken) {
             after = taken.clone();
         }
     }
