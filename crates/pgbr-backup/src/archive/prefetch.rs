@@ -134,18 +134,15 @@ pub async fn prefetch(
             .flatten()
         {
             let name = e.file_name().to_string_lossy().to_string();
-            if !window.contains(&name) {
+            if window.contains(&name) {
+                spooled.insert(name);
+            } else {
                 let _ = fs::remove_file(e.path());
-            }
-        }
-        for name in &window {
-            if dir.join(name).exists() {
-                spooled.insert(name.clone());
             }
         }
         let wanted: Vec<String> = window
             .iter()
-            .filter(|name| !spooled.contains(*name) && !dir.join(name).exists())
+            .filter(|name| !spooled.contains(*name))
             .cloned()
             .collect();
         if wanted.is_empty() {
