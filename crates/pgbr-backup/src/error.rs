@@ -100,6 +100,20 @@ pub enum Error {
     /// stanza that is not stopped.
     #[error("{0}")]
     Stopped(String),
+    /// A command over several repositories failed in some of them (`archive-push` to each,
+    /// `archive-get` from the first that answers): what it means, and each repository's error.
+    #[error("{summary}: {}", each_failure(failures))]
+    InRepositories {
+        /// What the failures mean for the command as a whole.
+        summary: String,
+        /// (repository, its error), in repository order; never empty.
+        failures: Vec<(String, Error)>,
+    },
+}
+
+fn each_failure(failures: &[(String, Error)]) -> String {
+    let each: Vec<String> = failures.iter().map(|(r, e)| format!("{r}: {e}")).collect();
+    each.join("; ")
 }
 
 impl Error {
@@ -179,6 +193,9 @@ impl Error {
             Error::Internal(_) => exit::INTERNAL,
             Error::Locked(_) => exit::LOCKED,
             Error::Stopped(_) => exit::STOPPED,
+            Error::InRepositories { failures, .. } => {
+                failures.first().map_or(exit::INTERNAL, |(_, e)| e.code())
+            }
         }
     }
 }

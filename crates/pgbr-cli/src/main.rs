@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use pgbr_backup::archive::client::{self as archive_client, AsyncPushed, Pushed};
-use pgbr_backup::archive::PushOutcome;
+use pgbr_backup::archive::client::{self as archive_client, PushNotice};
+use pgbr_backup::archive::GetOutcome;
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
 use pgbr_backup::stanza::{StanzaCreated, StanzaDeleted, StanzaUpgraded};
@@ -255,17 +255,10 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             Ok(exit::VERIFY_FAILED)
         }
         (Command::Version, _) => Ok(0),
-        // A WAL command given other arguments than it takes (clap counts them already).
-        (command, _) => Err(Error::Config(format!(
-            "{} takes {}",
-            command.name(),
-            match command {
-                Command::ArchivePush => "one argument, the WAL file's path (%p)",
-                Command::ArchiveGet =>
-                    "two arguments, the WAL file name (%f) and the destination (%p)",
-                Command::ArchivePushAsync => "one argument, the directory of the WAL files",
-                _ => "a WAL name and a segment size",
-            }
+        // clap gives each WAL command the arguments it takes.
+        (command, _) => Err(Error::Internal(format!(
+            "{} was given the wrong number of arguments",
+            command.name()
         ))),
     }
 }
@@ -360,76 +353,26 @@ fn log_backup(r: &backup_expire::BackupExpireReport) {
 
 /// `archive-push` of the WAL file `wal`.
 async fn archive_push(config: &Config, wal: &str) -> Result<u8, Error> {
-    let (report, repositories) = match archive_client::push(config, None, Path::new(wal)).await? {
-        Pushed::Async(AsyncPushed::Pushed) => return Ok(0),
-        Pushed::Async(AsyncPushed::Dropped(why)) => {
-            let name = Path::new(wal)
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy();
-            tracing::error!(
-                "{name} DROPPED, NOT ARCHIVED: {why}. The archive now has a gap: point-in-time recovery past it is impossible until the next backup. Find out why the repository is not keeping up."
-            );
-            return Ok(0);
-        }
-        Pushed::Direct {
-            report,
-            repositories,
-        } => (report, repositories),
-    };
-    for (repo, outcome) in &report.stored {
-        if *outcome == PushOutcome::AlreadyArchived {
-            tracing::warn!(
-                "{repo}: {wal} is already in the archive with the same contents; nothing written"
-            );
+    let pushed = archive_client::push(config, None, Path::new(wal)).await?;
+    for notice in pushed.verdict(Path::new(wal))? {
+        match notice {
+            PushNotice::Dropped { .. } => tracing::error!("{notice}"),
+            PushNotice::AlreadyArchived { .. } => tracing::warn!("{notice}"),
         }
     }
-    let Some((_, first)) = report.failed.first() else {
-        return Ok(0);
-    };
-    let code = first.exit_code_for(Command::ArchivePush);
-    if repositories == 1 {
-        // One repository: its error as it is.
-        if let Some((_, e)) = report.failed.into_iter().next() {
-            return Err(e);
-        }
-        return Ok(0);
-    }
-    // Several: name each repository that failed and fail, so PostgreSQL retries; repositories
-    // that already hold the file are not written again.
-    for (repo, e) in &report.failed {
-        eprintln!("pgbr: ERROR: {repo}: {e}");
-    }
-    for (repo, _) in &report.stored {
-        eprintln!("pgbr: INFO: {repo}: {wal} is archived");
-    }
-    Ok(code)
+    Ok(exit::SUCCESS)
 }
 
 /// `archive-get` of `name` into `dest`: from the first repository that holds it.
 async fn archive_get(config: &Config, name: &str, dest: &Path) -> Result<u8, Error> {
     let got = archive_client::get(config, None, name, dest).await?;
-    let failed = got.report.failed;
-    if got.report.found.is_some() {
-        return Ok(0);
-    }
-    if failed.is_empty() {
-        tracing::info!("{name} is not in the archive");
-        return Ok(exit::ARCHIVE_GET_NOT_FOUND);
-    }
-    if got.repositories == 1 {
-        if let Some((_, e)) = failed.into_iter().next() {
-            return Err(e);
+    match got.verdict(name)? {
+        GetOutcome::Found => Ok(exit::SUCCESS),
+        GetOutcome::NotFound => {
+            tracing::info!("{name} is not in the archive");
+            Ok(exit::ARCHIVE_GET_NOT_FOUND)
         }
-        return Ok(exit::ARCHIVE_GET_FAILED);
     }
-    for (repo, e) in &failed {
-        eprintln!("pgbr: ERROR: {repo}: {e}");
-    }
-    eprintln!(
-        "pgbr: ERROR: {name} is in no repository that answered, and a repository that failed may hold it"
-    );
-    Ok(exit::ARCHIVE_GET_FAILED)
 }
 
 /// `stop` and `start`: write or remove the stop file of `--stanza` (without it: every stanza).

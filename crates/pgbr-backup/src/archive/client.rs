@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::spool::{self, AsyncOptions, PushStatus};
 use super::{DrainReport, PrefetchReport};
-use super::{GetFirstReport, PushAllReport};
+use super::{GetFirstReport, GetOutcome, PushAllReport, PushOutcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::multi;
@@ -49,6 +49,88 @@ pub enum Pushed {
         /// How many repositories there are.
         repositories: usize,
     },
+}
+
+impl Pushed {
+    /// How `archive-push` of the WAL file `wal` ends: the notices to show when PostgreSQL may
+    /// take the file as archived; otherwise the error to fail with, so that PostgreSQL retries
+    /// (with one repository, its error as it is; with several, [`Error::InRepositories`] naming
+    /// each that failed: those that hold the file are not written again by the retry).
+    pub fn verdict(self, wal: &Path) -> Result<Vec<PushNotice>> {
+        let name = wal.file_name().unwrap_or_default().to_string_lossy();
+        let (report, repositories) = match self {
+            Pushed::Async(AsyncPushed::Pushed) => return Ok(Vec::new()),
+            Pushed::Async(AsyncPushed::Dropped(why)) => {
+                return Ok(vec![PushNotice::Dropped {
+                    wal: name.into_owned(),
+                    why,
+                }])
+            }
+            Pushed::Direct {
+                report,
+                repositories,
+            } => (report, repositories),
+        };
+        let held: Vec<&str> = report.stored.iter().map(|(r, _)| r.as_str()).collect();
+        if report.failed.is_empty() {
+            let notices = report
+                .stored
+                .iter()
+                .filter(|(_, o)| *o == PushOutcome::AlreadyArchived);
+            return Ok(notices
+                .map(|(repo, _)| PushNotice::AlreadyArchived {
+                    repo: repo.clone(),
+                    wal: name.to_string(),
+                })
+                .collect());
+        }
+        let mut failures = report.failed;
+        if repositories == 1 && failures.len() == 1 {
+            if let Some((_, e)) = failures.pop() {
+                return Err(e);
+            }
+        }
+        let summary = if held.is_empty() {
+            format!("{name} is not archived")
+        } else {
+            format!("{name} is archived in {} only", held.join(", "))
+        };
+        Err(Error::InRepositories { summary, failures })
+    }
+}
+
+/// What `archive-push` tells the user of a file PostgreSQL may take as archived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushNotice {
+    /// The repository already held the same file; nothing was written there.
+    AlreadyArchived {
+        /// The repository.
+        repo: String,
+        /// The WAL file's name.
+        wal: String,
+    },
+    /// Dropped by the push worker ([`AsyncPushed::Dropped`]): the archive has a gap.
+    Dropped {
+        /// The WAL file's name.
+        wal: String,
+        /// How much WAL waited.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for PushNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushNotice::AlreadyArchived { repo, wal } => write!(
+                f,
+                "{repo}: {wal} is already in the archive with the same contents; nothing written"
+            ),
+            PushNotice::Dropped { wal, why } => write!(
+                f,
+                "{wal} DROPPED, NOT ARCHIVED: {why}. The archive now has a gap: point-in-time recovery past it is impossible until the next backup. Find out why the repository is not keeping up."
+            ),
+        }
+    }
 }
 
 /// Fails when the stanza is stopped (`pgbr stop`): the WAL commands take no lock, but a stopped
@@ -142,6 +224,30 @@ pub struct Got {
     pub report: GetFirstReport,
     /// How many repositories there are.
     pub repositories: usize,
+}
+
+impl Got {
+    /// How `archive-get` of `wal_name` ends: found, or not in the archive (every repository
+    /// answered that it does not hold it); otherwise the error to fail with, so that recovery
+    /// stops rather than end early: a repository that could not answer may hold the file (with
+    /// one repository, its error as it is; with several, [`Error::InRepositories`]).
+    pub fn verdict(self, wal_name: &str) -> Result<GetOutcome> {
+        let mut failures = match self.report.outcome() {
+            Ok(outcome) => return Ok(outcome),
+            Err(_) => self.report.failed,
+        };
+        if self.repositories == 1 && failures.len() == 1 {
+            if let Some((_, e)) = failures.pop() {
+                return Err(e);
+            }
+        }
+        Err(Error::InRepositories {
+            summary: format!(
+                "{wal_name} is in no repository that answered, and a repository that failed may hold it"
+            ),
+            failures,
+        })
+    }
 }
 
 /// `archive-get` of `wal_name` (PostgreSQL's `%f`) into `dest` (`%p`): from the spool when the

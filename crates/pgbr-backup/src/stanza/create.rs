@@ -4,7 +4,7 @@ use pgbr_crypto::{CipherType, DataKey, WrappedKey};
 use pgbr_manifest::{ArchiveInfo, BackupInfo, CipherInfo, DbHistory};
 use pgbr_storage::Storage;
 
-use super::{first_object_under, only_one_info, save_info_files, ClusterAndInfo};
+use super::{first_object_under, only_one_info, save_info_files, ClusterAndInfo, Write};
 use crate::config::{PgOptions, RepoOptions};
 use crate::error::{Error, Result};
 use crate::layout;
@@ -85,7 +85,16 @@ async fn create_claimed(
                 cipher: cipher.clone(),
             };
             let backup = empty_backup_info(&archive);
-            save_info_files(&storage, stanza, &archive, &backup, false).await?;
+            save_info_files(
+                &storage,
+                stanza,
+                (&archive, Write::Replace),
+                (&backup, Write::Replace),
+                || {
+                    crate::failpoints::crash_point!("stanza-create::after-archive-info");
+                },
+            )
+            .await?;
             Ok(StanzaCreated::Created { db: wanted })
         }
         (None, Some(_)) => Err(only_one_info(&name, stanza)),
@@ -120,7 +129,14 @@ async fn finish_existing(
             empty_backup_info(&archive)
         }
     };
-    save_info_files(storage, stanza, &archive, &backup, true).await
+    save_info_files(
+        storage,
+        stanza,
+        (&archive, Write::Heal),
+        (&backup, Write::Heal),
+        || {},
+    )
+    .await
 }
 
 /// The cluster an existing stanza records, checked against the running one (`wanted`) and the

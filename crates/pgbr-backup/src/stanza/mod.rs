@@ -104,29 +104,35 @@ async fn first_object_under(storage: &Storage, dir: &str) -> Result<Option<Objec
         .find(|o| !crate::claim::is_claim_name(o.path.rsplit('/').next().unwrap_or_default())))
 }
 
-/// Writes both info files of a stanza, `archive.info` first. With `heal`, a file (and its copy)
-/// that already holds these bytes is left as it is.
+/// How [`save_info_files`] writes one info file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Replaces the file and its copy.
+    Replace,
+    /// Leaves the file and its copy as they are when both hold these bytes, else writes them
+    /// again ([`heal_twice`]).
+    Heal,
+}
+
+/// Writes both info files of a stanza, `archive.info` first, each as `how` says;
+/// `between_files` runs between the two (a test's crash point).
 async fn save_info_files(
     storage: &Storage,
     stanza: &str,
-    archive: &ArchiveInfo,
-    backup: &BackupInfo,
-    heal: bool,
+    (archive, archive_how): (&ArchiveInfo, Write),
+    (backup, backup_how): (&BackupInfo, Write),
+    between_files: impl FnOnce(),
 ) -> Result<()> {
     let err = manifest_err("info file");
     let archive_bytes = archive.to_bytes().map_err(&err)?;
     let backup_bytes = backup.to_bytes().map_err(&err)?;
-    if heal {
-        heal_twice(storage, &layout::archive_info(stanza), archive_bytes).await?;
-    } else {
-        save_twice(storage, &layout::archive_info(stanza), archive_bytes).await?;
-    }
-    if !heal {
-        crate::failpoints::crash_point!("stanza-create::after-archive-info");
-    }
-    if heal {
-        heal_twice(storage, &layout::backup_info(stanza), backup_bytes).await
-    } else {
-        save_twice(storage, &layout::backup_info(stanza), backup_bytes).await
-    }
+    let write = |key: String, bytes: Vec<u8>, how: Write| async move {
+        match how {
+            Write::Replace => save_twice(storage, &key, bytes).await,
+            Write::Heal => heal_twice(storage, &key, bytes).await,
+        }
+    };
+    write(layout::archive_info(stanza), archive_bytes, archive_how).await?;
+    between_files();
+    write(layout::backup_info(stanza), backup_bytes, backup_how).await
 }

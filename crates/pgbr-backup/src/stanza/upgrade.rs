@@ -2,13 +2,12 @@
 
 use std::path::Path;
 
-use pgbr_manifest::{ArchiveInfo, DbHistory};
+use pgbr_manifest::DbHistory;
 
-use super::{heal_twice, manifest_err, ClusterAndInfo};
+use super::{save_info_files, ClusterAndInfo, Write};
 use crate::config::{PgOptions, RepoOptions};
 use crate::error::{Error, Result};
-use crate::layout;
-use crate::repo::{self, save_twice, with_stanza_claimed};
+use crate::repo::{self, with_stanza_claimed};
 
 /// What `stanza-upgrade` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,22 +73,10 @@ async fn upgrade_claimed(
     };
     let archive_current = archive.current_db().cloned().ok_or_else(lists_nothing)?;
     let backup_current = backup.current_db().cloned().ok_or_else(lists_nothing)?;
-    let archive_bytes = |a: &ArchiveInfo| {
-        a.to_bytes()
-            .map_err(manifest_err(&format!("{name}: archive.info")))
-    };
     if same(&archive_current) && same(&backup_current) {
         // A copy an interrupted upgrade left stale is written again.
-        heal_twice(
-            &storage,
-            &layout::archive_info(stanza),
-            archive_bytes(&archive)?,
-        )
-        .await?;
-        let bytes = backup
-            .to_bytes()
-            .map_err(manifest_err(&format!("{name}: backup.info")))?;
-        heal_twice(&storage, &layout::backup_info(stanza), bytes).await?;
+        let (archive, backup) = ((&archive, Write::Heal), (&backup, Write::Heal));
+        save_info_files(&storage, stanza, archive, backup, || {}).await?;
         return Ok(StanzaUpgraded::AlreadyUpToDate {
             db: archive_current,
         });
@@ -119,30 +106,27 @@ async fn upgrade_claimed(
         system_id,
         pg_version,
     };
-    if !same(&archive_current) {
-        archive.db_history.push(to.clone());
-        save_twice(
-            &storage,
-            &layout::archive_info(stanza),
-            archive_bytes(&archive)?,
-        )
-        .await?;
-    } else {
-        heal_twice(
-            &storage,
-            &layout::archive_info(stanza),
-            archive_bytes(&archive)?,
-        )
-        .await?;
-    }
-    crate::failpoints::crash_point!("stanza-upgrade::after-archive-info");
-    if !same(&backup_current) {
-        backup.db_history.push(to.clone());
-        let bytes = backup
-            .to_bytes()
-            .map_err(manifest_err(&format!("{name}: backup.info")))?;
-        save_twice(&storage, &layout::backup_info(stanza), bytes).await?;
-    }
+    // Each file gains the new entry unless it has it already, in which case it is healed.
+    let add_to = |history: &mut Vec<DbHistory>, current: &DbHistory| {
+        if same(current) {
+            Write::Heal
+        } else {
+            history.push(to.clone());
+            Write::Replace
+        }
+    };
+    let archive_how = add_to(&mut archive.db_history, &archive_current);
+    let backup_how = add_to(&mut backup.db_history, &backup_current);
+    save_info_files(
+        &storage,
+        stanza,
+        (&archive, archive_how),
+        (&backup, backup_how),
+        || {
+            crate::failpoints::crash_point!("stanza-upgrade::after-archive-info");
+        },
+    )
+    .await?;
     Ok(StanzaUpgraded::Upgraded { from, to })
 }
 
