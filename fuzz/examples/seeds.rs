@@ -80,6 +80,7 @@ fn incremental_manifest() -> Manifest {
                 offset: 1800,
                 length: 900,
             }),
+            chain: None,
         })
         .collect();
     let entry = |name: &str, size: u64| FileEntry {

@@ -31,6 +31,16 @@ pub(crate) async fn connect_stanza_cluster(
 ) -> Result<(PgSession, ControlFile, DbHistory)> {
     let db = repo.current_db()?.clone();
     let (session, ident, control) = crate::pg::connect_checked(pg).await?;
+    if ident.in_recovery {
+        session.close().await;
+        return Err(Error::Config(format!(
+            "the server in {} ({}, port {}) is a standby: backup and check need the primary there; to copy the files from a standby, set {} to the primary and pg2-path/pg2-port to the standby, and pass --backup-standby",
+            pg.option("path"),
+            pg.path.display(),
+            pg.port,
+            pg.option("path")
+        )));
+    }
     if ident.system_id != db.system_id || ident.major() != db.pg_version {
         return Err(Error::ClusterMismatch(format!(
             "the cluster in {} (system {}, PostgreSQL {}) is not the one stanza '{}' was created for (system {}, PostgreSQL {})",

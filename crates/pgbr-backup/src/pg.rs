@@ -28,6 +28,8 @@ pub(crate) struct ServerIdentity {
     pub system_id: u64,
     pub version_num: u32,
     pub data_directory: PathBuf,
+    /// The server is a standby (in recovery).
+    pub in_recovery: bool,
 }
 
 impl ServerIdentity {
@@ -41,6 +43,18 @@ pub(crate) struct BackupStop {
     pub lsn: Lsn,
     pub label_file: String,
     pub tablespace_map: Option<String>,
+}
+
+/// One row of a WAL summary: a block of a relation fork modified, or (`is_limit`) the fork cut
+/// to `block` blocks (a truncation; 0 when created or dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SummarizedBlock {
+    pub tablespace: u32,
+    pub database: u32,
+    pub relfilenode: u32,
+    pub fork: u8,
+    pub block: u32,
+    pub is_limit: bool,
 }
 
 /// A tablespace as the catalog lists it.
@@ -112,7 +126,8 @@ impl PgSession {
             .client
             .query_one(
                 "select (select system_identifier from pg_control_system())::text, \
-                 current_setting('server_version_num')::int4, current_setting('data_directory')",
+                 current_setting('server_version_num')::int4, current_setting('data_directory'), \
+                 pg_is_in_recovery()",
                 &[],
             )
             .await
@@ -127,6 +142,7 @@ impl PgSession {
             })?,
             version_num: version as u32,
             data_directory: PathBuf::from(dir),
+            in_recovery: row.get(3),
         })
     }
 
@@ -323,6 +339,94 @@ impl PgSession {
             .map(|r| Tablespace {
                 oid: r.get::<_, i64>(0) as u32,
                 name: r.get(1),
+            })
+            .collect())
+    }
+
+    /// The server's major version (12, ..., 18).
+    pub fn major(&self) -> u32 {
+        self.major
+    }
+
+    /// How far the WAL summarizer has summarized (PostgreSQL 17+): its timeline and LSN; `None`
+    /// when it does not run.
+    pub async fn summarized_to(&self) -> Result<Option<(u32, Lsn)>> {
+        let row = self
+            .client
+            .query_one(
+                "select summarized_tli::int8, summarized_lsn::text, summarizer_pid is not null \
+                 from pg_get_wal_summarizer_state()",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("unable to read the WAL summarizer's state", e))?;
+        let running: bool = row.get(2);
+        let tli: i64 = row.get(0);
+        let lsn: String = row.get(1);
+        Ok(running.then_some((tli as u32, parse_lsn(&lsn)?)))
+    }
+
+    /// The server's page size and the blocks of one relation segment file (compile-time sizes
+    /// of the server: 8 KiB and 131072 unless built otherwise).
+    pub async fn relation_layout(&self) -> Result<(u64, u64)> {
+        let row = self
+            .client
+            .query_one(
+                "select current_setting('block_size')::int8, \
+                 (select setting::int8 from pg_settings where name = 'segment_size')",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("unable to read the server's block and segment sizes", e))?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    /// The WAL summaries of timeline `tli` (PostgreSQL 17+): each one's start and end LSN,
+    /// ordered by start.
+    pub async fn wal_summaries(&self, tli: u32) -> Result<Vec<(Lsn, Lsn)>> {
+        let rows = self
+            .client
+            .query(
+                "select start_lsn::text, end_lsn::text from pg_available_wal_summaries() \
+                 where tli = $1",
+                &[&i64::from(tli)],
+            )
+            .await
+            .map_err(|e| self.fail("unable to list the WAL summaries", e))?;
+        let mut summaries = rows
+            .iter()
+            .map(|r| Ok((parse_lsn(r.get(0))?, parse_lsn(r.get(1))?)))
+            .collect::<Result<Vec<_>>>()?;
+        summaries.sort_unstable();
+        Ok(summaries)
+    }
+
+    /// What the WAL summary of timeline `tli` from `start` to `end` records: per relation fork,
+    /// the blocks modified and the limit blocks (truncation, creation, drop).
+    pub async fn wal_summary_contents(
+        &self,
+        tli: u32,
+        (start, end): (Lsn, Lsn),
+    ) -> Result<Vec<SummarizedBlock>> {
+        let rows = self
+            .client
+            .query(
+                "select reltablespace::int8, reldatabase::int8, relfilenode::int8, \
+                 relforknumber::int4, relblocknumber::int8, is_limit_block \
+                 from pg_wal_summary_contents($1, $2::text::pg_lsn, $3::text::pg_lsn)",
+                &[&i64::from(tli), &start.to_string(), &end.to_string()],
+            )
+            .await
+            .map_err(|e| self.fail("unable to read a WAL summary", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| SummarizedBlock {
+                tablespace: r.get::<_, i64>(0) as u32,
+                database: r.get::<_, i64>(1) as u32,
+                relfilenode: r.get::<_, i64>(2) as u32,
+                fork: r.get::<_, i32>(3) as u8,
+                block: r.get::<_, i64>(4) as u32,
+                is_limit: r.get(5),
             })
             .collect())
     }

@@ -343,11 +343,12 @@ fn log_backup(r: &backup_expire::BackupExpireReport) {
         );
     }
     tracing::info!(
-        "backup {} complete: {} files, {} bytes, {} stored",
+        "backup {} complete: {} files, {} bytes, {} stored, {} read",
         b.label,
         b.file_count,
         b.size_original,
-        b.size_stored
+        b.size_stored,
+        b.bytes_read
     );
 }
 

@@ -87,6 +87,34 @@ fn backup_from_standby_restores_to_the_primary_data() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pg2-path"));
 
+    // pg1 naming the standby (no --backup-standby): backup and check say so, changing nothing.
+    let swapped = scratch.write_config(
+        "swapped.conf",
+        &std::fs::read_to_string(&bare)
+            .expect("conf")
+            .replace(
+                &primary.data.display().to_string(),
+                &standby_dir.display().to_string(),
+            )
+            .replace(
+                &format!("pg1-port={}", primary.port),
+                &format!("pg1-port={standby_port}"),
+            )
+            .replace(
+                &primary.socket_dir.display().to_string(),
+                &standby.socket_dir.display().to_string(),
+            ),
+    );
+    for command in ["backup", "check"] {
+        let out = scratch.pgbr(&swapped, &["--stanza=main", command]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains("is a standby") && err.contains("--backup-standby"),
+            "{command}: {err}"
+        );
+    }
+
     let dir = scratch.mkdir("restored");
     scratch.pgbr_ok(
         &conf,

@@ -93,6 +93,7 @@ mod tests {
                 offset: 0,
                 length: 1,
                 base: None,
+                chain: None,
             })
             .collect();
         let new: Vec<BlockHash> = [b"a", b"x", b"c", b"d"]

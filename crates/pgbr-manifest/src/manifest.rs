@@ -193,6 +193,11 @@ pub struct BlockRef {
     /// another stored block, an earlier version of this one (see
     /// `pgbr_storage::DeltaCoder`); restoring the block needs both.
     pub base: Option<BlockBase>,
+    /// The block's BLAKE3 chaining value ([`crate::block_chain_value`]), kept by backups of a
+    /// cluster that summarizes its WAL: a later backup that knows from the summaries that the
+    /// block did not change computes the file's checksum without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::ChainValue>,
 }
 
 /// Where the base of a delta-coded block is stored: a whole (not delta-coded) block of an
@@ -338,6 +343,7 @@ fn estimated_size(f: &FileEntry) -> usize {
                         + b.base.as_ref().map_or(12, |base| {
                             45 + base.reference.len() + digits(base.offset) + digits(base.length)
                         })
+                        + b.chain.map_or(0, |_| 76)
                 })
                 .sum::<usize>()
     });

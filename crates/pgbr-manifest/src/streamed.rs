@@ -409,6 +409,7 @@ mod tests {
                     offset: i * 100,
                     length: 100,
                     base: None,
+                    chain: None,
                 })
                 .collect(),
         };

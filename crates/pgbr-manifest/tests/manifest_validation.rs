@@ -91,6 +91,7 @@ fn valid_manifest_round_trips() {
                 offset: 0,
                 length: 5,
                 base: None,
+                chain: None,
             },
             BlockRef {
                 hash: block_hash(b"c"),
@@ -102,6 +103,7 @@ fn valid_manifest_round_trips() {
                     offset: 5,
                     length: 7,
                 }),
+                chain: None,
             },
         ],
     });
@@ -509,6 +511,7 @@ fn large_manifest_round_trips() {
                             offset: b * 1000,
                             length: 1000,
                             base: None,
+                            chain: None,
                         })
                         .collect(),
                 });
@@ -593,4 +596,37 @@ fn file_index_finds_what_position_finds() {
         assert!(index.position(&m, "pg_data", "base/1/2").is_some());
         assert!(index.position(&m, "pg_data", "base/1/4").is_none());
     }
+}
+
+/// A block map whose blocks all keep chaining values must make the file's checksum with them:
+/// a later backup builds checksums from them without reading the blocks.
+#[test]
+fn chaining_values_must_make_the_files_checksum() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let blocks: Vec<BlockRef> = data
+        .chunks(4096)
+        .enumerate()
+        .map(|(i, b)| BlockRef {
+            hash: block_hash(b),
+            reference: None,
+            offset: i as u64 * 10,
+            length: 10,
+            base: None,
+            chain: block_chain_value(b, i as u64, 4096),
+        })
+        .collect();
+    let mut m = manifest();
+    let mut f = file("pg_data", "base/1/16384");
+    f.size = data.len() as u64;
+    f.checksum = sum(&data);
+    f.block_map = Some(BlockMapRef {
+        block_size: 4096,
+        blocks,
+    });
+    m.files = vec![f];
+    assert!(reload(&m).is_ok());
+    let map = m.files[0].block_map.as_mut().expect("map");
+    map.blocks[1].chain = map.blocks[0].chain;
+    let err = reload(&m).expect_err("a wrong chaining value");
+    assert!(err.to_string().contains("chaining values"), "{err}");
 }

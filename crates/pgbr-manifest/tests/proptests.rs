@@ -105,7 +105,8 @@ fn file_strategy(targets: Vec<String>, refs: Vec<String>) -> impl Strategy<Value
                         let blocks = blocks
                             .into_iter()
                             .take(nblocks as usize)
-                            .map(|(hash, reference, offset, length, base)| BlockRef {
+                            .enumerate()
+                            .map(|(i, (hash, reference, offset, length, base))| BlockRef {
                                 hash: hash.parse().expect("32 lowercase hex digits"),
                                 reference: reference.map(Into::into),
                                 offset,
@@ -118,6 +119,11 @@ fn file_strategy(targets: Vec<String>, refs: Vec<String>) -> impl Strategy<Value
                                     }),
                                     (None, ..) => None,
                                 },
+                                // Some blocks keep a chaining value, as a cluster summarizing
+                                // its WAL has them (never all: they would have to make the
+                                // file's checksum).
+                                chain: (i > 0 && offset % 3 == 0)
+                                    .then_some(ChainValue([length as u8; 32])),
                             })
                             .collect();
                         (
@@ -556,7 +562,7 @@ proptest! {
         new_len in 0usize..50,
     ) {
         let prior: Vec<BlockRef> = (0..prior_len)
-            .map(|i| BlockRef { hash: block_hash(format!("p{i}").as_bytes()), reference: None, offset: i as u64, length: 1, base: None })
+            .map(|i| BlockRef { hash: block_hash(format!("p{i}").as_bytes()), reference: None, offset: i as u64, length: 1, base: None, chain: None })
             .collect();
         let new: Vec<BlockHash> = (0..new_len)
             .map(|i| {

@@ -38,6 +38,8 @@ pub(super) struct Copied {
     pub stored: Vec<FileEntry>,
     /// Entries of files found unchanged by checksum (`--delta`): references to earlier backups.
     pub referenced: Vec<FileEntry>,
+    /// Bytes read from the cluster's files.
+    pub read: u64,
 }
 
 /// What this backup stored so far: the progress record's entries.
@@ -49,14 +51,14 @@ pub(super) async fn copy(
     repo: &Repository,
     label: &str,
     opts: &BackupOptions,
-    codec: &Codec,
+    storer: Storer,
     skeleton: Manifest,
     work: Vec<Work>,
     progress: Arc<dyn Progress>,
 ) -> Result<Copied> {
     let done: Done = Arc::default();
     let (stop_snapshots, snapshots) = record_progress(repo, label, skeleton, Arc::clone(&done));
-    let storer = storer(repo, label, opts, codec);
+    let read = Arc::clone(&storer.read);
     let worker_done = Arc::clone(&done);
     let copied = pipeline::run_parallel(work, opts.process_max, move |w: Work| {
         crate::failpoints::crash_point!("backup::copy-file");
@@ -98,6 +100,7 @@ pub(super) async fn copy(
         )));
     }
     Ok(Copied {
+        read: read.load(std::sync::atomic::Ordering::Relaxed),
         stored,
         referenced: results
             .into_iter()
@@ -106,8 +109,15 @@ pub(super) async fn copy(
     })
 }
 
-/// Where and how the workers store the files of backup `label`.
-fn storer(repo: &Repository, label: &str, opts: &BackupOptions, codec: &Codec) -> Storer {
+/// Where and how the workers store the files of backup `label`; `record_chain`: block maps keep
+/// each block's chaining value.
+pub(super) fn storer(
+    repo: &Repository,
+    label: &str,
+    opts: &BackupOptions,
+    codec: &Codec,
+    record_chain: bool,
+) -> Storer {
     // Codecs of the earlier backups whose blocks can be delta bases, from backup.info.
     let base_codecs: BTreeMap<String, Codec> = repo
         .compress_types()
@@ -130,6 +140,8 @@ fn storer(repo: &Repository, label: &str, opts: &BackupOptions, codec: &Codec) -
         base_codecs,
         handle: tokio::runtime::Handle::current(),
         busy: pipeline::Busy::new(opts.process_max),
+        record_chain,
+        read: Arc::default(),
     }
 }
 

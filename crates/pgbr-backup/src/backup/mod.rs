@@ -17,6 +17,7 @@ mod resume;
 mod start;
 mod stop;
 mod store;
+mod summaries;
 mod walk;
 
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct BackupReport {
     pub removed_incomplete: Vec<String>,
     /// When this backup resumed an interrupted one: how many of its stored files were reused.
     pub resumed_files: Option<u64>,
+    /// Bytes read from the cluster's files (PostgreSQL 17+ with `summarize_wal`: an
+    /// incremental reads only the blocks the WAL summaries say changed).
+    pub bytes_read: u64,
 }
 
 /// Takes a backup of the cluster `pg` describes into `repo`.
@@ -97,9 +101,25 @@ async fn run_claimed(
     }
     let started = start::start(&session, pg, opts, &plan, &db, &control, &*progress).await?;
 
+    let from_standby = opts.standby.is_some();
+    let summary_use = summaries::load(
+        &session,
+        &started,
+        plan.prior.as_ref(),
+        from_standby,
+        opts.archive_timeout,
+        &*progress,
+    )
+    .await?;
+
     let primary_root = started.primary_root(pg).map(Arc::from);
-    let mut planner =
-        planner::Planner::new(plan.prior.take(), plan.resumed.as_ref(), opts, primary_root);
+    let mut planner = planner::Planner::new(
+        plan.prior.take(),
+        plan.resumed.as_ref(),
+        summary_use.summaries,
+        opts,
+        primary_root,
+    );
     let listing = walk::walk_cluster(
         &pg.path,
         &started.source.path,
@@ -117,11 +137,12 @@ async fn run_claimed(
     let skeleton = commit::skeleton(meta.clone(), &listing);
     repo.save_inprogress(&plan.label, &skeleton).await?;
     crate::failpoints::crash_point!("backup::after-inprogress");
+    let storer = copy::storer(repo, &plan.label, opts, &codec, summary_use.record);
     let copy = copy::copy(
         repo,
         &plan.label,
         opts,
-        &codec,
+        storer,
         skeleton,
         work,
         progress.clone(),
@@ -137,6 +158,7 @@ async fn run_claimed(
         .resumed
         .as_ref()
         .map(|r| resume::files_reused(r, &copied.stored));
+    let bytes_read = copied.read;
     let mut files = join(kept, copied);
     crate::failpoints::crash_point!("backup::after-files");
 
@@ -172,6 +194,7 @@ async fn run_claimed(
         wal_stop: manifest.backup.wal_stop,
         removed_incomplete: plan.removed_incomplete,
         resumed_files: reused,
+        bytes_read,
     })
 }
 
@@ -181,6 +204,7 @@ fn join(kept: Vec<FileEntry>, copied: copy::Copied) -> Vec<FileEntry> {
     let copy::Copied {
         mut stored,
         referenced,
+        ..
     } = copied;
     let mut files = kept;
     // The longer list takes the other in: no second buffer as long as both.

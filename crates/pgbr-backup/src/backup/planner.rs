@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use pgbr_manifest::{CompactString, FileEntry, FileIndex, Manifest};
 
+use super::summaries::WalSummaries;
 use crate::config::BackupOptions;
-use crate::pipeline::{self, PageCheckSpec};
+use crate::pipeline::{self, ChangedBlocks, PageCheckSpec};
 
 /// One file to copy.
 pub(super) struct Job {
@@ -25,6 +26,9 @@ pub(super) struct Job {
     /// The same file in the prior backup, references resolved (incremental backups). Boxed:
     /// most jobs have none, and a cluster of many files holds every job at once.
     pub prior: Option<Box<FileEntry>>,
+    /// Of a file stored as blocks: the blocks the WAL summaries say may have changed since the
+    /// prior backup (the others are not read).
+    pub changes: Option<Box<ChangedBlocks>>,
 }
 
 impl Job {
@@ -80,6 +84,8 @@ pub(super) struct Planner<'a> {
     /// Backup from a standby: the primary's data directory, where the files at the top of the
     /// data directory (configuration, which is not replicated) are read.
     primary_root: Option<Arc<Path>>,
+    /// The WAL summaries an incremental reads by.
+    summaries: Option<WalSummaries>,
     work: Vec<Work>,
     bundled: Vec<Job>,
     /// Files of the resumed attempt's bundles to check, by bundle id.
@@ -87,11 +93,12 @@ pub(super) struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    /// A planner for a backup on `prior`, resuming `resumed` if any. `primary_root`: backing up
-    /// from a standby, the primary's data directory.
+    /// A planner for a backup on `prior`, resuming `resumed` if any, reading by `summaries` if
+    /// any. `primary_root`: backing up from a standby, the primary's data directory.
     pub fn new(
         prior: Option<Manifest>,
         resumed: Option<&'a Manifest>,
+        summaries: Option<WalSummaries>,
         opts: &BackupOptions,
         primary_root: Option<Arc<Path>>,
     ) -> Self {
@@ -105,6 +112,7 @@ impl<'a> Planner<'a> {
             delta: opts.delta,
             bundle_limit: opts.bundle.map(|b| b.limit),
             primary_root,
+            summaries,
             work: Vec::new(),
             bundled: Vec::new(),
             reused_bundles: BTreeMap::new(),
@@ -171,6 +179,11 @@ impl<'a> Planner<'a> {
             .and_then(|p| p.block_map.as_ref())
             .is_some_and(|b| b.block_size as usize == pipeline::BLOCK_SIZE);
         if job.size >= pipeline::BLOCK_THRESHOLD || prior_blocks {
+            if let (true, Some(summaries)) = (prior_blocks, &self.summaries) {
+                job.changes = summaries
+                    .changed_blocks(&job.target, &job.name, job.size)
+                    .map(Box::new);
+            }
             self.work.push(Work::Blocks(job));
         } else if self.bundle_limit.is_some_and(|limit| job.size < limit) {
             self.bundled.push(job);

@@ -3,6 +3,8 @@
 //! what an interrupted attempt stored and keep it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use pgbr_manifest::{BlockMapRef, Checksum, CompactString, FileEntry};
 
@@ -28,6 +30,10 @@ pub(super) struct Storer {
     pub handle: tokio::runtime::Handle,
     /// Which of the `process-max` workers are busy: with one idle, a file may use two cores.
     pub busy: pipeline::Busy,
+    /// Block maps keep each block's chaining value (the cluster summarizes its WAL).
+    pub record_chain: bool,
+    /// Bytes read from the cluster's files so far.
+    pub read: Arc<AtomicU64>,
 }
 
 /// The manifest entry of `job`, stored by this backup.
@@ -169,6 +175,7 @@ impl Storer {
     /// Stores a file as one object (or, with `--delta`, references the prior backup's copy when
     /// the checksums agree).
     fn store_whole(&self, job: Job) -> Result<Vec<FileEntry>> {
+        self.read.fetch_add(job.size, Ordering::Relaxed);
         if self.delta {
             // Same checksum as the prior backup's copy: reference it instead of storing.
             if let Some(p) = &job.prior {
@@ -242,9 +249,15 @@ impl Storer {
             (map.block_size as usize == pipeline::BLOCK_SIZE).then_some(pipeline::Prior {
                 blocks: map.blocks.as_slice(),
                 label,
+                size: p.size,
                 bases: bases_known.then_some(reader),
             })
         });
+        let chain = match (&job.changes, self.record_chain) {
+            (Some(changes), _) => pipeline::Chain::Skip(changes),
+            (None, true) => pipeline::Chain::Record,
+            (None, false) => pipeline::Chain::Off,
+        };
         let stored = pipeline::store_blocks(
             &job.source(),
             storage,
@@ -252,11 +265,13 @@ impl Storer {
             codec,
             job.pages,
             prior,
+            chain,
             &|| self.busy.spare_core(),
             handle,
         )?;
         Ok(stored
             .map(|s| {
+                self.read.fetch_add(s.read, Ordering::Relaxed);
                 let mut e = entry(&job, s.size, s.checksum, s.stored_size, s.page_errors);
                 e.block_map = Some(BlockMapRef {
                     block_size: pipeline::BLOCK_SIZE as u32,
@@ -271,6 +286,8 @@ impl Storer {
     /// Packs small files into bundle `id`.
     fn store_bundle(&self, id: u64, jobs: Vec<Job>) -> Result<Vec<FileEntry>> {
         let object = layout::bundle(&self.dir, id);
+        let sizes: u64 = jobs.iter().map(|j| j.size).sum();
+        self.read.fetch_add(sizes, Ordering::Relaxed);
         let sources: Vec<_> = jobs.iter().map(|j| (j.source(), j.pages)).collect();
         let stored = pipeline::store_bundle(
             &sources,

@@ -161,6 +161,7 @@ impl Collector<'_, '_> {
                     mode: e.mode,
                     pages,
                     prior: None,
+                    changes: None,
                 })
             }
         }

@@ -26,8 +26,8 @@ mod whole;
 mod workers;
 
 pub(crate) use blocks::{
-    check_blocks, fetch_blocks, own_blocks, store_blocks, BaseReader, Prior, BLOCK_SIZE,
-    BLOCK_THRESHOLD,
+    check_blocks, fetch_blocks, own_blocks, store_blocks, BaseReader, Chain, ChangedBlocks, Prior,
+    BLOCK_SIZE, BLOCK_THRESHOLD,
 };
 pub(crate) use bundle::{fetch_range, read_bundle_pieces, store_bundle};
 pub(crate) use codec::{decode_object, open_piece, Codec, DecodeError, Decoded};

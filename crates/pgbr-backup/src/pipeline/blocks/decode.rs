@@ -145,6 +145,7 @@ mod tests {
             offset: 0,
             length,
             base: None,
+            chain: None,
         };
         let small: Vec<BlockRef> = (0..300).map(|_| block(10)).collect();
         assert_eq!(windows_of(&small), [0..128, 128..256, 256..300]);

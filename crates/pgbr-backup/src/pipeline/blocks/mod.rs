@@ -6,7 +6,7 @@
 //! [`decode`] decodes them a window at a time (and checks them), and [`fetch`] restores a file
 //! from them.
 
-use pgbr_manifest::{block_hash, BlockRef, Checksum};
+use pgbr_manifest::{block_chain_value, block_hash, BlockRef, Checksum};
 
 use super::Codec;
 use crate::error::{Error, Result};
@@ -28,6 +28,36 @@ pub(crate) const BLOCK_SIZE: usize = 64 * 1024;
 /// Files at least this large are stored as blocks.
 pub(crate) const BLOCK_THRESHOLD: u64 = 1024 * 1024;
 
+/// The blocks of a file that may have changed since the prior backup, from PostgreSQL's WAL
+/// summaries; every other block is the prior backup's copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ChangedBlocks {
+    /// Block numbers, sorted.
+    pub blocks: Vec<u32>,
+    /// This block and every one after it (the file was cut there, or created).
+    pub from: Option<u32>,
+}
+
+impl ChangedBlocks {
+    /// Whether block `index` may differ from the prior backup's copy.
+    pub fn may_have_changed(&self, index: usize) -> bool {
+        self.from.is_some_and(|from| index >= from as usize)
+            || u32::try_from(index).map_or(true, |i| self.blocks.binary_search(&i).is_ok())
+    }
+}
+
+/// How a block-mapped file's blocks use BLAKE3 chaining values (`pgbr_manifest::chain`).
+#[derive(Clone, Copy)]
+pub(crate) enum Chain<'a> {
+    /// None kept: the file's checksum hashes its bytes.
+    Off,
+    /// Each block's chaining value is kept, and the file's checksum is made from them.
+    Record,
+    /// As `Record`, and the blocks not in these changes are not read: their entries (chaining
+    /// value included) are the prior backup's.
+    Skip(&'a ChangedBlocks),
+}
+
 /// What storing one block-mapped file produced.
 pub(crate) struct StoredBlocks {
     pub size: u64,
@@ -35,6 +65,8 @@ pub(crate) struct StoredBlocks {
     pub stored_size: u64,
     pub blocks: Vec<BlockRef>,
     pub page_errors: Vec<u32>,
+    /// Bytes read from the file.
+    pub read: u64,
 }
 
 /// The prior backup's copy of a file stored as blocks, for an incremental store of it.
@@ -43,6 +75,8 @@ pub(crate) struct Prior<'a> {
     pub blocks: &'a [BlockRef],
     /// Label of the prior backup (blocks with no reference are in it).
     pub label: &'a str,
+    /// The file's size in the prior backup.
+    pub size: u64,
     /// Where earlier versions of changed blocks can be read as delta bases; `None` stores
     /// changed blocks whole.
     pub bases: Option<BaseReader<'a>>,
@@ -67,18 +101,26 @@ pub(crate) fn own_blocks(map: &pgbr_manifest::BlockMapRef) -> (Vec<usize>, Vec<B
         .unzip()
 }
 
-/// That `plain`, block number `number` of its file, matches `block`'s hash.
+/// That `plain`, block number `number` of its file, matches `block`'s hash, and its chaining
+/// value when the block map keeps one (a later backup that does not read the block builds the
+/// file's checksum from it).
 pub(super) fn check_block_hash(
     block: &BlockRef,
     plain: &[u8],
     number: usize,
     object_of: &(dyn Fn(Option<&str>) -> String + Sync),
 ) -> Result<()> {
-    if block_hash(plain) == block.hash {
+    let what = if block_hash(plain) != block.hash {
+        "its hash; the stored data is damaged"
+    } else if block.chain.is_some_and(|chain| {
+        block_chain_value(plain, number as u64, BLOCK_SIZE as u64) != Some(chain)
+    }) {
+        "its chaining value; the block map is damaged"
+    } else {
         return Ok(());
-    }
+    };
     Err(Error::Corrupt(format!(
-        "{}: block {number} does not match its hash; the stored data is damaged",
+        "{}: block {number} does not match {what}",
         object_of(block.reference.as_deref())
     )))
 }

@@ -45,11 +45,13 @@ fn store_and_rebuild(
         prior.map(|(blocks, label)| Prior {
             blocks,
             label,
+            size: u64::MAX,
             bases: deltas.then_some(BaseReader {
                 object_of: &object_of,
                 codec_of: &codec_of,
             }),
         }),
+        Chain::Off,
         // Whole blocks are sealed on two threads (deltas stay on one).
         &|| true,
         &handle,
@@ -119,6 +121,7 @@ fn two_threads_store_the_same_blocks_as_one() {
             &codec(),
             Some(pages),
             prior,
+            Chain::Off,
             &|| two,
             rt.handle(),
         )
@@ -148,6 +151,7 @@ fn two_threads_store_the_same_blocks_as_one() {
         Some(Prior {
             blocks: &earlier,
             label: "F",
+            size: data.len() as u64,
             bases: None,
         })
     };
@@ -316,4 +320,166 @@ proptest! {
             prop_assert_eq!(b.reference.is_some(), unchanged, "block {}", i);
         }
     }
+}
+
+/// Data of `blocks` blocks and `tail` bytes more, each block's bytes from `seed`.
+fn blocks_of(blocks: usize, tail: usize, seed: u8) -> Vec<u8> {
+    (0..blocks * BLOCK_SIZE + tail)
+        .map(|i| ((i / BLOCK_SIZE) as u8).wrapping_mul(7) ^ seed ^ (i % 251) as u8)
+        .collect()
+}
+
+/// Stores `data` (written to `src`) as blocks at `object`, with `chain` and optionally a prior
+/// map of backup "F" of `prior_size` bytes; and rebuilds the file from what was stored.
+fn store_with_chain(
+    rt: &tokio::runtime::Runtime,
+    storage: &Storage,
+    src: &Path,
+    object: &str,
+    prior: Option<(&[BlockRef], u64)>,
+    chain: Chain<'_>,
+    two: bool,
+) -> (StoredBlocks, Vec<u8>) {
+    let stored = store_blocks(
+        src,
+        storage,
+        object,
+        &codec(),
+        None,
+        prior.map(|(blocks, size)| Prior {
+            blocks,
+            label: "F",
+            size,
+            bases: None,
+        }),
+        chain,
+        &|| two,
+        rt.handle(),
+    )
+    .expect("store")
+    .expect("file exists");
+    let out = src.with_extension("rebuilt");
+    let f = File::create(&out).expect("create");
+    let object_of = |r: Option<&str>| match r {
+        Some(label) => format!("{label}.blk"),
+        None => object.to_string(),
+    };
+    fetch_blocks(
+        storage,
+        &stored.blocks,
+        0,
+        BLOCK_SIZE as u64,
+        &object_of,
+        &|_| Ok(codec()),
+        &|| true,
+        &f,
+        &out,
+        None,
+        rt.handle(),
+    )
+    .expect("fetch");
+    f.set_len(stored.size).expect("len");
+    let rebuilt = std::fs::read(&out).expect("read");
+    (stored, rebuilt)
+}
+
+/// With chaining values kept, the file's checksum is still BLAKE3 of its bytes, one block or
+/// many, and every block carries its value.
+#[test]
+fn chaining_values_give_the_files_blake3() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::memory();
+    for (blocks, tail) in [(0, 100), (1, 0), (1, 1), (WINDOW_BLOCKS + 3, 517), (40, 0)] {
+        let data = blocks_of(blocks, tail, 3);
+        let src = dir.path().join("file");
+        std::fs::write(&src, &data).expect("write");
+        for two in [false, true] {
+            let (stored, rebuilt) =
+                store_with_chain(&rt, &storage, &src, "x.blk", None, Chain::Record, two);
+            assert_eq!(rebuilt, data);
+            assert_eq!(
+                stored.checksum,
+                Checksum::from(blake3::hash(&data)),
+                "{blocks}+{tail}"
+            );
+            assert!(stored.blocks.iter().all(|b| b.chain.is_some()));
+            assert_eq!(stored.read, data.len() as u64);
+        }
+    }
+}
+
+/// With the WAL summaries' changes, only the blocks they list (and the first, and those from
+/// their `from`) are read; every other block is the prior backup's, and the checksum is that of
+/// the file the blocks make, which restore checks.
+#[test]
+fn summarized_changes_read_only_the_changed_blocks() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::memory();
+    let src = dir.path().join("file");
+    let count = 2 * WINDOW_BLOCKS + 6;
+    let v1 = blocks_of(count, 0, 1);
+    std::fs::write(&src, &v1).expect("write");
+    let (full, _) = store_with_chain(&rt, &storage, &src, "F.blk", None, Chain::Record, false);
+    // Version 2: blocks 5 and 40 changed and listed; block 9 changed but not listed (what the
+    // summaries vouch for is taken as it is); two blocks more at the end.
+    let mut v2 = blocks_of(count + 2, 0, 1);
+    for changed in [5, 9, 40] {
+        v2[changed * BLOCK_SIZE + 10] ^= 0xff;
+    }
+    std::fs::write(&src, &v2).expect("write");
+    let changes = ChangedBlocks {
+        blocks: vec![5, 40],
+        from: None,
+    };
+    let mut expected = v2.clone();
+    expected[9 * BLOCK_SIZE..10 * BLOCK_SIZE].copy_from_slice(&v1[9 * BLOCK_SIZE..10 * BLOCK_SIZE]);
+    for two in [false, true] {
+        let prior = Some((full.blocks.as_slice(), v1.len() as u64));
+        let (incr, rebuilt) = store_with_chain(
+            &rt,
+            &storage,
+            &src,
+            "I.blk",
+            prior,
+            Chain::Skip(&changes),
+            two,
+        );
+        assert_eq!(rebuilt, expected);
+        assert_eq!(incr.checksum, Checksum::from(blake3::hash(&expected)));
+        // Blocks 0, 5, 40 and the two new ones.
+        assert_eq!(incr.read, 5 * BLOCK_SIZE as u64);
+        let own: Vec<usize> = (0..incr.blocks.len())
+            .filter(|&i| incr.blocks[i].reference.is_none())
+            .collect();
+        assert_eq!(own, vec![5, 40, count, count + 1]);
+    }
+    // From block 60 on (a truncation): those are read too; a file shorter than its prior copy
+    // ends where it ends.
+    let v3 = &v2[..62 * BLOCK_SIZE + 300];
+    std::fs::write(&src, v3).expect("write");
+    let cut = ChangedBlocks {
+        blocks: vec![9],
+        from: Some(60),
+    };
+    let prior = Some((full.blocks.as_slice(), v1.len() as u64));
+    let (incr, rebuilt) = store_with_chain(
+        &rt,
+        &storage,
+        &src,
+        "J.blk",
+        prior,
+        Chain::Skip(&cut),
+        false,
+    );
+    // Blocks 5 and 40, not listed this time, are the prior backup's.
+    let mut expected = v3.to_vec();
+    for b in [5, 40] {
+        let range = b * BLOCK_SIZE..(b + 1) * BLOCK_SIZE;
+        expected[range.clone()].copy_from_slice(&v1[range]);
+    }
+    assert_eq!(rebuilt, expected);
+    assert_eq!(incr.checksum, Checksum::from(blake3::hash(&expected)));
+    assert_eq!(incr.read, 4 * BLOCK_SIZE as u64 + 300);
 }
