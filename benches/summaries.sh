@@ -99,7 +99,7 @@ as_pg "$W/pgbr" --config="$W/pgbr.conf" --stanza=main stanza-create >"$W/pgbr.lo
 if as_pg /usr/bin/pgbackrest --config="$W/pgbackrest.conf" --stanza=main stanza-create >"$W/pgbackrest.log" 2>&1; then
   touch "$W/pgbackrest-ok"
 else
-  echo "pgBackRest: $(tail -1 "$W/pgbackrest.log")"
+  echo "pgBackRest: stanza-create failed: $(grep -m1 ERROR "$W/pgbackrest.log" || tail -1 "$W/pgbackrest.log")"
 fi
 for repo in 1 2; do
   as_pg "$W/pgbr" --config="$W/pgbr.conf" --stanza=main --repo=$repo backup --type=full >>"$W/pgbr.log" 2>&1 ||

@@ -204,6 +204,9 @@ pub(crate) fn store_blocks(
     let io_err = |e: io::Error| Error::io("unable to store", src, e);
     let read_err = |e: io::Error| Error::io("unable to read", src, e);
     let size_now = file.metadata().map_err(read_err)?.len();
+    if let Chain::Skip(_) = chain {
+        without_read_ahead(&file);
+    }
     // Changed blocks are delta-coded with zstd, when earlier versions can be read.
     let deltas = codec.compress_type == CompressType::Zst
         && prior.as_ref().is_some_and(|p| p.bases.is_some());
@@ -300,6 +303,18 @@ pub(crate) fn store_blocks(
         page_errors,
         read,
     }))
+}
+
+/// Turns off the kernel's read-ahead for `file`, which reads only the blocks WAL summaries name:
+/// read-ahead after each would read much of the rest anyway. Best effort (advice not taken
+/// changes nothing but the bytes read).
+fn without_read_ahead(file: &File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: posix_fadvise takes a valid open descriptor, which `file` holds for the call; it
+    // reads no memory of ours.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+    }
 }
 
 /// The prior backup's entry of block `index` when the summaries of `chain` vouch for it: whole in
