@@ -16,12 +16,12 @@ use crate::repo::Repository;
 pub struct BackupExpireReport {
     /// The backup.
     pub backup: BackupReport,
-    /// The expire that followed it.
-    pub expire: ExpireReport,
+    /// The expire that followed it; `None` with `expire-auto=n`.
+    pub expire: Option<ExpireReport>,
 }
 
-/// Takes a backup of `pg` into `repo` ([`backup::run`]) and then applies the retention of
-/// `expire_opts` ([`expire::run`]), holding the stanza's lock and claim across both. A backup
+/// Takes a backup of `pg` into `repo` ([`backup::run`]) and then, unless `opts.expire_auto` is
+/// off, applies the retention of `expire_opts` ([`expire::run`]), holding the stanza's lock and claim across both. A backup
 /// that fails expires nothing.
 ///
 /// The backup's notices (interrupted backups removed, type changed, resumed) are logged as soon
@@ -38,7 +38,11 @@ pub async fn run(
     let result = async {
         let backup = backup::run(repo, pg, opts, progress).await?;
         log_notices(&backup);
-        let expire = expire::run(repo, expire_opts).await?;
+        let expire = if opts.expire_auto {
+            Some(expire::run(repo, expire_opts).await?)
+        } else {
+            None
+        };
         Ok(BackupExpireReport { backup, expire })
     }
     .await;

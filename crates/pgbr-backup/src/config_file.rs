@@ -35,7 +35,7 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// The `PGBR_*` variables of this process's environment, for [`Config::load`](crate::config::Config::load). Unlike
+/// The `PGBR_*` (and pgBackRest's `PGBACKREST_*`) variables of this process's environment, for [`Config::load`](crate::config::Config::load). Unlike
 /// `std::env::vars`, which panics on a value that is not UTF-8 and prints it, a `PGBR_*`
 /// variable that is not UTF-8 is a configuration error naming the variable (never its value);
 /// other variables are not looked at.
@@ -43,7 +43,7 @@ pub fn env_vars() -> Result<Vec<(String, String)>, Error> {
     let mut out = Vec::new();
     for (name, value) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
-        if !name.starts_with("PGBR_") {
+        if !name.starts_with("PGBR_") && !name.starts_with("PGBACKREST_") {
             continue;
         }
         let value = value.into_string().map_err(|_| {

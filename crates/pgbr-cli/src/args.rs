@@ -6,7 +6,9 @@ use std::ffi::OsString;
 
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
-use pgbr_backup::options::{all_full_names, Command, Indexed, OptionDef, OptionKind, OptionName};
+use pgbr_backup::options::{
+    all_full_names, foreign, Command, Indexed, OptionDef, OptionKind, OptionName, FOREIGN_BOOLEANS,
+};
 
 /// A parsed command line.
 pub struct Parsed {
@@ -25,6 +27,9 @@ struct Scope<'a> {
     /// The options built, with their definitions: those help shows (see [`shown`]), and those
     /// of the `repo<N>-`/`pg<N>-` families a word of the command line names.
     options: Vec<(String, &'static OptionDef)>,
+    /// pgBackRest options pgbr does not implement that the command line names (the engine
+    /// warns about or refuses each), and whether each is a boolean.
+    foreign: Vec<(String, bool)>,
 }
 
 /// The family of an indexed option's name: `repo3-path` -> `("repo", 3)`.
@@ -79,6 +84,29 @@ fn build(scope: &Scope) -> clap::Command {
                     .action(ArgAction::SetTrue)
                     .hide(true)
                     .conflicts_with(name),
+            );
+        }
+    }
+    for (name, boolean) in &scope.foreign {
+        let arg = Arg::new(name.clone())
+            .long(name.clone())
+            .global(true)
+            .hide(true);
+        cmd = cmd.arg(if *boolean {
+            arg.num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("y")
+        } else {
+            arg.num_args(1).allow_hyphen_values(true)
+        });
+        if *boolean {
+            let no = format!("no-{name}");
+            cmd = cmd.arg(
+                Arg::new(no.clone())
+                    .long(no)
+                    .global(true)
+                    .hide(true)
+                    .action(ArgAction::SetTrue),
             );
         }
     }
@@ -154,9 +182,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
             shown(name, def) || family_of(name).is_some_and(|f| families.contains(&f))
         })
         .collect();
+    let foreign = foreign_named(&args);
     let scope = Scope {
         commands: (!named.is_empty()).then_some(named.as_slice()),
         options,
+        foreign,
     };
     let matches = build(&scope).try_get_matches_from(args)?;
     let Some((name, sub)) = matches.subcommand() else {
@@ -174,6 +204,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
             }
         }
     }
+    for (name, boolean) in &scope.foreign {
+        collect(sub, name, OptionKind::Text, &mut flags);
+        let no = format!("no-{name}");
+        if *boolean && sub.value_source(&no) == Some(ValueSource::CommandLine) && sub.get_flag(&no)
+        {
+            flags.push((name.clone(), "n".into()));
+        }
+    }
     let positional = match command {
         Command::ArchivePush => vec![value(sub, "wal-path")],
         Command::ArchiveGet => vec![value(sub, "wal-name"), value(sub, "destination")],
@@ -186,6 +224,32 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
         flags,
         positional,
     })
+}
+
+/// The pgBackRest options pgbr does not implement that words of `args` name (`--log-path=x`,
+/// `--no-online`), each with whether it is a boolean.
+fn foreign_named(args: &[OsString]) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for word in args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str()?.strip_prefix("--"))
+    {
+        let name = word.split('=').next().unwrap_or(word);
+        let name = match foreign(name) {
+            Some(_) => name,
+            None => match name.strip_prefix("no-") {
+                Some(rest) if foreign(rest).is_some() => rest,
+                _ => continue,
+            },
+        };
+        if let Some((base, _)) = foreign(name) {
+            if OptionName::parse(name).is_none() && !out.iter().any(|(n, _)| n == name) {
+                out.push((name.to_string(), FOREIGN_BOOLEANS.contains(&base)));
+            }
+        }
+    }
+    out
 }
 
 /// The secret option (`--repo1-cipher-pass`, ...) named on the command line `args`, if any.

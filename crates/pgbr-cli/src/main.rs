@@ -328,11 +328,13 @@ async fn restore(config: &Config, progress: Arc<dyn Progress>) -> Result<u8, Err
 
 /// Logs what `backup` and the expire after it did.
 fn log_backup(r: &backup_expire::BackupExpireReport) {
-    for w in &r.expire.warnings {
-        tracing::warn!("{w}");
-    }
-    for line in render::expire_text(&r.expire).lines() {
-        tracing::info!("{line}");
+    if let Some(expire) = &r.expire {
+        for w in &expire.warnings {
+            tracing::warn!("{w}");
+        }
+        for line in render::expire_text(expire).lines() {
+            tracing::info!("{line}");
+        }
     }
     let b = &r.backup;
     if b.page_errors > 0 {

@@ -3,7 +3,9 @@
 //! - the value of a secret option never shows on stdout or stderr, at any log level, however
 //!   the file, the environment or the command line is malformed;
 //! - an error about the file names the file, the line and the option, never the line itself;
-//! - an option set twice in a section of the file is refused (as in pgBackRest).
+//! - an option set twice in a section of the file is refused (as in pgBackRest);
+//! - every option Debian's pgBackRest 2.45 documents (`pgbackrest help`, the oracle) is pgbr's,
+//!   ignored with a warning or refused as not supported, and `PGBACKREST_*` variables work.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -284,4 +286,145 @@ fn an_option_set_twice_in_a_section_exits_2_naming_file_line_section_and_option(
         &["pg1-path"],
         "restore reads both tablespace-map lines",
     );
+}
+
+/// Every option `pgbackrest help <command>` lists (Debian's pgBackRest 2.45, the oracle): the
+/// option `name` as a configuration file writes it (`repo-path` as `repo1-path`).
+fn pgbackrest_options() -> Vec<String> {
+    let help = |args: &[&str]| {
+        let out = Command::new("pgbackrest")
+            .args(args)
+            .output()
+            .expect("pgbackrest is not installed: run .ci/run, which installs it");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let overview = help(&["help"]);
+    let commands: Vec<String> = overview
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert!(
+        commands.len() > 10,
+        "no commands in pgbackrest help:\n{overview}"
+    );
+    let mut names: Vec<String> = commands
+        .iter()
+        .flat_map(|c| {
+            help(&["help", c])
+                .lines()
+                .filter_map(|l| l.strip_prefix("  --"))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .map(|n| match (n.strip_prefix("repo-"), n.strip_prefix("pg-")) {
+            (Some(rest), _) => format!("repo1-{rest}"),
+            (None, Some(rest)) => format!("pg1-{rest}"),
+            _ => n,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A pgBackRest configuration file as it is: each option pgBackRest documents is pgbr's, or
+/// ignored with a warning that says why, or refused as "not supported by pgbr (yet)"; never an
+/// "unknown option". Sections of pgBackRest commands pgbr lacks are ignored.
+#[test]
+fn every_pgbackrest_option_is_known_ignored_or_refused() {
+    let d = Dir::new();
+    let names = pgbackrest_options();
+    assert!(names.len() > 100, "{names:?}");
+    let (mut ignored, mut refused) = (0, 0);
+    for name in &names {
+        if ["config", "stanza"].contains(&name.as_str()) {
+            continue;
+        }
+        let conf = d.config(
+            "pgbackrest.conf",
+            &format!(
+                "{GLOBAL}[global:server]\ntls-server-port=8432\n[main]\n{name}=not-a-default\n"
+            ),
+        );
+        let out = d.pgbr(&conf, &["--stanza=main", "info"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("unknown option"), "{name}: {err}");
+        assert!(!err.contains("not a pgbr command"), "{name}: {err}");
+        if err.contains(&format!("pgBackRest option '{name}' is ignored by pgbr: ")) {
+            ignored += 1;
+            // On to the repository, which holds no stanza.
+            assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        } else if err.contains(&format!(
+            "pgBackRest option '{name}' is not supported by pgbr (yet)"
+        )) {
+            refused += 1;
+            assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        }
+    }
+    assert!(
+        ignored > 20 && refused > 20,
+        "{ignored} ignored, {refused} refused"
+    );
+}
+
+/// pgBackRest's variables and flags: `PGBACKREST_*` stands for `PGBR_*` (which wins when both
+/// are set), and a pgBackRest flag pgbr does not implement is warned about or refused.
+#[test]
+fn pgbackrest_variables_and_flags() {
+    let d = Dir::new();
+    let conf = d.config("pgbr.conf", "[global]\nlock-path=@LOCK@\n");
+    let repo = d.dir.path().join("repo-from-env");
+    let env = [("PGBACKREST_REPO1_PATH", repo.clone().into_os_string())];
+    // The repository holds no stanza: the error names the repository the variable set.
+    let out = d.pgbr(&conf, &["--stanza=main", "info"], &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&repo.display().to_string()), "{err}");
+    let both = [
+        ("PGBACKREST_REPO1_PATH", OsString::from("/elsewhere")),
+        ("PGBR_REPO1_PATH", repo.clone().into_os_string()),
+    ];
+    let out = d.pgbr(&conf, &["--stanza=main", "info"], &both);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&repo.display().to_string()), "{err}");
+    assert!(err.contains("PGBACKREST_REPO1_PATH is ignored"), "{err}");
+
+    let conf = d.config("flags.conf", GLOBAL);
+    let out = d.pgbr(
+        &conf,
+        &["--stanza=main", "--log-path=/var/log/x", "info"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("pgBackRest option 'log-path' is ignored by pgbr"),
+        "{err}"
+    );
+    for flags in [&["--no-online"][..], &["--repo1-host", "backup.example"]] {
+        let mut args = vec!["--stanza=main", "backup"];
+        args.extend_from_slice(flags);
+        let out = d.pgbr(&conf, &args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(
+            err.contains("is not supported by pgbr (yet)"),
+            "{flags:?}: {err}"
+        );
+    }
+    let out = d.pgbr(
+        &conf,
+        &[
+            "--stanza=main",
+            "backup",
+            "--online",
+            "--no-archive-check",
+            "--pg1-port=1",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("online"), "--online is what pgbr does: {err}");
 }

@@ -559,3 +559,20 @@ fn verify_reads_each_bundle_once_and_names_the_one_damaged_file_in_it() {
     );
     env.src.stop();
 }
+
+/// `expire-auto=n` (pgBackRest's option): the backup applies no retention; the default does.
+#[test]
+fn expire_auto_off_keeps_what_retention_would_remove() {
+    let env = Stanza::new("repo1-retention-full=1\n");
+    let (scratch, conf) = (&env.scratch, &env.conf);
+    backup(scratch, conf);
+    let second = backup(scratch, conf);
+    assert_eq!(labels(&info(scratch, conf)), vec![second.clone()]);
+    scratch.pgbr_ok(
+        conf,
+        &["--stanza=main", "backup", "--type=full", "--no-expire-auto"],
+    );
+    let kept = labels(&info(scratch, conf));
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0], second);
+}

@@ -35,6 +35,8 @@ pub struct BackupOptions {
     pub process_max: usize,
     /// Ask PostgreSQL for an immediate checkpoint.
     pub start_fast: bool,
+    /// `expire-auto`: [`crate::backup_expire::run`] applies the retention after the backup.
+    pub expire_auto: bool,
     /// Wait until the WAL the backup needs is in the archive.
     pub archive_check: bool,
     /// Also store that WAL inside the backup.

@@ -3,8 +3,10 @@
 //! typed option structs the commands take.
 //!
 //! Precedence, lowest first: `[global]`, `[global:<command>]`, `[<stanza>]`, `[<stanza>:<command>]`,
-//! then `PGBR_<OPTION>` variables, then flags. Embedders and the CLI call [`Config::load`] so both read
-//! the same file the same way.
+//! then `PGBR_<OPTION>` variables (pgBackRest's `PGBACKREST_<OPTION>` stand for them), then flags.
+//! Embedders and the CLI call [`Config::load`] so both read the same file the same way. The options
+//! of a pgBackRest configuration that pgbr does not implement are warned about or refused as
+//! [`crate::options::foreign_verdict`] says.
 //!
 //! The module has three parts: [`Options`] (in `values`) loads and checks the raw values; the typed
 //! option structs each command takes live in one file per command group (`repo`, `backup`,

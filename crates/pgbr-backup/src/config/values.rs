@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config_file;
 use crate::error::Error;
-use crate::options::{Command, OptionDef, OptionKind, OptionName, Scope};
+use crate::options::{self, Command, OptionDef, OptionKind, OptionName, Scope};
 
 /// Where a value came from, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +151,16 @@ fn applies(def: &OptionDef, command: Command) -> bool {
 }
 
 impl Options {
+    /// Adds `warning`, unless it is `None` or already there (an option set in several places
+    /// warns once).
+    fn warn_once(&mut self, warning: Option<String>) {
+        if let Some(w) = warning {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+    }
+
     /// Merges the configuration file, `env` (pass [`crate::config::env_vars`]) and `flags` (name without
     /// `--`, value; booleans as `y`/`n`) for `command`.
     ///
@@ -164,29 +174,48 @@ impl Options {
     ) -> Result<Options, Error> {
         let mut opts = Options::default();
         let mut env_values: Vec<(String, String, String)> = Vec::new();
-        for (var, value) in env {
-            let Some(rest) = var.strip_prefix("PGBR_") else {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (var, value) in &env {
+            // pgBackRest's variables are aliases of pgbr's, which win when both are set.
+            let (rest, alias) = match (var.strip_prefix("PGBR_"), var.strip_prefix("PGBACKREST_")) {
+                (Some(rest), _) => (rest, false),
+                (None, Some(rest)) => (rest, true),
+                (None, None) => continue,
+            };
+            if alias && env.iter().any(|(v, _)| *v == format!("PGBR_{rest}")) {
+                opts.warnings
+                    .push(format!("{var} is ignored: PGBR_{rest} is set too"));
+                continue;
+            }
+            let name = rest.to_ascii_lowercase().replace('_', "-");
+            let Some(n) = OptionName::parse(&name) else {
+                match options::foreign_verdict(&name, value) {
+                    Some(verdict) => {
+                        let warning = verdict.map_err(|m| {
+                            Error::config(format!("{m} (from environment variable {var})"))
+                        })?;
+                        opts.warn_once(warning);
+                    }
+                    None => opts.warnings.push(format!(
+                        "environment variable {var} is not a pgbr option; ignored"
+                    )),
+                }
                 continue;
             };
-            let name = rest.to_ascii_lowercase().replace('_', "-");
-            match OptionName::parse(&name) {
-                Some(n) => {
-                    check_value(n.def, &name, &value).map_err(|m| {
-                        Error::config(format!("{m} (from environment variable {var})"))
-                    })?;
-                    if applies(n.def, command) {
-                        env_values.push((name, value, var));
-                    }
-                }
-                None => opts.warnings.push(format!(
-                    "environment variable {var} is not a pgbr option; ignored"
-                )),
+            check_value(n.def, &name, value)
+                .map_err(|m| Error::config(format!("{m} (from environment variable {var})")))?;
+            if applies(n.def, command) {
+                env_values.push((name, value.clone(), var.clone()));
             }
         }
         let mut flag_values: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in flags {
-            let n = OptionName::parse(name)
-                .ok_or_else(|| Error::config(format!("unknown option '--{name}'")))?;
+            let Some(n) = OptionName::parse(name) else {
+                let verdict = options::foreign_verdict(name, value)
+                    .ok_or_else(|| Error::config(format!("unknown option '--{name}'")))?;
+                opts.warn_once(verdict.map_err(Error::config)?);
+                continue;
+            };
             if !applies(n.def, command) {
                 return Err(Error::config(format!(
                     "option '--{name}' is not valid for command '{command}'"
@@ -278,10 +307,23 @@ impl Options {
             } = entry;
             let at = |what: String| config_file::line_error(path, line, what);
             if let Some((_, cmd)) = section.split_once(':') {
+                if options::FOREIGN_COMMANDS.contains(&cmd) {
+                    self.warn_once(Some(format!(
+                        "section [{section}] is ignored: pgbr has no '{cmd}' command (pgBackRest has)"
+                    )));
+                    continue;
+                }
                 if Command::from_name(cmd).is_none() {
                     return Err(at(format!(
                         "section [{section}]: '{cmd}' is not a pgbr command"
                     )));
+                }
+            }
+            if OptionName::parse(&key).is_none() {
+                if let Some(verdict) = options::foreign_verdict(&key, &value) {
+                    let warning = verdict.map_err(|m| at(format!("section [{section}]: {m}")))?;
+                    self.warn_once(warning);
+                    continue;
                 }
             }
             let n = OptionName::parse(&key).ok_or_else(|| {

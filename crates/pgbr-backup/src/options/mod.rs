@@ -9,11 +9,15 @@
 //! from those values.
 
 mod command;
+mod pgbackrest;
 mod registry;
 #[cfg(test)]
 mod tests;
 
 pub use command::Command;
+pub use pgbackrest::{
+    foreign, foreign_verdict, Foreign, FOREIGN_BOOLEANS, FOREIGN_COMMANDS, FOREIGN_OPTIONS,
+};
 pub use registry::OPTIONS;
 
 /// What values an option takes.

@@ -400,6 +400,13 @@ pub const OPTIONS: &[OptionDef] = &[
         "parallel workers",
     ),
     def(
+        "expire-auto",
+        OptionKind::Bool,
+        Some("y"),
+        &[Command::Backup],
+        "apply the retention (expire) after a successful backup",
+    ),
+    def(
         "start-fast",
         OptionKind::Bool,
         Some("n"),

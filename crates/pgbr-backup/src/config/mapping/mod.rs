@@ -100,6 +100,7 @@ impl Config {
             compress: self.compress()?,
             process_max: self.process_max(),
             start_fast: o.get_bool("start-fast"),
+            expire_auto: o.get_bool("expire-auto"),
             archive_check: o.get_bool("archive-check"),
             archive_copy: o.get_bool("archive-copy"),
             archive_timeout: self.archive_timeout(),
