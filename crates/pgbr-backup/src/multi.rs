@@ -1,4 +1,4 @@
-//! Several repositories (`repo1`..`repo4`): the choice of the repository to restore from (or to
+//! Several repositories (`repo1`..`repo256`): the choice of the repository to restore from (or to
 //! read the archive from), falling back from one repository to the next, and `info` over all of
 //! them. `archive-push` to every one and `archive-get` from the first that has the file are in
 //! [`crate::archive`].

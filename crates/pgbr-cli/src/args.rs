@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
 use pgbr_backup::options::{
-    all_full_names, foreign, Command, Indexed, OptionDef, OptionKind, OptionName, FOREIGN_BOOLEANS,
+    foreign, full_names_for, Command, Indexed, OptionDef, OptionKind, OptionName, FOREIGN_BOOLEANS,
 };
 
 /// A parsed command line.
@@ -176,12 +176,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
             family_of(option.split('=').next().unwrap_or(option))
         })
         .collect();
-    let options = all_full_names()
-        .into_iter()
-        .filter(|(name, def)| {
-            shown(name, def) || family_of(name).is_some_and(|f| families.contains(&f))
-        })
-        .collect();
+    // repo1 and pg1 (which help shows) and the indexes the command line names.
+    let indexes = |prefix| {
+        let named = families.iter().filter(|(f, i)| *f == prefix && *i != 1);
+        std::iter::once(1)
+            .chain(named.map(|(_, i)| *i))
+            .collect::<Vec<u32>>()
+    };
+    let options = full_names_for(&indexes("repo"), &indexes("pg"));
     let foreign = foreign_named(&args);
     let scope = Scope {
         commands: (!named.is_empty()).then_some(named.as_slice()),
@@ -397,8 +399,9 @@ mod tests {
             .err()
             .expect("error");
         assert!(e.to_string().contains("repo4-path"), "{e}");
-        // Beyond the last repository there is nothing to accept.
-        assert!(p(&["--stanza=main", "backup", "--repo5-path=/x"]).is_err());
+        // As in pgBackRest, up to repo256; beyond it there is nothing to accept.
+        assert!(p(&["--stanza=main", "backup", "--repo256-path=/x"]).is_ok());
+        assert!(p(&["--stanza=main", "backup", "--repo257-path=/x"]).is_err());
     }
 
     #[test]

@@ -391,6 +391,18 @@ fn pgbackrest_variables_and_flags() {
     assert!(err.contains(&repo.display().to_string()), "{err}");
     assert!(err.contains("PGBACKREST_REPO1_PATH is ignored"), "{err}");
 
+    // Repository indexes go up to 256, as in pgBackRest, and need not follow each other.
+    let conf = d.config(
+        "many.conf",
+        &format!(
+            "{GLOBAL}repo200-path={}\n",
+            d.dir.path().join("r200").display()
+        ),
+    );
+    let out = d.pgbr(&conf, &["--stanza=main", "--repo=200", "info"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist in repo200 (posix:"), "{err}");
+
     let conf = d.config("flags.conf", GLOBAL);
     let out = d.pgbr(
         &conf,

@@ -1,4 +1,4 @@
-//! Archiving with several repositories (`repo1`..`repo4`): `archive-push` to every one,
+//! Archiving with several repositories (`repo1`..`repo256`): `archive-push` to every one,
 //! `archive-get` from the first that holds the file.
 
 use std::path::Path;

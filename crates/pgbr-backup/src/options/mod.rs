@@ -62,10 +62,11 @@ pub enum Indexed {
     Pg,
 }
 
-/// Highest repository index accepted (`repo1`..`repo4`).
-pub const MAX_REPO: u32 = 4;
-/// Highest PostgreSQL host index accepted (`pg1`..`pg8`).
-pub const MAX_PG: u32 = 8;
+/// Highest repository index accepted (`repo1`..`repo256`, as in pgBackRest; the indexes in use
+/// need not follow each other).
+pub const MAX_REPO: u32 = 256;
+/// Highest PostgreSQL host index accepted (`pg1`..`pg256`, as in pgBackRest).
+pub const MAX_PG: u32 = 256;
 
 /// Where an option may be given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,15 +152,30 @@ pub fn full_name(def: &OptionDef, index: u32) -> String {
     }
 }
 
-/// Every option name a command line may carry, indexed ones expanded (`repo1-path` .. `repo4-path`).
+/// Every option name a command line may carry, indexed ones expanded (`repo1-path` ..
+/// `repo256-path`).
 pub fn all_full_names() -> Vec<(String, &'static OptionDef)> {
+    let (repos, pgs): (Vec<u32>, Vec<u32>) = ((1..=MAX_REPO).collect(), (1..=MAX_PG).collect());
+    full_names_for(&repos, &pgs)
+}
+
+/// The option names of [`all_full_names`] of the repository indexes `repos` and the server
+/// indexes `pgs` (those beyond [`MAX_REPO`] / [`MAX_PG`] left out; every option of no family): what a command line naming a few indexes
+/// needs, without formatting every index of every family.
+pub fn full_names_for(repos: &[u32], pgs: &[u32]) -> Vec<(String, &'static OptionDef)> {
     let mut out = Vec::new();
     for d in OPTIONS {
-        match d.indexed {
-            Indexed::No => out.push((d.name.to_string(), d)),
-            Indexed::Repo => (1..=MAX_REPO).for_each(|i| out.push((full_name(d, i), d))),
-            Indexed::Pg => (1..=MAX_PG).for_each(|i| out.push((full_name(d, i), d))),
-        }
+        let indexes = match d.indexed {
+            Indexed::No => {
+                out.push((d.name.to_string(), d));
+                continue;
+            }
+            Indexed::Repo => (repos, MAX_REPO),
+            Indexed::Pg => (pgs, MAX_PG),
+        };
+        let (indexes, max) = indexes;
+        let valid = indexes.iter().filter(|&&i| (1..=max).contains(&i));
+        out.extend(valid.map(|&i| (full_name(d, i), d)));
     }
     out
 }

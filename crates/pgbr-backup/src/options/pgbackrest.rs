@@ -191,11 +191,6 @@ pub const FOREIGN_BOOLEANS: &[&str] = &[
     "verbose",
 ];
 
-/// Highest `repo<N>-` index pgBackRest accepts.
-const PGBACKREST_MAX_REPO: u32 = 256;
-/// Highest `pg<N>-` index pgBackRest accepts.
-const PGBACKREST_MAX_PG: u32 = 256;
-
 /// The pgBackRest option `name` (as written: `repo2-host`, `log-path`) pgbr does not implement:
 /// its un-indexed name and what pgbr does with it. `None` when it is no such option.
 pub fn foreign(name: &str) -> Option<(&'static str, Foreign)> {
@@ -207,9 +202,9 @@ pub fn foreign(name: &str) -> Option<(&'static str, Foreign)> {
 }
 
 /// `repo2-host` -> `repo-host`, `pg3-host-user` -> `pg-host-user`; `None` for a name of no
-/// family (or an index pgBackRest would not take).
+/// family (or an index above [`super::MAX_REPO`] / [`super::MAX_PG`], pgBackRest's too).
 fn unindexed(name: &str) -> Option<String> {
-    [("repo", PGBACKREST_MAX_REPO), ("pg", PGBACKREST_MAX_PG)]
+    [("repo", super::MAX_REPO), ("pg", super::MAX_PG)]
         .into_iter()
         .find_map(|(prefix, max)| {
             let rest = name.strip_prefix(prefix)?;

@@ -7,7 +7,8 @@ fn indexed_names_resolve() {
     assert_eq!(n.index, 2);
     assert_eq!(n.full_name(), "repo2-cipher-pass");
     assert!(OptionName::parse("repo0-path").is_none());
-    assert!(OptionName::parse("repo9-path").is_none());
+    assert!(OptionName::parse("repo256-path").is_some());
+    assert!(OptionName::parse("repo257-path").is_none());
     assert!(OptionName::parse("repo-path").is_none());
     assert!(OptionName::parse("pg1-path").is_some());
     assert!(OptionName::parse("compress-type").is_some());
