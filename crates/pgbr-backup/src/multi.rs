@@ -112,6 +112,7 @@ pub async fn info_all(repos: &[RepoOptions], stanza: Option<&str>) -> Result<Vec
                 out.push(StanzaReport {
                     name: stanza.unwrap_or_default().to_string(),
                     repo: label(r),
+                    repo_key: r.index,
                     status: "error".into(),
                     message: Some(e.to_string()),
                     cipher: r.cipher_type.to_string(),

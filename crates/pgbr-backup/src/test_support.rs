@@ -29,6 +29,8 @@ pub(crate) fn summary(
         page_errors: 0,
         compress_type: Some(pgbr_manifest::Compression::Zst),
         manifest_checksum: None,
+        size_delta: None,
+        size_repo: None,
     }
 }
 

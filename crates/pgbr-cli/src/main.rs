@@ -149,17 +149,19 @@ fn print(text: &str) -> Result<(), Error> {
     })
 }
 
-/// With `--output=json`, `json`; else `text`.
+/// With `--output=json`, `json`; with `--output=pgbr-json`, `pgbr_json`; else `text`.
 fn json_or(
     config: &Config,
     json: impl FnOnce() -> serde_json::Result<String>,
+    pgbr_json: impl FnOnce() -> serde_json::Result<String>,
     text: impl FnOnce() -> String,
 ) -> Result<String, Error> {
-    if config.options.get("output").as_deref() == Some("json") {
-        json().map_err(|e| Error::Internal(format!("rendering JSON: {e}")))
-    } else {
-        Ok(text())
-    }
+    let rendered = match config.options.get("output").as_deref() {
+        Some("json") => json(),
+        Some("pgbr-json") => pgbr_json(),
+        _ => return Ok(text()),
+    };
+    rendered.map_err(|e| Error::Internal(format!("rendering JSON: {e}")))
 }
 
 /// This binary: what a restored cluster's `restore_command` runs.
@@ -229,8 +231,15 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             if let Some(set) = config.options.get("set") {
                 reports = pgbr_backup::info::only_set(reports, &set)?;
             }
-            let json = || serde_json::to_string_pretty(&reports);
-            print(&json_or(config, json, || render::info_text(&reports))?)?;
+            // pgBackRest's schema, which monitoring parses; pgbr's own with pgbr-json.
+            let lock_path = config.lock_path();
+            let held =
+                |s: &str| pgbr_backup::lock::holder(&lock_path, s).is_ok_and(|p| p.is_some());
+            let json = || {
+                serde_json::to_string_pretty(&pgbr_backup::info::pgbackrest_json(&reports, &held))
+            };
+            let own = || serde_json::to_string_pretty(&reports);
+            print(&json_or(config, json, own, || render::info_text(&reports))?)?;
             Ok(0)
         }
         (Command::Expire, _) => {
@@ -246,7 +255,9 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let repo = open_default(config).await?;
             let report = pgbr_backup::verify::run(&repo, &config.verify()?, progress).await?;
             let json = || serde_json::to_string_pretty(&report);
-            print(&json_or(config, json, || render::verify_text(&report))?)?;
+            print(&json_or(config, json, json, || {
+                render::verify_text(&report)
+            })?)?;
             if report.ok {
                 return Ok(0);
             }

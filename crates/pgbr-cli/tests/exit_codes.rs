@@ -357,7 +357,7 @@ fn exit_9_backup_set_refused_by_restore_and_info() {
         &[
             "--stanza=main",
             "info",
-            "--output=json",
+            "--output=pgbr-json",
             &format!("--set={}", f.label),
         ],
     );

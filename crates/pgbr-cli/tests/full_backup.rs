@@ -100,7 +100,7 @@ fn backup_restore_round_trip(cipher: &str) {
     src.switch_and_wait_archived();
     let expected = src.dump();
 
-    let info = scratch.pgbr_ok(&conf, &["--stanza=main", "info", "--output=json"]);
+    let info = scratch.pgbr_ok(&conf, &["--stanza=main", "info", "--output=pgbr-json"]);
     let json: serde_json::Value = serde_json::from_str(&info).expect("info json");
     let backups = json[0]["backups"].as_array().expect("backups");
     assert_eq!(backups.len(), 1, "{info}");

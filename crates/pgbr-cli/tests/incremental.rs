@@ -25,11 +25,11 @@ fn pgbench(c: &Cluster, transactions: u32) {
     );
 }
 
-/// Backups as `info --output=json` lists them: label -> summary.
+/// Backups as `info --output=pgbr-json` lists them: label -> summary.
 fn backups(env: &Env) -> BTreeMap<String, serde_json::Value> {
     let out = env
         .scratch
-        .pgbr_ok(&env.conf, &["--stanza=main", "info", "--output=json"]);
+        .pgbr_ok(&env.conf, &["--stanza=main", "info", "--output=pgbr-json"]);
     let json: serde_json::Value = serde_json::from_str(&out).expect("info json");
     json[0]["backups"]
         .as_array()

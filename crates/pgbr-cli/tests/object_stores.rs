@@ -63,7 +63,7 @@ fn text(out: &Output) -> String {
 }
 
 fn info_json(scratch: &Scratch, conf: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let mut args = vec!["--stanza=main", "info", "--output=json"];
+    let mut args = vec!["--stanza=main", "info", "--output=pgbr-json"];
     args.extend_from_slice(extra);
     let out = scratch.pgbr_ok(conf, &args);
     assert!(!out.contains(SECRET), "{out}");

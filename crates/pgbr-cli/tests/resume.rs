@@ -90,7 +90,7 @@ fn count_objects(dir: &Path) -> usize {
 fn listed_backups(env: &Env) -> Vec<String> {
     let out = env
         .scratch
-        .pgbr_ok(&env.conf, &["--stanza=main", "info", "--output=json"]);
+        .pgbr_ok(&env.conf, &["--stanza=main", "info", "--output=pgbr-json"]);
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     json[0]["backups"]
         .as_array()

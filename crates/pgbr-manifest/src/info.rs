@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope;
 use crate::label::parse_label;
-use crate::{BackupType, Checksum, Cipher, Compression, Error, Manifest};
+use crate::{BackupType, Checksum, Cipher, Compression, Error, FileEntry, Manifest};
 
 /// Version of the info file formats this build reads and writes.
 pub const INFO_FORMAT: u32 = 2;
@@ -85,6 +85,14 @@ pub struct BackupSummary {
     /// recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_checksum: Option<Checksum>,
+    /// Bytes of the files this backup stored itself (not referencing an earlier backup's copy):
+    /// pgBackRest's `info.delta`. Absent in entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_delta: Option<u64>,
+    /// Bytes in the repository that a restore of this backup reads, its references' included:
+    /// pgBackRest's `info.repository.size`. Absent in entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_repo: Option<u64>,
 }
 
 impl BackupSummary {
@@ -111,6 +119,18 @@ impl BackupSummary {
             page_errors: m.files.iter().map(|f| f.page_errors.len() as u64).sum(),
             compress_type: Some(b.compress_type),
             manifest_checksum: Some(manifest_checksum),
+            size_delta: Some(
+                m.files
+                    .iter()
+                    .filter(|f| f.reference.is_none())
+                    .fold(0u64, |sum, f| sum.saturating_add(f.size)),
+            ),
+            size_repo: Some(
+                m.files
+                    .iter()
+                    .map(FileEntry::repo_size)
+                    .fold(0u64, u64::saturating_add),
+            ),
         }
     }
 }

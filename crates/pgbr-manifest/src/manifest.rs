@@ -230,6 +230,20 @@ impl Keyed for LinkEntry {
     }
 }
 
+impl FileEntry {
+    /// The bytes in the repository a restore of this file reads: its blocks' stored lengths
+    /// (earlier backups' included) when it is block-mapped, else its stored size.
+    pub fn repo_size(&self) -> u64 {
+        match &self.block_map {
+            Some(map) => map
+                .blocks
+                .iter()
+                .fold(0, |sum, b| sum.saturating_add(b.length)),
+            None => self.stored_size,
+        }
+    }
+}
+
 impl Keyed for FileEntry {
     fn key(&self) -> (&str, &str) {
         (&self.target, &self.name)

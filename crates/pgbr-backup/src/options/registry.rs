@@ -544,10 +544,10 @@ pub const OPTIONS: &[OptionDef] = &[
     ),
     def(
         "output",
-        OptionKind::Choice(&["text", "json"]),
+        OptionKind::Choice(&["text", "json", "pgbr-json"]),
         Some("text"),
         &[Command::Info, Command::Verify],
-        "output format",
+        "output format: text, json (info: pgBackRest's schema), pgbr-json (pgbr's own)",
     ),
     def(
         "lock-path",

@@ -376,9 +376,9 @@ pub fn archive_command(scratch: &Scratch, conf: &Path) -> String {
     )
 }
 
-/// `info --output=json` of stanza `main`.
+/// `info --output=pgbr-json` of stanza `main`.
 pub fn info(scratch: &Scratch, conf: &Path) -> serde_json::Value {
-    let text = scratch.pgbr_ok(conf, &["--stanza=main", "info", "--output=json"]);
+    let text = scratch.pgbr_ok(conf, &["--stanza=main", "info", "--output=pgbr-json"]);
     let json: serde_json::Value = serde_json::from_str(&text).expect("info json");
     json[0].clone()
 }

@@ -110,7 +110,7 @@ fn a_stanza_delete_killed_at_any_crash_point_leaves_a_missing_stanza_and_the_nex
             "{failpoints}: verify: {}",
             text(&out)
         );
-        let out = scratch.pgbr(&conf, &["--stanza=del", "info", "--output=json"]);
+        let out = scratch.pgbr(&conf, &["--stanza=del", "info", "--output=pgbr-json"]);
         let listed = text(&out);
         assert!(
             !out.status.success() || listed.contains("missing"),

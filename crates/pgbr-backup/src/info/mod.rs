@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+mod pgbackrest;
+pub use pgbackrest::pgbackrest_json;
+
 use pgbr_manifest::{ArchiveInfo, BackupSummary, DbHistory};
 
 use crate::config::RepoOptions;
@@ -32,6 +35,8 @@ pub struct StanzaReport {
     pub name: String,
     /// The repository it was read from.
     pub repo: String,
+    /// That repository's N (`repo<N>`).
+    pub repo_key: u32,
     /// `ok`, or `error` with `message`.
     pub status: String,
     /// Why the stanza could not be read.
@@ -104,6 +109,7 @@ pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<Sta
             Ok(r) => StanzaReport {
                 name: name.clone(),
                 repo: repo_name.clone(),
+                repo_key: opts.index,
                 status: "ok".into(),
                 message: None,
                 cipher: r.cipher().to_string(),
@@ -123,6 +129,7 @@ pub async fn collect(opts: &RepoOptions, stanza: Option<&str>) -> Result<Vec<Sta
             Err(e) => StanzaReport {
                 name: name.clone(),
                 repo: repo_name.clone(),
+                repo_key: opts.index,
                 status: "error".into(),
                 message: Some(e.to_string()),
                 cipher: opts.cipher_type.to_string(),
