@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
 use pgbr_backup::options::{
-    foreign, full_names_for, Command, Indexed, OptionDef, OptionKind, OptionName, FOREIGN_BOOLEANS,
+    foreign_flags, full_names_for, Command, Indexed, OptionDef, OptionKind, OptionName,
 };
 
 /// A parsed command line.
@@ -184,7 +184,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
             .collect::<Vec<u32>>()
     };
     let options = full_names_for(&indexes("repo"), &indexes("pg"));
-    let foreign = foreign_named(&args);
+    let foreign = foreign_flags(args.iter().skip(1).filter_map(|a| a.to_str()));
     let scope = Scope {
         commands: (!named.is_empty()).then_some(named.as_slice()),
         options,
@@ -226,32 +226,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
         flags,
         positional,
     })
-}
-
-/// The pgBackRest options pgbr does not implement that words of `args` name (`--log-path=x`,
-/// `--no-online`), each with whether it is a boolean.
-fn foreign_named(args: &[OsString]) -> Vec<(String, bool)> {
-    let mut out: Vec<(String, bool)> = Vec::new();
-    for word in args
-        .iter()
-        .skip(1)
-        .filter_map(|a| a.to_str()?.strip_prefix("--"))
-    {
-        let name = word.split('=').next().unwrap_or(word);
-        let name = match foreign(name) {
-            Some(_) => name,
-            None => match name.strip_prefix("no-") {
-                Some(rest) if foreign(rest).is_some() => rest,
-                _ => continue,
-            },
-        };
-        if let Some((base, _)) = foreign(name) {
-            if OptionName::parse(name).is_none() && !out.iter().any(|(n, _)| n == name) {
-                out.push((name.to_string(), FOREIGN_BOOLEANS.contains(&base)));
-            }
-        }
-    }
-    out
 }
 
 /// The secret option (`--repo1-cipher-pass`, ...) named on the command line `args`, if any.

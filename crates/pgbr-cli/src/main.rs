@@ -13,7 +13,6 @@ use pgbr_backup::archive::client::{self as archive_client, PushNotice};
 use pgbr_backup::archive::GetOutcome;
 use pgbr_backup::config::Config;
 use pgbr_backup::options::Command;
-use pgbr_backup::stanza::{StanzaCreated, StanzaDeleted, StanzaUpgraded};
 use pgbr_backup::{backup_expire, exit, multi, stanza};
 use pgbr_backup::{Error, Progress, Repository};
 
@@ -279,41 +278,16 @@ async fn stanza_command(config: &Config) -> Result<u8, Error> {
     let stanza = config.stanza()?;
     match config.command {
         Command::StanzaCreate => {
-            stanza::all::create(config, |name, created| match created {
-                StanzaCreated::Created { db } => tracing::info!(
-                    "{name}: stanza '{stanza}' created for system {} (PostgreSQL {})",
-                    db.system_id,
-                    db.pg_version
-                ),
-                StanzaCreated::AlreadyExists { .. } => tracing::info!(
-                    "{name}: stanza '{stanza}' already exists for this cluster; nothing changed"
-                ),
+            stanza::all::create(config, |repo, r| {
+                tracing::info!("{}", r.describe(repo, stanza))
             })
             .await
         }
         Command::StanzaUpgrade => {
-            stanza::all::upgrade(config, |name, upgraded| match upgraded {
-                StanzaUpgraded::Upgraded { from, to } => println!(
-                    "{name}: stanza '{stanza}' upgraded: db-id {} (system {}, PostgreSQL {}) is now current; db-id {} (system {}, PostgreSQL {}) stays for its backups and WAL",
-                    to.db_id, to.system_id, to.pg_version, from.db_id, from.system_id, from.pg_version
-                ),
-                StanzaUpgraded::AlreadyUpToDate { db } => println!(
-                    "{name}: stanza '{stanza}' is already up to date (db-id {}, system {}, PostgreSQL {}); nothing changed",
-                    db.db_id, db.system_id, db.pg_version
-                ),
-            })
-            .await
+            stanza::all::upgrade(config, |repo, r| println!("{}", r.describe(repo, stanza))).await
         }
         Command::StanzaDelete => {
-            stanza::all::delete(config, |name, deleted| match deleted {
-                StanzaDeleted::Deleted { objects } => {
-                    println!("{name}: stanza '{stanza}' deleted ({objects} objects removed)")
-                }
-                StanzaDeleted::NotFound => {
-                    println!("{name}: stanza '{stanza}' does not exist; nothing to delete")
-                }
-            })
-            .await
+            stanza::all::delete(config, |repo, r| println!("{}", r.describe(repo, stanza))).await
         }
         _ => Ok(()),
     }?;

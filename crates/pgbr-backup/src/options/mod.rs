@@ -16,7 +16,8 @@ mod tests;
 
 pub use command::Command;
 pub use pgbackrest::{
-    foreign, foreign_verdict, Foreign, FOREIGN_BOOLEANS, FOREIGN_COMMANDS, FOREIGN_OPTIONS,
+    foreign, foreign_flags, foreign_verdict, Foreign, FOREIGN_BOOLEANS, FOREIGN_COMMANDS,
+    FOREIGN_OPTIONS,
 };
 pub use registry::OPTIONS;
 

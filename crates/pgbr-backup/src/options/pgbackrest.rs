@@ -201,6 +201,28 @@ pub fn foreign(name: &str) -> Option<(&'static str, Foreign)> {
         .map(|&(n, what)| (n, what))
 }
 
+/// The pgBackRest options pgbr does not implement that the command-line `words` name
+/// (`--log-path=x`, `--no-online`; `repo2-host` as it is written), each with whether it is a
+/// boolean ([`FOREIGN_BOOLEANS`]): what a command-line parser must accept so that the
+/// configuration warns about or refuses each.
+pub fn foreign_flags<'a>(words: impl Iterator<Item = &'a str>) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for word in words.filter_map(|w| w.strip_prefix("--")) {
+        let written = word.split('=').next().unwrap_or(word);
+        let name = match written.strip_prefix("no-") {
+            Some(rest) if foreign(written).is_none() => rest,
+            _ => written,
+        };
+        let Some((base, _)) = foreign(name) else {
+            continue;
+        };
+        if super::OptionName::parse(name).is_none() && !out.iter().any(|(n, _)| n == name) {
+            out.push((name.to_string(), FOREIGN_BOOLEANS.contains(&base)));
+        }
+    }
+    out
+}
+
 /// `repo2-host` -> `repo-host`, `pg3-host-user` -> `pg-host-user`; `None` for a name of no
 /// family (or an index above [`super::MAX_REPO`] / [`super::MAX_PG`], pgBackRest's too).
 fn unindexed(name: &str) -> Option<String> {
@@ -247,6 +269,26 @@ mod tests {
         assert!(foreign("repo257-host").is_none());
         assert!(foreign("repo02-host").is_none());
         assert!(foreign("no-such-option").is_none());
+    }
+
+    #[test]
+    fn flags_name_foreign_options_and_their_kind() {
+        let words = [
+            "backup",
+            "--no-online",
+            "--repo2-host=x",
+            "--log-path",
+            "/l",
+            "--type=full",
+        ];
+        assert_eq!(
+            foreign_flags(words.into_iter()),
+            vec![
+                ("online".to_string(), true),
+                ("repo2-host".to_string(), false),
+                ("log-path".to_string(), false)
+            ]
+        );
     }
 
     #[test]

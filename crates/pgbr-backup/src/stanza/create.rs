@@ -25,6 +25,21 @@ pub enum StanzaCreated {
     },
 }
 
+impl StanzaCreated {
+    /// One line saying what happened to `stanza` in repository `repo`.
+    pub fn describe(&self, repo: &str, stanza: &str) -> String {
+        match self {
+            StanzaCreated::Created { db } => format!(
+                "{repo}: stanza '{stanza}' created for system {} (PostgreSQL {})",
+                db.system_id, db.pg_version
+            ),
+            StanzaCreated::AlreadyExists { .. } => format!(
+                "{repo}: stanza '{stanza}' already exists for this cluster; nothing changed"
+            ),
+        }
+    }
+}
+
 /// Creates `stanza` in the repository for the cluster `pg` describes (which must be running).
 ///
 /// Refuses a repository whose stanza belongs to another cluster, and a stanza directory that holds

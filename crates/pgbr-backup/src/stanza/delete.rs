@@ -20,6 +20,20 @@ pub enum StanzaDeleted {
     NotFound,
 }
 
+impl StanzaDeleted {
+    /// One line saying what happened to `stanza` in repository `repo`.
+    pub fn describe(&self, repo: &str, stanza: &str) -> String {
+        match self {
+            StanzaDeleted::Deleted { objects } => {
+                format!("{repo}: stanza '{stanza}' deleted ({objects} objects removed)")
+            }
+            StanzaDeleted::NotFound => {
+                format!("{repo}: stanza '{stanza}' does not exist; nothing to delete")
+            }
+        }
+    }
+}
+
 /// `stanza-delete`: removes `archive/<stanza>/` and `backup/<stanza>/` from the repository.
 ///
 /// The stanza must be stopped (`pgbr stop`; [`Error::Stopped`] otherwise) and, unless

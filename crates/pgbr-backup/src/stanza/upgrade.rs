@@ -26,6 +26,22 @@ pub enum StanzaUpgraded {
     },
 }
 
+impl StanzaUpgraded {
+    /// One line saying what happened to `stanza` in repository `repo`.
+    pub fn describe(&self, repo: &str, stanza: &str) -> String {
+        match self {
+            StanzaUpgraded::Upgraded { from, to } => format!(
+                "{repo}: stanza '{stanza}' upgraded: db-id {} (system {}, PostgreSQL {}) is now current; db-id {} (system {}, PostgreSQL {}) stays for its backups and WAL",
+                to.db_id, to.system_id, to.pg_version, from.db_id, from.system_id, from.pg_version
+            ),
+            StanzaUpgraded::AlreadyUpToDate { db } => format!(
+                "{repo}: stanza '{stanza}' is already up to date (db-id {}, system {}, PostgreSQL {}); nothing changed",
+                db.db_id, db.system_id, db.pg_version
+            ),
+        }
+    }
+}
+
 /// `stanza-upgrade`: after `pg_upgrade` (or when the stanza's cluster was replaced), records the
 /// cluster `pg` describes (which must be running) as the stanza's new current database: a history
 /// entry with `db_id` one above the highest so far is appended to `archive.info` and then to
