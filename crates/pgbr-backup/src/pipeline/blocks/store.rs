@@ -238,13 +238,14 @@ pub(crate) fn store_blocks(
         let marks: Vec<bool> = skipped.iter().map(Option::is_some).collect();
         let got = read_window(&file, &mut window, first, &marks).map_err(read_err)?;
         read += got.bytes;
-        summing.window(&window, &got, first == 0 && !marks[0]);
         let chunks: Vec<&[u8]> = got.read.iter().map(|(_, r)| &window[r.clone()]).collect();
         let indexes: Vec<usize> = got.read.iter().map(|(i, _)| *i).collect();
         // Without deltas, changed blocks are sealed as they are examined; delta coding (an
         // incremental's few changed blocks) follows, in order, on this thread.
         let two = !deltas && chunks.len() > 1 && spare_core();
-        let examined = examine_window(&chunks, &indexes, &how, two).map_err(io_err)?;
+        // The file's checksum takes the window in while the helper thread, if any, examines.
+        let alongside = || summing.window(&window, &got, first == 0 && !marks[0]);
+        let examined = examine_window(&chunks, &indexes, &how, two, alongside).map_err(io_err)?;
         // The window's entries in file order: vouched-for blocks, and those read, up to the
         // end of the file.
         let mut examined = examined.into_iter().zip(chunks.iter().copied()).peekable();
@@ -335,19 +336,23 @@ fn vouched_for(
     (whole && !changes.may_have_changed(index)).then(|| referenced(b, p.label))
 }
 
-/// [`examine_blocks`] of a window's blocks read, its halves on two threads with `two`.
+/// [`examine_blocks`] of a window's blocks read, its halves on two threads with `two`; runs
+/// `alongside` on this thread first (while the helper thread starts on its half).
 fn examine_window(
     chunks: &[&[u8]],
     indexes: &[usize],
     how: &Examine,
     two: bool,
+    alongside: impl FnOnce(),
 ) -> io::Result<Vec<Examined>> {
     if !two {
+        alongside();
         return examine_blocks(chunks, indexes, how);
     }
     let mid = chunks.len() / 2;
     let (first, second) = std::thread::scope(|scope| {
         let helper = scope.spawn(|| examine_blocks(&chunks[mid..], &indexes[mid..], how));
+        alongside();
         let first = examine_blocks(&chunks[..mid], &indexes[..mid], how);
         let second = helper
             .join()
