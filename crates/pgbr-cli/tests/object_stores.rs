@@ -31,7 +31,7 @@ fn s3_repo(n: u32, endpoint: &str) -> String {
 
 fn azure_repo(n: u32, endpoint: &str) -> String {
     format!(
-        "repo{n}-type=azure\nrepo{n}-path=/pgbr\nrepo{n}-azure-account={AZURITE_ACCOUNT}\nrepo{n}-azure-container=pgbr\nrepo{n}-azure-key={AZURITE_KEY}\nrepo{n}-azure-endpoint={endpoint}\nrepo{n}-cipher-type=aes-256-gcm\nrepo{n}-cipher-pass={PASSPHRASE}\n"
+        "repo{n}-type=azure\nrepo{n}-path=/pgbr\nrepo{n}-azure-account={AZURITE_ACCOUNT}\nrepo{n}-azure-container=pgbr\nrepo{n}-azure-key={AZURITE_KEY}\nrepo{n}-azure-endpoint={endpoint}\nrepo{n}-azure-uri-style=path\nrepo{n}-cipher-type=aes-256-gcm\nrepo{n}-cipher-pass={PASSPHRASE}\n"
     )
 }
 

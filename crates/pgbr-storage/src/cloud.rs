@@ -221,10 +221,14 @@ pub struct AzureOptions {
     /// Kind of `key` (`repo1-azure-key-type`).
     pub key_type: AzureKeyType,
     /// Blob service URL (`repo1-azure-endpoint`), such as `http://127.0.0.1:10000` for
-    /// Azurite. If its host starts with `<account>.` it is used as is (host style);
-    /// otherwise the account is the first path segment (path style, as Azurite and Azure
-    /// Stack expect). `None`: `https://<account>.blob.core.windows.net`.
+    /// Azurite, addressed as `uri_style` says. `None`: `https://<account>.blob.core.windows.net`.
     pub endpoint: Option<String>,
+    /// How `endpoint` names the account (`repo1-azure-uri-style`): host style
+    /// (`<account>.<endpoint host>`, as Azure itself) or path style (`<endpoint>/<account>`, as
+    /// Azurite and Azure Stack). `None`: host style when the endpoint's host already starts
+    /// with `<account>.` or is one of Azure's public clouds (`*.core.windows.net`, ...), path
+    /// style otherwise.
+    pub uri_style: Option<UriStyle>,
     /// Verify the server's TLS certificate (`repo1-storage-verify-tls`).
     pub verify_tls: bool,
     /// PEM file of extra trusted root certificates (`repo1-storage-ca-file`).
@@ -241,6 +245,7 @@ impl Default for AzureOptions {
             key: None,
             key_type: AzureKeyType::Shared,
             endpoint: None,
+            uri_style: None,
             verify_tls: true,
             ca_file: None,
             prefix: "/".to_string(),
@@ -426,17 +431,38 @@ fn s3_host_style_endpoint(endpoint: &str, bucket: &str) -> String {
     }
 }
 
-/// The Azure account URL for `endpoint` (see [`AzureOptions::endpoint`]).
-fn azure_account_url(endpoint: &str, account: &str) -> String {
+/// Hosts of Azure's public clouds, where only host style addresses an account.
+const AZURE_CLOUD_HOSTS: &[&str] = &[
+    ".core.windows.net",
+    ".core.chinacloudapi.cn",
+    ".core.usgovcloudapi.net",
+];
+
+/// The Azure account URL for `endpoint` in `style` (see [`AzureOptions::uri_style`]).
+fn azure_account_url(endpoint: &str, account: &str, style: Option<UriStyle>) -> String {
     let url = endpoint_url(endpoint);
-    let host = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let host_style = host
-        .get(..account.len() + 1)
-        .is_some_and(|h| h.eq_ignore_ascii_case(&format!("{account}.")));
-    if host_style {
-        url
-    } else {
-        format!("{url}/{account}")
+    let (scheme, host) = url.split_once("://").unwrap_or(("https", url.as_str()));
+    let host_name = host
+        .split(['/', ':'])
+        .next()
+        .unwrap_or(host)
+        .to_ascii_lowercase();
+    let named = host_name.starts_with(&format!("{}.", account.to_ascii_lowercase()));
+    let style = style.unwrap_or(
+        if named
+            || AZURE_CLOUD_HOSTS
+                .iter()
+                .any(|c| format!(".{host_name}").ends_with(c))
+        {
+            UriStyle::Host
+        } else {
+            UriStyle::Path
+        },
+    );
+    match style {
+        UriStyle::Host if named => url,
+        UriStyle::Host => format!("{scheme}://{account}.{host}"),
+        UriStyle::Path => format!("{url}/{account}"),
     }
 }
 
@@ -564,7 +590,7 @@ fn azure_with<C: HttpConnector>(o: &AzureOptions, connector: Option<C>) -> Resul
     let endpoint = o
         .endpoint
         .as_deref()
-        .map(|e| azure_account_url(e, &o.account));
+        .map(|e| azure_account_url(e, &o.account, o.uri_style));
     if let Some(e) = &endpoint {
         b = b.with_endpoint(e.clone());
     }
@@ -670,13 +696,37 @@ mod tests {
             s3_host_style_endpoint("s3.eu-west-1.amazonaws.com", "b"),
             "https://b.s3.eu-west-1.amazonaws.com"
         );
+        let url = |e, style| azure_account_url(e, "acct", style);
+        // Unset: path style for an emulator, host style for Azure's clouds or a named host.
         assert_eq!(
-            azure_account_url("http://127.0.0.1:10000", "devstoreaccount1"),
-            "http://127.0.0.1:10000/devstoreaccount1"
+            url("http://127.0.0.1:10000", None),
+            "http://127.0.0.1:10000/acct"
         );
         assert_eq!(
-            azure_account_url("https://acct.blob.core.windows.net/", "acct"),
+            url("https://acct.blob.core.windows.net/", None),
             "https://acct.blob.core.windows.net"
+        );
+        // pgBackRest's usual endpoint, without the account: host style, as pgBackRest does.
+        assert_eq!(
+            url("blob.core.windows.net", None),
+            "https://acct.blob.core.windows.net"
+        );
+        assert_eq!(
+            url("blob.core.chinacloudapi.cn", None),
+            "https://acct.blob.core.chinacloudapi.cn"
+        );
+        // Set: as asked.
+        assert_eq!(
+            url("http://127.0.0.1:10000", Some(UriStyle::Host)),
+            "http://acct.127.0.0.1:10000"
+        );
+        assert_eq!(
+            url("https://stack.example:443", Some(UriStyle::Path)),
+            "https://stack.example:443/acct"
+        );
+        assert_eq!(
+            url("stack.example", Some(UriStyle::Host)),
+            "https://acct.stack.example"
         );
     }
 

@@ -227,6 +227,7 @@ fn azure_options(emu: &Emulator, prefix: &str) -> AzureOptions {
         key: Some(AZURITE_KEY.into()),
         key_type: AzureKeyType::Shared,
         endpoint: Some(emu.url()),
+        uri_style: Some(UriStyle::Path),
         verify_tls: true,
         ca_file: None,
         prefix: prefix.into(),

@@ -97,7 +97,6 @@ pub const FOREIGN_OPTIONS: &[(&str, Foreign)] = &[
     ("raw", LISTING),
     ("recovery-option", Refused(None)),
     ("recurse", LISTING),
-    ("repo-azure-uri-style", Refused(Some("host"))),
     ("repo-block", BLOCKS),
     ("repo-block-age-map", BLOCKS),
     ("repo-block-checksum-size-map", BLOCKS),

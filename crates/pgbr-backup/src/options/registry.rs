@@ -305,6 +305,12 @@ pub const OPTIONS: &[OptionDef] = &[
         "Azure blob service URL (default: https://<account>.blob.core.windows.net)",
     ),
     repo_opt(
+        "repo-azure-uri-style",
+        OptionKind::Choice(&["host", "path"]),
+        None,
+        "how repo-azure-endpoint names the account: host (<account>.<host>) or path (<endpoint>/<account>); default: host for Azure's clouds, path for other endpoints",
+    ),
+    repo_opt(
         "repo-gcs-bucket",
         OptionKind::Text,
         None,

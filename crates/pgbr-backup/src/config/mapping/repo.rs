@@ -206,6 +206,11 @@ impl RepoValues<'_> {
             key,
             key_type,
             endpoint: self.get("azure-endpoint"),
+            uri_style: match self.get("azure-uri-style").as_deref() {
+                Some("host") => Some(UriStyle::Host),
+                Some("path") => Some(UriStyle::Path),
+                _ => None,
+            },
             verify_tls: self.verify_tls(),
             ca_file: self.ca_file(),
             prefix: prefix.to_string(),
