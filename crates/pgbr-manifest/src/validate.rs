@@ -399,7 +399,7 @@ fn validate_target(t: &Target) -> Result<(), Error> {
 /// empty, no leading `/`, no NUL or backslash, and no empty, `.` or `..`
 /// component (so no `//` and no trailing `/`).
 ///
-/// The empty name is refused here; a [`PathEntry`] may use `""` for its
+/// The empty name is refused here; a [`PathEntry`](crate::PathEntry) may use `""` for its
 /// target's root, which [`Manifest::validate`] allows separately.
 pub fn validate_relative_name(name: &str) -> Result<(), Error> {
     let bad = |reason| Error::UnsafeName {
