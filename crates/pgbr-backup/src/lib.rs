@@ -20,7 +20,8 @@
 //! repository to restore from, among several, and the restored cluster's `restore_command`),
 //! [`stanza::all`] (the stanza commands in every repository) and [`command_line`] (the
 //! `restore_command` of a restored cluster and the workers' command lines). Long commands
-//! report through a [`Progress`] the caller implements; the library never prints. [`failpoints`]
+//! report through a [`Progress`] the caller implements; the library never prints. [`process`] holds
+//! the allocator tuning a program running these commands makes once, first thing. [`failpoints`]
 //! lists the crash points of the fault tests, which exist only in a build with the `failpoints`
 //! feature (off by default).
 //!
@@ -59,6 +60,7 @@ pub mod multi;
 pub mod options;
 mod pg;
 mod pipeline;
+pub mod process;
 mod progress;
 mod repo;
 pub mod restore;

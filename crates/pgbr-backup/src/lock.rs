@@ -205,6 +205,58 @@ pub fn start(lock_path: &Path, stanza: Option<&str>) -> Result<bool> {
     }
 }
 
+/// What `stop` or `start` tells the user: warnings, and the lines of its result.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Told {
+    /// Warnings (the stanza was already stopped, ...).
+    pub warnings: Vec<String>,
+    /// The result, one line each.
+    pub lines: Vec<String>,
+}
+
+/// `pgbr stop` (`stop`, with `force`) or `pgbr start` of `stanza` (`None`: every stanza): runs
+/// [`stop`] or [`start`] and says what happened.
+pub fn stop_or_start(
+    lock_path: &Path,
+    stanza: Option<&str>,
+    stop_it: bool,
+    force: bool,
+) -> Result<Told> {
+    let (what, flag) = match stanza {
+        Some(s) => (format!("stanza '{s}'"), format!(" --stanza={s}")),
+        None => ("all stanzas".to_string(), String::new()),
+    };
+    let mut told = Told::default();
+    if stop_it {
+        let report = stop(lock_path, stanza, force)?;
+        if report.already_stopped {
+            let file = report.stop_file.display();
+            told.warnings
+                .push(format!("stop file {file} already exists for {what}"));
+        }
+        for (s, pid) in &report.terminated {
+            told.lines.push(format!(
+                "terminated pgbr process {pid} holding the lock on stanza '{s}'"
+            ));
+        }
+        told.lines.push(format!(
+            "{what} stopped: run 'pgbr{flag} start' to allow commands again"
+        ));
+    } else {
+        if !start(lock_path, stanza)? {
+            told.warnings.push(format!(
+                "stop file does not exist for {what}; nothing to start"
+            ));
+        }
+        if stanza.is_some_and(|s| is_stopped(lock_path, s)) {
+            told.warnings
+                .push("all stanzas are still stopped: run 'pgbr start'".into());
+        }
+        told.lines.push(format!("{what} started"));
+    }
+    Ok(told)
+}
+
 /// The pid of the live process holding `stanza`'s lock, if any.
 pub fn holder(lock_path: &Path, stanza: &str) -> Result<Option<u32>> {
     let path = crate::layout::lock_file(lock_path, stanza);

@@ -50,32 +50,6 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Tunes glibc's malloc for `command`; called before any other thread exists.
-///
-/// - At most one arena per CPU (glibc allows eight per CPU): buffers allocated on the runtime's
-///   I/O threads and freed on its workers otherwise fragment across many arenas (a restore then
-///   peaks at half as much memory again, no faster).
-/// - For backup, which allocates buffers of every size for every file, buffers of 256 KiB and
-///   more stay mapped on their own: glibc otherwise raises that threshold to the largest buffer
-///   freed, and buffers of up to 32 MiB then fragment the arenas (a fifth more peak memory, no
-///   faster). Not for restore: mapping its multi-megabyte ranged reads each time costs a tenth
-///   more time.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc(command: Command) {
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cpus.max(2)).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
-        if command == Command::Backup {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc(_command: Command) {}
-
 fn main() -> ExitCode {
     // The fault tests' failpoints (`pgbr_backup::failpoints`), from the FAILPOINTS environment
     // variable: only in a build with the `failpoints` feature (the test suite's); in any other
@@ -100,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    tune_malloc(parsed.command);
+    pgbr_backup::process::tune_allocator(parsed.command);
     if parsed.command == Command::Version {
         println!("pgbr {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
@@ -365,31 +339,17 @@ async fn archive_get(config: &Config, name: &str, dest: &Path) -> Result<u8, Err
 
 /// `stop` and `start`: write or remove the stop file of `--stanza` (without it: every stanza).
 fn stop_start(config: &Config) -> Result<u8, Error> {
-    let lock_path = config.lock_path();
-    let stanza = config.stanza.as_deref();
-    let (what, flag) = match stanza {
-        Some(s) => (format!("stanza '{s}'"), format!(" --stanza={s}")),
-        None => ("all stanzas".to_string(), String::new()),
-    };
-    if config.command == Command::Stop {
-        let force = config.options.get_bool("force");
-        let report = pgbr_backup::lock::stop(&lock_path, stanza, force)?;
-        if report.already_stopped {
-            let file = report.stop_file.display();
-            tracing::warn!("stop file {file} already exists for {what}");
-        }
-        for (s, pid) in &report.terminated {
-            println!("terminated pgbr process {pid} holding the lock on stanza '{s}'");
-        }
-        println!("{what} stopped: run 'pgbr{flag} start' to allow commands again");
-    } else {
-        if !pgbr_backup::lock::start(&lock_path, stanza)? {
-            tracing::warn!("stop file does not exist for {what}; nothing to start");
-        }
-        if stanza.is_some_and(|s| pgbr_backup::lock::is_stopped(&lock_path, s)) {
-            tracing::warn!("all stanzas are still stopped: run 'pgbr start'");
-        }
-        println!("{what} started");
+    let stop = config.command == Command::Stop;
+    let force = stop && config.options.get_bool("force");
+    let told = pgbr_backup::lock::stop_or_start(
+        &config.lock_path(),
+        config.stanza.as_deref(),
+        stop,
+        force,
+    )?;
+    for w in &told.warnings {
+        tracing::warn!("{w}");
     }
+    print(&told.lines.join("\n"))?;
     Ok(0)
 }
