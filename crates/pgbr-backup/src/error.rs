@@ -111,7 +111,29 @@ pub enum Error {
     },
 }
 
-fn each_failure(failures: &[(String, Error)]) -> String {
+impl Error {
+    /// The error of a command over `repositories` repositories that failed in `failures` (never
+    /// empty): with one repository and one failure, that error as it is; otherwise
+    /// [`Error::InRepositories`] with `summary`.
+    pub(crate) fn in_repositories(
+        mut failures: Vec<(String, Error)>,
+        repositories: usize,
+        summary: impl FnOnce() -> String,
+    ) -> Error {
+        if repositories == 1 && failures.len() == 1 {
+            if let Some((_, e)) = failures.pop() {
+                return e;
+            }
+        }
+        Error::InRepositories {
+            summary: summary(),
+            failures,
+        }
+    }
+}
+
+/// `repo1: why; repo2: why`.
+pub(crate) fn each_failure(failures: &[(String, Error)]) -> String {
     let each: Vec<String> = failures.iter().map(|(r, e)| format!("{r}: {e}")).collect();
     each.join("; ")
 }

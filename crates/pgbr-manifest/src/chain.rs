@@ -82,6 +82,13 @@ pub fn file_checksum_from_chain(
     Some(Checksum::from(hash))
 }
 
+/// [`file_checksum_from_chain`] of a file of `size` bytes whose `blocks` (of `block_size` bytes)
+/// each keep their chaining value; `None` when one does not (or as that function says).
+pub fn blocks_checksum(blocks: &[crate::BlockRef], size: u64, block_size: u64) -> Option<Checksum> {
+    let chain: Option<Vec<ChainValue>> = blocks.iter().map(|b| b.chain).collect();
+    file_checksum_from_chain(&chain?, size, block_size)
+}
+
 /// The chaining value of the `len` bytes at `offset`, a subtree of the file's tree.
 fn subtree(chain: &[ChainValue], offset: u64, len: u64, block_size: u64) -> ChainValue {
     if len <= block_size {

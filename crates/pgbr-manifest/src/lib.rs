@@ -89,7 +89,9 @@ mod streamed;
 mod validate;
 
 pub use blockmap::{block_hash, changed_blocks, BlockHash, ParseBlockHashError};
-pub use chain::{block_chain_value, file_checksum_from_chain, ChainValue, ParseChainValueError};
+pub use chain::{
+    block_chain_value, blocks_checksum, file_checksum_from_chain, ChainValue, ParseChainValueError,
+};
 pub use checksum::{Checksum, ParseChecksumError};
 pub use codec::{Cipher, Compression};
 /// The string type of [`FileEntry`]'s names, re-exported so that callers need not depend on it.

@@ -301,12 +301,7 @@ impl Manifest {
 /// That the chaining values of `f`'s blocks, when it keeps one for every block, combine into its
 /// checksum: a later backup that does not read a block takes its value on trust.
 fn check_chain(f: &FileEntry, map: &crate::BlockMapRef) -> Result<(), &'static str> {
-    let chain: Option<Vec<crate::ChainValue>> = map.blocks.iter().map(|b| b.chain).collect();
-    let Some(chain) = chain else {
-        return Ok(());
-    };
-    let block_size = u64::from(map.block_size);
-    match crate::file_checksum_from_chain(&chain, f.size, block_size) {
+    match crate::blocks_checksum(&map.blocks, f.size, u64::from(map.block_size)) {
         Some(sum) if sum != f.checksum => {
             Err("the chaining values of its blocks do not make its checksum")
         }

@@ -84,18 +84,14 @@ impl Pushed {
                 })
                 .collect());
         }
-        let mut failures = report.failed;
-        if repositories == 1 && failures.len() == 1 {
-            if let Some((_, e)) = failures.pop() {
-                return Err(e);
+        let summary = || {
+            if held.is_empty() {
+                format!("{name} is not archived")
+            } else {
+                format!("{name} is archived in {} only", held.join(", "))
             }
-        }
-        let summary = if held.is_empty() {
-            format!("{name} is not archived")
-        } else {
-            format!("{name} is archived in {} only", held.join(", "))
         };
-        Err(Error::InRepositories { summary, failures })
+        Err(Error::in_repositories(report.failed, repositories, summary))
     }
 }
 
@@ -156,12 +152,7 @@ fn record_push_failure(config: &Config, wal: &Path, pushed: &Result<Pushed>) {
     let failure = match pushed {
         Err(e) => Some(e.to_string()),
         Ok(Pushed::Direct { report, .. }) if !report.failed.is_empty() => {
-            let each: Vec<String> = report
-                .failed
-                .iter()
-                .map(|(repo, e)| format!("{repo}: {e}"))
-                .collect();
-            Some(each.join("; "))
+            Some(crate::error::each_failure(&report.failed))
         }
         Ok(_) => None,
     };
@@ -232,21 +223,19 @@ impl Got {
     /// stops rather than end early: a repository that could not answer may hold the file (with
     /// one repository, its error as it is; with several, [`Error::InRepositories`]).
     pub fn verdict(self, wal_name: &str) -> Result<GetOutcome> {
-        let mut failures = match self.report.outcome() {
-            Ok(outcome) => return Ok(outcome),
-            Err(_) => self.report.failed,
-        };
-        if self.repositories == 1 && failures.len() == 1 {
-            if let Some((_, e)) = failures.pop() {
-                return Err(e);
-            }
+        if let Ok(outcome) = self.report.outcome() {
+            return Ok(outcome);
         }
-        Err(Error::InRepositories {
-            summary: format!(
+        let summary = || {
+            format!(
                 "{wal_name} is in no repository that answered, and a repository that failed may hold it"
-            ),
-            failures,
-        })
+            )
+        };
+        Err(Error::in_repositories(
+            self.report.failed,
+            self.repositories,
+            summary,
+        ))
     }
 }
 

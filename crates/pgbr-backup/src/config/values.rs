@@ -161,6 +161,24 @@ impl Options {
         }
     }
 
+    /// For `name`, an option pgbr does not have: when pgBackRest has it, warns (once) or fails
+    /// with `error(message)` as [`options::foreign_verdict`] says, and answers true; false when
+    /// pgBackRest has no such option either.
+    fn take_foreign(
+        &mut self,
+        name: &str,
+        value: &str,
+        error: impl FnOnce(String) -> Error,
+    ) -> Result<bool, Error> {
+        match options::foreign_verdict(name, value) {
+            Some(verdict) => {
+                self.warn_once(verdict.map_err(error)?);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Merges the configuration file, `env` (pass [`crate::config::env_vars`]) and `flags` (name without
     /// `--`, value; booleans as `y`/`n`) for `command`.
     ///
@@ -189,16 +207,11 @@ impl Options {
             }
             let name = rest.to_ascii_lowercase().replace('_', "-");
             let Some(n) = OptionName::parse(&name) else {
-                match options::foreign_verdict(&name, value) {
-                    Some(verdict) => {
-                        let warning = verdict.map_err(|m| {
-                            Error::config(format!("{m} (from environment variable {var})"))
-                        })?;
-                        opts.warn_once(warning);
-                    }
-                    None => opts.warnings.push(format!(
+                let from_var = |m| Error::config(format!("{m} (from environment variable {var})"));
+                if !opts.take_foreign(&name, value, from_var)? {
+                    opts.warnings.push(format!(
                         "environment variable {var} is not a pgbr option; ignored"
-                    )),
+                    ));
                 }
                 continue;
             };
@@ -211,9 +224,9 @@ impl Options {
         let mut flag_values: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in flags {
             let Some(n) = OptionName::parse(name) else {
-                let verdict = options::foreign_verdict(name, value)
-                    .ok_or_else(|| Error::config(format!("unknown option '--{name}'")))?;
-                opts.warn_once(verdict.map_err(Error::config)?);
+                if !opts.take_foreign(name, value, Error::config)? {
+                    return Err(Error::config(format!("unknown option '--{name}'")));
+                }
                 continue;
             };
             if !applies(n.def, command) {
@@ -319,21 +332,17 @@ impl Options {
                     )));
                 }
             }
-            if OptionName::parse(&key).is_none() {
-                if let Some(verdict) = options::foreign_verdict(&key, &value) {
-                    let warning = verdict.map_err(|m| at(format!("section [{section}]: {m}")))?;
-                    self.warn_once(warning);
+            let Some(n) = OptionName::parse(&key) else {
+                if self.take_foreign(&key, &value, |m| at(format!("section [{section}]: {m}")))? {
                     continue;
                 }
-            }
-            let n = OptionName::parse(&key).ok_or_else(|| {
-                at(match config_file::showable_name(&key) {
+                return Err(at(match config_file::showable_name(&key) {
                     Some(k) => format!("section [{section}]: unknown option '{k}'"),
                     None => format!(
                         "section [{section}]: unknown option (its name is not shown: it is not an option name and may be part of a value)"
                     ),
-                })
-            })?;
+                }));
+            };
             if n.def.scope == Scope::CommandLine {
                 return Err(at(format!(
                     "section [{section}]: option '{key}' is only accepted on the command line or in the environment"

@@ -63,6 +63,17 @@ pub enum Indexed {
     Pg,
 }
 
+impl Indexed {
+    /// The family's highest index ([`MAX_REPO`], [`MAX_PG`]); 0 for no family.
+    pub fn max_index(self) -> u32 {
+        match self {
+            Indexed::No => 0,
+            Indexed::Repo => MAX_REPO,
+            Indexed::Pg => MAX_PG,
+        }
+    }
+}
+
 /// Highest repository index accepted (`repo1`..`repo256`, as in pgBackRest; the indexes in use
 /// need not follow each other).
 pub const MAX_REPO: u32 = 256;
@@ -111,26 +122,19 @@ pub struct OptionName {
 impl OptionName {
     /// Looks `name` up (`repo2-path`, `compress-type`); `None` when pgbr has no such option.
     pub fn parse(name: &str) -> Option<OptionName> {
-        for family in [
-            ("repo", Indexed::Repo, MAX_REPO),
-            ("pg", Indexed::Pg, MAX_PG),
-        ] {
-            let (prefix, kind, max) = family;
-            if let Some(rest) = name.strip_prefix(prefix) {
-                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-                if digits.is_empty() || digits.starts_with('0') {
-                    continue;
-                }
-                let index: u32 = digits.parse().ok()?;
-                if index > max {
-                    return None;
-                }
-                let base = format!("{prefix}{}", &rest[digits.len()..]);
-                return OPTIONS
-                    .iter()
-                    .find(|d| d.indexed == kind && d.name == base)
-                    .map(|def| OptionName { def, index });
+        if let Some((kind, index, base)) = split_index(name) {
+            let max = if kind == Indexed::Repo {
+                MAX_REPO
+            } else {
+                MAX_PG
+            };
+            if index > max {
+                return None;
             }
+            return OPTIONS
+                .iter()
+                .find(|d| d.indexed == kind && d.name == base)
+                .map(|def| OptionName { def, index });
         }
         OPTIONS
             .iter()
@@ -142,6 +146,22 @@ impl OptionName {
     pub fn full_name(&self) -> String {
         full_name(self.def, self.index)
     }
+}
+
+/// An indexed name split: `repo3-path` -> (`Repo`, 3, `repo-path`), `pg2-port` -> (`Pg`, 2,
+/// `pg-port`). `None` for a name of no family, or an index that is empty or starts with 0;
+/// the family's highest index is the caller's to check.
+pub fn split_index(name: &str) -> Option<(Indexed, u32, String)> {
+    [("repo", Indexed::Repo), ("pg", Indexed::Pg)]
+        .into_iter()
+        .find_map(|(prefix, kind)| {
+            let (digits, tail) = name.strip_prefix(prefix)?.split_once('-')?;
+            if digits.is_empty() || digits.starts_with('0') {
+                return None;
+            }
+            let index = digits.parse().ok()?;
+            Some((kind, index, format!("{prefix}-{tail}")))
+        })
 }
 
 /// The written name of `def` at `index` (`repo-path`, 2 -> `repo2-path`).
@@ -171,10 +191,10 @@ pub fn full_names_for(repos: &[u32], pgs: &[u32]) -> Vec<(String, &'static Optio
                 out.push((d.name.to_string(), d));
                 continue;
             }
-            Indexed::Repo => (repos, MAX_REPO),
-            Indexed::Pg => (pgs, MAX_PG),
+            Indexed::Repo => repos,
+            Indexed::Pg => pgs,
         };
-        let (indexes, max) = indexes;
+        let max = d.indexed.max_index();
         let valid = indexes.iter().filter(|&&i| (1..=max).contains(&i));
         out.extend(valid.map(|&i| (full_name(d, i), d)));
     }

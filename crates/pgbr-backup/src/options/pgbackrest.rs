@@ -225,15 +225,8 @@ pub fn foreign_flags<'a>(words: impl Iterator<Item = &'a str>) -> Vec<(String, b
 /// `repo2-host` -> `repo-host`, `pg3-host-user` -> `pg-host-user`; `None` for a name of no
 /// family (or an index above [`super::MAX_REPO`] / [`super::MAX_PG`], pgBackRest's too).
 fn unindexed(name: &str) -> Option<String> {
-    [("repo", super::MAX_REPO), ("pg", super::MAX_PG)]
-        .into_iter()
-        .find_map(|(prefix, max)| {
-            let rest = name.strip_prefix(prefix)?;
-            let (digits, tail) = rest.split_once('-')?;
-            let index: u32 = digits.parse().ok()?;
-            (!digits.starts_with('0') && (1..=max).contains(&index))
-                .then(|| format!("{prefix}-{tail}"))
-        })
+    let (kind, index, base) = super::split_index(name)?;
+    (index <= kind.max_index()).then_some(base)
 }
 
 /// What to do with the pgBackRest option `name` pgbr does not implement, set to `value`: the

@@ -5,8 +5,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use pgbr_manifest::{
-    block_chain_value, block_hash, file_checksum_from_chain, BlockBase, BlockRef, ChainValue,
-    Checksum, PAGE_SIZE,
+    block_chain_value, block_hash, blocks_checksum, BlockBase, BlockRef, Checksum, PAGE_SIZE,
 };
 use pgbr_storage::{CompressType, Storage};
 
@@ -407,15 +406,12 @@ impl Summing {
         if let Some(sum) = single_block.filter(|_| size <= BLOCK_SIZE as u64) {
             return Ok(sum);
         }
-        let chain: Option<Vec<ChainValue>> = blocks.iter().map(|b| b.chain).collect();
-        chain
-            .and_then(|chain| file_checksum_from_chain(&chain, size, BLOCK_SIZE as u64))
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "{}: a block of the file has no chaining value",
-                    src.display()
-                ))
-            })
+        blocks_checksum(blocks, size, BLOCK_SIZE as u64).ok_or_else(|| {
+            Error::Internal(format!(
+                "{}: a block of the file has no chaining value",
+                src.display()
+            ))
+        })
     }
 }
 
