@@ -210,12 +210,31 @@ fn find_program(name: &str) -> PathBuf {
         .unwrap_or_else(|| missing(name))
 }
 
+/// moto's server with one change: a conditional PUT (`If-None-Match: *`, what a repository
+/// claim rests on) is checked and written under one lock. moto checks, then writes, on threads of
+/// their own, so under load two writers can both create the object; S3 itself decides
+/// atomically, and that is what pgbr relies on.
+const MOTO_ATOMIC_PUT: &str = "import sys, threading
+import moto.s3.responses as responses
+from moto.server import main
+lock = threading.Lock()
+put = responses.S3Response.put_object
+def put_object(self, *args, **kwargs):
+    with lock:
+        return put(self, *args, **kwargs)
+responses.S3Response.put_object = put_object
+sys.exit(main(sys.argv[1:]))
+";
+
 /// moto with an empty bucket `bucket`.
 pub fn start_moto(bucket: &str) -> Emulator {
+    // `moto_server` is looked for only to fail early with what to install; the server runs under
+    // `python3`, whose pip installed it (.ci/run).
+    find_program("moto_server");
     let emu = Emulator::start(
         "moto_server",
-        &find_program("moto_server"),
-        &["-H", "127.0.0.1", "-p", "{port}"],
+        Path::new("python3"),
+        &["-c", MOTO_ATOMIC_PUT, "-H", "127.0.0.1", "-p", "{port}"],
     );
     let (status, body) = emu.http("PUT", &format!("/{bucket}"), &[], b"");
     assert_eq!(status, 200, "create bucket: {body}");
