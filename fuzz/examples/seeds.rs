@@ -60,6 +60,7 @@ fn main() -> Result<()> {
     crypto(&mut seeds)?;
     storage(&mut seeds)?;
     data_page(&mut seeds)?;
+    pgbackrest(&mut seeds)?;
     println!("wrote {} seeds under {dir}", seeds.count);
     Ok(())
 }
@@ -182,7 +183,7 @@ fn metadata(seeds: &mut Seeds) -> Result<()> {
         stanza: "main".into(),
         db_history: history.clone(),
         cipher: cipher.clone(),
-        backups: vec![BackupSummary::from_manifest(&manifest)],
+        backups: vec![BackupSummary::from_manifest(&manifest, Manifest::from_bytes_with_checksum(&manifest.to_bytes()?)?.1)],
     };
     let bytes = backup_info.to_bytes()?;
     BackupInfo::from_bytes(&bytes)?;
@@ -342,4 +343,21 @@ fn data_page(seeds: &mut Seeds) -> Result<()> {
     input.extend_from_slice(&page);
     seeds.put("data_page", "heap-page", &input)?;
     seeds.put("data_page", "short-page", &input[..12 + 512])
+}
+
+/// pgBackRest's `archive.info`, `backup.info` and `backup.manifest`, in its INI syntax with true
+/// SHA-1 checksums (the shapes pgBackRest 2.45 writes).
+fn pgbackrest(seeds: &mut Seeds) -> Result<()> {
+    use pgbr_manifest::pgbackrest::Ini;
+    let head = "[backrest]\nbackrest-format=5\nbackrest-version=\"2.45\"\n\n";
+    let texts = [
+        ("archive-info", format!("{head}[db]\ndb-id=1\ndb-system-id={SYSTEM_ID}\ndb-version=\"15\"\n\n[db:history]\n1={{\"db-id\":{SYSTEM_ID},\"db-version\":\"15\"}}\n")),
+        ("backup-info", format!("{head}[backup:current]\n20261207-230614F={{\"backrest-format\":5,\"backrest-version\":\"2.45\",\"backup-archive-start\":\"000000010000000000000003\",\"backup-archive-stop\":\"000000010000000000000003\",\"backup-info-repo-size\":5,\"backup-info-repo-size-delta\":5,\"backup-info-size\":9,\"backup-info-size-delta\":9,\"backup-lsn-start\":\"0/3000028\",\"backup-lsn-stop\":\"0/3000100\",\"backup-timestamp-start\":1796684774,\"backup-timestamp-stop\":1796684775,\"backup-type\":\"full\",\"db-id\":1}}\n\n[cipher]\ncipher-pass=\"sub\"\n\n[db:history]\n1={{\"db-catalog-version\":202209061,\"db-control-version\":1300,\"db-system-id\":{SYSTEM_ID},\"db-version\":\"15\"}}\n")),
+        ("manifest", format!("{head}[backup]\nbackup-archive-start=\"000000010000000000000003\"\nbackup-label=\"20261207-230614F\"\nbackup-timestamp-start=1796684774\nbackup-timestamp-stop=1796684775\nbackup-type=\"full\"\n\n[backup:db]\ndb-id=1\ndb-system-id={SYSTEM_ID}\ndb-version=\"15\"\n\n[backup:option]\noption-compress-type=\"zst\"\n\n[backup:target]\npg_data={{\"path\":\"/data\",\"type\":\"path\"}}\npg_tblspc/16384={{\"path\":\"/ts\",\"tablespace-id\":\"16384\",\"tablespace-name\":\"ts\",\"type\":\"link\"}}\n\n[target:file]\npg_data/PG_VERSION={{\"bni\":1,\"checksum\":\"587b596f04f7db9c2cad3d6b87dd2b3a05de4f35\",\"repo-size\":12,\"size\":3,\"timestamp\":1796684759}}\npg_tblspc/16384/PG_15_202209061/5/1={{\"checksum-page\":true,\"checksum-page-error\":[1,[3,4]],\"size\":0,\"timestamp\":1}}\n\n[target:file:default]\nmode=\"0600\"\n\n[target:link]\npg_data/pg_tblspc/16384={{\"destination\":\"/ts\"}}\n\n[target:path]\npg_data={{}}\npg_tblspc={{}}\npg_tblspc/16384={{}}\n\n[target:path:default]\nmode=\"0700\"\n")),
+    ];
+    for (name, text) in texts {
+        let rendered = Ini::parse(text.as_bytes(), name)?.render();
+        seeds.put("pgbackrest_formats", name, rendered.as_bytes())?;
+    }
+    Ok(())
 }

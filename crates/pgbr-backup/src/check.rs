@@ -63,6 +63,8 @@ pub async fn run(
     lock_path: &Path,
     timeout: Duration,
 ) -> Result<CheckReport> {
+    // pgbr never archives into a repository pgBackRest wrote: the WAL would never arrive.
+    repo.refuse_backrest("check")?;
     let (session, _, _) = connect_stanza_cluster(repo, pg).await?;
     let mode = session.setting("archive_mode").await?;
     if mode == "off" {

@@ -7,9 +7,10 @@
 //! [`Repository`]; these functions decide which one, or repeat an operation over all of them
 //! (`info` too, and the stanza commands, which run in every repository).
 
-use crate::config::{CloudOptions, RepoOptions};
+use crate::config::{CloudOptions, Config, ExpireOptions, RepoOptions};
 use crate::error::{Error, Result};
 use crate::info::{self, StanzaReport};
+use crate::recovery::RecoveryTarget;
 use crate::repo::Repository;
 
 /// `repo2 (s3:bucket)`: a repository for messages, built from its options alone (so it can name a
@@ -25,17 +26,21 @@ pub fn label(opts: &RepoOptions) -> String {
 }
 
 /// The repository to restore from: with one repository, that one; with several, the first that
-/// opens and holds a backup (backup `set` when given). Returns it and the repositories passed
-/// over, with why.
+/// opens and holds a backup (backup `set` when given) — except that without `set`, when
+/// pgBackRest wrote one of the candidates (a stanza taken over from pgBackRest), the one whose
+/// newest backup that can reach `target` is the newest, so the old repository does not win by
+/// its place in the configuration. Returns it and the repositories passed over, with why.
 pub async fn open_for_restore(
     repos: &[RepoOptions],
     stanza: &str,
     set: Option<&str>,
+    target: &RecoveryTarget,
 ) -> Result<(Repository, Vec<(String, Error)>)> {
     if let [only] = repos {
         return Ok((Repository::open(only, stanza).await?, Vec::new()));
     }
     let mut skipped = Vec::new();
+    let mut candidates = Vec::new();
     for r in repos {
         match Repository::open(r, stanza).await {
             Ok(repo) => {
@@ -45,7 +50,11 @@ pub async fn open_for_restore(
                     None => !backups.is_empty(),
                 };
                 if has {
-                    return Ok((repo, skipped));
+                    candidates.push(repo);
+                    if set.is_some() {
+                        break;
+                    }
+                    continue;
                 }
                 let what = match set {
                     Some(s) => format!("has no backup {s}"),
@@ -55,6 +64,36 @@ pub async fn open_for_restore(
             }
             Err(e) => skipped.push((label(r), e)),
         }
+    }
+    let mixed = candidates.iter().any(Repository::is_backrest);
+    let chosen = if mixed {
+        let usable = crate::restore::usable_for(target);
+        let newest = |repo: &Repository| {
+            let backups = &repo.backup_info().backups;
+            backups
+                .iter()
+                .filter(|b| usable(b))
+                .map(|b| b.timestamp_stop)
+                .max()
+        };
+        // The first of those whose newest usable backup is the newest.
+        let best = candidates.iter().map(newest).max().flatten();
+        candidates
+            .iter()
+            .position(|r| best.is_some() && newest(r) == best)
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    if chosen < candidates.len() {
+        let repo = candidates.swap_remove(chosen);
+        for other in candidates.into_iter().filter(|_| mixed) {
+            skipped.push((
+                other.name(),
+                Error::BackupMissing(format!("{} holds a newer backup", repo.name())),
+            ));
+        }
+        return Ok((repo, skipped));
     }
     let why: Vec<String> = skipped.iter().map(|(n, e)| format!("{n}: {e}")).collect();
     Err(Error::BackupMissing(format!(
@@ -129,4 +168,26 @@ pub async fn info_all(repos: &[RepoOptions], stanza: Option<&str>) -> Result<Vec
         Some(e) if !any_ok => Err(e),
         _ => Ok(out),
     }
+}
+
+/// The `expire` options of `config` for `repo`, with the WAL that a repository pgBackRest wrote
+/// (configured beside `repo`, for the same stanza) needs kept: from its newest backup's start
+/// on, since the WAL archived after pgbr took the stanza over is only in pgbr's repositories,
+/// and without it that backup recovers no further than the takeover.
+pub async fn expire_options(config: &Config, repo: &Repository) -> Result<ExpireOptions> {
+    let mut opts = config.expire()?;
+    let (opened, _) = open_all(&config.repos_besides(repo.opts.index)?, repo.stanza()).await;
+    opts.keep_wal_from = opened
+        .iter()
+        .filter(|r| r.is_backrest())
+        .filter_map(|r| {
+            r.backup_info()
+                .backups
+                .iter()
+                .max_by_key(|b| b.timestamp_start)
+        })
+        .map(|b| b.wal_start.clone())
+        .filter(|start| !start.is_empty())
+        .min_by(|a, b| a.get(8..).cmp(&b.get(8..)));
+    Ok(opts)
 }

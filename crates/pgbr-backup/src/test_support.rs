@@ -31,6 +31,7 @@ pub(crate) fn summary(
         manifest_checksum: None,
         size_delta: None,
         size_repo: None,
+        backrest_version: None,
     }
 }
 

@@ -193,7 +193,7 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
         (Command::Backup, _) => {
             let mut repo = open_default(config).await?;
             let opts = config.backup()?;
-            let (pg, expire) = (config.pg()?, config.expire()?);
+            let (pg, expire) = (config.pg()?, multi::expire_options(config, &repo).await?);
             let r = backup_expire::run(&mut repo, &pg, &opts, &expire, progress).await?;
             log_backup(&r);
             Ok(0)
@@ -217,7 +217,8 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
         }
         (Command::Expire, _) => {
             let mut repo = open_default(config).await?;
-            let report = pgbr_backup::expire::run(&mut repo, &config.expire()?).await?;
+            let opts = multi::expire_options(config, &repo).await?;
+            let report = pgbr_backup::expire::run(&mut repo, &opts).await?;
             for w in &report.warnings {
                 tracing::warn!("{w}");
             }

@@ -93,6 +93,10 @@ pub struct BackupSummary {
     /// pgBackRest's `info.repository.size`. Absent in entries written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_repo: Option<u64>,
+    /// For a backup pgBackRest took (a repository pgbr reads): the version that wrote it, e.g.
+    /// `2.45`. Never written by pgbr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backrest_version: Option<String>,
 }
 
 impl BackupSummary {
@@ -131,6 +135,7 @@ impl BackupSummary {
                     .map(FileEntry::repo_size)
                     .fold(0u64, u64::saturating_add),
             ),
+            backrest_version: None,
         }
     }
 }
@@ -213,7 +218,7 @@ impl BackupInfo {
         Ok(info)
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         validate_stanza(&self.stanza)?;
         let ids = validate_history(&self.stanza, &self.db_history)?;
         let mut labels = HashSet::new();
@@ -269,9 +274,13 @@ impl ArchiveInfo {
     /// stanza name is usable and db-ids are unique.
     pub fn from_bytes(b: &[u8]) -> Result<Self, Error> {
         let info: ArchiveInfo = envelope::read_kind(b, INFO_FORMAT, ARCHIVE_KIND)?;
-        validate_stanza(&info.stanza)?;
-        validate_history(&info.stanza, &info.db_history)?;
+        info.validate()?;
         Ok(info)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        validate_stanza(&self.stanza)?;
+        validate_history(&self.stanza, &self.db_history).map(|_| ())
     }
 
     /// The current cluster identity: the history entry with the highest db-id.

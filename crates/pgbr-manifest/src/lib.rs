@@ -85,6 +85,7 @@ mod info;
 mod label;
 mod manifest;
 mod page;
+pub mod pgbackrest;
 mod streamed;
 mod validate;
 

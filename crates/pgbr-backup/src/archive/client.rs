@@ -389,6 +389,7 @@ pub async fn push_worker(config: &Config, wal_dir: &Path) -> Result<DrainReport>
         .ok_or_else(|| Error::Config("archive-push-async runs only with archive-async=y".into()))?;
     let stanza = config.stanza()?;
     let (repos, unavailable) = multi::open_all(&config.repos()?, stanza).await;
+    let repos = super::repos::writable(repos);
     let push = config.archive_push()?;
     let drained = super::drain_ready(
         &repos,

@@ -9,6 +9,11 @@ use crate::repo::Repository;
 /// Reads an archived WAL file, decrypted, decompressed and verified against its checksum.
 pub async fn read(repo: &Repository, wal: &ArchivedWal) -> Result<Vec<u8>> {
     let raw = repo.storage().get(&wal.path).await?;
+    if wal.backrest_compress.is_some() {
+        let mut plain = Vec::new();
+        backrest_copy(repo, wal, &raw[..], &mut plain)?;
+        return Ok(plain);
+    }
     let compressed = repo.unseal(&raw, &wal.path)?;
     let plain = pgbr_storage::decompress_to_vec(wal.compress_type, &compressed).map_err(|e| {
         Error::Corrupt(format!(
@@ -64,9 +69,20 @@ async fn fetch_into(repo: &Repository, wal: &ArchivedWal, dest: &Path) -> Result
     let (want, dest_owned) = (wal.checksum.clone(), dest.to_path_buf());
     let handle = tokio::runtime::Handle::current();
     let tmp_task = tmp.clone();
+    let backrest = repo.task_handle();
+    let wal = wal.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<()> {
         let mut file = std::fs::File::create(&tmp_task)
             .map_err(|e| Error::io("unable to write", &tmp_task, e))?;
+        if wal.backrest_compress.is_some() {
+            let stored = storage.blocking_reader(&object, handle.clone())?;
+            let mut out = std::io::BufWriter::new(&mut file);
+            backrest_copy(&backrest, &wal, stored, &mut out)?;
+            std::io::Write::flush(&mut out).map_err(|e| Error::io("unable to write", &tmp_task, e))?;
+            drop(out);
+            return std::fs::rename(&tmp_task, &dest_owned)
+                .map_err(|e| Error::io("unable to rename into place", &dest_owned, e));
+        }
         let (_, actual) =
             crate::pipeline::fetch_to_file(&storage, &object, &codec, &mut file, &tmp_task, &handle)?;
         if actual != want {
@@ -83,6 +99,51 @@ async fn fetch_into(repo: &Repository, wal: &ArchivedWal, dest: &Path) -> Result
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Decrypts and decompresses a WAL file pgBackRest archived from `stored` into `out`, checked
+/// against the SHA-1 in its name.
+fn backrest_copy(
+    repo: &Repository,
+    wal: &ArchivedWal,
+    stored: impl std::io::Read + Send,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    use sha1::Digest;
+    let compress = wal
+        .backrest_compress
+        .unwrap_or(pgbr_manifest::pgbackrest::BackrestCompress::None);
+    let pass = repo.backrest().and_then(|k| k.archive_pass.as_deref());
+    let mut reader = crate::repo::decode_reader(stored, pass, compress)?;
+    let mut hasher = sha1::Sha1::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    let broken = |e: std::io::Error| {
+        Error::Corrupt(format!(
+            "{}: {} cannot be read back ({e}); the archived file is damaged",
+            repo.name(),
+            wal.path
+        ))
+    };
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(broken(e)),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::Internal(format!("writing {}: {e}", wal.path)))?;
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != wal.checksum {
+        return Err(Error::Corrupt(format!(
+            "{}: {} does not match its SHA-1 (found {actual}); the archived file is damaged",
+            repo.name(),
+            wal.path
+        )));
+    }
+    Ok(())
 }
 
 /// (system id, major version) of the cluster in the current directory, if it is a data directory.

@@ -61,4 +61,8 @@ pub struct ArchivedWal {
     pub compress_type: CompressType,
     /// Stored size.
     pub size: u64,
+    /// Set for a file pgBackRest archived: its compression (bz2 among them). Its `checksum` is
+    /// then the SHA-1 (40 hex digits) pgBackRest names it with, and it is encrypted, if at all,
+    /// with the passphrase in pgBackRest's `archive.info`.
+    pub backrest_compress: Option<pgbr_manifest::pgbackrest::BackrestCompress>,
 }

@@ -23,6 +23,7 @@ pub async fn push(
     wal_path: &Path,
     opts: &ArchivePushOptions,
 ) -> Result<PushOutcome> {
+    repo.refuse_backrest("archive-push")?;
     let path = opts.wal_path(wal_path)?;
     let name = path
         .file_name()

@@ -18,6 +18,9 @@ pub struct PushAllReport {
     pub stored: Vec<(String, PushOutcome)>,
     /// Repositories that could not take it: (repository, why).
     pub failed: Vec<(String, Error)>,
+    /// Repositories pgBackRest wrote, which pgbr reads but does not write (while another
+    /// repository takes the file).
+    pub skipped: Vec<String>,
 }
 
 /// Pushes the WAL file at `wal_path` to every repository in `repos`, concurrently.
@@ -31,19 +34,46 @@ pub async fn push_all(
     wal_path: &Path,
     opts: &ArchivePushOptions,
 ) -> PushAllReport {
-    let results = futures::future::join_all(repos.iter().map(|r| async move {
-        let repo = Repository::open(r, stanza).await?;
-        archive::push(&repo, wal_path, opts).await
-    }))
-    .await;
+    let opened = futures::future::join_all(repos.iter().map(|r| Repository::open(r, stanza))).await;
     let mut report = PushAllReport::default();
-    for (r, result) in repos.iter().zip(results) {
-        match result {
-            Ok(outcome) => report.stored.push((label(r), outcome)),
+    let mut writable = Vec::new();
+    for (r, o) in repos.iter().zip(opened) {
+        match o {
+            Ok(repo) => writable.push((label(r), repo)),
             Err(e) => report.failed.push((label(r), e)),
         }
     }
+    let only_backrest = report.failed.is_empty() && writable.iter().all(|(_, r)| r.is_backrest());
+    if !only_backrest {
+        writable.retain(|(name, repo)| {
+            if repo.is_backrest() {
+                report.skipped.push(name.clone());
+            }
+            !repo.is_backrest()
+        });
+    }
+    let results = futures::future::join_all(
+        writable
+            .iter()
+            .map(|(_, repo)| archive::push(repo, wal_path, opts)),
+    )
+    .await;
+    for ((name, _), result) in writable.into_iter().zip(results) {
+        match result {
+            Ok(outcome) => report.stored.push((name, outcome)),
+            Err(e) => report.failed.push((name, e)),
+        }
+    }
     report
+}
+
+/// `repos` without those pgBackRest wrote (pgbr reads them, never writes them), unless that would
+/// leave none: then each refuses the write itself, and says why.
+pub(crate) fn writable(mut repos: Vec<Repository>) -> Vec<Repository> {
+    if repos.iter().any(|r| !r.is_backrest()) {
+        repos.retain(|r| !r.is_backrest());
+    }
+    repos
 }
 
 /// What [`get_first`] found.

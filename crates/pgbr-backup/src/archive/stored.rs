@@ -1,5 +1,6 @@
 //! Where an archived WAL file is and what its object name says: `<name>-<blake3><ext>`.
 
+use pgbr_manifest::pgbackrest::BackrestCompress;
 use pgbr_manifest::ArchiveInfo;
 use pgbr_storage::{CompressType, ObjectInfo};
 use pgbr_wal::WalFileName;
@@ -74,7 +75,12 @@ pub async fn find_for(
     for db in dbs {
         let dir = wal_dir(repo, &ArchiveInfo::archive_id(&db), wal_name)?;
         let (_, objects) = repo.storage().list_dir(&dir).await?;
-        if let Some(found) = pick(&objects, wal_name) {
+        let found = if repo.is_backrest() {
+            pick_backrest(&objects, wal_name)
+        } else {
+            pick(&objects, wal_name)
+        };
+        if let Some(found) = found {
             return Ok(Some(found));
         }
     }
@@ -91,6 +97,26 @@ pub(super) fn pick(objects: &[ObjectInfo], wal_name: &str) -> Option<ArchivedWal
             checksum,
             compress_type,
             size: o.size,
+            backrest_compress: None,
+        })
+    })
+}
+
+/// The object pgBackRest stored `wal_name` as among `objects` (`<name>-<sha1><ext>`), if any.
+fn pick_backrest(objects: &[ObjectInfo], wal_name: &str) -> Option<ArchivedWal> {
+    objects.iter().find_map(|o| {
+        let file = o.path.rsplit('/').next()?;
+        let rest = file.strip_prefix(wal_name)?.strip_prefix('-')?;
+        let (checksum, ext) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
+        if checksum.len() != 40 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(ArchivedWal {
+            path: o.path.clone(),
+            checksum: checksum.to_ascii_lowercase(),
+            compress_type: CompressType::None,
+            size: o.size,
+            backrest_compress: Some(BackrestCompress::from_extension(ext)?),
         })
     })
 }

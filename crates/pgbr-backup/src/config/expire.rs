@@ -40,6 +40,11 @@ pub struct ExpireOptions {
     pub dry_run: bool,
     /// Directory of the stanza lock files.
     pub lock_path: PathBuf,
+    /// WAL from this segment on (any timeline) is kept whatever the retention: set by
+    /// [`crate::multi::expire_options`] when a repository pgBackRest wrote, configured beside this
+    /// one, needs the WAL pgbr archived since it took the stanza over to carry its newest
+    /// backup to the present.
+    pub keep_wal_from: Option<String>,
 }
 
 impl Default for ExpireOptions {

@@ -120,6 +120,9 @@ pub(super) async fn plan_archive(
                 keep.all = true;
             }
         }
+        if let (Some(floor), false) = (opts.keep_wal_from.as_deref().and_then(position), keep.all) {
+            keep.from = Some(keep.from.map_or(floor, |f| f.min(floor)));
+        }
         for b in retained.iter().filter(|b| b.db_id == db.db_id) {
             match (position(&b.wal_start), position(&b.wal_stop)) {
                 (Some(a), Some(z)) => keep.ranges.push((b.timeline, a, z)),

@@ -108,7 +108,10 @@ fn archive(r: &StanzaReport) -> Vec<Value> {
 fn backup(r: &StanzaReport, b: &pgbr_manifest::BackupSummary) -> Value {
     json!({
         "archive": {"start": b.wal_start, "stop": b.wal_stop},
-        "backrest": {"format": pgbr_manifest::INFO_FORMAT, "version": concat!("pgbr ", env!("CARGO_PKG_VERSION"))},
+        "backrest": match &b.backrest_version {
+            Some(version) => json!({"format": pgbr_manifest::pgbackrest::BACKREST_FORMAT, "version": version}),
+            None => json!({"format": pgbr_manifest::INFO_FORMAT, "version": concat!("pgbr ", env!("CARGO_PKG_VERSION"))}),
+        },
         "database": {"id": b.db_id, "repo-key": r.repo_key},
         "error": b.page_errors > 0,
         "info": {

@@ -5,6 +5,7 @@
 //! Every info file and manifest is written twice (`name`, then `name.copy`); readers take the first
 //! copy that verifies.
 
+mod backrest;
 mod key;
 mod manifests;
 mod storage;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::lock::Lock;
 
+pub(crate) use backrest::{decode_reader, is_backrest_stanza, BackrestKeys};
 pub(crate) use key::unlock;
 pub(crate) use manifests::check_bound;
 pub use storage::open_storage;
@@ -40,6 +42,8 @@ pub struct Repository {
     pub(crate) lock: Option<Lock>,
     /// The stanza's claim in the repository, once such a command has taken it.
     pub(crate) claim: Option<Claim>,
+    /// Set when pgBackRest wrote the repository: its passphrases (see [`backrest`]).
+    pub(crate) backrest: Option<BackrestKeys>,
 }
 
 impl Repository {
@@ -55,6 +59,7 @@ impl Repository {
             archive_info: self.archive_info.clone(),
             lock: None,
             claim: None,
+            backrest: self.backrest.clone(),
         }
     }
 
@@ -72,13 +77,23 @@ impl Repository {
         stanza: &str,
     ) -> Result<Repository> {
         let repo_name = describe(opts, &storage);
+        // pgBackRest's info files stand where pgbr's do: `None` for one of those.
         let backup_info = load_twice(&storage, &layout::backup_info(stanza), |b| {
-            BackupInfo::from_bytes(b).map_err(|source| Error::Manifest {
-                context: format!("{repo_name}: backup.info of stanza '{stanza}'"),
-                source,
-            })
+            if backrest::is_backrest(b) {
+                return Ok(None);
+            }
+            BackupInfo::from_bytes(b)
+                .map(Some)
+                .map_err(|source| Error::Manifest {
+                    context: format!("{repo_name}: backup.info of stanza '{stanza}'"),
+                    source,
+                })
         })
         .await?;
+        if matches!(backup_info, Some(None)) {
+            return Self::open_backrest(storage, opts, stanza, repo_name).await;
+        }
+        let backup_info = backup_info.flatten();
         let archive_info = load_twice(&storage, &layout::archive_info(stanza), |b| {
             ArchiveInfo::from_bytes(b).map_err(|source| Error::Manifest {
                 context: format!("{repo_name}: archive.info of stanza '{stanza}'"),
@@ -115,6 +130,37 @@ impl Repository {
             archive_info,
             lock: None,
             claim: None,
+            backrest: None,
+        })
+    }
+
+    async fn open_backrest(
+        storage: Storage,
+        opts: &RepoOptions,
+        stanza: &str,
+        repo_name: String,
+    ) -> Result<Repository> {
+        let Some((backup, archive)) =
+            backrest::open_infos(&storage, opts, &repo_name, stanza).await?
+        else {
+            return Err(Error::StanzaMissing {
+                stanza: stanza.to_string(),
+                repo: repo_name,
+            });
+        };
+        Ok(Repository {
+            storage,
+            opts: opts.clone(),
+            stanza: stanza.to_string(),
+            key: None,
+            backup_info: backup.info,
+            archive_info: archive.info,
+            lock: None,
+            claim: None,
+            backrest: Some(BackrestKeys {
+                backup_pass: backup.cipher_pass,
+                archive_pass: archive.cipher_pass,
+            }),
         })
     }
 
@@ -133,6 +179,7 @@ impl Repository {
     /// [`Repository::release_claim`]. `backup` and `expire` call this themselves (and release
     /// what they took); a caller running both under one claim takes it first.
     pub async fn claim(&mut self, command: &str) -> Result<bool> {
+        self.refuse_backrest(command)?;
         if self.claim.is_some() {
             return Ok(false);
         }
@@ -263,6 +310,7 @@ where
 {
     let storage = open_storage(repo_opts)?;
     let repo = describe(repo_opts, &storage);
+    backrest::refuse_written_by_backrest(&storage, &repo, stanza, command).await?;
     let claim = Claim::take(&storage, &repo, stanza, command).await?;
     let result = run().await;
     claim.release_or_warn().await;

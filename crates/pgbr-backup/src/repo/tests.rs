@@ -53,6 +53,7 @@ fn repository() -> Repository {
             db_history: vec![db],
             cipher,
         },
+        backrest: None,
         lock: None,
         claim: None,
     }

@@ -18,12 +18,20 @@ pub async fn from_config(
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreReport> {
     let mut opts = config.restore()?;
-    let (repo, passed_over) =
-        crate::multi::open_for_restore(&config.repos()?, config.stanza()?, opts.set.as_deref())
-            .await?;
+    let (repo, passed_over) = crate::multi::open_for_restore(
+        &config.repos()?,
+        config.stanza()?,
+        opts.set.as_deref(),
+        &opts.recovery.target,
+    )
+    .await?;
     progress.message(&format!("restoring from {}", repo.name()));
     opts.restore_command = Some(crate::command_line::restore_command(config, exe)?);
-    let mut report = super::run(&repo, &opts, progress).await?;
+    // archive-get reads every configured repository (whatever --repo chose the backup); those
+    // that do not open are left out here as there.
+    let others = config.repos_besides(repo.opts.index)?;
+    let (also, _) = crate::multi::open_all(&others, config.stanza()?).await;
+    let mut report = super::run_with_archives(&repo, &also, &opts, progress).await?;
     let passed_over = passed_over
         .iter()
         .map(|(name, e)| format!("{name} passed over: {e}"));

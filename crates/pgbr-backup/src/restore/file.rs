@@ -152,6 +152,7 @@ fn mismatch(f: &FileEntry, size: u64, checked: &Checked) -> Error {
     let checksum = match checked {
         Checked::Whole(checksum) => format!("checksum {checksum}, expected {}", f.checksum),
         Checked::ByBlocks => "every block matches its hash".into(),
+        Checked::Sha1 => "its SHA-1 matches pgBackRest's manifest".into(),
     };
     Error::Corrupt(format!(
         "{}/{}: restored contents do not match the manifest (size {size}, expected {}; {checksum}); the backup is damaged",
@@ -162,6 +163,19 @@ fn mismatch(f: &FileEntry, size: u64, checked: &Checked) -> Error {
 /// `--delta`: whether `dest` already holds `f` (then only its mode and time are set): same
 /// size, and same checksum (same modification time with `--delta --force`).
 pub(super) fn already_current(f: &FileEntry, dest: &Path, ctx: &RestoreContext) -> Result<bool> {
+    already_current_by(f, dest, ctx, |path| {
+        pipeline::hash_file(path).is_ok_and(|(_, sum)| sum == f.checksum)
+    })
+}
+
+/// [`already_current`], with the contents compared by `same_contents` (pgBackRest's backups
+/// have a SHA-1 where pgbr's have a BLAKE3).
+pub(super) fn already_current_by(
+    f: &FileEntry,
+    dest: &Path,
+    ctx: &RestoreContext,
+    same_contents: impl FnOnce(&Path) -> bool,
+) -> Result<bool> {
     let Overwrite::Delta { trust_size_time } = ctx.overwrite else {
         return Ok(false);
     };
@@ -173,7 +187,7 @@ pub(super) fn already_current(f: &FileEntry, dest: &Path, ctx: &RestoreContext) 
         && if trust_size_time {
             meta.modified().ok() == Some(modified_time(f))
         } else {
-            pipeline::hash_file(dest).is_ok_and(|(_, sum)| sum == f.checksum)
+            same_contents(dest)
         };
     if same {
         set_mode_and_time(dest, f)?;
@@ -267,6 +281,8 @@ pub(super) enum Checked {
     /// Each of its blocks was checked against its hash in the block map: a file compared and
     /// rewritten in place block by block, whose blocks kept were hashed already.
     ByBlocks,
+    /// Its SHA-1 was checked against a pgBackRest manifest's by the caller.
+    Sha1,
 }
 
 /// Checks that the file written to `opened` is `f` (`size` bytes, checked as `checked` says),
@@ -281,7 +297,7 @@ pub(super) fn complete_file(
 ) -> Result<()> {
     let right = match checked {
         Checked::Whole(checksum) => size == f.size && *checksum == f.checksum,
-        Checked::ByBlocks => size == f.size,
+        Checked::ByBlocks | Checked::Sha1 => size == f.size,
     };
     if !right {
         return Err(mismatch(f, size, checked));

@@ -13,6 +13,7 @@
 //! in parts is checked as a whole too: its BLAKE3 checksum is merged from the parts' subtrees.
 
 mod apply;
+mod backrest;
 mod configured;
 mod destination;
 mod file;
@@ -35,6 +36,7 @@ use crate::repo::Repository;
 
 pub use configured::from_config;
 pub use select::choose_backup;
+pub(crate) use select::usable_for;
 
 /// What a restore did.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -59,17 +61,33 @@ pub async fn run(
     opts: &RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreReport> {
+    run_with_archives(repo, &[], opts, progress).await
+}
+
+/// As [`run`], where the restored cluster's `restore_command` reads the archives of `also` as
+/// well as `repo`'s (`archive-get` over several repositories): the WAL recovery needs may be
+/// in any of them.
+pub async fn run_with_archives(
+    repo: &Repository,
+    also: &[Repository],
+    opts: &RestoreOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreReport> {
     // What: the backup, its manifest as committed, and how its bytes (and those of the backups
     // it references) are stored.
     let target = &opts.recovery.target;
     let label = choose_backup(repo, opts.set.as_deref(), target)?;
     select::check_target_reachable(repo, &label, target)?;
-    let manifest = Arc::new(repo.load_manifest(&label).await?);
-    let codecs = write::codecs(repo, &manifest).await?;
+    let (manifest, source) = load(repo, &label).await?;
+    let manifest = Arc::new(manifest);
+    let codecs = match &source {
+        Source::Pgbr => write::codecs(repo, &manifest).await?,
+        Source::Backrest(_) => Default::default(),
+    };
     // Where, and whether pgbr may write there; whether recovery can reach the target.
     let dests = destination::destinations(&manifest, opts)?;
     let found = destination::check(&manifest, &dests, opts, &live::running_clusters())?;
-    let warnings = select::check_archive(repo, &manifest, target, opts.force).await?;
+    let warnings = select::check_archive(repo, also, &manifest, target, opts.force).await?;
     // Every change, checked before the first.
     let plan = Arc::new(plan::Plan::new(&manifest, &dests, &found, &plan::Disk)?);
     // With --type=preserve the destination's own recovery configuration survives the restore.
@@ -99,7 +117,15 @@ pub async fn run(
         handle: tokio::runtime::Handle::current(),
         busy: pipeline::Busy::new(opts.process_max),
     });
-    let written = write::restore_files(&manifest, &plan, ctx, opts.process_max, &progress).await?;
+    let written = match &source {
+        Source::Pgbr => {
+            write::restore_files(&manifest, &plan, ctx, opts.process_max, &progress).await?
+        }
+        Source::Backrest(backup) => {
+            backrest::restore_files(&manifest, backup, &plan, ctx, opts.process_max, &progress)
+                .await?
+        }
+    };
 
     // The recovery settings and tablespace_map (from the actual destinations: PostgreSQL
     // recreates the pg_tblspc links from it) go in before the cluster can start at all.
@@ -148,4 +174,21 @@ pub async fn run(
         entries_removed,
         warnings,
     })
+}
+
+/// Whose format the backup restored is in.
+enum Source {
+    /// pgbr's: the manifest says everything.
+    Pgbr,
+    /// pgBackRest's: its SHA-1s and where it stored each file.
+    Backrest(Arc<backrest::BackrestSource>),
+}
+
+/// The manifest of backup `label`, as committed, in pgbr's terms.
+async fn load(repo: &Repository, label: &str) -> Result<(pgbr_manifest::Manifest, Source)> {
+    if !repo.is_backrest() {
+        return Ok((repo.load_manifest(label).await?, Source::Pgbr));
+    }
+    let (manifest, source) = backrest::load(repo, label).await?;
+    Ok((manifest, Source::Backrest(Arc::new(source))))
 }

@@ -7,6 +7,20 @@ use crate::error::{Error, Result};
 use crate::recovery::RecoveryTarget;
 use crate::repo::Repository;
 
+/// Whether recovery from a backup can reach `target`: for a time or LSN target, the backup must
+/// have ended before it.
+pub(crate) fn usable_for(target: &RecoveryTarget) -> impl Fn(&BackupSummary) -> bool + '_ {
+    move |b: &BackupSummary| match target {
+        RecoveryTarget::Time { unix, .. } => b.timestamp_stop <= *unix,
+        RecoveryTarget::Lsn(lsn) => b
+            .lsn_stop
+            .parse::<Lsn>()
+            .map(|s| s <= *lsn)
+            .unwrap_or(false),
+        _ => true,
+    }
+}
+
 /// Picks the backup to restore: `set`, or else the newest one that can reach `target` (for a
 /// time or LSN target, the newest that ended before it).
 pub fn choose_backup(
@@ -39,15 +53,7 @@ pub fn choose_backup(
             repo.stanza()
         )));
     }
-    let usable = |b: &BackupSummary| match target {
-        RecoveryTarget::Time { unix, .. } => b.timestamp_stop <= *unix,
-        RecoveryTarget::Lsn(lsn) => b
-            .lsn_stop
-            .parse::<Lsn>()
-            .map(|s| s <= *lsn)
-            .unwrap_or(false),
-        _ => true,
-    };
+    let usable = usable_for(target);
     // The newest is the last committed (backup.info keeps commit order; stop times have a
     // resolution of a second, in which two backups can end).
     info.backups
@@ -112,6 +118,7 @@ pub(super) fn check_target_reachable(
 /// the archive is continuous.
 async fn first_archive_gap(
     repo: &Repository,
+    also: &[Repository],
     manifest: &Manifest,
     target: &RecoveryTarget,
 ) -> Result<Option<String>> {
@@ -128,7 +135,10 @@ async fn first_archive_gap(
     let stop_number = Segment::parse(&b.wal_stop, size)
         .map(|s| s.number)
         .unwrap_or(start.number);
-    let held = crate::archive::archived_segments(repo, size).await?;
+    let mut held = crate::archive::archived_segments(repo, size).await?;
+    for other in also {
+        held.extend(crate::archive::archived_segments(other, size).await?);
+    }
     // A segment number counts as present on the backup's timeline or a later one: after a
     // promotion, recovery follows the newer timeline's copy.
     let present = |n: u64| {
@@ -164,6 +174,7 @@ async fn first_archive_gap(
 /// `target`; with `force`, returns the gap as a warning instead.
 pub(super) async fn check_archive(
     repo: &Repository,
+    also: &[Repository],
     manifest: &Manifest,
     target: &RecoveryTarget,
     force: bool,
@@ -171,12 +182,16 @@ pub(super) async fn check_archive(
     if *target == RecoveryTarget::Preserve {
         return Ok(Vec::new());
     }
-    let Some(missing) = first_archive_gap(repo, manifest, target).await? else {
+    let Some(missing) = first_archive_gap(repo, also, manifest, target).await? else {
         return Ok(Vec::new());
     };
+    let names: Vec<String> = std::iter::once(repo)
+        .chain(also)
+        .map(Repository::name)
+        .collect();
     let message = format!(
         "WAL segment {missing} is missing from {}: recovery from backup {} would stop there, before the recovery target",
-        repo.name(),
+        names.join(" and "),
         manifest.backup.label
     );
     if !force {

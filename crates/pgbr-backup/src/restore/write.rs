@@ -76,6 +76,23 @@ pub(super) struct Written {
     pub unchanged: u64,
 }
 
+impl Written {
+    /// Counts each file's outcome: the bytes written, or `None` when it was left alone.
+    pub(super) fn tally(outcomes: impl IntoIterator<Item = Option<u64>>) -> Written {
+        let mut written = Written::default();
+        for outcome in outcomes {
+            match outcome {
+                Some(n) => {
+                    written.files += 1;
+                    written.bytes += n;
+                }
+                None => written.unchanged += 1,
+            }
+        }
+        written
+    }
+}
+
 /// Restores every file of `manifest` where `plan` puts it, on `process_max` workers, largest
 /// jobs first. `tablespace_map` is left out: it is written afterwards from the actual
 /// destinations (PostgreSQL recreates the pg_tblspc links from it, and the backup's copy names
@@ -91,26 +108,18 @@ pub(super) async fn restore_files(
     progress.start(total, manifest.files.len() as u64);
     // Files of one bundle are restored together from one read of the bundle. Jobs name files
     // by their place in the manifest, which the workers share, not by a copy of each entry.
+    let (singles, bundles) = group_files(manifest);
     let mut jobs: Vec<RestoreJob> = Vec::new();
-    let mut bundles: BTreeMap<(Option<&str>, u64), Vec<usize>> = BTreeMap::new();
-    for (i, f) in manifest.files.iter().enumerate() {
-        if f.target == "pg_data" && f.name == TABLESPACE_MAP {
-            continue;
-        }
-        match &f.bundle {
-            Some(b) => bundles
-                .entry((f.reference.as_deref(), b.id))
-                .or_default()
-                .push(i),
-            None => match SplitFile::plan(i, f, plan.file_path(f), &ctx)? {
-                Some(split) => jobs.extend(
-                    (0..split.part_count).map(|part| RestoreJob::Part(Arc::clone(&split), part)),
-                ),
-                None => jobs.push(RestoreJob::File(i)),
-            },
+    for i in singles {
+        let f = &manifest.files[i];
+        match SplitFile::plan(i, f, plan.file_path(f), &ctx)? {
+            Some(split) => jobs.extend(
+                (0..split.part_count).map(|part| RestoreJob::Part(Arc::clone(&split), part)),
+            ),
+            None => jobs.push(RestoreJob::File(i)),
         }
     }
-    jobs.extend(bundles.into_values().map(RestoreJob::Bundle));
+    jobs.extend(bundles.into_iter().map(RestoreJob::Bundle));
     let size_of = |job: &RestoreJob| -> u64 {
         match job {
             RestoreJob::File(i) => manifest.files[*i].size,
@@ -149,17 +158,28 @@ pub(super) async fn restore_files(
         Ok(out.into_iter().map(|(w, _)| w).collect::<Vec<_>>())
     })
     .await?;
-    let mut written = Written::default();
-    for r in results.into_iter().flatten() {
-        match r {
-            Some(n) => {
-                written.files += 1;
-                written.bytes += n;
-            }
-            None => written.unchanged += 1,
+    Ok(Written::tally(results.into_iter().flatten()))
+}
+
+/// The files of `manifest` a restore writes, by their place in it: those stored on their own,
+/// and those of each bundle (restored together from one read of it). `tablespace_map` is left
+/// out (see [`restore_files`]).
+pub(super) fn group_files(manifest: &Manifest) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut singles = Vec::new();
+    let mut bundles: BTreeMap<(Option<&str>, u64), Vec<usize>> = BTreeMap::new();
+    for (i, f) in manifest.files.iter().enumerate() {
+        if f.target == "pg_data" && f.name == TABLESPACE_MAP {
+            continue;
+        }
+        match &f.bundle {
+            Some(b) => bundles
+                .entry((f.reference.as_deref(), b.id))
+                .or_default()
+                .push(i),
+            None => singles.push(i),
         }
     }
-    Ok(written)
+    (singles, bundles.into_values().collect())
 }
 
 /// A manifest entry and where it goes.

@@ -23,6 +23,9 @@ pub enum StanzaCreated {
         /// The cluster on record.
         db: DbHistory,
     },
+    /// pgBackRest wrote the repository's stanza: pgbr reads it and leaves it as it is (new
+    /// backups and WAL go to the other repositories).
+    PgBackRest,
 }
 
 impl StanzaCreated {
@@ -35,6 +38,9 @@ impl StanzaCreated {
             ),
             StanzaCreated::AlreadyExists { .. } => format!(
                 "{repo}: stanza '{stanza}' already exists for this cluster; nothing changed"
+            ),
+            StanzaCreated::PgBackRest => format!(
+                "{repo}: stanza '{stanza}' is pgBackRest's: pgbr reads it (info, restore, archive-get) and leaves it as it is"
             ),
         }
     }
@@ -51,6 +57,9 @@ pub async fn create(
     stanza: &str,
     pg: &PgOptions,
 ) -> Result<StanzaCreated> {
+    if repo::is_backrest_stanza(&repo::open_storage(repo_opts)?, stanza).await? {
+        return Ok(StanzaCreated::PgBackRest);
+    }
     with_stanza_claimed(repo_opts, stanza, "stanza-create", || {
         create_claimed(repo_opts, stanza, pg)
     })

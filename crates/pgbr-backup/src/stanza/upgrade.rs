@@ -24,6 +24,9 @@ pub enum StanzaUpgraded {
         /// The cluster on record.
         db: DbHistory,
     },
+    /// pgBackRest wrote the repository's stanza: pgbr leaves it as it is (its backups stay
+    /// restorable for the cluster they were taken of).
+    PgBackRest,
 }
 
 impl StanzaUpgraded {
@@ -37,6 +40,9 @@ impl StanzaUpgraded {
             StanzaUpgraded::AlreadyUpToDate { db } => format!(
                 "{repo}: stanza '{stanza}' is already up to date (db-id {}, system {}, PostgreSQL {}); nothing changed",
                 db.db_id, db.system_id, db.pg_version
+            ),
+            StanzaUpgraded::PgBackRest => format!(
+                "{repo}: stanza '{stanza}' is pgBackRest's: left as it is (its backups stay restorable for the cluster they were taken of)"
             ),
         }
     }
@@ -59,6 +65,9 @@ pub async fn upgrade(
     lock_path: &Path,
 ) -> Result<StanzaUpgraded> {
     let _lock = crate::lock::Lock::acquire(lock_path, stanza)?;
+    if repo::is_backrest_stanza(&repo::open_storage(repo_opts)?, stanza).await? {
+        return Ok(StanzaUpgraded::PgBackRest);
+    }
     with_stanza_claimed(repo_opts, stanza, "stanza-upgrade", || {
         upgrade_claimed(repo_opts, stanza, pg)
     })

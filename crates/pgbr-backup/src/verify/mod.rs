@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use crate::config::VerifyOptions;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
@@ -36,6 +36,13 @@ pub async fn run(
     opts: &VerifyOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<VerifyReport> {
+    if repo.is_backrest() {
+        return Err(Error::config(format!(
+            "{}: pgBackRest wrote this repository; pgbr does not verify those yet: run 'pgbackrest --stanza={} verify'",
+            repo.name(),
+            repo.stanza()
+        )));
+    }
     let mut report = VerifyReport {
         stanza: repo.stanza().to_string(),
         repo: repo.name(),

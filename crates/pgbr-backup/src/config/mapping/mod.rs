@@ -220,6 +220,7 @@ impl Config {
             force,
             dry_run,
             lock_path: self.lock_path(),
+            keep_wal_from: None,
         })
     }
 

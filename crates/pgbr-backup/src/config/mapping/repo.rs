@@ -78,6 +78,15 @@ impl Config {
             .collect()
     }
 
+    /// Every configured repository but repo`index`, whatever `--repo` chose.
+    pub fn repos_besides(&self, index: u32) -> Result<Vec<RepoOptions>, Error> {
+        self.repo_indexes()
+            .into_iter()
+            .filter(|&i| i != index)
+            .map(|i| self.repo(i))
+            .collect()
+    }
+
     /// The repository `--repo` chose, if it was given (an error if that repository is not
     /// configured).
     pub fn selected_repo(&self) -> Result<Option<u32>, Error> {

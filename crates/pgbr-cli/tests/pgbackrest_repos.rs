@@ -1,0 +1,367 @@
+//! Repositories pgBackRest 2.45 wrote (the oracle), read by pgbr: one PostgreSQL 15 cluster with a
+//! tablespace archives through `pgbackrest archive-push` into four repositories of different
+//! formats (aes-256-cbc with bundles and zst; gz; lz4 with bundles; bz2), each taking a full, a
+//! diff and an incr backup. pgbr restores from each to a point in time, PostgreSQL replays WAL
+//! fetched by `pgbr archive-get`, and the data equals the source's at that point; each backup of
+//! the encrypted repository restores to its own contents, and `--delta` over a restored
+//! cluster as well. `pgbr info --output=json` equals `pgbackrest info --output=json` on the same
+//! repository. Then pgbr takes the stanza over: a configuration with the pgBackRest repository as
+//! repo1 and a new pgbr repository as repo2, WAL archived by pgbr to repo2 only, restore choosing
+//! the newest backup across both, archive-get serving WAL from both, and every write refused in
+//! the pgBackRest repository (which stays byte for byte as it was).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::faults::fingerprint;
+use common::{as_pg, run_ok, Cluster, Scratch};
+use serde_json::Value;
+
+/// A pgBackRest repository's format: its name, and its `[global]` options for pgBackRest.
+const FORMATS: [(&str, &str); 4] = [
+    (
+        "cbc-zst-bundle",
+        "compress-type=zst\nrepo1-bundle=y\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=takeover-pass\n",
+    ),
+    ("gz", "compress-type=gz\nrepo1-bundle=n\n"),
+    ("lz4-bundle", "compress-type=lz4\nrepo1-bundle=y\n"),
+    ("bz2", "compress-type=bz2\nrepo1-bundle=n\n"),
+];
+const ENCRYPTED: &str = "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=takeover-pass\n";
+
+struct Oracle {
+    // Fields drop in order: the server stops before its scratch directory is removed.
+    src: Cluster,
+    scratch: Scratch,
+    /// Format name → pgBackRest configuration.
+    confs: BTreeMap<&'static str, PathBuf>,
+    tablespace_oid: String,
+}
+
+fn digest(c: &Cluster) -> String {
+    c.psql("select count(*) || ':' || md5(string_agg(id || ':' || v, ',' order by id)) from t")
+}
+
+impl Oracle {
+    fn pgbackrest(&self, format: &str, args: &[&str]) -> String {
+        run_ok(
+            as_pg("pgbackrest")
+                .arg(format!("--config={}", self.confs[format].display()))
+                .arg("--stanza=main")
+                .args(args),
+        )
+    }
+
+    /// The pgbr configuration reading the pgBackRest repository of `format` as repo1, with more
+    /// `[global]` lines `extra`.
+    fn pgbr_conf(&self, name: &str, format: &str, extra: &str) -> PathBuf {
+        let cipher = if format.starts_with("cbc") {
+            ENCRYPTED
+        } else {
+            ""
+        };
+        self.scratch.write_config(
+            name,
+            &format!(
+                "[global]\nrepo1-path={}\n{cipher}lock-path={}\nlog-level-console=info\nstart-fast=y\narchive-timeout=60\n{extra}\n{}",
+                self.scratch.path(&format!("repo-{format}")).display(),
+                self.scratch.path("lock-pgbr").display(),
+                common::stanza_section("main", &self.src)
+            ),
+        )
+    }
+
+    /// Restores with `conf` into a new directory `name` (`args` added), starts it and waits until
+    /// recovery ended; returns the cluster and what restore printed.
+    fn restore(&self, conf: &Path, name: &str, args: &[&str]) -> (Cluster, String) {
+        let mut c = Cluster::empty(&self.scratch, name);
+        let ts = self.scratch.mkdir(&format!("{name}-ts"));
+        let (data, map) = (
+            format!("--pg1-path={}", c.data.display()),
+            format!("--tablespace-map={}={}", self.tablespace_oid, ts.display()),
+        );
+        let mut all = vec!["--stanza=main", "restore", &data, &map];
+        all.extend(args);
+        let out = self.scratch.pgbr(conf, &all);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "restore {args:?}: {text}");
+        c.configure("archive_mode = off\n");
+        c.start();
+        c.wait_promoted();
+        (c, text)
+    }
+
+    /// Restores `args` with `conf` into `name` and checks the data is `want`.
+    fn restores_to(&self, conf: &Path, name: &str, args: &[&str], want: &str) {
+        let (c, _) = self.restore(conf, name, args);
+        assert_eq!(digest(&c), want, "{name}: restore {args:?}");
+    }
+}
+
+/// The cluster, the four repositories with their backups, and the digests of the data at each
+/// backup (full, diff, incr) and at the point-in-time target, with the target's LSN.
+fn oracle() -> (Oracle, [String; 3], String, String) {
+    let scratch = Scratch::new();
+    let mut src = Cluster::init(&scratch, "src");
+    let mut confs = BTreeMap::new();
+    let mut script = String::from("#!/bin/sh\n");
+    for (format, options) in FORMATS {
+        let conf = scratch.write_config(
+            &format!("pgbackrest-{format}.conf"),
+            &format!(
+                "[global]\nrepo1-path={}\n{options}repo1-retention-full=9\nlock-path={}\nlog-level-console=warn\nlog-level-file=off\nstart-fast=y\nprocess-max=2\n{}",
+                scratch.mkdir(&format!("repo-{format}")).display(),
+                scratch.mkdir(&format!("lock-{format}")).display(),
+                common::stanza_section("main", &src)
+            ),
+        );
+        script.push_str(&format!(
+            "pgbackrest --config={} --stanza=main archive-push \"$1\" || exit 1\n",
+            conf.display()
+        ));
+        confs.insert(format, conf);
+    }
+    let push = scratch.path("archive-pgbackrest");
+    std::fs::write(&push, script).expect("script");
+    run_ok(std::process::Command::new("chmod").arg("755").arg(&push));
+    src.configure(&format!(
+        "archive_mode = on\narchive_command = '{} %p'\n",
+        push.display()
+    ));
+    src.start();
+    let ts = scratch.mkdir("src-ts");
+    src.psql(&format!("create tablespace ts location '{}'", ts.display()));
+    src.psql("create table t (id int primary key, v text) tablespace ts");
+    src.psql("insert into t select g, md5(g::text) from generate_series(1, 50000) g");
+    let tablespace_oid = src.psql("select oid from pg_tablespace where spcname = 'ts'");
+    let oracle = Oracle {
+        src,
+        scratch,
+        confs,
+        tablespace_oid,
+    };
+    for format in oracle.confs.keys() {
+        oracle.pgbackrest(format, &["stanza-create"]);
+    }
+    let mut at_backup = Vec::new();
+    for (i, backup_type) in ["full", "diff", "incr"].into_iter().enumerate() {
+        at_backup.push(digest(&oracle.src));
+        for format in oracle.confs.keys() {
+            oracle.pgbackrest(format, &["backup", &format!("--type={backup_type}")]);
+        }
+        oracle.src.psql(&format!(
+            "insert into t select g, 'after {backup_type}' from generate_series({}, {}) g; update t set v = 'changed {i}' where id % 97 = {i}",
+            60000 + i * 1000,
+            60999 + i * 1000
+        ));
+    }
+    let (target_digest, target_lsn) = (
+        digest(&oracle.src),
+        oracle.src.psql("select pg_current_wal_insert_lsn()"),
+    );
+    oracle
+        .src
+        .psql("insert into t values (-1, 'after the target')");
+    oracle.src.switch_and_wait_archived();
+    let at_backup = [
+        at_backup.remove(0),
+        at_backup.remove(0),
+        at_backup.remove(0),
+    ];
+    (oracle, at_backup, target_digest, target_lsn)
+}
+
+/// Key path → value of every leaf of `v` (pgbr's additions under `pgbr` left out).
+fn leaves(v: &Value, at: &str, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| *k != "pgbr")
+            .for_each(|(k, c)| leaves(c, &format!("{at}.{k}"), out)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, c)| leaves(c, &format!("{at}[{i}]"), out)),
+        leaf => {
+            out.insert(at.to_string(), leaf.clone());
+        }
+    }
+}
+
+#[test]
+fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
+    let (oracle, at_backup, target_digest, target_lsn) = oracle();
+    let target = format!("--target={target_lsn}");
+    for (format, _) in FORMATS {
+        let conf = oracle.pgbr_conf(&format!("pgbr-{format}.conf"), format, "");
+        // The same JSON as pgBackRest's on the same repository, key for key and value for value.
+        let theirs: Value =
+            serde_json::from_str(&oracle.pgbackrest(format, &["info", "--output=json"]))
+                .expect("pgBackRest JSON");
+        let ours: Value = serde_json::from_str(
+            &oracle
+                .scratch
+                .pgbr_ok(&conf, &["--stanza=main", "info", "--output=json"]),
+        )
+        .expect("pgbr JSON");
+        let (mut o, mut t) = (BTreeMap::new(), BTreeMap::new());
+        leaves(&ours, "", &mut o);
+        leaves(&theirs, "", &mut t);
+        assert_eq!(o, t, "{format}: info --output=json");
+        // The newest backup (the incr) to a point in time, replaying WAL through archive-get.
+        oracle.restores_to(
+            &conf,
+            &format!("pitr-{format}"),
+            &["--type=lsn", &target, "--target-action=promote"],
+            &target_digest,
+        );
+    }
+    each_backup_and_delta(&oracle, &at_backup);
+    take_over(&oracle, &target_digest);
+}
+
+/// Every backup of the encrypted repository restores to its own contents; `--delta` over a
+/// restored cluster rewrites what differs.
+fn each_backup_and_delta(oracle: &Oracle, at_backup: &[String; 3]) {
+    let conf = oracle.pgbr_conf("pgbr-cbc.conf", "cbc-zst-bundle", "");
+    let info = common::info(&oracle.scratch, &conf);
+    let labels = common::labels(&info);
+    assert_eq!(labels.len(), 3, "{info:#}");
+    for (i, label) in labels.iter().enumerate() {
+        let set = format!("--set={label}");
+        let name = format!("set-{i}");
+        let (mut c, _) = oracle.restore(
+            &conf,
+            &name,
+            &[&set, "--type=immediate", "--target-action=promote"],
+        );
+        assert_eq!(digest(&c), at_backup[i], "backup {label}");
+        if i == 0 {
+            // The full backup's cluster, changed, then restored over with --delta as the incr.
+            c.psql("insert into t values (-2, 'to be undone')");
+            c.stop();
+            let (data, map) = (
+                format!("--pg1-path={}", c.data.display()),
+                format!(
+                    "--tablespace-map={}={}",
+                    oracle.tablespace_oid,
+                    oracle.scratch.path(&format!("{name}-ts")).display()
+                ),
+            );
+            let out = oracle.scratch.pgbr_ok(
+                &conf,
+                &[
+                    "--stanza=main",
+                    "restore",
+                    &data,
+                    &map,
+                    "--delta",
+                    &format!("--set={}", labels[2]),
+                    "--type=immediate",
+                    "--target-action=promote",
+                ],
+            );
+            assert!(!out.contains("0 files written"), "{out}");
+            // The backup's postgresql.conf archives into the pgBackRest repositories: not this copy.
+            c.configure("archive_mode = off\n");
+            c.start();
+            c.wait_promoted();
+            assert_eq!(
+                digest(&c),
+                at_backup[2],
+                "delta restore over backup {label}"
+            );
+        }
+    }
+}
+
+/// pgbr takes the stanza over: the pgBackRest repository as repo1, pgbr's own as repo2.
+fn take_over(oracle: &Oracle, target_digest: &str) {
+    let old = oracle.scratch.path("repo-cbc-zst-bundle");
+    let before = fingerprint(&old);
+    let new_repo = oracle.scratch.mkdir("repo-pgbr");
+    let conf = oracle.pgbr_conf(
+        "pgbr-takeover.conf",
+        "cbc-zst-bundle",
+        &format!("repo2-path={}\n", new_repo.display()),
+    );
+    let created = oracle
+        .scratch
+        .pgbr_ok(&conf, &["--stanza=main", "stanza-create"]);
+    assert!(
+        created.contains("pgBackRest's") || created.is_empty(),
+        "{created}"
+    );
+    // Writes to the pgBackRest repository are refused, and change nothing there.
+    for args in [
+        &["backup", "--repo=1"][..],
+        &["expire", "--repo=1"],
+        &["check", "--repo=1"],
+    ] {
+        let out = oracle
+            .scratch
+            .pgbr(&conf, &[&["--stanza=main"][..], args].concat());
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("pgBackRest wrote this repository"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    oracle.src.psql(&format!(
+        "alter system set archive_command = '{} --config={} --stanza=main archive-push %p'",
+        oracle.scratch.pgbr.display(),
+        conf.display()
+    ));
+    oracle.src.psql("select pg_reload_conf()");
+    oracle
+        .src
+        .psql("insert into t values (-3, 'archived by pgbr')");
+    oracle.src.switch_and_wait_archived();
+    oracle.scratch.pgbr_ok(
+        &conf,
+        &["--stanza=main", "backup", "--repo=2", "--type=full"],
+    );
+    oracle
+        .src
+        .psql("insert into t values (-4, 'after the pgbr backup')");
+    let (now_digest, now_lsn) = (
+        digest(&oracle.src),
+        oracle.src.psql("select pg_current_wal_insert_lsn()"),
+    );
+    oracle.src.switch_and_wait_archived();
+    assert_eq!(fingerprint(&old), before, "pgBackRest's repository changed");
+    // Without --repo, the newest backup: pgbr's, in repo2.
+    let (c, text) = oracle.restore(
+        &conf,
+        "newest",
+        &[
+            "--type=lsn",
+            &format!("--target={now_lsn}"),
+            "--target-action=promote",
+        ],
+    );
+    assert!(text.contains("restoring from repo2"), "{text}");
+    assert_eq!(digest(&c), now_digest);
+    // pgBackRest's incr, replaying WAL pgBackRest archived and then WAL pgbr archived.
+    let (c, text) = oracle.restore(
+        &conf,
+        "across",
+        &[
+            "--repo=1",
+            "--type=lsn",
+            &format!("--target={now_lsn}"),
+            "--target-action=promote",
+        ],
+    );
+    assert!(text.contains("restoring from repo1"), "{text}");
+    assert_eq!(digest(&c), now_digest);
+    assert_ne!(now_digest, target_digest);
+    assert_eq!(fingerprint(&old), before, "pgBackRest's repository changed");
+}
