@@ -214,6 +214,9 @@ fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
         leaves(&ours, "", &mut o);
         leaves(&theirs, "", &mut t);
         assert_eq!(o, t, "{format}: info --output=json");
+        let verified = verify(&oracle.scratch, &conf);
+        assert_eq!(verified["ok"], true, "{format}: {verified:#}");
+        assert_eq!(verified["backups_checked"], 3, "{format}: {verified:#}");
         // The newest backup (the incr) to a point in time, replaying WAL through archive-get.
         oracle.restores_to(
             &conf,
@@ -223,7 +226,67 @@ fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
         );
     }
     each_backup_and_delta(&oracle, &at_backup);
+    damage_is_named(&oracle);
     take_over(&oracle, &target_digest);
+}
+
+/// `verify --output=json` of stanza `main` with `conf`, whatever its exit code.
+fn verify(scratch: &Scratch, conf: &Path) -> Value {
+    let out = scratch.pgbr(conf, &["--stanza=main", "verify", "--output=json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify JSON: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `verify` of a copy of a pgBackRest repository with a damaged backup file and a WAL segment
+/// missing after the oldest backup's start: both named, exit 14.
+fn damage_is_named(oracle: &Oracle) {
+    let copy = oracle.scratch.path("repo-gz-damaged");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(oracle.scratch.path("repo-gz"))
+            .arg(&copy),
+    );
+    let backup_dir = copy.join("backup/main");
+    let full = std::fs::read_dir(&backup_dir)
+        .expect("backups")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.ends_with('F'))
+        .expect("a full backup");
+    let damaged = backup_dir.join(&full).join("pg_data/PG_VERSION.gz");
+    let mut bytes = std::fs::read(&damaged).expect("read");
+    let last = bytes.len() - 9;
+    bytes[last] ^= 0xff;
+    std::fs::write(&damaged, bytes).expect("write");
+    let wal_dir = copy.join("archive/main/15-1/0000000100000000");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
+        .expect("wal")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() > 25 && n.as_bytes()[24] == b'-')
+        .collect();
+    segments.sort();
+    let gone = segments[segments.len() - 2].clone();
+    std::fs::remove_file(wal_dir.join(&gone)).expect("remove");
+    let conf = oracle.scratch.write_config(
+        "pgbr-damaged.conf",
+        &std::fs::read_to_string(oracle.pgbr_conf("pgbr-gz.conf", "gz", ""))
+            .expect("conf")
+            .replace("repo-gz", "repo-gz-damaged"),
+    );
+    let out = oracle.scratch.pgbr(&conf, &["--stanza=main", "verify"]);
+    assert_eq!(out.status.code(), Some(14));
+    let report = verify(&oracle.scratch, &conf);
+    let errors = report["errors"].to_string();
+    assert!(
+        errors.contains(&format!("{full}/pg_data/PG_VERSION.gz")),
+        "{report:#}"
+    );
+    assert!(errors.contains(&gone[..24]), "{gone}: {report:#}");
 }
 
 /// Every backup of the encrypted repository restores to its own contents; `--delta` over a

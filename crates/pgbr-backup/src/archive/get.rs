@@ -109,33 +109,19 @@ fn backrest_copy(
     stored: impl std::io::Read + Send,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
-    use sha1::Digest;
     let compress = wal
         .backrest_compress
         .unwrap_or(pgbr_manifest::pgbackrest::BackrestCompress::None);
     let pass = repo.backrest().and_then(|k| k.archive_pass.as_deref());
     let mut reader = crate::repo::decode_reader(stored, pass, compress)?;
-    let mut hasher = sha1::Sha1::new();
-    let mut buf = vec![0u8; 128 * 1024];
-    let broken = |e: std::io::Error| {
+    let (_, sum) = crate::repo::sha1_copy(&mut reader, out).map_err(|e| {
         Error::Corrupt(format!(
             "{}: {} cannot be read back ({e}); the archived file is damaged",
             repo.name(),
             wal.path
         ))
-    };
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(broken(e)),
-        };
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::Internal(format!("writing {}: {e}", wal.path)))?;
-    }
-    let actual = hex::encode(hasher.finalize());
+    })?;
+    let actual = hex::encode(sum);
     if actual != wal.checksum {
         return Err(Error::Corrupt(format!(
             "{}: {} does not match its SHA-1 (found {actual}); the archived file is damaged",

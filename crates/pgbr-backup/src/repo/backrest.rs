@@ -3,7 +3,7 @@
 //! passphrases of its hierarchy are kept (repository passphrase → the sub-passphrases in
 //! `backup.info` and `archive.info` → each backup's in its manifest).
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 
 use pgbr_crypto::CipherType;
 use pgbr_manifest::pgbackrest::{
@@ -64,7 +64,7 @@ fn repo_pass(opts: &RepoOptions) -> Result<Option<&[u8]>> {
 
 fn refused(repo_name: &str, command: &str) -> Error {
     Error::config(format!(
-        "{repo_name}: {command} is refused: pgBackRest wrote this repository, which pgbr reads (info, restore, archive-get) but never changes. Give pgbr a repository of its own (another repo<N>-path) for new backups and WAL"
+        "{repo_name}: {command} is refused: pgBackRest wrote this repository, which pgbr reads (info, verify, restore, archive-get) but never changes. Give pgbr a repository of its own (another repo<N>-path) for new backups and WAL"
     ))
 }
 
@@ -201,4 +201,25 @@ pub(crate) fn decode_reader<'r>(
     let reader = pgbr_storage::DecompressReader::new(kind, decrypted)
         .map_err(|e| Error::Corrupt(format!("cannot start decompressing: {e}")))?;
     Ok(Box::new(reader))
+}
+
+/// Copies `from` into `to`, returning the bytes copied and their SHA-1 (pgBackRest's checksum of
+/// a file's plaintext).
+pub(crate) fn sha1_copy(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<(u64, [u8; 20])> {
+    use sha1::{Digest, Sha1};
+    let mut hasher = Sha1::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize().into()))
 }

@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::lock::Lock;
 
-pub(crate) use backrest::{decode_reader, is_backrest_stanza, BackrestKeys};
+pub(crate) use backrest::{
+    decode_reader, decrypt as backrest_decrypt, is_backrest_stanza, sha1_copy, BackrestKeys,
+};
 pub(crate) use key::unlock;
 pub(crate) use manifests::check_bound;
 pub use storage::open_storage;

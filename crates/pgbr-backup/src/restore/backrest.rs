@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use pgbr_manifest::pgbackrest::BackrestManifest;
 use pgbr_manifest::{FileEntry, Manifest};
-use sha1::{Digest, Sha1};
 
 use super::apply::PG_CONTROL;
 use super::file::{already_current_by, complete_file, open_destination, Checked, RestoreContext};
@@ -20,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::pipeline;
 use crate::progress::Progress;
-use crate::repo::{decode_reader, Repository};
+use crate::repo::{decode_reader, sha1_copy, Repository};
 
 /// A pgBackRest backup being restored: its manifest and how its (and its references') files
 /// are stored.
@@ -62,9 +61,7 @@ pub(super) async fn load(repo: &Repository, label: &str) -> Result<(Manifest, Ba
     };
     let mut plain = Vec::new();
     let (_, sum) = decode_reader(&stored[..], backup.cipher_pass.as_deref(), backup.compress)
-        .and_then(|mut r| {
-            copy_hashing(&mut r, &mut plain).map_err(|e| Error::Corrupt(e.to_string()))
-        })
+        .and_then(|mut r| sha1_copy(&mut r, &mut plain).map_err(|e| Error::Corrupt(e.to_string())))
         .map_err(|e| {
             Error::Corrupt(format!(
                 "{}: {PG_CONTROL} of backup {label} cannot be read: {e}",
@@ -162,26 +159,7 @@ fn already_current(
 
 fn sha1_of_file(path: &Path) -> io::Result<(u64, [u8; 20])> {
     let mut file = fs::File::open(path)?;
-    copy_hashing(&mut file, &mut io::sink())
-}
-
-/// Copies `from` into `to`, returning the bytes copied and their SHA-1.
-fn copy_hashing(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<(u64, [u8; 20])> {
-    let mut hasher = Sha1::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
-        total += n as u64;
-    }
-    Ok((total, hasher.finalize().into()))
+    sha1_copy(&mut file, &mut io::sink())
 }
 
 /// Restores the files of one bundle from one sequential read of it.
@@ -268,7 +246,7 @@ fn restore_file(
             let pass = source.backup.cipher_pass.as_deref();
             let mut reader = decode_reader(stored, pass, source.backup.compress)?;
             let mut file = io::BufWriter::with_capacity(256 * 1024, &opened.file);
-            let (size, sum) = copy_hashing(&mut reader, &mut file)
+            let (size, sum) = sha1_copy(&mut reader, &mut file)
                 .and_then(|done| file.flush().map(|()| done))
                 .map_err(|e| {
                     Error::Corrupt(format!(

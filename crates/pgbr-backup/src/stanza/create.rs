@@ -40,7 +40,7 @@ impl StanzaCreated {
                 "{repo}: stanza '{stanza}' already exists for this cluster; nothing changed"
             ),
             StanzaCreated::PgBackRest => format!(
-                "{repo}: stanza '{stanza}' is pgBackRest's: pgbr reads it (info, restore, archive-get) and leaves it as it is"
+                "{repo}: stanza '{stanza}' is pgBackRest's: pgbr reads it (info, verify, restore, archive-get) and leaves it as it is"
             ),
         }
     }

@@ -16,11 +16,12 @@
 use std::sync::Arc;
 
 use crate::config::VerifyOptions;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::Repository;
 
 mod archive;
+mod backrest;
 mod backups;
 mod continuity;
 mod info_files;
@@ -37,11 +38,7 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<VerifyReport> {
     if repo.is_backrest() {
-        return Err(Error::config(format!(
-            "{}: pgBackRest wrote this repository; pgbr does not verify those yet: run 'pgbackrest --stanza={} verify'",
-            repo.name(),
-            repo.stanza()
-        )));
+        return backrest::run(repo, opts, progress).await;
     }
     let mut report = VerifyReport {
         stanza: repo.stanza().to_string(),
