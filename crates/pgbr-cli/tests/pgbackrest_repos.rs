@@ -5,7 +5,8 @@
 //! fetched by `pgbr archive-get`, and the data equals the source's at that point; each backup of
 //! the encrypted repository restores to its own contents, and `--delta` over a restored
 //! cluster as well. `pgbr info --output=json` equals `pgbackrest info --output=json` on the same
-//! repository. Then pgbr takes the stanza over: a configuration with the pgBackRest repository as
+//! repository, and `verify` passes (and names a damaged file and a missing segment in a copy).
+//! The encrypted repository's objects, put in an S3 bucket (moto), read there the same way. Then pgbr takes the stanza over: a configuration with the pgBackRest repository as
 //! repo1 and a new pgbr repository as repo2, WAL archived by pgbr to repo2 only, restore choosing
 //! the newest backup across both, archive-get serving WAL from both, and every write refused in
 //! the pgBackRest repository (which stays byte for byte as it was).
@@ -15,6 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::emulator::start_moto;
 use common::faults::fingerprint;
 use common::{as_pg, run_ok, Cluster, Scratch};
 use serde_json::Value;
@@ -227,7 +229,63 @@ fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
     }
     each_backup_and_delta(&oracle, &at_backup);
     damage_is_named(&oracle);
+    in_an_object_store(&oracle, &target, &target_digest);
     take_over(&oracle, &target_digest);
+}
+
+/// The encrypted repository's objects, as pgBackRest wrote them, in an S3 bucket (moto) under
+/// the repository path: pgbr reads it there as on posix (info, verify, restore with archive-get).
+fn in_an_object_store(oracle: &Oracle, target: &str, target_digest: &str) {
+    let moto = start_moto("pgbackrest");
+    let root = oracle.scratch.path("repo-cbc-zst-bundle");
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let key = path
+                .strip_prefix(&root)
+                .expect("under the root")
+                .display()
+                .to_string();
+            let body = std::fs::read(&path).expect("read");
+            let (status, text) = moto.http("PUT", &format!("/pgbackrest/repo/{key}"), &[], &body);
+            assert_eq!(status, 200, "upload {key}: {text}");
+        }
+    }
+    let conf = oracle.scratch.write_config(
+        "pgbr-s3.conf",
+        &format!(
+            "[global]\nrepo1-type=s3\nrepo1-path=/repo\nrepo1-s3-bucket=pgbackrest\nrepo1-s3-endpoint={}\nrepo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\nrepo1-s3-key=key\nrepo1-s3-key-secret=secret\n{ENCRYPTED}lock-path={}\nlog-level-console=info\n\n{}",
+            moto.url(),
+            oracle.scratch.path("lock-pgbr").display(),
+            common::stanza_section("main", &oracle.src)
+        ),
+    );
+    let theirs: Value =
+        serde_json::from_str(&oracle.pgbackrest("cbc-zst-bundle", &["info", "--output=json"]))
+            .expect("pgBackRest JSON");
+    let ours: Value = serde_json::from_str(
+        &oracle
+            .scratch
+            .pgbr_ok(&conf, &["--stanza=main", "info", "--output=json"]),
+    )
+    .expect("pgbr JSON");
+    let (mut o, mut t) = (BTreeMap::new(), BTreeMap::new());
+    leaves(&ours, "", &mut o);
+    leaves(&theirs, "", &mut t);
+    assert_eq!(o, t, "info --output=json from S3");
+    let verified = verify(&oracle.scratch, &conf);
+    assert_eq!(verified["ok"], true, "{verified:#}");
+    oracle.restores_to(
+        &conf,
+        "pitr-s3",
+        &["--type=lsn", target, "--target-action=promote"],
+        target_digest,
+    );
 }
 
 /// `verify --output=json` of stanza `main` with `conf`, whatever its exit code.
