@@ -230,7 +230,81 @@ fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
     each_backup_and_delta(&oracle, &at_backup);
     damage_is_named(&oracle);
     in_an_object_store(&oracle, &target, &target_digest);
+    follows_a_new_timeline(&oracle);
     take_over(&oracle, &target_digest);
+}
+
+/// A cluster restored from the gz repository and promoted (timeline 2) archives through
+/// pgBackRest into the same repository; pgbr restores the incr to a point on timeline 2, which
+/// PostgreSQL reaches through `00000002.history` and timeline 2's WAL, both from pgbr archive-get.
+fn follows_a_new_timeline(oracle: &Oracle) {
+    let conf = oracle.pgbr_conf("pgbr-gz.conf", "gz", "");
+    // Archiving on from the start: the history file is archived when the cluster promotes.
+    let mut promoted = Cluster::empty(&oracle.scratch, "promoted");
+    let ts = oracle.scratch.mkdir("promoted-ts");
+    oracle.scratch.pgbr_ok(
+        &conf,
+        &[
+            "--stanza=main",
+            "restore",
+            &format!("--pg1-path={}", promoted.data.display()),
+            &format!(
+                "--tablespace-map={}={}",
+                oracle.tablespace_oid,
+                ts.display()
+            ),
+            "--type=immediate",
+            "--target-action=promote",
+        ],
+    );
+    let pgbackrest_conf = oracle.scratch.write_config(
+        "pgbackrest-gz-promoted.conf",
+        &std::fs::read_to_string(&oracle.confs["gz"])
+            .expect("conf")
+            .replace(
+                &oracle.src.data.display().to_string(),
+                &promoted.data.display().to_string(),
+            )
+            .replace(
+                &oracle.src.socket_dir.display().to_string(),
+                &promoted.socket_dir.display().to_string(),
+            )
+            .replace(
+                &format!("pg1-port={}", oracle.src.port),
+                &format!("pg1-port={}", promoted.port),
+            ),
+    );
+    promoted.configure(&format!(
+        "archive_mode = on\narchive_command = 'pgbackrest --config={} --stanza=main archive-push %p'\n",
+        pgbackrest_conf.display()
+    ));
+    promoted.start();
+    promoted.wait_promoted();
+    assert_eq!(
+        promoted.psql("select timeline_id from pg_control_checkpoint()"),
+        "2"
+    );
+    promoted.psql("insert into t select g, 'timeline 2' from generate_series(-1000, -900) g");
+    let (digest_2, lsn_2) = (
+        digest(&promoted),
+        promoted.psql("select pg_current_wal_insert_lsn()"),
+    );
+    promoted.psql("insert into t values (-5, 'after the timeline 2 target')");
+    promoted.switch_and_wait_archived();
+    let history = oracle
+        .scratch
+        .path("repo-gz/archive/main/15-1/00000002.history");
+    assert!(history.exists(), "pgBackRest archived no history file");
+    oracle.restores_to(
+        &conf,
+        "timeline-2",
+        &[
+            "--type=lsn",
+            &format!("--target={lsn_2}"),
+            "--target-action=promote",
+        ],
+        &digest_2,
+    );
 }
 
 /// The encrypted repository's objects, as pgBackRest wrote them, in an S3 bucket (moto) under

@@ -102,22 +102,28 @@ pub(super) fn pick(objects: &[ObjectInfo], wal_name: &str) -> Option<ArchivedWal
     })
 }
 
-/// The object pgBackRest stored `wal_name` as among `objects` (`<name>-<sha1><ext>`), if any.
+/// The object pgBackRest stored `wal_name` as among `objects`, if any: `<name>-<sha1><ext>`, or a
+/// timeline history file under its own name (uncompressed, with no checksum to check).
 fn pick_backrest(objects: &[ObjectInfo], wal_name: &str) -> Option<ArchivedWal> {
     objects.iter().find_map(|o| {
         let file = o.path.rsplit('/').next()?;
+        let found = |checksum: &str, compress| ArchivedWal {
+            path: o.path.clone(),
+            checksum: checksum.to_ascii_lowercase(),
+            compress_type: CompressType::None,
+            size: o.size,
+            backrest_compress: Some(compress),
+        };
+        if file == wal_name && matches!(pgbr_wal::classify(wal_name), Some(WalFileName::History(_)))
+        {
+            return Some(found("", BackrestCompress::None));
+        }
         let rest = file.strip_prefix(wal_name)?.strip_prefix('-')?;
         let (checksum, ext) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
         if checksum.len() != 40 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        Some(ArchivedWal {
-            path: o.path.clone(),
-            checksum: checksum.to_ascii_lowercase(),
-            compress_type: CompressType::None,
-            size: o.size,
-            backrest_compress: Some(BackrestCompress::from_extension(ext)?),
-        })
+        Some(found(checksum, BackrestCompress::from_extension(ext)?))
     })
 }
 

@@ -444,6 +444,53 @@ mod tests {
         assert_eq!(page_errors(&v), vec![1, 3, 4, 5, 9]);
     }
 
+    /// A full backup's manifest in pgBackRest 2.45's shape, one file in a bundle; `extra_backup`
+    /// and `file` change it.
+    fn manifest_text(extra_backup: &str, file: &str) -> String {
+        let body = format!(
+            "[backrest]\nbackrest-format=5\nbackrest-version=\"2.45\"\n\n[backup]\nbackup-archive-start=\"000000010000000000000003\"\n{extra_backup}backup-label=\"20261207-230614F\"\nbackup-timestamp-start=1\nbackup-timestamp-stop=2\nbackup-type=\"full\"\n\n[backup:db]\ndb-id=1\ndb-system-id=7\ndb-version=\"15\"\n\n[backup:option]\noption-compress-type=\"zst\"\n\n[backup:target]\npg_data={{\"path\":\"/data\",\"type\":\"path\"}}\n\n[target:file]\npg_data/PG_VERSION={file}\n\n[target:path]\npg_data={{}}\n"
+        );
+        Ini::parse(body.as_bytes(), "t").unwrap().render()
+    }
+
+    #[test]
+    fn a_manifest_reads_and_what_pgbr_cannot_read_is_refused_by_name() {
+        let plain = r#"{"bni":1,"bno":40,"checksum":"587b596f04f7db9c2cad3d6b87dd2b3a05de4f35","repo-size":12,"size":3,"timestamp":1}"#;
+        let m = BackrestManifest::parse(manifest_text("", plain).as_bytes()).unwrap();
+        let f = &m.manifest.files[0];
+        assert_eq!(
+            (f.target.as_str(), f.name.as_str(), f.mode),
+            ("pg_data", "PG_VERSION", 0o600)
+        );
+        assert_eq!(
+            f.bundle,
+            Some(BundleRef {
+                id: 1,
+                offset: 40,
+                length: 12
+            })
+        );
+        assert_eq!(m.compress, BackrestCompress::Zst);
+        assert_eq!(m.files[0].repo_name, "pg_data/PG_VERSION");
+
+        let block_incr =
+            BackrestManifest::parse(manifest_text("backup-block-incr=true\n", plain).as_bytes());
+        assert!(block_incr
+            .unwrap_err()
+            .to_string()
+            .contains("block incremental"));
+        let map = r#"{"bims":88,"bis":1,"checksum":"587b596f04f7db9c2cad3d6b87dd2b3a05de4f35","size":3,"timestamp":1}"#;
+        let mapped = BackrestManifest::parse(manifest_text("", map).as_bytes());
+        assert!(mapped
+            .unwrap_err()
+            .to_string()
+            .contains("block incremental maps"));
+        let unsafe_name = manifest_text("", plain).replace("pg_data/PG_VERSION", "pg_data/../x");
+        let resealed = Ini::parse(unsafe_name.as_bytes(), "t").unwrap().render();
+        let escaping = BackrestManifest::parse(resealed.as_bytes()).unwrap_err();
+        assert!(matches!(escaping, Error::UnsafeName { .. }), "{escaping}");
+    }
+
     #[test]
     fn extensions_name_compressions() {
         assert_eq!(
