@@ -108,7 +108,7 @@ impl Oracle {
 
 /// The cluster, the four repositories with their backups, and the digests of the data at each
 /// backup (full, diff, incr) and at the point-in-time target, with the target's LSN.
-fn oracle() -> (Oracle, [String; 3], String, String) {
+fn oracle() -> (Oracle, [String; 3], Targets) {
     let scratch = Scratch::new();
     let mut src = Cluster::init(&scratch, "src");
     let mut confs = BTreeMap::new();
@@ -167,6 +167,10 @@ fn oracle() -> (Oracle, [String; 3], String, String) {
         digest(&oracle.src),
         oracle.src.psql("select pg_current_wal_insert_lsn()"),
     );
+    // After every commit so far (and before the next one's).
+    let target_time = oracle.src.psql(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
     oracle
         .src
         .psql("insert into t values (-1, 'after the target')");
@@ -176,7 +180,19 @@ fn oracle() -> (Oracle, [String; 3], String, String) {
         at_backup.remove(0),
         at_backup.remove(0),
     ];
-    (oracle, at_backup, target_digest, target_lsn)
+    let target = Targets {
+        digest: target_digest,
+        lsn: target_lsn,
+        time: target_time,
+    };
+    (oracle, at_backup, target)
+}
+
+/// A point in time after every backup: the data there, and its LSN and time.
+struct Targets {
+    digest: String,
+    lsn: String,
+    time: String,
 }
 
 /// Key path → value of every leaf of `v` (pgbr's additions under `pgbr` left out).
@@ -198,8 +214,9 @@ fn leaves(v: &Value, at: &str, out: &mut BTreeMap<String, Value>) {
 
 #[test]
 fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
-    let (oracle, at_backup, target_digest, target_lsn) = oracle();
-    let target = format!("--target={target_lsn}");
+    let (oracle, at_backup, targets) = oracle();
+    let (target, target_digest) = (format!("--target={}", targets.lsn), targets.digest.clone());
+    let target_time = format!("--target={}", targets.time);
     for (format, _) in FORMATS {
         let conf = oracle.pgbr_conf(&format!("pgbr-{format}.conf"), format, "");
         // The same JSON as pgBackRest's on the same repository, key for key and value for value.
@@ -220,10 +237,16 @@ fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
         assert_eq!(verified["ok"], true, "{format}: {verified:#}");
         assert_eq!(verified["backups_checked"], 3, "{format}: {verified:#}");
         // The newest backup (the incr) to a point in time, replaying WAL through archive-get.
+        // One repository by time, the others by LSN.
+        let by = if format == "lz4-bundle" {
+            ["--type=time", &target_time]
+        } else {
+            ["--type=lsn", &target]
+        };
         oracle.restores_to(
             &conf,
             &format!("pitr-{format}"),
-            &["--type=lsn", &target, "--target-action=promote"],
+            &[by[0], by[1], "--target-action=promote"],
             &target_digest,
         );
     }
