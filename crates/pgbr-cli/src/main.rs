@@ -132,6 +132,12 @@ fn json_or(
     let rendered = match config.options.get("output").as_deref() {
         Some("json") => json(),
         Some("pgbr-json") => pgbr_json(),
+        Some("prometheus") => {
+            return Err(Error::Config(
+                "option 'output': prometheus is info's (--output=text, json or pgbr-json here)"
+                    .into(),
+            ))
+        }
         _ => return Ok(text()),
     };
     rendered.map_err(|e| Error::Internal(format!("rendering JSON: {e}")))
@@ -211,6 +217,10 @@ async fn run(config: &Config, positional: &[String]) -> Result<u8, Error> {
             let json = || {
                 serde_json::to_string_pretty(&pgbr_backup::info::pgbackrest_json(&reports, &held))
             };
+            if config.options.get("output").as_deref() == Some("prometheus") {
+                print(&pgbr_backup::info::prometheus_text(&reports))?;
+                return Ok(0);
+            }
             let own = || serde_json::to_string_pretty(&reports);
             print(&json_or(config, json, own, || render::info_text(&reports))?)?;
             Ok(0)

@@ -580,6 +580,58 @@ fn take_over(oracle: &Oracle, target_digest: &str) {
     );
     assert!(text.contains("restoring from repo1"), "{text}");
     assert_eq!(digest(&c), now_digest);
+    metrics_of_both(oracle, &conf);
     assert_ne!(now_digest, target_digest);
     assert_eq!(fingerprint(&old), before, "pgBackRest's repository changed");
+}
+
+/// `info --output=prometheus` over the pgBackRest repository and pgbr's, read by a Prometheus
+/// text-format parser; `verify` has no such output.
+fn metrics_of_both(oracle: &Oracle, conf: &Path) {
+    let text = oracle
+        .scratch
+        .pgbr_ok(conf, &["--stanza=main", "info", "--output=prometheus"]);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape.samples.iter().find_map(|s| {
+            let matches =
+                s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+            match (matches, &s.value) {
+                (true, prometheus_parse::Value::Gauge(v)) => Some(*v),
+                _ => None,
+            }
+        })
+    };
+    for (repo, backups) in [("repo1", 3.0), ("repo2", 1.0)] {
+        assert_eq!(
+            value("pgbr_stanza_up", &[("repo", repo)]),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            value("pgbr_backups", &[("repo", repo)]),
+            Some(backups),
+            "{text}"
+        );
+        let full = [("repo", repo), ("type", "full")];
+        assert!(
+            value("pgbr_backup_last_size_bytes", &full).is_some_and(|v| v > 1e6),
+            "{text}"
+        );
+        assert!(
+            value("pgbr_backup_last_stop_timestamp_seconds", &full).is_some_and(|v| v > 1.7e9),
+            "{text}"
+        );
+    }
+    let out = oracle.scratch.pgbr(
+        conf,
+        &["--stanza=main", "verify", "--output=prometheus", "--repo=2"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

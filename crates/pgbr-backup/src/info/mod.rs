@@ -1,10 +1,13 @@
 //! `info`: what a repository holds for each stanza: the cluster, the backups and the WAL archive's
-//! range per archive id and timeline. Returns data; the caller renders it (text or JSON).
+//! range per archive id and timeline. Returns data; the caller renders it (text, JSON, or
+//! Prometheus' text format).
 
 use serde::Serialize;
 
 mod pgbackrest;
+mod prometheus;
 pub use pgbackrest::pgbackrest_json;
+pub use prometheus::prometheus_text;
 
 use pgbr_manifest::{ArchiveInfo, BackupSummary, DbHistory};
 

@@ -550,10 +550,10 @@ pub const OPTIONS: &[OptionDef] = &[
     ),
     def(
         "output",
-        OptionKind::Choice(&["text", "json", "pgbr-json"]),
+        OptionKind::Choice(&["text", "json", "pgbr-json", "prometheus"]),
         Some("text"),
         &[Command::Info, Command::Verify],
-        "output format: text, json (info: pgBackRest's schema), pgbr-json (pgbr's own)",
+        "output format: text, json (info: pgBackRest's schema), pgbr-json (pgbr's own), prometheus (info: Prometheus' text format)",
     ),
     def(
         "lock-path",
