@@ -31,6 +31,8 @@ pub struct ObjectInfo {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// When it was last written, Unix seconds (as the store reports it).
+    pub modified: i64,
 }
 
 impl From<ObjectMeta> for ObjectInfo {
@@ -38,6 +40,7 @@ impl From<ObjectMeta> for ObjectInfo {
         ObjectInfo {
             path: meta.location.to_string(),
             size: meta.size,
+            modified: meta.last_modified.timestamp(),
         }
     }
 }

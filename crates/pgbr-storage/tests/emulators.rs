@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pgbr_storage::{
     AzureKeyType, AzureOptions, Error, FaultyHttpConnector, FaultyStore, GcsKeyType, GcsOptions,
-    ObjectInfo, RequestKind, S3Options, Storage, UriStyle,
+    RequestKind, S3Options, Storage, UriStyle,
 };
 
 use contract::{assert_seeded, b, exercise, list_paths, pattern, streamed, SEEDED};

@@ -29,6 +29,8 @@ pub struct ArchiveRange {
     pub max: String,
     /// Segments held.
     pub count: u64,
+    /// When the last segment was archived (its object's modification time, Unix seconds).
+    pub max_archived_at: i64,
 }
 
 /// One stanza's state.
@@ -202,7 +204,7 @@ async fn archive_ranges(repo: &Repository) -> Result<Vec<ArchiveRange>> {
                 &archive_id,
             )))
             .await?;
-        let mut per_tli: std::collections::BTreeMap<u32, (String, String, u64)> =
+        let mut per_tli: std::collections::BTreeMap<u32, (String, String, u64, i64)> =
             Default::default();
         for o in objects {
             let file = o.path.rsplit('/').next().unwrap_or_default();
@@ -216,22 +218,24 @@ async fn archive_ranges(repo: &Repository) -> Result<Vec<ArchiveRange>> {
             };
             let e = per_tli
                 .entry(tli)
-                .or_insert_with(|| (seg.to_string(), seg.to_string(), 0));
+                .or_insert_with(|| (seg.to_string(), seg.to_string(), 0, o.modified));
             if seg < e.0.as_str() {
                 e.0 = seg.to_string();
             }
-            if seg > e.1.as_str() {
+            if seg >= e.1.as_str() {
                 e.1 = seg.to_string();
+                e.3 = o.modified;
             }
             e.2 += 1;
         }
-        for (timeline, (min, max, count)) in per_tli {
+        for (timeline, (min, max, count, max_archived_at)) in per_tli {
             out.push(ArchiveRange {
                 archive_id: archive_id.clone(),
                 timeline,
                 min,
                 max,
                 count,
+                max_archived_at,
             });
         }
     }

@@ -67,6 +67,10 @@ pub fn prometheus_text(reports: &[StanzaReport]) -> String {
         "pgbr_archive_segments",
         "WAL segments the archive holds, per archive id and timeline.",
     );
+    let mut newest = family(
+        "pgbr_archive_newest_timestamp_seconds",
+        "When the newest WAL segment of each archive id and timeline was archived (Unix time).",
+    );
     for r in reports {
         let at = || {
             vec![
@@ -80,16 +84,16 @@ pub fn prometheus_text(reports: &[StanzaReport]) -> String {
             continue;
         }
         count.samples.push((at(), r.backups.len() as f64));
-        let mut newest: BTreeMap<&'static str, &BackupSummary> = BTreeMap::new();
+        let mut last: BTreeMap<&'static str, &BackupSummary> = BTreeMap::new();
         for b in &r.backups {
             let kind = match b.backup_type {
                 BackupType::Full => "full",
                 BackupType::Diff => "diff",
                 BackupType::Incr => "incr",
             };
-            newest.insert(kind, b);
+            last.insert(kind, b);
         }
-        for (kind, b) in newest {
+        for (kind, b) in last {
             let labels = || {
                 let mut l = at();
                 l.push(("type", kind.to_string()));
@@ -107,7 +111,8 @@ pub fn prometheus_text(reports: &[StanzaReport]) -> String {
             let mut labels = at();
             labels.push(("archive_id", a.archive_id.clone()));
             labels.push(("timeline", a.timeline.to_string()));
-            segments.samples.push((labels, a.count as f64));
+            segments.samples.push((labels.clone(), a.count as f64));
+            newest.samples.push((labels, a.max_archived_at as f64));
         }
     }
     let mut out = String::new();
@@ -121,6 +126,7 @@ pub fn prometheus_text(reports: &[StanzaReport]) -> String {
         stored,
         page_errors,
         segments,
+        newest,
     ] {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
         let _ = writeln!(out, "# TYPE {} gauge", f.name);
@@ -169,6 +175,7 @@ mod tests {
                 min: "000000010000000000000001".into(),
                 max: "000000010000000000000009".into(),
                 count: 9,
+                max_archived_at: 1_700,
             }],
             backups: vec![full, incr],
             page_errors: Vec::new(),
@@ -211,9 +218,11 @@ mod tests {
         );
         let archive = [("archive_id", "15-1"), ("timeline", "1")];
         assert_eq!(value("pgbr_archive_segments", &archive), Some(9.0));
+        let newest = value("pgbr_archive_newest_timestamp_seconds", &archive);
+        assert_eq!(newest, Some(1_700.0));
         // The format escapes `"` and `\` in label values; this parser leaves the escapes as written.
         let odd = [("stanza", r#"odd \"name\"\\"#), ("repo", "repo2")];
         assert_eq!(value("pgbr_stanza_up", &odd), Some(0.0));
-        assert_eq!(scrape.docs.len(), 9, "every family has its help text");
+        assert_eq!(scrape.docs.len(), 10, "every family has its help text");
     }
 }
