@@ -176,18 +176,43 @@ pub async fn info_all(repos: &[RepoOptions], stanza: Option<&str>) -> Result<Vec
 /// and without it that backup recovers no further than the takeover.
 pub async fn expire_options(config: &Config, repo: &Repository) -> Result<ExpireOptions> {
     let mut opts = config.expire()?;
-    let (opened, _) = open_all(&config.repos_besides(repo.opts.index)?, repo.stanza()).await;
-    opts.keep_wal_from = opened
-        .iter()
-        .filter(|r| r.is_backrest())
-        .filter_map(|r| {
-            r.backup_info()
-                .backups
-                .iter()
-                .max_by_key(|b| b.timestamp_start)
-        })
-        .map(|b| b.wal_start.clone())
+    let mut starts = Vec::new();
+    for other in config.repos_besides(repo.opts.index)? {
+        match Repository::open(&other, repo.stanza()).await {
+            Ok(r) if r.is_backrest() => starts.extend(
+                r.backup_info()
+                    .backups
+                    .iter()
+                    .max_by_key(|b| b.timestamp_start)
+                    .map(|b| b.wal_start.clone()),
+            ),
+            Ok(_) => {}
+            // pgBackRest's, but unreadable (its passphrase, say): which WAL its backups need is
+            // unknown, so none is expired.
+            Err(e)
+                if crate::repo::is_backrest_stanza(
+                    &crate::repo::open_storage(&other)?,
+                    repo.stanza(),
+                )
+                .await
+                .unwrap_or(false) =>
+            {
+                tracing::warn!(
+                    "{}: {e}; it is pgBackRest's, and the WAL its backups need is kept in {}: no WAL is expired",
+                    label(&other),
+                    repo.name()
+                );
+                starts.push(FIRST_SEGMENT.to_string());
+            }
+            Err(_) => {}
+        }
+    }
+    opts.keep_wal_from = starts
+        .into_iter()
         .filter(|start| !start.is_empty())
         .min_by(|a, b| a.get(8..).cmp(&b.get(8..)));
     Ok(opts)
 }
+
+/// The lowest WAL position there is (timeline aside): keeping WAL from here keeps all of it.
+const FIRST_SEGMENT: &str = "000000010000000000000000";

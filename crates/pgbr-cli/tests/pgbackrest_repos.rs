@@ -580,6 +580,7 @@ fn take_over(oracle: &Oracle, target_digest: &str) {
     );
     assert!(text.contains("restoring from repo1"), "{text}");
     assert_eq!(digest(&c), now_digest);
+    expire_keeps_what_pgbackrest_needs(oracle, &conf);
     metrics_of_both(oracle, &conf);
     assert_ne!(now_digest, target_digest);
     assert_eq!(fingerprint(&old), before, "pgBackRest's repository changed");
@@ -634,4 +635,53 @@ fn metrics_of_both(oracle: &Oracle, conf: &Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Expire in pgbr's repository (dry run): alone, it would remove the WAL archived between the
+/// takeover and its first backup; beside the pgBackRest repository it keeps it (pgBackRest's newest
+/// backup needs it to reach the present), and beside a pgBackRest repository it cannot read (a
+/// wrong passphrase) it keeps all WAL, with a warning.
+fn expire_keeps_what_pgbackrest_needs(oracle: &Oracle, conf: &Path) {
+    let text = std::fs::read_to_string(conf).expect("conf");
+    let repo2 = oracle.scratch.path("repo-pgbr");
+    let alone = oracle.scratch.write_config(
+        "pgbr-repo2-alone.conf",
+        &format!(
+            "[global]\nrepo1-path={}\nlock-path={}\n\n{}",
+            repo2.display(),
+            oracle.scratch.path("lock-pgbr").display(),
+            common::stanza_section("main", &oracle.src)
+        ),
+    );
+    let wrong = oracle.scratch.write_config(
+        "pgbr-wrong-pass.conf",
+        &text.replace(
+            "repo1-cipher-pass=takeover-pass",
+            "repo1-cipher-pass=not-the-passphrase",
+        ),
+    );
+    let dry_run = |c: &Path, repo: &str| {
+        let out = oracle
+            .scratch
+            .pgbr(c, &["--stanza=main", "expire", repo, "--dry-run"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (alone_out, _) = dry_run(&alone, "--repo=1");
+    assert!(
+        alone_out.contains("would expire WAL archive"),
+        "{alone_out}"
+    );
+    let (beside_out, _) = dry_run(conf, "--repo=2");
+    assert!(!beside_out.contains("WAL archive"), "{beside_out}");
+    let (wrong_out, wrong_err) = dry_run(&wrong, "--repo=2");
+    assert!(!wrong_out.contains("WAL archive"), "{wrong_out}");
+    assert!(wrong_err.contains("no WAL is expired"), "{wrong_err}");
 }
