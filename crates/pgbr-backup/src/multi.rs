@@ -187,24 +187,28 @@ pub async fn expire_options(config: &Config, repo: &Repository) -> Result<Expire
                     .map(|b| b.wal_start.clone()),
             ),
             Ok(_) => {}
-            // pgBackRest's, but unreadable (its passphrase, say): which WAL its backups need is
-            // unknown, so none is expired.
-            Err(e)
-                if crate::repo::is_backrest_stanza(
-                    &crate::repo::open_storage(&other)?,
-                    repo.stanza(),
-                )
-                .await
-                .unwrap_or(false) =>
-            {
+            Err(e) => {
+                // pgBackRest's but unreadable (its passphrase, say), or its storage unreachable so
+                // that nobody can tell: which WAL its backups need is unknown, so none is expired.
+                let storage = crate::repo::open_storage(&other);
+                let backrest = match storage {
+                    Ok(storage) => crate::repo::is_backrest_stanza(&storage, repo.stanza()).await,
+                    Err(e) => Err(e),
+                };
+                let why = match backrest {
+                    Ok(false) => continue,
+                    Ok(true) => format!("{e}; it is pgBackRest's"),
+                    Err(unknown) => {
+                        format!("{e}; whether it is pgBackRest's is unknown ({unknown})")
+                    }
+                };
                 tracing::warn!(
-                    "{}: {e}; it is pgBackRest's, and the WAL its backups need is kept in {}: no WAL is expired",
+                    "{}: {why}, and the WAL its backups need may be only in {}: no WAL is expired",
                     label(&other),
                     repo.name()
                 );
                 starts.push(FIRST_SEGMENT.to_string());
             }
-            Err(_) => {}
         }
     }
     opts.keep_wal_from = starts

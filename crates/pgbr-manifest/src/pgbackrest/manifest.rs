@@ -134,18 +134,24 @@ fn mode(text: &str, what: &str) -> Result<u32, Error> {
         .map_err(|_| Error::invalid(what, format!("mode {text:?} is not octal")))
 }
 
-/// Page numbers from pgBackRest's `checksum-page-error` (numbers and `[first, last]` ranges).
-fn page_errors(values: &[serde_json::Value]) -> Vec<u32> {
+/// Page numbers from pgBackRest's `checksum-page-error` (numbers and `[first, last]` ranges),
+/// no more than a file of `size` bytes has pages.
+fn page_errors(values: &[serde_json::Value], size: u64) -> Vec<u32> {
+    let pages = u32::try_from(size.div_ceil(8192)).unwrap_or(u32::MAX);
     let mut out = Vec::new();
     for v in values {
         let n = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
         match v {
             serde_json::Value::Array(range) if range.len() == 2 => {
                 if let (Some(a), Some(b)) = (n(&range[0]), n(&range[1])) {
-                    out.extend(a..=b.min(a.saturating_add(1 << 20)));
+                    out.extend(a..=b.min(pages.saturating_sub(1)));
                 }
             }
-            other => out.extend(n(other)),
+            other => out.extend(n(other).filter(|&p| p < pages)),
+        }
+        if out.len() >= pages as usize {
+            out.truncate(pages as usize);
+            break;
         }
     }
     out
@@ -390,6 +396,12 @@ fn files(ini: &Ini, label: &str, manifest: &mut Manifest) -> Result<Vec<Backrest
         };
         let reference = v.reference.filter(|r| r != label).map(CompactString::from);
         let repo_size = v.repo_size.unwrap_or(v.size);
+        if v.bno.unwrap_or(0).checked_add(repo_size).is_none() {
+            return Err(Error::invalid(
+                &what,
+                "its place in the bundle is past any object's end",
+            ));
+        }
         manifest.files.push(FileEntry {
             target: target.into(),
             name: rest.into(),
@@ -408,7 +420,7 @@ fn files(ini: &Ini, label: &str, manifest: &mut Manifest) -> Result<Vec<Backrest
                 length: repo_size,
             }),
             block_map: None,
-            page_errors: page_errors(&v.checksum_page_error),
+            page_errors: page_errors(&v.checksum_page_error, v.size),
         });
         out.push(BackrestFile {
             sha1,
@@ -441,7 +453,10 @@ mod tests {
     #[test]
     fn page_error_ranges_expand() {
         let v: Vec<serde_json::Value> = serde_json::from_str("[1,[3,5],9]").unwrap();
-        assert_eq!(page_errors(&v), vec![1, 3, 4, 5, 9]);
+        assert_eq!(page_errors(&v, 10 * 8192), vec![1, 3, 4, 5, 9]);
+        let huge: Vec<serde_json::Value> =
+            serde_json::from_str("[[0,4000000000],[0,4000000000]]").unwrap();
+        assert_eq!(page_errors(&huge, 3 * 8192), vec![0, 1, 2]);
     }
 
     /// A full backup's manifest in pgBackRest 2.45's shape, one file in a bundle; `extra_backup`
