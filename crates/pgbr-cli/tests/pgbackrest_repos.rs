@@ -100,6 +100,24 @@ impl Oracle {
         (c, text)
     }
 
+    /// Checks that `info --output=json` of pgbr (with `conf`) and of pgBackRest on the repository
+    /// of `format` are the same, leaf for leaf (pgbr's `pgbr` additions aside); `what` names it.
+    fn assert_same_info(&self, format: &str, conf: &Path, what: &str) {
+        let theirs: Value =
+            serde_json::from_str(&self.pgbackrest(format, &["info", "--output=json"]))
+                .expect("pgBackRest JSON");
+        let ours: Value = serde_json::from_str(
+            &self
+                .scratch
+                .pgbr_ok(conf, &["--stanza=main", "info", "--output=json"]),
+        )
+        .expect("pgbr JSON");
+        let (mut o, mut t) = (BTreeMap::new(), BTreeMap::new());
+        leaves(&ours, "", &mut o);
+        leaves(&theirs, "", &mut t);
+        assert_eq!(o, t, "{what}: info --output=json");
+    }
+
     /// Restores `args` with `conf` into `name` and checks the data is `want`.
     fn restores_to(&self, conf: &Path, name: &str, args: &[&str], want: &str) {
         let (c, _) = self.restore(conf, name, args);
@@ -221,19 +239,7 @@ fn pgbackrest_repositories_restore_replay_and_are_taken_over() {
     for (format, _) in FORMATS {
         let conf = oracle.pgbr_conf(&format!("pgbr-{format}.conf"), format, "");
         // The same JSON as pgBackRest's on the same repository, key for key and value for value.
-        let theirs: Value =
-            serde_json::from_str(&oracle.pgbackrest(format, &["info", "--output=json"]))
-                .expect("pgBackRest JSON");
-        let ours: Value = serde_json::from_str(
-            &oracle
-                .scratch
-                .pgbr_ok(&conf, &["--stanza=main", "info", "--output=json"]),
-        )
-        .expect("pgbr JSON");
-        let (mut o, mut t) = (BTreeMap::new(), BTreeMap::new());
-        leaves(&ours, "", &mut o);
-        leaves(&theirs, "", &mut t);
-        assert_eq!(o, t, "{format}: info --output=json");
+        oracle.assert_same_info(format, &conf, format);
         let verified = verify(&oracle.scratch, &conf);
         assert_eq!(verified["ok"], true, "{format}: {verified:#}");
         assert_eq!(verified["backups_checked"], 3, "{format}: {verified:#}");
@@ -363,19 +369,7 @@ fn in_an_object_store(oracle: &Oracle, target: &str, target_digest: &str) {
             common::stanza_section("main", &oracle.src)
         ),
     );
-    let theirs: Value =
-        serde_json::from_str(&oracle.pgbackrest("cbc-zst-bundle", &["info", "--output=json"]))
-            .expect("pgBackRest JSON");
-    let ours: Value = serde_json::from_str(
-        &oracle
-            .scratch
-            .pgbr_ok(&conf, &["--stanza=main", "info", "--output=json"]),
-    )
-    .expect("pgbr JSON");
-    let (mut o, mut t) = (BTreeMap::new(), BTreeMap::new());
-    leaves(&ours, "", &mut o);
-    leaves(&theirs, "", &mut t);
-    assert_eq!(o, t, "info --output=json from S3");
+    oracle.assert_same_info("cbc-zst-bundle", &conf, "from S3");
     let verified = verify(&oracle.scratch, &conf);
     assert_eq!(verified["ok"], true, "{verified:#}");
     oracle.restores_to(

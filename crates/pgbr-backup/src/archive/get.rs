@@ -11,7 +11,8 @@ pub async fn read(repo: &Repository, wal: &ArchivedWal) -> Result<Vec<u8>> {
     let raw = repo.storage().get(&wal.path).await?;
     if wal.backrest_compress.is_some() {
         let mut plain = Vec::new();
-        backrest_copy(repo, wal, &raw[..], &mut plain)?;
+        let pass = repo.backrest().and_then(|k| k.archive_pass.as_deref());
+        backrest_copy(&repo.name(), pass, wal, &raw[..], &mut plain)?;
         return Ok(plain);
     }
     let compressed = repo.unseal(&raw, &wal.path)?;
@@ -69,7 +70,7 @@ async fn fetch_into(repo: &Repository, wal: &ArchivedWal, dest: &Path) -> Result
     let (want, dest_owned) = (wal.checksum.clone(), dest.to_path_buf());
     let handle = tokio::runtime::Handle::current();
     let tmp_task = tmp.clone();
-    let backrest = repo.task_handle();
+    let archive_pass = repo.backrest().and_then(|k| k.archive_pass.clone());
     let wal = wal.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<()> {
         let mut file = std::fs::File::create(&tmp_task)
@@ -77,7 +78,7 @@ async fn fetch_into(repo: &Repository, wal: &ArchivedWal, dest: &Path) -> Result
         if wal.backrest_compress.is_some() {
             let stored = storage.blocking_reader(&object, handle.clone())?;
             let mut out = std::io::BufWriter::new(&mut file);
-            backrest_copy(&backrest, &wal, stored, &mut out)?;
+            backrest_copy(&name, archive_pass.as_deref(), &wal, stored, &mut out)?;
             std::io::Write::flush(&mut out).map_err(|e| Error::io("unable to write", &tmp_task, e))?;
             drop(out);
             return std::fs::rename(&tmp_task, &dest_owned)
@@ -104,7 +105,8 @@ async fn fetch_into(repo: &Repository, wal: &ArchivedWal, dest: &Path) -> Result
 /// Decrypts and decompresses a WAL file pgBackRest archived from `stored` into `out`, checked
 /// against the SHA-1 in its name.
 fn backrest_copy(
-    repo: &Repository,
+    repo_name: &str,
+    pass: Option<&str>,
     wal: &ArchivedWal,
     stored: impl std::io::Read + Send,
     out: &mut dyn std::io::Write,
@@ -112,12 +114,10 @@ fn backrest_copy(
     let compress = wal
         .backrest_compress
         .unwrap_or(pgbr_manifest::pgbackrest::BackrestCompress::None);
-    let pass = repo.backrest().and_then(|k| k.archive_pass.as_deref());
     let mut reader = crate::repo::decode_reader(stored, pass, compress)?;
     let (_, sum) = crate::repo::sha1_copy(&mut reader, out).map_err(|e| {
         Error::Corrupt(format!(
-            "{}: {} cannot be read back ({e}); the archived file is damaged",
-            repo.name(),
+            "{repo_name}: {} cannot be read back ({e}); the archived file is damaged",
             wal.path
         ))
     })?;
@@ -125,8 +125,7 @@ fn backrest_copy(
     // A timeline history file has no checksum in pgBackRest's archive.
     if !wal.checksum.is_empty() && actual != wal.checksum {
         return Err(Error::Corrupt(format!(
-            "{}: {} does not match its SHA-1 (found {actual}); the archived file is damaged",
-            repo.name(),
+            "{repo_name}: {} does not match its SHA-1 (found {actual}); the archived file is damaged",
             wal.path
         )));
     }

@@ -24,8 +24,8 @@ pub use get::{get, read};
 pub use prefetch::{prefetch, prefetch_candidates, take_prefetched, PrefetchReport};
 pub use push::push;
 pub use repos::{get_first, push_all, GetFirstReport, PushAllReport};
-pub(crate) use stored::parse_stored_name;
 pub use stored::{archived_segments, find, find_for};
+pub(crate) use stored::{parse_backrest_name, parse_stored_name};
 
 use pgbr_storage::CompressType;
 

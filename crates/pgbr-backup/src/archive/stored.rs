@@ -29,16 +29,27 @@ pub(super) fn wal_dir(repo: &Repository, archive_id: &str, name: &str) -> Result
     ))
 }
 
-/// Splits `<name>-<checksum><ext>` into checksum and codec.
+/// Splits `<name>-<checksum><ext>`, the checksum `hex_digits` hex digits long, into checksum and
+/// extension.
+fn split_stored_name<'o>(
+    object_name: &'o str,
+    wal_name: &str,
+    hex_digits: usize,
+) -> Option<(&'o str, &'o str)> {
+    let rest = object_name.strip_prefix(wal_name)?.strip_prefix('-')?;
+    let (checksum, ext) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
+    if checksum.len() != hex_digits || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((checksum, ext))
+}
+
+/// Splits `<name>-<blake3><ext>` into checksum and codec.
 pub(crate) fn parse_stored_name(
     object_name: &str,
     wal_name: &str,
 ) -> Option<(String, CompressType)> {
-    let rest = object_name.strip_prefix(wal_name)?.strip_prefix('-')?;
-    let (checksum, ext) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
-    if checksum.len() != 64 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
+    let (checksum, ext) = split_stored_name(object_name, wal_name, 64)?;
     let kind = [
         CompressType::None,
         CompressType::Zst,
@@ -118,13 +129,22 @@ fn pick_backrest(objects: &[ObjectInfo], wal_name: &str) -> Option<ArchivedWal> 
         {
             return Some(found("", BackrestCompress::None));
         }
-        let rest = file.strip_prefix(wal_name)?.strip_prefix('-')?;
-        let (checksum, ext) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
-        if checksum.len() != 40 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        Some(found(checksum, BackrestCompress::from_extension(ext)?))
+        let (checksum, compress) = parse_backrest_name(file, wal_name)?;
+        Some(found(&checksum, compress))
     })
+}
+
+/// Splits pgBackRest's `<name>-<sha1><ext>` into the SHA-1 (40 lowercase hex digits) and the
+/// compression.
+pub(crate) fn parse_backrest_name(
+    object_name: &str,
+    wal_name: &str,
+) -> Option<(String, BackrestCompress)> {
+    let (checksum, ext) = split_stored_name(object_name, wal_name, 40)?;
+    Some((
+        checksum.to_ascii_lowercase(),
+        BackrestCompress::from_extension(ext)?,
+    ))
 }
 
 /// Every full WAL segment the archive holds, as (timeline, segment number), across archive ids.

@@ -181,6 +181,26 @@ impl Repository {
     }
 }
 
+/// Where pgBackRest stored file `f` of the backup whose directory is `backup_dir` (the one `f`
+/// references, if any): its bundle and the range of its piece there, or an object of its own
+/// named as pgbr names a file stored whole (`<target>/<name><ext>`).
+pub(crate) fn stored_at(
+    backup_dir: &str,
+    f: &pgbr_manifest::FileEntry,
+    compress: BackrestCompress,
+) -> (String, Option<std::ops::Range<u64>>) {
+    match &f.bundle {
+        Some(b) => (
+            layout::bundle(backup_dir, b.id),
+            Some(b.offset..b.offset + b.length),
+        ),
+        None => (
+            layout::whole(backup_dir, &f.target, &f.name, compress.extension()),
+            None,
+        ),
+    }
+}
+
 /// A reader of one stored pgBackRest file: decrypted with `pass`, decompressed as `compress`.
 pub(crate) fn decode_reader<'r>(
     stored: impl Read + Send + 'r,

@@ -24,7 +24,8 @@ use crate::layout;
 use crate::lock::Lock;
 
 pub(crate) use backrest::{
-    decode_reader, decrypt as backrest_decrypt, is_backrest_stanza, sha1_copy, BackrestKeys,
+    decode_reader, decrypt as backrest_decrypt, is_backrest_stanza, sha1_copy, stored_at,
+    BackrestKeys,
 };
 pub(crate) use key::unlock;
 pub(crate) use manifests::check_bound;

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::pipeline;
 use crate::progress::Progress;
-use crate::repo::{decode_reader, sha1_copy, Repository};
+use crate::repo::{decode_reader, sha1_copy, stored_at, Repository};
 
 /// A pgBackRest backup being restored: its manifest and how its (and its references') files
 /// are stored.
@@ -45,19 +45,10 @@ pub(super) async fn load(repo: &Repository, label: &str) -> Result<(Manifest, Ba
         })?;
     let f = &manifest.files[control];
     let dir = layout::backup_dir(repo.stanza(), f.reference.as_deref().unwrap_or(label));
-    let stored = match &f.bundle {
-        Some(b) => {
-            let object = layout::bundle(&dir, b.id);
-            repo.storage()
-                .get_range(&object, b.offset..b.offset + b.length)
-                .await?
-        }
-        None => {
-            let name = &backup.files[control].repo_name;
-            repo.storage()
-                .get(&format!("{dir}/{name}{}", backup.compress.extension()))
-                .await?
-        }
+    let (object, range) = stored_at(&dir, f, backup.compress);
+    let stored = match range {
+        Some(range) => repo.storage().get_range(&object, range).await?,
+        None => repo.storage().get(&object).await?,
     };
     let mut plain = Vec::new();
     let (_, sum) = decode_reader(&stored[..], backup.cipher_pass.as_deref(), backup.compress)
@@ -130,19 +121,6 @@ pub(super) async fn restore_files(
     Ok(Written::tally(results.into_iter().flatten()))
 }
 
-/// Where the stored bytes of file `i` are: the object, and for a bundled file its place in it.
-fn object_of(source: &BackrestSource, f: &FileEntry, i: usize, ctx: &RestoreContext) -> String {
-    let dir = ctx.backup_dir(f.reference.as_deref());
-    match &f.bundle {
-        Some(b) => layout::bundle(&dir, b.id),
-        None => format!(
-            "{dir}/{}{}",
-            source.backup.files[i].repo_name,
-            source.backup.compress.extension()
-        ),
-    }
-}
-
 /// `--delta`: whether `dest` already holds file `i` (same size, and same SHA-1, or with
 /// `--delta --force` the same modification time).
 fn already_current(
@@ -184,7 +162,12 @@ fn restore_bundle(
     let Some(&first) = needed.first() else {
         return Ok(out);
     };
-    let object = object_of(source, &manifest.files[first], first, ctx);
+    let f = &manifest.files[first];
+    let (object, _) = stored_at(
+        &ctx.backup_dir(f.reference.as_deref()),
+        f,
+        source.backup.compress,
+    );
     let places: Vec<(u64, u64)> = needed
         .iter()
         .map(|&i| {
@@ -233,12 +216,13 @@ fn restore_file(
         let (size, sum) = if f.size == 0 && f.stored_size == 0 {
             (0, None)
         } else {
-            let object = object_of(source, f, i, ctx);
-            let stored: Box<dyn Read + Send> = match (piece, &f.bundle) {
+            let dir = ctx.backup_dir(f.reference.as_deref());
+            let (object, range) = stored_at(&dir, f, source.backup.compress);
+            let stored: Box<dyn Read + Send> = match (piece, range) {
                 (Some(p), _) => Box::new(io::Cursor::new(p.to_vec())),
-                (None, Some(b)) => Box::new(io::Cursor::new(ctx.storage.get_range_blocking(
+                (None, Some(range)) => Box::new(io::Cursor::new(ctx.storage.get_range_blocking(
                     &object,
-                    b.offset..b.offset + b.length,
+                    range,
                     &ctx.handle,
                 )?)),
                 (None, None) => Box::new(ctx.storage.blocking_reader(&object, ctx.handle.clone())?),

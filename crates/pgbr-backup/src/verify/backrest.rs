@@ -15,19 +15,20 @@ use pgbr_wal::{LongPageHeader, WalFileName};
 
 use super::archive::Segments;
 use super::report::VerifyReport;
+use crate::archive::parse_backrest_name;
 use crate::config::VerifyOptions;
 use crate::error::Result;
 use crate::layout;
 use crate::pipeline;
 use crate::progress::Progress;
-use crate::repo::{decode_reader, sha1_copy, Repository};
+use crate::repo::{decode_reader, sha1_copy, stored_at, Repository};
 
 /// One stored object (or piece of one) to read and check.
 struct Check {
     /// The object, for the report (`<bundle>@<offset>` for a bundled file).
     name: String,
     object: String,
-    range: Option<(u64, u64)>,
+    range: Option<std::ops::Range<u64>>,
     pass: Option<String>,
     compress: BackrestCompress,
     sha1: Option<[u8; 20]>,
@@ -163,22 +164,16 @@ async fn backups(repo: &Repository, report: &mut VerifyReport) -> Result<Vec<Che
             if let Some(r) = &f.reference {
                 if repo.backup_info().backup(r).is_none() {
                     report.error(
-                        format!("{dir}/{}", own.repo_name),
+                        format!("{dir}/{}/{}", f.target, f.name),
                         format!("references backup {r}, which backup.info does not list"),
                     );
                 }
                 continue;
             }
-            let (object, range, name) = match &f.bundle {
-                Some(b) => {
-                    let object = layout::bundle(&dir, b.id);
-                    let name = format!("{object}@{} ({})", b.offset, own.repo_name);
-                    (object, Some((b.offset, b.length)), name)
-                }
-                None => {
-                    let object = format!("{dir}/{}{}", own.repo_name, m.compress.extension());
-                    (object.clone(), None, object)
-                }
+            let (object, range) = stored_at(&dir, f, m.compress);
+            let name = match &range {
+                Some(r) => format!("{object}@{} ({}/{})", r.start, f.target, f.name),
+                None => object.clone(),
             };
             if f.stored_size == 0 && f.size == 0 {
                 continue;
@@ -219,11 +214,10 @@ async fn archive(
                 );
                 continue;
             };
-            let (sum, ext) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
-            let sha1 = hex::decode(sum)
-                .ok()
-                .and_then(|b| <[u8; 20]>::try_from(b).ok());
-            let (Some(sha1), Some(compress)) = (sha1, BackrestCompress::from_extension(ext)) else {
+            let parsed = parse_backrest_name(file, wal_name).and_then(|(sum, compress)| {
+                Some((<[u8; 20]>::try_from(hex::decode(sum).ok()?).ok()?, compress))
+            });
+            let Some((sha1, compress)) = parsed else {
                 // pgBackRest stores history and backup history files under their own names.
                 if !matches!(kind, WalFileName::Segment(_) | WalFileName::Partial(_))
                     && rest.is_empty()
@@ -261,9 +255,9 @@ async fn archive(
 /// Reads one object (blocking) and checks it.
 fn read(storage: &pgbr_storage::Storage, handle: &tokio::runtime::Handle, c: &Check) -> Checked {
     let mut checked = Checked::default();
-    let stored: io::Result<Box<dyn Read + Send>> = match c.range {
-        Some((offset, length)) => storage
-            .get_range_blocking(&c.object, offset..offset + length, handle)
+    let stored: io::Result<Box<dyn Read + Send>> = match c.range.clone() {
+        Some(range) => storage
+            .get_range_blocking(&c.object, range, handle)
             .map(|b| Box::new(io::Cursor::new(b)) as Box<dyn Read + Send>)
             .map_err(io::Error::other),
         None => storage

@@ -59,14 +59,13 @@ impl BackrestCompress {
     }
 }
 
-/// What only pgBackRest's manifest says of one file (aligned with [`Manifest::files`]).
+/// What only pgBackRest's manifest says of one file (aligned with [`Manifest::files`]). Its name
+/// in pgBackRest's repository is `<target>/<name>` of the pgbr entry (`pg_data/base/1/112`), with
+/// the compression's extension when it is not bundled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackrestFile {
     /// SHA-1 of the plaintext; `None` for an empty file.
     pub sha1: Option<[u8; 20]>,
-    /// The file's name in pgBackRest's repository (`pg_data/base/1/112`), to which the
-    /// compression's extension is added when it is not bundled.
-    pub repo_name: String,
 }
 
 /// A pgBackRest backup: the manifest as pgbr's restore reads one, plus pgBackRest's own.
@@ -422,10 +421,7 @@ fn files(ini: &Ini, label: &str, manifest: &mut Manifest) -> Result<Vec<Backrest
             block_map: None,
             page_errors: page_errors(&v.checksum_page_error, v.size),
         });
-        out.push(BackrestFile {
-            sha1,
-            repo_name: name.to_string(),
-        });
+        out.push(BackrestFile { sha1 });
     }
     Ok(out)
 }
@@ -486,7 +482,7 @@ mod tests {
             })
         );
         assert_eq!(m.compress, BackrestCompress::Zst);
-        assert_eq!(m.files[0].repo_name, "pg_data/PG_VERSION");
+        assert_eq!(format!("{}/{}", f.target, f.name), "pg_data/PG_VERSION");
 
         let block_incr =
             BackrestManifest::parse(manifest_text("backup-block-incr=true\n", plain).as_bytes());
